@@ -1,0 +1,27 @@
+//! The contracts the three services speak: every event of the order saga, its CloudEvents
+//! envelope, and the NATS names (subjects, streams, headers) they travel under.
+//!
+//! This crate is pure data — no I/O — so that producers, consumers, the JSON Schemas for
+//! non-Rust readers, and the golden fixtures all come from one definition.
+//!
+//! Versioning rule: a reader accepts every schema version it has ever known and upcasts it to
+//! the current one on decode ([`Envelope::decode`]); an unknown version is a [`DecodeError`],
+//! never a guess. Payloads ignore unknown fields (a newer producer may add optional ones).
+
+mod envelope;
+mod id;
+mod inventory;
+pub mod names;
+mod notification;
+mod order;
+pub mod schema;
+
+pub use envelope::{DecodeError, Envelope, Event, EventKind, SPEC_VERSION};
+pub use id::{Currency, CustomerId, InvalidId, OrderId, Sku};
+pub use inventory::{
+    InventoryRejected, InventoryReleased, InventoryReserved, ReservedLine, Shortfall,
+};
+pub use notification::{Channel, NotificationFailed, NotificationKind, NotificationSent};
+pub use order::{
+    CancelReason, LineItem, OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1,
+};
