@@ -1,0 +1,350 @@
+//! Dead letters: where a message goes when it will never be processed, with everything needed
+//! to understand and redrive it — the original payload and headers (trace context included),
+//! plus where it came from, who gave up on it, how often it was tried, and why.
+//!
+//! Two roads lead here. A handler's permanent error, an undecodable message, or a transient
+//! error on the last delivery is dead-lettered by the consumer before it terms the message. A
+//! message whose deliveries all ended in ack timeouts (hung or crashed handler) never reaches a
+//! handler's last attempt; the server's MAX_DELIVERIES advisory — captured durably in the
+//! `ADVISORIES` stream — is consumed here and the message fetched by sequence. Both roads use
+//! the same `Nats-Msg-Id`, so a message is dead-lettered once even if both fire.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_nats::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use events::names::{self, header};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::connect::Bus;
+use crate::publish::{MsgId, PublishError, Published};
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// The message can never succeed: undecodable, unknown version, or a permanent handler error.
+    Permanent,
+    /// The handler failed transiently on every allowed delivery.
+    RetriesExhausted,
+    /// Every delivery ended in an ack timeout: the handler hung or its process died.
+    AckTimeout,
+}
+
+impl DeadLetterReason {
+    /// The value of the `Dlq-Reason` header.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Permanent => "permanent",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::AckTimeout => "ack_timeout",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        [Self::Permanent, Self::RetriesExhausted, Self::AckTimeout]
+            .into_iter()
+            .find(|reason| reason.as_str() == value)
+    }
+}
+
+/// Where a message was when it was given up on.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin<'a> {
+    pub subject: &'a str,
+    pub stream: &'a str,
+    pub sequence: u64,
+    pub consumer: &'a str,
+    pub deliveries: u64,
+}
+
+/// A message read back from the `DLQ` stream.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The subject it was first published on.
+    pub subject: String,
+    /// The stream it was stored in.
+    pub stream: String,
+    /// Its sequence there.
+    pub sequence: u64,
+    /// The consumer that gave up.
+    pub consumer: String,
+    /// Deliveries made.
+    pub deliveries: u64,
+    /// Why it was given up.
+    pub reason: DeadLetterReason,
+    /// The error text.
+    pub error: String,
+    /// When it was dead-lettered (RFC 3339).
+    pub time: String,
+    /// The original headers plus the `Dlq-*` ones.
+    pub headers: HeaderMap,
+    /// The original payload, byte for byte.
+    pub payload: Bytes,
+}
+
+impl DeadLetter {
+    /// Reads the `Dlq-*` headers of a message from the `DLQ` stream; `None` if it lacks them.
+    pub fn from_parts(headers: HeaderMap, payload: Bytes) -> Option<Self> {
+        let text = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+        let number = |name: &str| text(name).and_then(|v| v.parse().ok());
+        Some(Self {
+            subject: text(header::DLQ_SUBJECT)?,
+            stream: text(header::DLQ_STREAM)?,
+            sequence: number(header::DLQ_SEQUENCE)?,
+            consumer: text(header::DLQ_CONSUMER)?,
+            deliveries: number(header::DLQ_DELIVERIES)?,
+            reason: text(header::DLQ_REASON)
+                .as_deref()
+                .and_then(DeadLetterReason::parse)?,
+            error: text(header::DLQ_ERROR)?,
+            time: text(header::DLQ_TIME)?,
+            headers,
+            payload,
+        })
+    }
+}
+
+/// The `Nats-Msg-Id` of a dead letter: one per (stream, sequence, consumer), whichever road
+/// it takes.
+fn dead_letter_id(origin: &Origin<'_>) -> MsgId {
+    MsgId::raw(format!(
+        "dlq:{}:{}:{}",
+        origin.stream, origin.sequence, origin.consumer
+    ))
+}
+
+/// Publishes the dead letter of a message and waits for its PubAck.
+pub(crate) async fn publish(
+    bus: &Bus,
+    origin: &Origin<'_>,
+    original_headers: Option<&HeaderMap>,
+    payload: Bytes,
+    reason: DeadLetterReason,
+    error: &str,
+) -> Result<Published, PublishError> {
+    let mut headers = HeaderMap::new();
+    for (name, values) in original_headers.into_iter().flat_map(HeaderMap::iter) {
+        let name_str: &str = name.as_ref();
+        // The dead letter needs its own dedupe id, and publish expectations of the original
+        // would make the dead-letter publish fail.
+        if name_str.eq_ignore_ascii_case(header::MSG_ID) {
+            if let Some(id) = values.first() {
+                headers.insert(header::DLQ_MSG_ID, id.clone());
+            }
+            continue;
+        }
+        if name_str.to_ascii_lowercase().starts_with("nats-expected") {
+            continue;
+        }
+        for value in values {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(header::DLQ_SUBJECT, header_value(origin.subject));
+    headers.insert(header::DLQ_STREAM, header_value(origin.stream));
+    headers.insert(header::DLQ_SEQUENCE, origin.sequence.to_string().as_str());
+    headers.insert(header::DLQ_CONSUMER, header_value(origin.consumer));
+    headers.insert(
+        header::DLQ_DELIVERIES,
+        origin.deliveries.to_string().as_str(),
+    );
+    headers.insert(header::DLQ_REASON, reason.as_str());
+    headers.insert(header::DLQ_ERROR, header_value(error));
+    headers.insert(header::DLQ_TIME, chrono::Utc::now().to_rfc3339().as_str());
+
+    let subject = names::subject::dead_letter(origin.subject);
+    let result = bus
+        .publisher()
+        // No injection: the original trace context stays as the producer sent it.
+        .publish_raw(&subject, &dead_letter_id(origin), headers, payload, None)
+        .await;
+    match &result {
+        Ok(_) => {
+            tracing::error!(
+                subject = origin.subject,
+                stream = origin.stream,
+                sequence = origin.sequence,
+                consumer = origin.consumer,
+                deliveries = origin.deliveries,
+                reason = reason.as_str(),
+                error,
+                "message dead-lettered"
+            );
+            metrics::counter!(
+                "orderflow_dead_letters_total",
+                "consumer" => origin.consumer.to_owned(),
+                "reason" => reason.as_str(),
+            )
+            .increment(1);
+        }
+        Err(e) => tracing::error!(
+            subject = origin.subject,
+            sequence = origin.sequence,
+            error = %e,
+            "dead-lettering failed; the message will be retried"
+        ),
+    }
+    result
+}
+
+/// A header value: no control characters (they would break the protocol line) and at most
+/// 1 KiB, cut on a character boundary.
+fn header_value(text: &str) -> HeaderValue {
+    const MAX: usize = 1024;
+    let mut clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.len() > MAX {
+        let cut = (0..=MAX)
+            .rev()
+            .find(|&i| clean.is_char_boundary(i))
+            .unwrap_or(0);
+        clean.truncate(cut);
+    }
+    HeaderValue::from(clean.as_str())
+}
+
+/// The body of a `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES` advisory.
+#[derive(Debug, Deserialize)]
+struct MaxDeliveries {
+    stream: String,
+    consumer: String,
+    stream_seq: u64,
+    deliveries: u64,
+}
+
+/// Dead-letters the messages that `consumer` on `stream` gave up on through ack timeouts, until
+/// `shutdown`. Reads the captured advisories through a durable consumer of its own, so none is
+/// missed while no process runs.
+pub(crate) async fn watch_max_deliveries(
+    bus: Bus,
+    stream: String,
+    consumer: String,
+    shutdown: CancellationToken,
+) -> Result<(), jetstream::stream::ConsumerError> {
+    let advisories = bus
+        .jetstream()
+        .create_consumer_on_stream(
+            pull::Config {
+                durable_name: Some(format!("{consumer}-max-deliveries")),
+                filter_subject: format!(
+                    "{}.{stream}.{consumer}",
+                    names::subject::MAX_DELIVERIES_ADVISORY_PREFIX
+                ),
+                ack_wait: Duration::from_secs(30),
+                // Never give up on an advisory: it is the last record that a message died.
+                max_deliver: -1,
+                ..Default::default()
+            },
+            names::stream::ADVISORIES,
+        )
+        .await?;
+    let source = bus.jetstream().get_stream_no_info(&stream).await;
+    let source = match source {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%stream, error = %e, "cannot open stream for dead-lettering");
+            return Ok(());
+        }
+    };
+    loop {
+        let mut messages = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            messages = advisories.messages() => match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(%consumer, error = %e, "cannot pull max-deliveries advisories");
+                    sleep_or_shutdown(Duration::from_secs(1), &shutdown).await;
+                    continue;
+                }
+            },
+        };
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => match next {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        tracing::warn!(%consumer, error = %e, "advisory stream error");
+                        break;
+                    }
+                    None => break,
+                },
+            };
+            let ack = match serde_json::from_slice::<MaxDeliveries>(&message.payload) {
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable max-deliveries advisory; dropping it");
+                    AckKind::Term
+                }
+                Ok(advisory) => match rescue(&bus, &source, &advisory).await {
+                    Ok(()) => AckKind::Ack,
+                    Err(()) => AckKind::Nak(Some(Duration::from_secs(1))),
+                },
+            };
+            if let Err(e) = message.ack_with(ack).await {
+                tracing::warn!(error = %e, "cannot settle a max-deliveries advisory");
+            }
+        }
+    }
+}
+
+/// Fetches the message an advisory names and dead-letters it.
+async fn rescue(
+    bus: &Bus,
+    source: &jetstream::stream::Stream<()>,
+    advisory: &MaxDeliveries,
+) -> Result<(), ()> {
+    let message = match source.get_raw_message(advisory.stream_seq).await {
+        Ok(m) => m,
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::stream::RawMessageErrorKind::NoMessageFound
+            ) =>
+        {
+            tracing::error!(
+                stream = %advisory.stream,
+                sequence = advisory.stream_seq,
+                "message named by a max-deliveries advisory is gone from its stream"
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, sequence = advisory.stream_seq, "cannot fetch message to dead-letter");
+            return Err(());
+        }
+    };
+    let origin = Origin {
+        subject: message.subject.as_str(),
+        stream: &advisory.stream,
+        sequence: advisory.stream_seq,
+        consumer: &advisory.consumer,
+        deliveries: advisory.deliveries,
+    };
+    let error = format!(
+        "delivered {} times without being settled (handler hung, crashed, or exceeded ack_wait)",
+        advisory.deliveries
+    );
+    publish(
+        bus,
+        &origin,
+        Some(&message.headers),
+        message.payload.clone(),
+        DeadLetterReason::AckTimeout,
+        &error,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|_| ())
+}
+
+async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}

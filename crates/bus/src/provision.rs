@@ -1,0 +1,144 @@
+//! Idempotent provisioning: every service creates or updates the streams and KV buckets it
+//! needs at start-up, so a fresh NATS, a restarted one and a changed setting all converge.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use events::names;
+
+use crate::connect::Bus;
+
+/// Settings shared by every stream the system owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Copies of each stream in a cluster: 1 locally, 3 in production (`STREAM_REPLICAS`).
+    pub replicas: usize,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    pub duplicate_window: Duration,
+    /// How long events are kept.
+    pub max_age: Duration,
+    /// How long dead letters are kept (long enough for a human to look).
+    pub dlq_max_age: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            dlq_max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// A KV bucket some service keeps state in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvBucket {
+    /// Bucket name.
+    pub name: String,
+    /// Revisions kept per key.
+    pub history: i64,
+    /// Entries expire after this long (`None`: never) — idempotency keys use it.
+    pub ttl: Option<Duration>,
+    /// Copies in a cluster.
+    pub replicas: usize,
+}
+
+impl KvBucket {
+    /// A bucket with one revision per key, no TTL, one replica.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            history: 1,
+            ttl: None,
+            replicas: 1,
+        }
+    }
+}
+
+/// Provisioning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// Settings that cannot work.
+    #[error("invalid stream settings: {0}")]
+    Settings(&'static str),
+    /// The server refused a stream.
+    #[error("cannot create or update stream {stream}: {source}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// The server's answer.
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+    /// The server refused a KV bucket.
+    #[error("cannot create or update KV bucket {bucket}: {source}")]
+    Bucket {
+        /// The bucket.
+        bucket: String,
+        /// The server's answer.
+        #[source]
+        source: jetstream::context::CreateKeyValueError,
+    },
+}
+
+impl Bus {
+    /// Creates or updates `ORDERS`, `INVENTORY`, `NOTIFICATIONS`, `DLQ` and `ADVISORIES`.
+    pub async fn provision_streams(&self, settings: &StreamSettings) -> Result<(), ProvisionError> {
+        if settings.replicas == 0 || settings.replicas > 5 {
+            return Err(ProvisionError::Settings("replicas must be between 1 and 5"));
+        }
+        if settings.duplicate_window.is_zero() || settings.duplicate_window > settings.max_age {
+            return Err(ProvisionError::Settings(
+                "duplicate window must be positive and no longer than max age",
+            ));
+        }
+        for (name, subjects) in names::stream::ALL {
+            let max_age = match name {
+                names::stream::DLQ | names::stream::ADVISORIES => settings.dlq_max_age,
+                _ => settings.max_age,
+            };
+            let config = stream::Config {
+                name: name.to_owned(),
+                subjects: vec![subjects.to_owned()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                discard: stream::DiscardPolicy::Old,
+                num_replicas: settings.replicas,
+                duplicate_window: settings.duplicate_window,
+                max_age,
+                // Dead letters are fetched by sequence when redriven.
+                allow_direct: true,
+                ..Default::default()
+            };
+            self.jetstream()
+                .create_or_update_stream(config)
+                .await
+                .map_err(|source| ProvisionError::Stream {
+                    stream: name.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Creates or updates a KV bucket and returns its handle.
+    pub async fn key_value(&self, bucket: &KvBucket) -> Result<kv::Store, ProvisionError> {
+        let config = kv::Config {
+            bucket: bucket.name.clone(),
+            history: bucket.history,
+            max_age: bucket.ttl.unwrap_or_default(),
+            num_replicas: bucket.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        self.jetstream()
+            .create_or_update_key_value(config)
+            .await
+            .map_err(|source| ProvisionError::Bucket {
+                bucket: bucket.name.clone(),
+                source,
+            })
+    }
+}

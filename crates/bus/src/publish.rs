@@ -1,0 +1,342 @@
+//! Publishing events: one serialization, one PubAck awaited, a deterministic `Nats-Msg-Id` so
+//! a retried or redelivered publish is deduplicated by the server, a PRODUCER span whose context
+//! rides in the headers, retries with backoff under a deadline, and a circuit breaker that makes
+//! callers fail fast (HTTP: 503 + Retry-After) while NATS is unreachable.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::connection::State;
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use events::{Envelope, EventKind, names::header};
+use failsafe::futures::CircuitBreaker as _;
+use failsafe::{StateMachine, backoff, failure_policy};
+use tracing::Instrument;
+
+use crate::config::PublishPolicy;
+use crate::trace;
+
+/// A `Nats-Msg-Id`: derived from the cause of a publish, never random, so that publishing the
+/// same decision twice stores it once (within the stream's duplicate window).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MsgId(String);
+
+impl MsgId {
+    /// The id of the event of `kind` caused by `key`: `orders.confirmed:<order id>`.
+    pub fn new(kind: EventKind, key: impl fmt::Display) -> Self {
+        Self(format!("{}:{key}", kind.type_name()))
+    }
+
+    /// An id built by the caller, for publishes that are not events of the saga.
+    pub fn raw(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the server acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The stream that stored the message.
+    pub stream: String,
+    /// Its sequence in that stream.
+    pub sequence: u64,
+    /// The server had already stored a message with this `Nats-Msg-Id`: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// A publish that did not get a PubAck.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The event could not be serialized (a bug, not a condition to retry).
+    #[error("cannot encode {kind}: {source}")]
+    Encode {
+        /// The event type.
+        kind: EventKind,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The circuit breaker is open: recent publishes failed, so this one was not tried.
+    #[error("NATS publishing is failing; circuit breaker open, not trying")]
+    CircuitOpen,
+    /// Every attempt failed with a transient error until the deadline passed.
+    #[error(
+        "publish to {subject} (msg id {msg_id}) gave up after {attempts} attempts in {elapsed:?}: {source}"
+    )]
+    Exhausted {
+        /// The subject.
+        subject: String,
+        /// The `Nats-Msg-Id`.
+        msg_id: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed: Duration,
+        /// The last error.
+        #[source]
+        source: jetstream::context::PublishError,
+    },
+    /// The server refused the message for a reason retrying cannot fix.
+    #[error("publish to {subject} refused: {source}")]
+    Refused {
+        /// The subject.
+        subject: String,
+        /// The server's answer.
+        #[source]
+        source: jetstream::context::PublishError,
+    },
+}
+
+impl PublishError {
+    /// Whether trying again later may succeed (NATS down or slow), as opposed to a bug or a
+    /// refusal. A consumer naks transient failures and dead-letters the others.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::CircuitOpen | Self::Exhausted { .. })
+    }
+}
+
+/// Whether one failed attempt is worth repeating.
+fn retryable(kind: PublishErrorKind) -> bool {
+    matches!(
+        kind,
+        PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::MaxAckPending
+            // No responders: JetStream is (re)starting and the stream is not loaded yet.
+            | PublishErrorKind::StreamNotFound
+    )
+}
+
+type Breaker = StateMachine<failure_policy::ConsecutiveFailures<backoff::Exponential>, BreakerLog>;
+
+/// Publishes events to JetStream. Cheap to clone; clones share the circuit breaker.
+#[derive(Clone)]
+pub struct Publisher {
+    jetstream: jetstream::Context,
+    policy: PublishPolicy,
+    breaker: Breaker,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Attempt {
+    Rejected,
+    Failed(jetstream::context::PublishError),
+}
+
+impl Publisher {
+    pub(crate) fn new(jetstream: jetstream::Context, policy: PublishPolicy) -> Self {
+        let open_for = backoff::exponential(policy.breaker_open_for, policy.breaker_open_for * 16);
+        let breaker = failsafe::Config::new()
+            .failure_policy(failure_policy::consecutive_failures(
+                policy.breaker_failures,
+                open_for,
+            ))
+            .instrument(BreakerLog)
+            .build();
+        Self {
+            jetstream,
+            policy,
+            breaker,
+        }
+    }
+
+    /// Publishes `envelope` on its event's subject with `msg_id`, inside a PRODUCER span whose
+    /// context is sent in the headers, and returns once the server acknowledged it.
+    pub async fn publish(
+        &self,
+        envelope: &Envelope,
+        msg_id: &MsgId,
+    ) -> Result<Published, PublishError> {
+        let kind = envelope.kind();
+        let payload = envelope
+            .to_json()
+            .map_err(|source| PublishError::Encode { kind, source })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::EVENT_TYPE, kind.type_name());
+        headers.insert(
+            header::EVENT_VERSION,
+            kind.current_version().to_string().as_str(),
+        );
+        let span = producer_span(kind.subject(), msg_id, envelope);
+        let result = self
+            .publish_raw(
+                kind.subject(),
+                msg_id,
+                headers,
+                Bytes::from(payload),
+                Some(&span),
+            )
+            .instrument(span.clone())
+            .await;
+        record_outcome(kind.type_name(), &result, &span);
+        result
+    }
+
+    /// Publishes bytes with headers as they are, adding the `Nats-Msg-Id` and, if given, the
+    /// trace context of a span — for dead letters, whose payload and original trace context are
+    /// kept as they were.
+    pub(crate) async fn publish_raw(
+        &self,
+        subject: &str,
+        msg_id: &MsgId,
+        mut headers: HeaderMap,
+        payload: Bytes,
+        inject_from: Option<&tracing::Span>,
+    ) -> Result<Published, PublishError> {
+        headers.insert(header::MSG_ID, msg_id.as_str());
+        if let Some(span) = inject_from {
+            trace::inject(span, &mut headers);
+        }
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.policy.min_delay)
+            .with_max_delay(self.policy.max_delay)
+            .with_jitter()
+            .with_total_delay(Some(self.policy.deadline))
+            .without_max_times();
+        let attempt = || {
+            attempts += 1;
+            self.attempt(subject, headers.clone(), payload.clone())
+        };
+        let result = attempt
+            .retry(backoff)
+            .when(|e| matches!(e, Attempt::Failed(e) if retryable(e.kind())))
+            .notify(|e, delay| {
+                if let Attempt::Failed(e) = e {
+                    tracing::warn!(subject, %msg_id, error = %e, ?delay, "publish failed; retrying");
+                }
+            })
+            .await;
+        result.map_err(|e| match e {
+            Attempt::Rejected => PublishError::CircuitOpen,
+            Attempt::Failed(source) if retryable(source.kind()) => PublishError::Exhausted {
+                subject: subject.to_owned(),
+                msg_id: msg_id.to_string(),
+                attempts,
+                elapsed: started.elapsed(),
+                source,
+            },
+            Attempt::Failed(source) => PublishError::Refused {
+                subject: subject.to_owned(),
+                source,
+            },
+        })
+    }
+
+    /// One attempt through the breaker: send, then await the PubAck.
+    async fn attempt(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Published, Attempt> {
+        let send = async {
+            // While disconnected the client would only buffer; fail now and let the retry
+            // schedule (and the breaker) decide instead of waiting for an ack timeout.
+            if self.jetstream.client().connection_state() != State::Connected {
+                return Err(jetstream::context::PublishError::with_source(
+                    PublishErrorKind::BrokenPipe,
+                    "not connected to NATS",
+                ));
+            }
+            let ack = self
+                .jetstream
+                .publish_with_headers(subject.to_owned(), headers, payload)
+                .await?;
+            ack.await
+        };
+        // Only failures that say "NATS is unwell" count towards opening the breaker.
+        let counts = |e: &jetstream::context::PublishError| retryable(e.kind());
+        match self.breaker.call_with(counts, send).await {
+            Ok(ack) => Ok(Published {
+                stream: ack.stream,
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            }),
+            Err(failsafe::Error::Rejected) => Err(Attempt::Rejected),
+            Err(failsafe::Error::Inner(e)) => Err(Attempt::Failed(e)),
+        }
+    }
+}
+
+fn producer_span(subject: &str, msg_id: &MsgId, envelope: &Envelope) -> tracing::Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = format!("send {subject}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = subject,
+        messaging.message.id = msg_id.as_str(),
+        cloudevents.event_id = %envelope.id,
+        cloudevents.event_type = envelope.kind().type_name(),
+        order_id = %envelope.correlation_id,
+    )
+}
+
+fn record_outcome(
+    event_type: &'static str,
+    result: &Result<Published, PublishError>,
+    span: &tracing::Span,
+) {
+    let outcome = match result {
+        Ok(p) if p.duplicate => "duplicate",
+        Ok(_) => "stored",
+        Err(PublishError::CircuitOpen) => "circuit_open",
+        Err(_) => "error",
+    };
+    if let Err(e) = result {
+        span.record("otel.status_code", "ERROR");
+        tracing::warn!(parent: span, error = %e, "publish failed");
+    }
+    metrics::counter!("orderflow_events_published_total", "type" => event_type, "outcome" => outcome)
+        .increment(1);
+}
+
+/// Logs circuit-breaker transitions and exports the state as a gauge.
+#[derive(Debug, Clone, Copy)]
+struct BreakerLog;
+
+impl failsafe::Instrument for BreakerLog {
+    fn on_call_rejected(&self) {
+        metrics::counter!("orderflow_publish_rejected_total").increment(1);
+    }
+
+    fn on_open(&self) {
+        tracing::error!("publish circuit breaker opened: NATS publishes keep failing");
+        metrics::gauge!("orderflow_publish_circuit_open").set(1.0);
+    }
+
+    fn on_half_open(&self) {
+        tracing::info!("publish circuit breaker half-open: trying NATS again");
+    }
+
+    fn on_closed(&self) {
+        tracing::info!("publish circuit breaker closed: NATS publishes succeed again");
+        metrics::gauge!("orderflow_publish_circuit_open").set(0.0);
+    }
+}
