@@ -13,7 +13,7 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use events::{Envelope, EventKind, names::header};
 use failsafe::futures::CircuitBreaker as _;
-use failsafe::{StateMachine, backoff, failure_policy};
+use failsafe::{StateMachine, failure_policy};
 use tracing::Instrument;
 
 use crate::config::PublishPolicy;
@@ -121,7 +121,24 @@ fn retryable(kind: PublishErrorKind) -> bool {
     )
 }
 
-type Breaker = StateMachine<failure_policy::ConsecutiveFailures<backoff::Exponential>, BreakerLog>;
+type Breaker = StateMachine<failure_policy::ConsecutiveFailures<OpenFor>, BreakerLog>;
+
+/// How long the breaker stays open: doubling from the configured time, capped at 16×.
+/// (failsafe's own `backoff::exponential` panics below one second; tests need less.)
+#[derive(Debug, Clone)]
+struct OpenFor {
+    next: Duration,
+    max: Duration,
+}
+
+impl Iterator for OpenFor {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (current * 2).min(self.max);
+        Some(current)
+    }
+}
 
 /// Publishes events to JetStream. Cheap to clone; clones share the circuit breaker.
 #[derive(Clone)]
@@ -146,7 +163,10 @@ enum Attempt {
 
 impl Publisher {
     pub(crate) fn new(jetstream: jetstream::Context, policy: PublishPolicy) -> Self {
-        let open_for = backoff::exponential(policy.breaker_open_for, policy.breaker_open_for * 16);
+        let open_for = OpenFor {
+            next: policy.breaker_open_for,
+            max: policy.breaker_open_for * 16,
+        };
         let breaker = failsafe::Config::new()
             .failure_policy(failure_policy::consecutive_failures(
                 policy.breaker_failures,

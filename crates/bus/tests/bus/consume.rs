@@ -1,0 +1,213 @@
+//! Consuming: retries with growing delays, bounded concurrency, and a drain that finishes what
+//! it started.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bus::{CancellationToken, Consumer, ConsumerSpec, Delivery, HandlerError, MsgId};
+use events::{EventKind, OrderId, names};
+use tokio::sync::{Mutex, mpsc};
+
+use crate::support::{Harness, PATIENCE, fast_spec, order_created};
+
+async fn publish_orders(h: &Harness, n: usize) {
+    for _ in 0..n {
+        let e = order_created(OrderId::new());
+        h.bus
+            .publisher()
+            .publish(&e, &MsgId::new(EventKind::OrderCreated, e.correlation_id))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_transiently_failing_handler_is_redelivered_with_growing_delays_then_succeeds() {
+    let h = Harness::start().await;
+    publish_orders(&h, 1).await;
+    let attempts: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let seen = attempts.clone();
+    let handler = move |d: Delivery| {
+        let (seen, done_tx) = (seen.clone(), done_tx.clone());
+        async move {
+            seen.lock().await.push((d.attempt, Instant::now()));
+            if d.attempt < 4 {
+                return Err(HandlerError::transient("downstream unavailable"));
+            }
+            let _ = done_tx.send(());
+            Ok(())
+        }
+    };
+    let spec = ConsumerSpec {
+        nak_delay: Duration::from_millis(100),
+        max_nak_delay: Duration::from_secs(1),
+        ..fast_spec(names::stream::ORDERS, "retry", &[])
+    };
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        Consumer::create(&h.bus, spec)
+            .await
+            .unwrap()
+            .run(handler, shutdown.clone()),
+    );
+    tokio::time::timeout(PATIENCE, done.recv()).await.unwrap();
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+
+    let attempts = attempts.lock().await.clone();
+    assert_eq!(
+        attempts.iter().map(|a| a.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    for (gap, at_least) in gaps.iter().zip([100, 200, 400]) {
+        assert!(
+            *gap >= Duration::from_millis(at_least),
+            "redelivered after {gap:?}, expected ≥ {at_least} ms: {gaps:?}"
+        );
+    }
+    assert_eq!(
+        h.stored(names::stream::DLQ).await,
+        0,
+        "a message that succeeded was dead-lettered"
+    );
+}
+
+#[tokio::test]
+async fn at_most_the_configured_number_of_handlers_run_at_once() {
+    let h = Harness::start().await;
+    publish_orders(&h, 24).await;
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let handler = {
+        let (running, peak) = (running.clone(), peak.clone());
+        move |_: Delivery| {
+            let (running, peak, done_tx) = (running.clone(), peak.clone(), done_tx.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                let _ = done_tx.send(());
+                Ok(())
+            }
+        }
+    };
+    let spec = ConsumerSpec {
+        concurrency: 3,
+        max_batch: 10,
+        ..fast_spec(names::stream::ORDERS, "bounded", &[])
+    };
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        Consumer::create(&h.bus, spec)
+            .await
+            .unwrap()
+            .run(handler, shutdown.clone()),
+    );
+    for _ in 0..24 {
+        tokio::time::timeout(PATIENCE, done.recv()).await.unwrap();
+    }
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        3,
+        "handlers did not run 3 at a time"
+    );
+}
+
+#[tokio::test]
+async fn drain_finishes_in_flight_handlers_and_acks_them_before_returning() {
+    let h = Harness::start().await;
+    publish_orders(&h, 2).await;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let handler = {
+        let finished = finished.clone();
+        move |_: Delivery| {
+            let (finished, started_tx) = (finished.clone(), started_tx.clone());
+            async move {
+                let _ = started_tx.send(());
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "drain", &[]))
+        .await
+        .unwrap();
+    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    for _ in 0..2 {
+        tokio::time::timeout(PATIENCE, started.recv())
+            .await
+            .unwrap();
+    }
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        2,
+        "run() returned before its handlers finished"
+    );
+
+    let info = h
+        .bus
+        .jetstream()
+        .get_stream(names::stream::ORDERS)
+        .await
+        .unwrap();
+    let consumer = info.consumer_info("drain").await.unwrap();
+    assert_eq!(
+        consumer.num_ack_pending, 0,
+        "in-flight messages were not acked"
+    );
+    assert_eq!(consumer.num_pending, 0);
+}
+
+#[tokio::test]
+async fn a_handler_that_hangs_is_timed_out_and_retried_instead_of_held_forever() {
+    let h = Harness::start().await;
+    publish_orders(&h, 1).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handler = move |d: Delivery| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(d.attempt);
+            if d.attempt == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    };
+    let spec = ConsumerSpec {
+        handler_timeout: Duration::from_millis(300),
+        ..fast_spec(names::stream::ORDERS, "hang", &[])
+    };
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        Consumer::create(&h.bus, spec)
+            .await
+            .unwrap()
+            .run(handler, shutdown.clone()),
+    );
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap(),
+        Some(2)
+    );
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}

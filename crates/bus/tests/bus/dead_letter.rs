@@ -1,0 +1,276 @@
+//! Dead letters: nothing is dropped. Permanent failures, exhausted retries, ack-timeout deaths,
+//! garbage and unknown versions all land in `DLQ` with their reason, payload and headers, and
+//! the consumer carries on.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bus::{CancellationToken, Consumer, ConsumerSpec, DeadLetterReason, Delivery, HandlerError};
+use events::{OrderId, names};
+use futures::StreamExt;
+
+use crate::support::{Harness, fast_spec, fixture, next, order_created, recorder};
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+async fn publish_raw(h: &Harness, subject: &str, msg_id: &str, payload: Vec<u8>) -> u64 {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id);
+    headers.insert("traceparent", TRACEPARENT);
+    h.bus
+        .jetstream()
+        .publish_with_headers(subject.to_owned(), headers, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence
+}
+
+#[tokio::test]
+async fn a_permanently_failing_handler_lands_in_dlq_with_its_reason_and_original_trace_context() {
+    let h = Harness::start().await;
+    let payload = order_created(OrderId::new()).to_json().unwrap();
+    let sequence = publish_raw(
+        &h,
+        names::subject::ORDERS_CREATED,
+        "orders.created:x",
+        payload.clone(),
+    )
+    .await;
+    let handler =
+        |_: Delivery| async { Err(HandlerError::permanent("customer cust-1 is blocked")) };
+    let shutdown = CancellationToken::new();
+    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "permanent", &[]))
+        .await
+        .unwrap();
+    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+
+    let letter = h.dead_letters(1).await.remove(0);
+    assert_eq!(letter.reason, DeadLetterReason::Permanent);
+    assert!(
+        letter.error.contains("customer cust-1 is blocked"),
+        "{}",
+        letter.error
+    );
+    assert_eq!(letter.subject, names::subject::ORDERS_CREATED);
+    assert_eq!(letter.stream, names::stream::ORDERS);
+    assert_eq!(letter.sequence, sequence);
+    assert_eq!(letter.consumer, "permanent");
+    assert_eq!(
+        letter.deliveries, 1,
+        "a permanent failure must not be retried"
+    );
+    assert_eq!(letter.payload.as_ref(), payload.as_slice());
+    assert_eq!(
+        letter.headers.get("traceparent").map(|v| v.as_str()),
+        Some(TRACEPARENT)
+    );
+    assert_eq!(
+        letter
+            .headers
+            .get("Dlq-Original-Msg-Id")
+            .map(|v| v.as_str()),
+        Some("orders.created:x")
+    );
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_transient_failure_on_the_last_delivery_is_dead_lettered_not_dropped() {
+    let h = Harness::start().await;
+    publish_raw(
+        &h,
+        names::subject::ORDERS_CREATED,
+        "m1",
+        order_created(OrderId::new()).to_json().unwrap(),
+    )
+    .await;
+    let handler = |_: Delivery| async { Err(HandlerError::transient("stock store unavailable")) };
+    let spec = ConsumerSpec {
+        max_deliver: 3,
+        ..fast_spec(names::stream::ORDERS, "exhaust", &[])
+    };
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        Consumer::create(&h.bus, spec)
+            .await
+            .unwrap()
+            .run(handler, shutdown.clone()),
+    );
+
+    let letter = h.dead_letters(1).await.remove(0);
+    assert_eq!(letter.reason, DeadLetterReason::RetriesExhausted);
+    assert_eq!(letter.deliveries, 3);
+    assert!(
+        letter.error.contains("stock store unavailable"),
+        "{}",
+        letter.error
+    );
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_message_never_acked_until_max_deliver_is_dead_lettered_from_the_advisory() {
+    let h = Harness::start().await;
+    let sequence = publish_raw(
+        &h,
+        names::subject::ORDERS_CREATED,
+        "m2",
+        order_created(OrderId::new()).to_json().unwrap(),
+    )
+    .await;
+    let spec = ConsumerSpec {
+        ack_wait: Duration::from_millis(500),
+        max_deliver: 2,
+        progress_every: Duration::from_millis(200),
+        ..fast_spec(names::stream::ORDERS, "crashy", &[])
+    };
+    let consumer = Consumer::create(&h.bus, spec).await.unwrap();
+
+    // A replica that takes the message and dies before settling it, twice.
+    let raw: async_nats::jetstream::consumer::PullConsumer = h
+        .bus
+        .jetstream()
+        .get_consumer_from_stream("crashy", names::stream::ORDERS)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let mut batch = raw
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(3))
+            .messages()
+            .await
+            .unwrap();
+        let message = batch.next().await.unwrap().unwrap();
+        assert_eq!(message.info().unwrap().stream_sequence, sequence);
+        drop(message);
+    }
+    // Let the last ack_wait pass, so the server gives up and emits the advisory while no
+    // dead-letter watcher runs: it must be captured and handled later.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let (handler, _rx) = recorder();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    let letter = h.dead_letters(1).await.remove(0);
+    assert_eq!(letter.reason, DeadLetterReason::AckTimeout);
+    assert_eq!(letter.sequence, sequence);
+    assert_eq!(letter.deliveries, 2);
+    assert_eq!(letter.consumer, "crashy");
+    assert_eq!(
+        letter.headers.get("traceparent").map(|v| v.as_str()),
+        Some(TRACEPARENT)
+    );
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn garbage_and_an_unknown_version_land_in_dlq_and_the_consumer_keeps_going() {
+    let h = Harness::start().await;
+    publish_raw(
+        &h,
+        names::subject::ORDERS_CREATED,
+        "garbage",
+        b"\x00\x01 not json {".to_vec(),
+    )
+    .await;
+    let mut future: serde_json::Value =
+        serde_json::from_slice(&fixture("orders.created.v2.json")).unwrap();
+    future["schemaversion"] = 7.into();
+    publish_raw(
+        &h,
+        names::subject::ORDERS_CREATED,
+        "v7",
+        serde_json::to_vec(&future).unwrap(),
+    )
+    .await;
+    let valid = order_created(OrderId::new());
+    publish_raw(
+        &h,
+        names::subject::ORDERS_CREATED,
+        "valid",
+        valid.to_json().unwrap(),
+    )
+    .await;
+
+    let (handler, mut rx) = recorder();
+    let shutdown = CancellationToken::new();
+    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "poison", &[]))
+        .await
+        .unwrap();
+    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+
+    assert_eq!(
+        next(&mut rx).await.envelope.id,
+        valid.id,
+        "the valid event behind the poison was not processed"
+    );
+    let letters = h.dead_letters(2).await;
+    let mut errors: Vec<&str> = letters.iter().map(|l| l.error.as_str()).collect();
+    errors.sort();
+    assert!(errors[0].starts_with("not a JSON CloudEvent"), "{errors:?}");
+    assert!(
+        errors[1].contains("unknown schema version 7 of orders.created"),
+        "{errors:?}"
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.reason == DeadLetterReason::Permanent && l.deliveries == 1)
+    );
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_message_dead_lettered_twice_is_stored_once_in_the_dead_letter_stream() {
+    // The handler road and the advisory road share a msg id; here the same consumer
+    // dead-letters the same message twice (its durable state was reset in between).
+    let h = Harness::start().await;
+    publish_raw(
+        &h,
+        names::subject::ORDERS_CREATED,
+        "twice",
+        b"garbage".to_vec(),
+    )
+    .await;
+    for _ in 0..2 {
+        let (handler, _rx) = recorder();
+        let shutdown = CancellationToken::new();
+        let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "dup", &[]))
+            .await
+            .unwrap();
+        let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+        let stream = h
+            .bus
+            .jetstream()
+            .get_stream(names::stream::ORDERS)
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+        loop {
+            let info = stream.consumer_info("dup").await.unwrap();
+            if info.ack_floor.stream_sequence == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the garbage message was never settled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        run.await.unwrap().unwrap();
+        h.bus
+            .jetstream()
+            .delete_consumer_from_stream("dup", names::stream::ORDERS)
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.stored(names::stream::DLQ).await, 1);
+}

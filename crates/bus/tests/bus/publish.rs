@@ -1,0 +1,169 @@
+//! Publishing: typed events in, PubAck out; the server dedupes on `Nats-Msg-Id`; the breaker
+//! fails fast while NATS is down and closes again when it is back.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bus::{BusConfig, Consumer, MsgId, PublishError, PublishPolicy};
+use events::{EventKind, OrderId, names};
+
+use crate::support::{self, Harness, fast_spec, next, one_of_each_event, order_created, recorder};
+
+#[tokio::test]
+async fn every_event_type_round_trips_through_jetstream_unchanged() {
+    let h = Harness::start().await;
+    let sent = one_of_each_event();
+    for envelope in &sent {
+        let ack = h
+            .bus
+            .publisher()
+            .publish(envelope, &MsgId::new(envelope.kind(), envelope.id))
+            .await
+            .unwrap();
+        assert!(!ack.duplicate);
+    }
+    let (handler, mut rx) = recorder();
+    let shutdown = bus::CancellationToken::new();
+    let mut consumers = Vec::new();
+    for (stream, _) in &names::stream::ALL[..3] {
+        let consumer = Consumer::create(&h.bus, fast_spec(stream, &format!("all-{stream}"), &[]))
+            .await
+            .unwrap();
+        consumers.push(tokio::spawn(
+            consumer.run(handler.clone(), shutdown.clone()),
+        ));
+    }
+    let mut received = HashMap::new();
+    while received.len() < sent.len() {
+        let delivery = next(&mut rx).await;
+        assert_eq!(delivery.subject, delivery.envelope.kind().subject());
+        received.insert(delivery.envelope.id, delivery.envelope);
+    }
+    for envelope in sent {
+        assert_eq!(
+            received.get(&envelope.id),
+            Some(&envelope),
+            "{} changed in transit",
+            envelope.kind()
+        );
+    }
+    shutdown.cancel();
+    for c in consumers {
+        c.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_v1_order_created_from_an_old_producer_arrives_upcast_to_v2() {
+    let h = Harness::start().await;
+    h.bus
+        .jetstream()
+        .publish(
+            names::subject::ORDERS_CREATED,
+            support::fixture("orders.created.v1.json").into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let (handler, mut rx) = recorder();
+    let shutdown = bus::CancellationToken::new();
+    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "upcast", &[]))
+        .await
+        .unwrap();
+    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    let delivery = next(&mut rx).await;
+    let events::Event::OrderCreated(order) = delivery.envelope.event else {
+        panic!("not an order")
+    };
+    assert_eq!(
+        order.total_cents, 4490,
+        "v2's total was not derived from v1's lines"
+    );
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_same_msg_id_published_twice_is_stored_once() {
+    let h = Harness::start().await;
+    let order_id = OrderId::new();
+    let msg_id = MsgId::new(EventKind::OrderCreated, order_id);
+    let first = h
+        .bus
+        .publisher()
+        .publish(&order_created(order_id), &msg_id)
+        .await
+        .unwrap();
+    // A retry builds a new envelope (new event id) for the same cause: still one message.
+    let second = h
+        .bus
+        .publisher()
+        .publish(&order_created(order_id), &msg_id)
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    assert_eq!(second.sequence, first.sequence);
+    assert_eq!(h.stored(names::stream::ORDERS).await, 1);
+}
+
+#[tokio::test]
+async fn publishing_while_nats_is_down_fails_fast_once_the_breaker_opens_and_recovers_after() {
+    let mut server = testkit::NatsServer::start();
+    let policy = PublishPolicy {
+        deadline: Duration::from_millis(300),
+        min_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(100),
+        ack_timeout: Duration::from_millis(500),
+        breaker_failures: 3,
+        breaker_open_for: Duration::from_millis(500),
+    };
+    let bus = support::connect(
+        &server,
+        BusConfig {
+            publish: policy,
+            ..BusConfig::new("breaker")
+        },
+    )
+    .await;
+    bus.provision_streams(&bus::StreamSettings::default())
+        .await
+        .unwrap();
+    server.kill();
+    support::wait_until("disconnected", || !bus.is_connected()).await;
+
+    let envelope = order_created(OrderId::new());
+    let msg_id = MsgId::new(EventKind::OrderCreated, envelope.correlation_id);
+    let first = bus
+        .publisher()
+        .publish(&envelope, &msg_id)
+        .await
+        .unwrap_err();
+    assert!(first.is_transient(), "{first}");
+    let second = bus
+        .publisher()
+        .publish(&envelope, &msg_id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(second, PublishError::CircuitOpen),
+        "breaker did not open: {second}"
+    );
+
+    server.start_again();
+    support::wait_until("reconnected", || bus.is_connected()).await;
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    loop {
+        match bus.publisher().publish(&envelope, &msg_id).await {
+            Ok(ack) => {
+                assert!(!ack.duplicate);
+                break;
+            }
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("publishing did not recover: {e}"),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Shared setup: a server, a connected and provisioned bus, sample events, fast consumer specs,
+//! and readers for what landed in the dead-letter stream.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bus::{Bus, BusConfig, ConsumerSpec, DeadLetter, Delivery, HandlerError, StreamSettings};
+use events::{
+    CancelReason, Channel, Currency, CustomerId, Envelope, Event, InventoryRejected,
+    InventoryReleased, InventoryReserved, LineItem, NotificationFailed, NotificationKind,
+    NotificationSent, OrderCancelled, OrderConfirmed, OrderCreated, OrderId, ReservedLine,
+    Shortfall, Sku, names,
+};
+use futures::StreamExt;
+use testkit::NatsServer;
+use tokio::sync::mpsc;
+
+/// How long a test waits for something that should happen in milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Harness {
+    pub server: NatsServer,
+    pub bus: Bus,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::on(NatsServer::start()).await
+    }
+
+    pub async fn on(server: NatsServer) -> Self {
+        let bus = connect(&server, BusConfig::new("bus-test")).await;
+        bus.provision_streams(&StreamSettings::default())
+            .await
+            .expect("provision streams");
+        Self { server, bus }
+    }
+
+    /// Waits until `n` dead letters are in the `DLQ` stream and returns them in order.
+    pub async fn dead_letters(&self, n: usize) -> Vec<DeadLetter> {
+        let stream = self
+            .bus
+            .jetstream()
+            .get_stream(names::stream::DLQ)
+            .await
+            .unwrap();
+        let consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut letters = Vec::new();
+        while letters.len() < n {
+            let message = tokio::time::timeout(PATIENCE, messages.next())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {n} dead letters arrived", letters.len()))
+                .unwrap()
+                .unwrap();
+            let headers = message.headers.clone().unwrap_or_default();
+            letters.push(
+                DeadLetter::from_parts(headers, message.payload.clone())
+                    .unwrap_or_else(|| panic!("DLQ message without Dlq-* headers: {message:?}")),
+            );
+            message.ack().await.unwrap();
+        }
+        letters
+    }
+
+    /// Messages stored in a stream right now.
+    pub async fn stored(&self, stream: &str) -> u64 {
+        self.bus
+            .jetstream()
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
+    }
+}
+
+pub async fn connect(server: &NatsServer, config: BusConfig) -> Bus {
+    let bus = Bus::connect(&config.with_url(server.url()))
+        .await
+        .expect("connect");
+    wait_until("connected", || bus.is_connected()).await;
+    bus
+}
+
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A spec that retries quickly so tests finish in seconds.
+pub fn fast_spec(stream: &str, durable: &str, subjects: &[&str]) -> ConsumerSpec {
+    ConsumerSpec {
+        ack_wait: Duration::from_secs(2),
+        max_deliver: 5,
+        nak_delay: Duration::from_millis(50),
+        max_nak_delay: Duration::from_millis(400),
+        progress_every: Duration::from_millis(500),
+        pull_expiry: Duration::from_millis(500),
+        concurrency: 8,
+        max_batch: 8,
+        ..ConsumerSpec::new(stream, durable, subjects)
+    }
+}
+
+/// A handler that forwards every delivery to the returned receiver and acks it.
+pub fn recorder() -> (
+    impl Fn(Delivery) -> futures::future::Ready<Result<(), HandlerError>>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+    mpsc::UnboundedReceiver<Delivery>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = move |delivery: Delivery| {
+        let _ = tx.send(delivery);
+        futures::future::ready(Ok(()))
+    };
+    (handler, rx)
+}
+
+pub async fn next(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Delivery {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .expect("no delivery in time")
+        .expect("handler dropped")
+}
+
+pub fn sku(s: &str) -> Sku {
+    Sku::new(s).unwrap()
+}
+
+pub fn order_created(order_id: OrderId) -> Envelope {
+    let order = OrderCreated::new(
+        order_id,
+        CustomerId::new("cust-1").unwrap(),
+        vec![LineItem {
+            sku: sku("SKU-1"),
+            quantity: 2,
+            unit_price_cents: 500,
+        }],
+        Currency::new("EUR").unwrap(),
+    )
+    .unwrap();
+    Envelope::new("/orderflow/test", Event::OrderCreated(order))
+}
+
+/// One envelope of every event type, all about one order.
+pub fn one_of_each_event() -> Vec<Envelope> {
+    let order_id = OrderId::new();
+    let customer_id = CustomerId::new("cust-1").unwrap();
+    let notification_id = uuid::Uuid::now_v7();
+    let lines = vec![ReservedLine {
+        sku: sku("SKU-1"),
+        quantity: 2,
+    }];
+    let shortfall = vec![Shortfall {
+        sku: sku("SKU-1"),
+        requested: 2,
+        available: 1,
+    }];
+    let currency = Currency::new("EUR").unwrap();
+    let created = order_created(order_id);
+    [
+        created.event.clone(),
+        Event::OrderConfirmed(OrderConfirmed {
+            order_id,
+            customer_id: customer_id.clone(),
+            total_cents: 1000,
+            currency,
+        }),
+        Event::OrderCancelled(OrderCancelled {
+            order_id,
+            customer_id,
+            reason: CancelReason::OutOfStock {
+                shortfall: shortfall.clone(),
+            },
+        }),
+        Event::InventoryReserved(InventoryReserved {
+            order_id,
+            lines: lines.clone(),
+        }),
+        Event::InventoryRejected(InventoryRejected {
+            order_id,
+            shortfall,
+        }),
+        Event::InventoryReleased(InventoryReleased { order_id, lines }),
+        Event::NotificationSent(NotificationSent {
+            notification_id,
+            order_id,
+            kind: NotificationKind::OrderConfirmed,
+            channel: Channel::Webhook,
+            attempts: 1,
+        }),
+        Event::NotificationFailed(NotificationFailed {
+            notification_id,
+            order_id,
+            kind: NotificationKind::OrderCancelled,
+            channel: Channel::Webhook,
+            attempts: 3,
+            error: "503".into(),
+        }),
+    ]
+    .into_iter()
+    .map(|event| Envelope::new("/orderflow/test", event).caused_by(&created))
+    .collect()
+}
+
+/// Bytes of a golden fixture of the events crate.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
