@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bus::{CancellationToken, Consumer, ConsumerSpec, Delivery, HandlerError, MsgId};
+use bus::{ConsumerSpec, Delivery, HandlerError, MsgId};
 use events::{EventKind, OrderId, names};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::support::{Harness, PATIENCE, fast_spec, order_created};
+use crate::support::{Harness, PATIENCE, Running, fast_spec, order_created};
 
 async fn publish_orders(h: &Harness, n: usize) {
     for _ in 0..n {
@@ -45,16 +45,9 @@ async fn a_transiently_failing_handler_is_redelivered_with_growing_delays_then_s
         max_nak_delay: Duration::from_secs(1),
         ..fast_spec(names::stream::ORDERS, "retry", &[])
     };
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(
-        Consumer::create(&h.bus, spec)
-            .await
-            .unwrap()
-            .run(handler, shutdown.clone()),
-    );
+    let run = Running::start(&h.bus, spec, handler).await;
     tokio::time::timeout(PATIENCE, done.recv()).await.unwrap();
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 
     let attempts = attempts.lock().await.clone();
     assert_eq!(
@@ -101,18 +94,11 @@ async fn at_most_the_configured_number_of_handlers_run_at_once() {
         max_batch: 10,
         ..fast_spec(names::stream::ORDERS, "bounded", &[])
     };
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(
-        Consumer::create(&h.bus, spec)
-            .await
-            .unwrap()
-            .run(handler, shutdown.clone()),
-    );
+    let run = Running::start(&h.bus, spec, handler).await;
     for _ in 0..24 {
         tokio::time::timeout(PATIENCE, done.recv()).await.unwrap();
     }
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
     assert_eq!(
         peak.load(Ordering::SeqCst),
         3,
@@ -138,22 +124,18 @@ async fn drain_finishes_in_flight_handlers_and_acks_them_before_returning() {
             }
         }
     };
-    let shutdown = CancellationToken::new();
-    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "drain", &[]))
-        .await
-        .unwrap();
-    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    let run = Running::start(
+        &h.bus,
+        fast_spec(names::stream::ORDERS, "drain", &[]),
+        handler,
+    )
+    .await;
     for _ in 0..2 {
         tokio::time::timeout(PATIENCE, started.recv())
             .await
             .unwrap();
     }
-    shutdown.cancel();
-    tokio::time::timeout(PATIENCE, run)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    run.stop().await;
     assert_eq!(
         finished.load(Ordering::SeqCst),
         2,
@@ -193,13 +175,7 @@ async fn a_handler_that_hangs_is_timed_out_and_retried_instead_of_held_forever()
         handler_timeout: Duration::from_millis(300),
         ..fast_spec(names::stream::ORDERS, "hang", &[])
     };
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(
-        Consumer::create(&h.bus, spec)
-            .await
-            .unwrap()
-            .run(handler, shutdown.clone()),
-    );
+    let run = Running::start(&h.bus, spec, handler).await;
     assert_eq!(
         tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap(),
         Some(1)
@@ -208,6 +184,5 @@ async fn a_handler_that_hangs_is_timed_out_and_retried_instead_of_held_forever()
         tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap(),
         Some(2)
     );
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }

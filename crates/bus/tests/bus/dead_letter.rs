@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use bus::{CancellationToken, Consumer, ConsumerSpec, DeadLetterReason, Delivery, HandlerError};
+use bus::{Consumer, ConsumerSpec, DeadLetterReason, Delivery, HandlerError};
 use events::{OrderId, names};
 use futures::StreamExt;
 
-use crate::support::{Harness, fast_spec, fixture, next, order_created, recorder};
+use crate::support::{Harness, Running, fast_spec, fixture, next, order_created, recorder};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -40,11 +40,12 @@ async fn a_permanently_failing_handler_lands_in_dlq_with_its_reason_and_original
     .await;
     let handler =
         |_: Delivery| async { Err(HandlerError::permanent("customer cust-1 is blocked")) };
-    let shutdown = CancellationToken::new();
-    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "permanent", &[]))
-        .await
-        .unwrap();
-    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    let run = Running::start(
+        &h.bus,
+        fast_spec(names::stream::ORDERS, "permanent", &[]),
+        handler,
+    )
+    .await;
 
     let letter = h.dead_letters(1).await.remove(0);
     assert_eq!(letter.reason, DeadLetterReason::Permanent);
@@ -73,8 +74,7 @@ async fn a_permanently_failing_handler_lands_in_dlq_with_its_reason_and_original
             .map(|v| v.as_str()),
         Some("orders.created:x")
     );
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -92,13 +92,7 @@ async fn a_transient_failure_on_the_last_delivery_is_dead_lettered_not_dropped()
         max_deliver: 3,
         ..fast_spec(names::stream::ORDERS, "exhaust", &[])
     };
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(
-        Consumer::create(&h.bus, spec)
-            .await
-            .unwrap()
-            .run(handler, shutdown.clone()),
-    );
+    let run = Running::start(&h.bus, spec, handler).await;
 
     let letter = h.dead_letters(1).await.remove(0);
     assert_eq!(letter.reason, DeadLetterReason::RetriesExhausted);
@@ -108,8 +102,7 @@ async fn a_transient_failure_on_the_last_delivery_is_dead_lettered_not_dropped()
         "{}",
         letter.error
     );
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -154,8 +147,7 @@ async fn a_message_never_acked_until_max_deliver_is_dead_lettered_from_the_advis
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let (handler, _rx) = recorder();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    let run = Running::of(consumer, handler);
     let letter = h.dead_letters(1).await.remove(0);
     assert_eq!(letter.reason, DeadLetterReason::AckTimeout);
     assert_eq!(letter.sequence, sequence);
@@ -165,8 +157,7 @@ async fn a_message_never_acked_until_max_deliver_is_dead_lettered_from_the_advis
         letter.headers.get("traceparent").map(|v| v.as_str()),
         Some(TRACEPARENT)
     );
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -199,11 +190,12 @@ async fn garbage_and_an_unknown_version_land_in_dlq_and_the_consumer_keeps_going
     .await;
 
     let (handler, mut rx) = recorder();
-    let shutdown = CancellationToken::new();
-    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "poison", &[]))
-        .await
-        .unwrap();
-    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    let run = Running::start(
+        &h.bus,
+        fast_spec(names::stream::ORDERS, "poison", &[]),
+        handler,
+    )
+    .await;
 
     assert_eq!(
         next(&mut rx).await.envelope.id,
@@ -223,8 +215,7 @@ async fn garbage_and_an_unknown_version_land_in_dlq_and_the_consumer_keeps_going
             .iter()
             .all(|l| l.reason == DeadLetterReason::Permanent && l.deliveries == 1)
     );
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -241,11 +232,12 @@ async fn a_message_dead_lettered_twice_is_stored_once_in_the_dead_letter_stream(
     .await;
     for _ in 0..2 {
         let (handler, _rx) = recorder();
-        let shutdown = CancellationToken::new();
-        let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "dup", &[]))
-            .await
-            .unwrap();
-        let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+        let run = Running::start(
+            &h.bus,
+            fast_spec(names::stream::ORDERS, "dup", &[]),
+            handler,
+        )
+        .await;
         let stream = h
             .bus
             .jetstream()
@@ -264,8 +256,7 @@ async fn a_message_dead_lettered_twice_is_stored_once_in_the_dead_letter_stream(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        shutdown.cancel();
-        run.await.unwrap().unwrap();
+        run.stop().await;
         h.bus
             .jetstream()
             .delete_consumer_from_stream("dup", names::stream::ORDERS)

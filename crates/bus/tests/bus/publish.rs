@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bus::{BusConfig, Consumer, MsgId, PublishError, PublishPolicy};
+use bus::{BusConfig, MsgId, PublishError, PublishPolicy};
 use events::{EventKind, OrderId, names};
 
-use crate::support::{self, Harness, fast_spec, next, one_of_each_event, order_created, recorder};
+use crate::support::{
+    self, Harness, Running, fast_spec, next, one_of_each_event, order_created, recorder,
+};
 
 #[tokio::test]
 async fn every_event_type_round_trips_through_jetstream_unchanged() {
@@ -23,15 +25,10 @@ async fn every_event_type_round_trips_through_jetstream_unchanged() {
         assert!(!ack.duplicate);
     }
     let (handler, mut rx) = recorder();
-    let shutdown = bus::CancellationToken::new();
     let mut consumers = Vec::new();
     for (stream, _) in &names::stream::ALL[..3] {
-        let consumer = Consumer::create(&h.bus, fast_spec(stream, &format!("all-{stream}"), &[]))
-            .await
-            .unwrap();
-        consumers.push(tokio::spawn(
-            consumer.run(handler.clone(), shutdown.clone()),
-        ));
+        let spec = fast_spec(stream, &format!("all-{stream}"), &[]);
+        consumers.push(Running::start(&h.bus, spec, handler.clone()).await);
     }
     let mut received = HashMap::new();
     while received.len() < sent.len() {
@@ -47,9 +44,8 @@ async fn every_event_type_round_trips_through_jetstream_unchanged() {
             envelope.kind()
         );
     }
-    shutdown.cancel();
-    for c in consumers {
-        c.await.unwrap().unwrap();
+    for consumer in consumers {
+        consumer.stop().await;
     }
 }
 
@@ -67,11 +63,12 @@ async fn a_v1_order_created_from_an_old_producer_arrives_upcast_to_v2() {
         .await
         .unwrap();
     let (handler, mut rx) = recorder();
-    let shutdown = bus::CancellationToken::new();
-    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "upcast", &[]))
-        .await
-        .unwrap();
-    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    let run = Running::start(
+        &h.bus,
+        fast_spec(names::stream::ORDERS, "upcast", &[]),
+        handler,
+    )
+    .await;
     let delivery = next(&mut rx).await;
     let events::Event::OrderCreated(order) = delivery.envelope.event else {
         panic!("not an order")
@@ -80,8 +77,7 @@ async fn a_v1_order_created_from_an_old_producer_arrives_upcast_to_v2() {
         order.total_cents, 4490,
         "v2's total was not derived from v1's lines"
     );
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]

@@ -4,21 +4,22 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bus::{CancellationToken, Consumer, MsgId};
+use bus::MsgId;
 use events::{EventKind, OrderId, names};
 use testkit::NatsServer;
 
-use crate::support::{Harness, PATIENCE, fast_spec, order_created, recorder};
+use crate::support::{Harness, PATIENCE, Running, fast_spec, order_created, recorder};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_when_nats_is_killed_and_restarted_mid_stream() {
     let mut h = Harness::on(NatsServer::builder().sync_always().start()).await;
     let (handler, mut rx) = recorder();
-    let shutdown = CancellationToken::new();
-    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "survivor", &[]))
-        .await
-        .unwrap();
-    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    let run = Running::start(
+        &h.bus,
+        fast_spec(names::stream::ORDERS, "survivor", &[]),
+        handler,
+    )
+    .await;
 
     let mut acknowledged = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -64,8 +65,7 @@ async fn nothing_acknowledged_is_lost_when_nats_is_killed_and_restarted_mid_stre
         200,
         "the server lost or duplicated events"
     );
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]

@@ -229,3 +229,36 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// A consumer running a handler in the background until [`Running::stop`].
+pub struct Running {
+    shutdown: bus::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), bus::ConsumeError>>,
+}
+
+impl Running {
+    /// Creates the durable consumer of `spec` and runs `handler` on it.
+    pub async fn start(bus: &Bus, spec: ConsumerSpec, handler: impl bus::Handler) -> Self {
+        let consumer = bus::Consumer::create(bus, spec)
+            .await
+            .expect("create consumer");
+        Self::of(consumer, handler)
+    }
+
+    /// Runs `handler` on an already created consumer.
+    pub fn of(consumer: bus::Consumer, handler: impl bus::Handler) -> Self {
+        let shutdown = bus::CancellationToken::new();
+        let task = tokio::spawn(consumer.run(handler, shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    /// Cancels the consumer and waits until it has drained and returned.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("consumer did not drain in time")
+            .expect("consumer task panicked")
+            .expect("consumer failed");
+    }
+}

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bus::{CancellationToken, Consumer, MsgId};
+use bus::MsgId;
 use events::{EventKind, OrderId, names};
 use opentelemetry::trace::{SpanKind, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
@@ -14,7 +14,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::support::{Harness, PATIENCE, fast_spec, next, order_created, recorder};
+use crate::support::{Harness, PATIENCE, Running, fast_spec, next, order_created, recorder};
 
 fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
     span.attributes
@@ -71,11 +71,12 @@ async fn the_consumer_span_is_a_child_of_the_producer_span_across_the_wire() {
     exporter();
     let h = Harness::start().await;
     let (handler, mut rx) = recorder();
-    let shutdown = CancellationToken::new();
-    let consumer = Consumer::create(&h.bus, fast_spec(names::stream::ORDERS, "traced", &[]))
-        .await
-        .unwrap();
-    let run = tokio::spawn(consumer.run(handler, shutdown.clone()));
+    let run = Running::start(
+        &h.bus,
+        fast_spec(names::stream::ORDERS, "traced", &[]),
+        handler,
+    )
+    .await;
 
     let request = tracing::info_span!("POST /v1/orders");
     let trace_id = request.context().span().span_context().trace_id();
@@ -113,6 +114,5 @@ async fn the_consumer_span_is_a_child_of_the_producer_span_across_the_wire() {
         Some(&Value::from("orders.created"))
     );
 
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run.stop().await;
 }
