@@ -8,5 +8,6 @@ mod dead_letter;
 mod provision;
 mod publish;
 mod restart;
+mod security;
 mod support;
 mod trace_context;
