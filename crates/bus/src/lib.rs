@@ -19,6 +19,7 @@ mod consume;
 mod dead_letter;
 mod provision;
 mod publish;
+mod store;
 mod trace;
 
 pub use config::{BusConfig, ConfigError, NatsAuth, NatsTls, PublishPolicy, Secret};
@@ -29,6 +30,7 @@ pub use consume::{
 pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use provision::{KvBucket, ProvisionError, StreamSettings};
 pub use publish::{MsgId, PublishError, Published, Publisher};
+pub use store::{Change, Store, StoreError, Versioned};
 pub use trace::{HeaderExtractor, HeaderInjector};
 
 /// Re-exported so services can name KV stores and cancellation without extra dependencies.

@@ -109,6 +109,16 @@ impl PublishError {
     }
 }
 
+impl From<PublishError> for crate::consume::HandlerError {
+    fn from(error: PublishError) -> Self {
+        if error.is_transient() {
+            Self::transient(error)
+        } else {
+            Self::permanent(error)
+        }
+    }
+}
+
 /// Whether one failed attempt is worth repeating.
 fn retryable(kind: PublishErrorKind) -> bool {
     matches!(

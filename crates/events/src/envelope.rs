@@ -15,7 +15,9 @@ use crate::id::OrderId;
 use crate::inventory::{InventoryRejected, InventoryReleased, InventoryReserved};
 use crate::names::subject;
 use crate::notification::{NotificationFailed, NotificationSent};
-use crate::order::{OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1};
+use crate::order::{
+    OrderCancellationRequested, OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1,
+};
 
 /// The CloudEvents spec version this crate reads and writes.
 pub const SPEC_VERSION: &str = "1.0";
@@ -27,6 +29,8 @@ const CONTENT_TYPE: &str = "application/json";
 pub enum Event {
     /// `orders.created`
     OrderCreated(OrderCreated),
+    /// `orders.cancellation_requested`
+    OrderCancellationRequested(OrderCancellationRequested),
     /// `orders.confirmed`
     OrderConfirmed(OrderConfirmed),
     /// `orders.cancelled`
@@ -48,6 +52,8 @@ pub enum Event {
 pub enum EventKind {
     /// `orders.created`
     OrderCreated,
+    /// `orders.cancellation_requested`
+    OrderCancellationRequested,
     /// `orders.confirmed`
     OrderConfirmed,
     /// `orders.cancelled`
@@ -66,8 +72,9 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for catalogues, schema generation and tests.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         Self::OrderCreated,
+        Self::OrderCancellationRequested,
         Self::OrderConfirmed,
         Self::OrderCancelled,
         Self::InventoryReserved,
@@ -81,6 +88,7 @@ impl EventKind {
     pub const fn type_name(self) -> &'static str {
         match self {
             Self::OrderCreated => subject::ORDERS_CREATED,
+            Self::OrderCancellationRequested => subject::ORDERS_CANCELLATION_REQUESTED,
             Self::OrderConfirmed => subject::ORDERS_CONFIRMED,
             Self::OrderCancelled => subject::ORDERS_CANCELLED,
             Self::InventoryReserved => subject::INVENTORY_RESERVED,
@@ -131,6 +139,7 @@ impl Event {
     pub const fn kind(&self) -> EventKind {
         match self {
             Self::OrderCreated(_) => EventKind::OrderCreated,
+            Self::OrderCancellationRequested(_) => EventKind::OrderCancellationRequested,
             Self::OrderConfirmed(_) => EventKind::OrderConfirmed,
             Self::OrderCancelled(_) => EventKind::OrderCancelled,
             Self::InventoryReserved(_) => EventKind::InventoryReserved,
@@ -145,6 +154,7 @@ impl Event {
     pub fn order_id(&self) -> OrderId {
         match self {
             Self::OrderCreated(e) => e.order_id,
+            Self::OrderCancellationRequested(e) => e.order_id,
             Self::OrderConfirmed(e) => e.order_id,
             Self::OrderCancelled(e) => e.order_id,
             Self::InventoryReserved(e) => e.order_id,
@@ -297,6 +307,9 @@ fn decode_data(kind: EventKind, version: u32, data: &str) -> Result<Event, Decod
             Event::OrderCreated(v2)
         }
         (EventKind::OrderCreated, _) => Event::OrderCreated(parse(kind, version, data)?),
+        (EventKind::OrderCancellationRequested, _) => {
+            Event::OrderCancellationRequested(parse(kind, version, data)?)
+        }
         (EventKind::OrderConfirmed, _) => Event::OrderConfirmed(parse(kind, version, data)?),
         (EventKind::OrderCancelled, _) => Event::OrderCancelled(parse(kind, version, data)?),
         (EventKind::InventoryReserved, _) => Event::InventoryReserved(parse(kind, version, data)?),

@@ -23,5 +23,6 @@ pub use inventory::{
 };
 pub use notification::{Channel, NotificationFailed, NotificationKind, NotificationSent};
 pub use order::{
-    CancelReason, LineItem, OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1,
+    CancelReason, LineItem, OrderCancellationRequested, OrderCancelled, OrderConfirmed,
+    OrderCreated, OrderCreatedV1,
 };

@@ -5,6 +5,8 @@
 pub mod subject {
     /// A customer placed an order (`OrderCreated`).
     pub const ORDERS_CREATED: &str = "orders.created";
+    /// The customer asked to cancel an order (`OrderCancellationRequested`).
+    pub const ORDERS_CANCELLATION_REQUESTED: &str = "orders.cancellation_requested";
     /// Stock was reserved and the order is confirmed (`OrderConfirmed`).
     pub const ORDERS_CONFIRMED: &str = "orders.confirmed";
     /// The order was cancelled, by the customer or for lack of stock (`OrderCancelled`).

@@ -1,0 +1,131 @@
+//! Settings shared by every service, read from the environment (or flags) by clap, with
+//! working local defaults and `--help` listing each variable. Secrets are wrapped on parse so
+//! that `Debug` output and logs never show them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bus::{BusConfig, ConfigError, NatsAuth, NatsTls, Secret, StreamSettings};
+
+fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(value))
+}
+
+fn millis(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{value:?} is not a number of milliseconds: {e}"))
+}
+
+/// How to reach NATS and how to shape the streams.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// User for user/password auth (with NATS_PASSWORD).
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+    /// Password for user/password auth (with NATS_USER).
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub nats_password: Option<Secret>,
+    /// Token auth.
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub nats_token: Option<Secret>,
+    /// NKey user seed auth.
+    #[arg(long, env = "NATS_NKEY_SEED", hide_env_values = true, value_parser = secret)]
+    pub nats_nkey_seed: Option<Secret>,
+    /// Credentials file (JWT + NKey seed).
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA bundle of the server certificate; turns TLS on.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (with NATS_TLS_KEY).
+    #[arg(long, env = "NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS (with NATS_TLS_CERT).
+    #[arg(long, env = "NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Replicas of every stream and bucket: 1 locally, 3 in a production cluster.
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+}
+
+impl NatsArgs {
+    /// The bus configuration for the connection named `service`.
+    pub fn bus_config(&self, service: &str) -> Result<BusConfig, ConfigError> {
+        let auth = NatsAuth::from_settings(
+            self.nats_user.clone(),
+            self.nats_password.clone(),
+            self.nats_token.clone(),
+            self.nats_nkey_seed.clone(),
+            self.nats_creds.clone(),
+        )?;
+        let config = BusConfig {
+            auth,
+            tls: NatsTls {
+                ca: self.nats_tls_ca.clone(),
+                cert: self.nats_tls_cert.clone(),
+                key: self.nats_tls_key.clone(),
+            },
+            ..BusConfig::new(service).with_url(&self.nats_url)
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Stream settings with the configured replica count.
+    pub fn stream_settings(&self) -> StreamSettings {
+        StreamSettings {
+            replicas: self.stream_replicas,
+            ..StreamSettings::default()
+        }
+    }
+}
+
+/// The HTTP edge's limits and the admin token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Bearer token required by admin endpoints; unset means they are open (local use).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub admin_token: Option<Secret>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "HTTP_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub http_body_limit: usize,
+    /// Requests running longer are answered 503, in milliseconds.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
+    pub http_request_timeout: Duration,
+    /// How long shutdown waits for in-flight work, in milliseconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value = "20000", value_parser = millis)]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            http_body_limit: 64 * 1024,
+            http_request_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Default for NatsArgs {
+    fn default() -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_nkey_seed: None,
+            nats_creds: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            stream_replicas: 1,
+        }
+    }
+}

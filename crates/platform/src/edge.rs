@@ -1,0 +1,163 @@
+//! The HTTP edge every service shares: its API routes plus `/healthz` (alive), `/readyz` (NATS
+//! connected and consumers running), `/metrics` (Prometheus) and `/openapi.json`, wrapped in a
+//! server span per request, request metrics, a body-size limit and a request timeout, with
+//! 404/405 as problem JSON. [`serve`] stops accepting on shutdown and lets in-flight requests
+//! finish.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bus::CancellationToken;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::config::HttpArgs;
+use crate::problem::Problem;
+
+/// Tells whether the service can do its job right now.
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What the edge serves besides the service's own API.
+#[derive(Clone)]
+pub struct Edge {
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Served at `/openapi.json`.
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
+    /// Backs `/readyz`.
+    pub ready: Readiness,
+    /// Limits and timeouts.
+    pub limits: HttpArgs,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The service's `api` plus the shared endpoints and layers.
+pub fn router(api: Router, edge: Edge) -> Router {
+    let timeout = edge.limits.http_request_timeout;
+    let operational = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .with_state(edge.clone());
+    api.merge(operational)
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            )
+        })
+        .layer(DefaultBodyLimit::max(edge.limits.http_body_limit))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            with_timeout(timeout, request, next)
+        }))
+        .layer(middleware::from_fn(observe))
+}
+
+/// Serves `router` on `listener` until `shutdown`, then waits for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn readyz(State(edge): State<Edge>) -> Response {
+    if (edge.ready)() {
+        "ready".into_response()
+    } else {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
+            .with_detail("not connected to NATS, or streams and consumers not provisioned yet")
+            .into_response()
+    }
+}
+
+async fn metrics(State(edge): State<Edge>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        edge.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi(State(edge): State<Edge>) -> Response {
+    axum::Json(edge.openapi.as_ref()).into_response()
+}
+
+async fn with_timeout(timeout: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "Request timed out",
+        )
+        .with_detail(format!(
+            "no answer within {timeout:?}; retry with the same Idempotency-Key"
+        ))
+        .with_retry_after(1)
+        .into_response(),
+    }
+}
+
+/// A SERVER span per request (OTel HTTP conventions; parent from `traceparent`) and the
+/// `http_server_request_duration_seconds` histogram.
+async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+    });
+    let _ = span.set_parent(parent);
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    metrics::histogram!(
+        "http_server_request_duration_seconds",
+        "method" => method.to_string(),
+        "route" => route,
+        "status" => status.as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,574 @@
+//! The order API: create (idempotent), read, list by customer, cancel. Handlers validate,
+//! publish one event, and answer — the saga does the rest. Every error is problem JSON.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bus::{MsgId, PublishError, Publisher};
+use chrono::{DateTime, Utc};
+use events::{
+    CancelReason, Currency, CustomerId, Envelope, Event, EventKind, LineItem,
+    OrderCancellationRequested, OrderCreated, OrderId, Sku,
+};
+use platform::problem::{ApiJson, ApiPath, ApiQuery, FieldError, Problem};
+use platform::service::Started;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::order::{OrderRecord, SOURCE, Status};
+use crate::records::{Claim, Records};
+
+/// Currencies orders may be placed in.
+pub const CURRENCIES: &[&str] = &[
+    "EUR", "USD", "GBP", "CHF", "JPY", "SEK", "NOK", "DKK", "PLN", "CZK", "CAD", "AUD",
+];
+/// Most lines in one order.
+pub const MAX_LINES: usize = 100;
+/// Most units of one line.
+pub const MAX_QUANTITY: u32 = 1_000;
+/// Highest unit price, in minor units.
+pub const MAX_UNIT_PRICE_CENTS: u64 = 100_000_000;
+
+/// What the handlers share. The records exist once start-up provisioning is done; until then
+/// the API answers 503.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub(crate) records: Started<Records>,
+    pub(crate) publisher: Publisher,
+}
+
+impl App {
+    fn records(&self) -> Result<&Records, Problem> {
+        self.records.get()
+    }
+}
+
+/// The API routes.
+pub fn routes(app: App) -> Router {
+    Router::new()
+        .route("/v1/orders", post(create_order).get(list_orders))
+        .route("/v1/orders/{order_id}", get(get_order))
+        .route("/v1/orders/{order_id}/cancel", post(cancel_order))
+        .with_state(app)
+}
+
+/// The OpenAPI document of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orderflow order-service",
+        description = "Create, read, list and cancel orders."
+    ),
+    paths(create_order, get_order, list_orders, cancel_order),
+    components(schemas(Problem, FieldError))
+)]
+pub struct ApiDoc;
+
+/// A new order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    /// Who orders: 1–64 of `A-Z a-z 0-9 _ -`.
+    pub customer_id: String,
+    /// 1–100 lines, one per SKU.
+    pub items: Vec<OrderLine>,
+    /// ISO 4217 code, one of the supported currencies.
+    pub currency: String,
+}
+
+/// One line of a new order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderLine {
+    /// 1–64 of `A-Z a-z 0-9 _ -`.
+    pub sku: String,
+    /// 1–1000.
+    pub quantity: u32,
+    /// Price of one unit in minor units, 1–100000000.
+    pub unit_price_cents: u64,
+}
+
+/// The answer to an accepted create or cancel.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// The order.
+    #[schema(value_type = String, format = Uuid)]
+    pub order_id: OrderId,
+    /// Its state now.
+    pub status: Status,
+    /// Where to follow it.
+    pub href: String,
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrderView {
+    /// The order.
+    #[schema(value_type = String, format = Uuid)]
+    pub order_id: OrderId,
+    /// Who placed it.
+    #[schema(value_type = String)]
+    pub customer_id: CustomerId,
+    /// Its state.
+    pub status: Status,
+    /// The lines.
+    pub items: Vec<OrderLine>,
+    /// Currency of all prices.
+    pub currency: String,
+    /// Sum of the lines, in minor units.
+    pub total_cents: u64,
+    /// Why it was cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub reason: Option<CancelReason>,
+    /// When it was accepted.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When it last changed.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Every state it entered.
+    pub history: Vec<crate::order::Transition>,
+}
+
+impl From<OrderRecord> for OrderView {
+    fn from(record: OrderRecord) -> Self {
+        Self {
+            created_at: record.created_at(),
+            updated_at: record.updated_at(),
+            order_id: record.order_id,
+            customer_id: record.customer_id,
+            status: record.status,
+            items: record
+                .items
+                .into_iter()
+                .map(|l| OrderLine {
+                    sku: l.sku.to_string(),
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
+            currency: record.currency.to_string(),
+            total_cents: record.total_cents,
+            reason: record.reason,
+            history: record.history,
+        }
+    }
+}
+
+/// A page of a customer's orders.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrderPage {
+    /// Newest first.
+    pub orders: Vec<OrderView>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub next_before: Option<OrderId>,
+}
+
+/// Query of `GET /v1/orders`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Whose orders.
+    pub customer_id: String,
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<usize>,
+    /// Only orders older than this order id (the previous page's `next_before`).
+    pub before: Option<String>,
+}
+
+fn accepted(order_id: OrderId, status: Status, replayed: bool) -> Response {
+    let href = format!("/v1/orders/{order_id}");
+    let mut response = (
+        StatusCode::ACCEPTED,
+        axum::Json(Accepted {
+            order_id,
+            status,
+            href: href.clone(),
+        }),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&href) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("Idempotent-Replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Turns a failed publish into the answer the client can act on.
+fn publish_problem(error: PublishError) -> Problem {
+    if error.is_transient() {
+        tracing::warn!(error = %error, "publish failed; answering 503");
+        Problem::unavailable(1)
+    } else {
+        tracing::error!(error = %error, "publish refused");
+        Problem::internal()
+    }
+}
+
+fn store_problem(error: bus::StoreError) -> Problem {
+    if error.is_transient() {
+        tracing::warn!(error = %error, "KV unavailable; answering 503");
+        Problem::unavailable(1)
+    } else {
+        tracing::error!(error = %error, "KV error");
+        Problem::internal()
+    }
+}
+
+/// Checks a new order and turns it into the event payload (without its id).
+fn validate(request: &CreateOrder) -> Result<(CustomerId, Vec<LineItem>, Currency), Problem> {
+    let mut errors = Vec::new();
+    let customer = CustomerId::new(request.customer_id.clone())
+        .map_err(|e| errors.push(FieldError::new("customer_id", e.to_string())))
+        .ok();
+    let currency = match Currency::new(request.currency.clone()) {
+        Ok(c) if CURRENCIES.contains(&c.as_str()) => Some(c),
+        _ => {
+            errors.push(FieldError::new(
+                "currency",
+                format!("must be one of {}", CURRENCIES.join(", ")),
+            ));
+            None
+        }
+    };
+    if request.items.is_empty() || request.items.len() > MAX_LINES {
+        errors.push(FieldError::new(
+            "items",
+            format!("must have 1 to {MAX_LINES} lines"),
+        ));
+    }
+    let mut lines = Vec::with_capacity(request.items.len());
+    for (i, line) in request.items.iter().enumerate() {
+        let sku = Sku::new(line.sku.clone())
+            .map_err(|e| errors.push(FieldError::new(format!("items[{i}].sku"), e.to_string())))
+            .ok();
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            errors.push(FieldError::new(
+                format!("items[{i}].quantity"),
+                format!("must be 1 to {MAX_QUANTITY}"),
+            ));
+        }
+        if !(1..=MAX_UNIT_PRICE_CENTS).contains(&line.unit_price_cents) {
+            errors.push(FieldError::new(
+                format!("items[{i}].unit_price_cents"),
+                format!("must be 1 to {MAX_UNIT_PRICE_CENTS}"),
+            ));
+        }
+        if let Some(sku) = sku {
+            if lines.iter().any(|l: &LineItem| l.sku == sku) {
+                errors.push(FieldError::new(
+                    format!("items[{i}].sku"),
+                    "each SKU may appear on one line only",
+                ));
+            }
+            lines.push(LineItem {
+                sku,
+                quantity: line.quantity,
+                unit_price_cents: line.unit_price_cents,
+            });
+        }
+    }
+    match (customer, currency) {
+        (Some(customer), Some(currency)) if errors.is_empty() => Ok((customer, lines, currency)),
+        _ => Err(Problem::validation(errors)),
+    }
+}
+
+/// The storage key of an `Idempotency-Key` header, or a problem if the header is unusable.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+            )
+            .with_detail("must be 1 to 255 visible ASCII characters")
+        })?;
+    Ok(Some(hex(&Sha256::digest(key.as_bytes()))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Create an order.
+///
+/// Accepts the order and starts its saga; follow it at `Location`. With an `Idempotency-Key`,
+/// retrying the same request returns the same order, and reusing the key for a different
+/// request is refused with 422 (per the IETF Idempotency-Key draft).
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body, same order")),
+    responses(
+        (status = 202, description = "Accepted; the saga runs", body = Accepted),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid order, or Idempotency-Key reused for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Event bus unavailable; retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "create order", skip_all, fields(order_id = tracing::field::Empty))]
+async fn create_order(
+    State(app): State<App>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CreateOrder>,
+) -> Result<Response, Problem> {
+    let (customer_id, items, currency) = validate(&request)?;
+    let records = app.records()?;
+    let mut order_id = OrderId::new();
+    let mut replayed = false;
+    if let Some(key) = idempotency_key(&headers)? {
+        let request_hash = hex(&Sha256::digest(
+            serde_json::to_vec(&request).unwrap_or_default(),
+        ));
+        let claim = Claim {
+            order_id,
+            request_hash,
+        };
+        if let Some(existing) = records.claim(&key, &claim).await.map_err(store_problem)? {
+            if existing.request_hash != claim.request_hash {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "Idempotency-Key already used for a different request",
+                )
+                .with_detail(format!("the key belongs to order {}", existing.order_id)));
+            }
+            order_id = existing.order_id;
+            replayed = true;
+        }
+    }
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
+    let order = OrderCreated::new(order_id, customer_id, items, currency).ok_or_else(|| {
+        Problem::validation(vec![FieldError::new(
+            "items",
+            "the order total is too large",
+        )])
+    })?;
+    let envelope = Envelope::new(SOURCE, Event::OrderCreated(order.clone()));
+    // Always publish, even for a replay: the first try may have failed before its PubAck;
+    // the Nats-Msg-Id makes a repeat a no-op.
+    app.publisher
+        .publish(&envelope, &MsgId::new(EventKind::OrderCreated, order_id))
+        .await
+        .map_err(publish_problem)?;
+    // Read-your-writes for the Location; the projection consumer repairs a failure here.
+    if let Err(e) = records.insert_created(&envelope, &order).await {
+        tracing::warn!(error = %e, "could not record the order now; the projection will");
+    }
+    let status = match replayed {
+        true => records
+            .get(order_id)
+            .await
+            .ok()
+            .flatten()
+            .map_or(Status::Pending, |r| r.value.status),
+        false => Status::Pending,
+    };
+    metrics::counter!("orderflow_orders_accepted_total", "replayed" => replayed.to_string())
+        .increment(1);
+    Ok(accepted(order_id, status, replayed))
+}
+
+fn parse_order_id(raw: &str) -> Result<OrderId, Problem> {
+    raw.parse().map_err(|_| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-path", "Invalid order id")
+            .with_detail(format!("{raw:?} is not a UUID"))
+    })
+}
+
+/// Read an order.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{order_id}",
+    params(("order_id" = String, Path, description = "The order id (UUID)")),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 400, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_order(
+    State(app): State<App>,
+    ApiPath(order_id): ApiPath<String>,
+) -> Result<axum::Json<OrderView>, Problem> {
+    let order_id = parse_order_id(&order_id)?;
+    let record = app.records()?.get(order_id).await.map_err(store_problem)?;
+    record
+        .map(|r| axum::Json(OrderView::from(r.value)))
+        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
+}
+
+/// List a customer's orders, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid customer id or limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_orders(
+    State(app): State<App>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::Json<OrderPage>, Problem> {
+    let mut errors = Vec::new();
+    let customer = CustomerId::new(query.customer_id.clone())
+        .map_err(|e| errors.push(FieldError::new("customer_id", e.to_string())))
+        .ok();
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        errors.push(FieldError::new("limit", "must be 1 to 100"));
+    }
+    let before = match query
+        .before
+        .as_deref()
+        .map(str::parse::<OrderId>)
+        .transpose()
+    {
+        Ok(before) => before,
+        Err(_) => {
+            errors.push(FieldError::new(
+                "before",
+                "must be an order id from `next_before`",
+            ));
+            None
+        }
+    };
+    let Some(customer) = customer.filter(|_| errors.is_empty()) else {
+        return Err(Problem::validation(errors));
+    };
+    let (orders, next_before) = app
+        .records()?
+        .list_for_customer(&customer, before, limit)
+        .await
+        .map_err(store_problem)?;
+    Ok(axum::Json(OrderPage {
+        orders: orders.into_iter().map(OrderView::from).collect(),
+        next_before,
+    }))
+}
+
+/// Cancel an order.
+///
+/// Accepted for a pending or confirmed order; inventory then releases whatever was reserved.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{order_id}/cancel",
+    params(("order_id" = String, Path, description = "The order id (UUID)")),
+    responses(
+        (status = 202, description = "Cancellation requested", body = Accepted),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Event bus unavailable; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "cancel order", skip_all, fields(order_id = %order_id))]
+async fn cancel_order(
+    State(app): State<App>,
+    ApiPath(order_id): ApiPath<String>,
+) -> Result<Response, Problem> {
+    let order_id = parse_order_id(&order_id)?;
+    let record = app.records()?.get(order_id).await.map_err(store_problem)?;
+    let Some(record) = record.map(|r| r.value) else {
+        return Err(Problem::not_found(format!("no order {order_id}")));
+    };
+    if record.status == Status::Cancelled {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "already-cancelled",
+            "Order already cancelled",
+        ));
+    }
+    let request = Event::OrderCancellationRequested(OrderCancellationRequested {
+        order_id,
+        customer_id: record.customer_id.clone(),
+    });
+    app.publisher
+        .publish(
+            &Envelope::new(SOURCE, request),
+            &MsgId::new(EventKind::OrderCancellationRequested, order_id),
+        )
+        .await
+        .map_err(publish_problem)?;
+    Ok(accepted(order_id, record.status, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> CreateOrder {
+        CreateOrder {
+            customer_id: "c-1".into(),
+            items: vec![OrderLine {
+                sku: "SKU-1".into(),
+                quantity: 1,
+                unit_price_cents: 100,
+            }],
+            currency: "EUR".into(),
+        }
+    }
+
+    fn fields(problem: Problem) -> Vec<String> {
+        problem.errors.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn a_valid_order_passes() {
+        assert!(validate(&request()).is_ok());
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_at_once() {
+        let mut bad = request();
+        bad.customer_id = "a.b".into();
+        bad.currency = "XXX".into();
+        bad.items[0].quantity = 0;
+        bad.items[0].unit_price_cents = 0;
+        let problem = validate(&bad).unwrap_err();
+        assert_eq!(problem.status, 422);
+        assert_eq!(
+            fields(problem),
+            [
+                "customer_id",
+                "currency",
+                "items[0].quantity",
+                "items[0].unit_price_cents"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sku_on_two_lines_is_refused() {
+        let mut bad = request();
+        bad.items.push(bad.items[0].clone());
+        assert_eq!(fields(validate(&bad).unwrap_err()), ["items[1].sku"]);
+    }
+
+    #[test]
+    fn an_empty_order_is_refused() {
+        let mut bad = request();
+        bad.items.clear();
+        assert_eq!(fields(validate(&bad).unwrap_err()), ["items"]);
+    }
+}

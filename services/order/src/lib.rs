@@ -1,0 +1,102 @@
+//! order-service: takes orders over HTTP and drives each one through the saga to `confirmed`
+//! or `cancelled`. A library with [`run`] so tests start it in-process; `main.rs` only parses
+//! the configuration and calls it.
+
+mod api;
+mod order;
+mod records;
+mod saga;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use bus::{Bus, CancellationToken, ConsumerSpec, ProvisionError};
+use platform::config::{HttpArgs, NatsArgs};
+use platform::service::{RunError, Started};
+use tokio::net::TcpListener;
+use utoipa::OpenApi as _;
+
+pub use api::{Accepted, CreateOrder, OrderLine, OrderPage, OrderView};
+pub use order::Status;
+
+/// The service name: connection name, `service.name`, event `source`.
+pub const SERVICE: &str = "order-service";
+
+/// order-service configuration, from the environment or flags.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "order-service",
+    version,
+    about = "orderflow order-service: the HTTP API for orders and the order side of the saga"
+)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// NATS connection and streams.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// HTTP limits.
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+impl Config {
+    /// Defaults for everything but the NATS URL (for tests and tools).
+    pub fn local(nats_url: &str) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nats: NatsArgs {
+                nats_url: nats_url.to_owned(),
+                ..NatsArgs::default()
+            },
+            http: HttpArgs::default(),
+        }
+    }
+}
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    platform::service::run(OrderService, config.nats, config.http, listener, shutdown).await
+}
+
+struct OrderService;
+
+impl platform::service::Service for OrderService {
+    type State = records::Records;
+    type Handler = saga::Saga;
+    const NAME: &'static str = SERVICE;
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        api::ApiDoc::openapi()
+    }
+
+    fn routes(&self, records: Started<records::Records>, bus: &Bus) -> Router {
+        api::routes(api::App {
+            records,
+            publisher: bus.publisher().clone(),
+        })
+    }
+
+    async fn provision(
+        &self,
+        bus: &Bus,
+        nats: &NatsArgs,
+    ) -> Result<records::Records, ProvisionError> {
+        records::Records::open(bus, nats.stream_replicas).await
+    }
+
+    fn consumers(&self, records: &records::Records, bus: &Bus) -> (Vec<ConsumerSpec>, saga::Saga) {
+        (
+            saga::consumer_specs().into(),
+            saga::Saga {
+                records: records.clone(),
+                publisher: bus.publisher().clone(),
+            },
+        )
+    }
+}
