@@ -75,6 +75,9 @@ pub enum RunError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] bus::ConfigError),
+    /// A service-specific setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Settings(String),
     /// NATS could not be set up.
     #[error(transparent)]
     Connect(#[from] bus::ConnectError),

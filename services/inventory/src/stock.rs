@@ -59,7 +59,9 @@ impl StockRecord {
         }
         let wanted = u64::from(quantity);
         if self.available < wanted {
-            return Reserve::Short { available: self.available };
+            return Reserve::Short {
+                available: self.available,
+            };
         }
         self.available -= wanted;
         self.reserved += wanted;
@@ -114,7 +116,10 @@ mod tests {
     use super::*;
 
     fn stock(available: u64) -> StockRecord {
-        StockRecord { available, ..StockRecord::default() }
+        StockRecord {
+            available,
+            ..StockRecord::default()
+        }
     }
 
     #[test]
@@ -135,7 +140,10 @@ mod tests {
     #[test]
     fn stock_never_goes_negative() {
         let mut s = stock(3);
-        assert_eq!(s.reserve(OrderId::new(), 4), Reserve::Short { available: 3 });
+        assert_eq!(
+            s.reserve(OrderId::new(), 4),
+            Reserve::Short { available: 3 }
+        );
         assert_eq!((s.available, s.reserved), (3, 0));
     }
 

@@ -1,0 +1,105 @@
+//! inventory-service: keeps stock per SKU in KV and answers every order with a reservation or
+//! a rejection — all lines or none, decided once, correct with any number of replicas. A
+//! library with [`run`] so tests start it in-process; `main.rs` only parses the configuration.
+
+mod api;
+mod reservation;
+mod saga;
+mod stock;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use bus::{Bus, CancellationToken, ConsumerSpec, KvBucket, ProvisionError, Store};
+use platform::config::{HttpArgs, NatsArgs};
+use platform::service::{RunError, Started};
+use tokio::net::TcpListener;
+use utoipa::OpenApi as _;
+
+pub use api::{SetStock, StockView};
+
+/// The service name: connection name, `service.name`, event `source`.
+pub const SERVICE: &str = "inventory-service";
+
+/// inventory-service configuration, from the environment or flags.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "inventory-service",
+    version,
+    about = "orderflow inventory-service: stock and reservations"
+)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
+    pub http_addr: SocketAddr,
+    /// NATS connection and streams.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// HTTP limits and the admin token.
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+impl Config {
+    /// Defaults for everything but the NATS URL (for tests and tools).
+    pub fn local(nats_url: &str) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nats: NatsArgs {
+                nats_url: nats_url.to_owned(),
+                ..NatsArgs::default()
+            },
+            http: HttpArgs::default(),
+        }
+    }
+}
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let service = InventoryService {
+        admin_token: config.http.admin_token.clone(),
+    };
+    platform::service::run(service, config.nats, config.http, listener, shutdown).await
+}
+
+struct InventoryService {
+    admin_token: Option<bus::Secret>,
+}
+
+impl platform::service::Service for InventoryService {
+    type State = api::Stores;
+    type Handler = saga::Inventory;
+    const NAME: &'static str = SERVICE;
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        api::ApiDoc::openapi()
+    }
+
+    fn routes(&self, stores: Started<api::Stores>, _bus: &Bus) -> Router {
+        api::routes(stores, self.admin_token.clone())
+    }
+
+    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<api::Stores, ProvisionError> {
+        let bucket = |name: &str| KvBucket {
+            replicas: nats.stream_replicas,
+            ..KvBucket::new(name)
+        };
+        Ok(api::Stores {
+            stock: Store::open(bus, &bucket("stock")).await?,
+            reservations: Store::open(bus, &bucket("reservations")).await?,
+        })
+    }
+
+    fn consumers(&self, stores: &api::Stores, bus: &Bus) -> (Vec<ConsumerSpec>, saga::Inventory) {
+        let handler = saga::Inventory {
+            stock: stores.stock.clone(),
+            reservations: stores.reservations.clone(),
+            publisher: bus.publisher().clone(),
+        };
+        (saga::consumer_specs(), handler)
+    }
+}

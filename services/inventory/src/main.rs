@@ -1,0 +1,17 @@
+//! `inventory-service`: parses the configuration, starts telemetry, and runs the service until
+//! SIGTERM or Ctrl-C.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = inventory_service::Config::parse();
+    let _telemetry = telemetry::init(inventory_service::SERVICE).context("starting telemetry")?;
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;
+    tracing::info!(addr = %config.http_addr, "inventory-service listening");
+    inventory_service::run(config, listener, platform::shutdown::on_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! notification-service: tells the customer about every order state change — once — through
+//! the log (default) or a signed webhook, and records each delivery. A library with [`run`] so
+//! tests start it in-process; `main.rs` only parses the configuration.
+
+mod api;
+mod delivery;
+mod notify;
+mod webhook;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use bus::{Bus, CancellationToken, ConsumerSpec, KvBucket, ProvisionError, Secret, Store};
+use platform::config::{HttpArgs, NatsArgs};
+use platform::service::{RunError, Started};
+use tokio::net::TcpListener;
+use utoipa::OpenApi as _;
+
+pub use delivery::{Delivery, Status, notification_id};
+pub use webhook::{MIN_SECRET_BYTES, WebhookConfigError};
+
+/// The service name: connection name, `service.name`, event `source`.
+pub const SERVICE: &str = "notification-service";
+
+fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(value))
+}
+
+fn millis(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{value:?}: {e}"))
+}
+
+/// notification-service configuration, from the environment or flags.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "notification-service",
+    version,
+    about = "orderflow notification-service: order notifications by log or signed webhook"
+)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8082")]
+    pub http_addr: SocketAddr,
+    /// Where to POST notifications (Standard Webhooks); unset: notifications go to the log.
+    #[arg(long, env = "WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Signing secret, `whsec_` + base64 of at least 24 random bytes (required with WEBHOOK_URL).
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = secret)]
+    pub webhook_secret: Option<Secret>,
+    /// Timeout of one webhook request, in milliseconds.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value = "5000", value_parser = millis)]
+    pub webhook_timeout: Duration,
+    /// NATS connection and streams.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// HTTP limits.
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+impl Config {
+    /// Defaults for everything but the NATS URL (for tests and tools).
+    pub fn local(nats_url: &str) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_timeout: Duration::from_secs(5),
+            nats: NatsArgs {
+                nats_url: nats_url.to_owned(),
+                ..NatsArgs::default()
+            },
+            http: HttpArgs::default(),
+        }
+    }
+
+    /// Refuses a webhook without a strong secret.
+    pub fn validate(&self) -> Result<(), WebhookConfigError> {
+        webhook::validate(self.webhook_url.as_deref(), self.webhook_secret.as_ref())
+    }
+}
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    config
+        .validate()
+        .map_err(|e| RunError::Settings(e.to_string()))?;
+    // reqwest is built without a default TLS provider; this process uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let service = NotificationService {
+        webhook: config
+            .webhook_url
+            .clone()
+            .zip(config.webhook_secret.clone()),
+        timeout: config.webhook_timeout,
+    };
+    platform::service::run(service, config.nats, config.http, listener, shutdown).await
+}
+
+struct NotificationService {
+    webhook: Option<(String, Secret)>,
+    timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct State {
+    pub(crate) deliveries: Store<Delivery>,
+    pub(crate) webhook: Option<webhook::Webhook>,
+}
+
+impl platform::service::Service for NotificationService {
+    type State = State;
+    type Handler = notify::Notifier;
+    const NAME: &'static str = SERVICE;
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        api::ApiDoc::openapi()
+    }
+
+    fn routes(&self, state: Started<State>, _bus: &Bus) -> Router {
+        api::routes(state)
+    }
+
+    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<State, ProvisionError> {
+        let bucket = |name: &str| KvBucket {
+            replicas: nats.stream_replicas,
+            ..KvBucket::new(name)
+        };
+        let deliveries = Store::open(bus, &bucket("notifications")).await?;
+        let webhook = match &self.webhook {
+            None => None,
+            Some((url, secret)) => {
+                let endpoints = Store::open(bus, &bucket("webhook_endpoints")).await?;
+                // Validated in `run`; a failure here is the HTTP client itself.
+                match webhook::Webhook::new(url, secret, self.timeout, endpoints) {
+                    Ok(webhook) => Some(webhook),
+                    Err(e) => {
+                        tracing::error!(error = %e, "webhook disabled: cannot set it up");
+                        None
+                    }
+                }
+            }
+        };
+        Ok(State {
+            deliveries,
+            webhook,
+        })
+    }
+
+    fn consumers(&self, state: &State, bus: &Bus) -> (Vec<ConsumerSpec>, notify::Notifier) {
+        let notifier = notify::Notifier {
+            deliveries: state.deliveries.clone(),
+            webhook: state.webhook.clone(),
+            publisher: bus.publisher().clone(),
+        };
+        (notify::consumer_specs(), notifier)
+    }
+}
