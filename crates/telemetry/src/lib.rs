@@ -222,6 +222,9 @@ pub fn init(service_name: &str) -> Result<Telemetry, TelemetryError> {
 
 /// [`init`] with explicit settings.
 pub fn init_with(settings: Settings) -> Result<Telemetry, TelemetryError> {
+    // The workspace builds reqwest without a default TLS provider (one provider, ring, for the
+    // whole process); the OTLP HTTP client needs it installed before it is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         Box::new(TraceContextPropagator::new()),
         Box::new(BaggagePropagator::new()),

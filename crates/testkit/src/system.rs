@@ -1,0 +1,292 @@
+//! The three services as real processes — the binaries `cargo build --bins` produced, next to
+//! the test executable's directory — configured through their environment variables exactly
+//! as an operator would, on free loopback ports, logging to files in a temp dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::nats::{NatsServer, free_port};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTP client for tests (installs the TLS provider reqwest is built without).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("build HTTP client")
+}
+
+/// Path of a service binary built by `cargo build --bins` in this target directory.
+pub fn service_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the services first with `cargo build --bins` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A service running as a child process.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    name: String,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ServiceProcess {
+    /// Starts `name` with `env` (plus `HTTP_ADDR` on a free port), logging to `log_dir`.
+    pub fn start(name: &str, env: Vec<(String, String)>, log_dir: &Path, instance: usize) -> Self {
+        let mut process = Self {
+            name: name.to_owned(),
+            bin: service_binary(name),
+            env,
+            port: free_port(),
+            log: log_dir.join(format!("{name}-{instance}.log")),
+            child: None,
+        };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let mut command = Command::new(&self.bin);
+        // Nothing from the developer's environment leaks in: the test sets what it means.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("OTEL_") || key.starts_with("NATS_") || key.starts_with("WEBHOOK_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HTTP_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("LOG_FORMAT", "json")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        self.child = Some(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display())),
+        );
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits until `/readyz` answers 200; panics with the log if it never does.
+    pub async fn wait_ready(&mut self) {
+        let client = http_client();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("{} exited with {status}:\n{}", self.name, self.logs());
+            }
+            if let Ok(response) = client.get(format!("{}/readyz", self.url())).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{} was not ready within {READY_TIMEOUT:?}:\n{}",
+            self.name,
+            self.logs()
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port after [`Self::kill`] or [`Self::terminate`].
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Everything it logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() && std::env::var_os("TEST_SHOW_LOGS").is_some() {
+            eprintln!("--- {} log ---\n{}", self.name, self.logs());
+        }
+    }
+}
+
+/// nats-server plus the three services.
+#[derive(Debug)]
+pub struct System {
+    /// The NATS server.
+    pub nats: NatsServer,
+    /// order-service.
+    pub order: ServiceProcess,
+    /// inventory-service replicas.
+    pub inventory: Vec<ServiceProcess>,
+    /// notification-service.
+    pub notification: ServiceProcess,
+    /// A client for the APIs.
+    pub http: reqwest::Client,
+    logs: tempfile::TempDir,
+}
+
+/// Options for a [`System`].
+#[derive(Debug, Default)]
+pub struct SystemBuilder {
+    inventory_replicas: usize,
+    webhook: Option<(String, String)>,
+    otlp_endpoint: Option<String>,
+    admin_token: Option<String>,
+    nats: Option<NatsServer>,
+}
+
+impl System {
+    /// Options: one inventory replica, notifications to the log.
+    pub fn builder() -> SystemBuilder {
+        SystemBuilder {
+            inventory_replicas: 1,
+            ..SystemBuilder::default()
+        }
+    }
+
+    /// The directory with every service's log.
+    pub fn log_dir(&self) -> &Path {
+        self.logs.path()
+    }
+}
+
+impl SystemBuilder {
+    /// Runs `n` inventory replicas on one durable consumer.
+    pub fn inventory_replicas(mut self, n: usize) -> Self {
+        self.inventory_replicas = n;
+        self
+    }
+
+    /// Sends notifications to `url`, signed with `secret`.
+    pub fn webhook(mut self, url: &str, secret: &str) -> Self {
+        self.webhook = Some((url.to_owned(), secret.to_owned()));
+        self
+    }
+
+    /// Exports spans over OTLP/HTTP to `endpoint` (a base URL; `/v1/traces` is appended).
+    pub fn otlp(mut self, endpoint: &str) -> Self {
+        self.otlp_endpoint = Some(endpoint.to_owned());
+        self
+    }
+
+    /// Protects admin endpoints with `token`.
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_owned());
+        self
+    }
+
+    /// Uses this server instead of a fresh one.
+    pub fn nats(mut self, server: NatsServer) -> Self {
+        self.nats = Some(server);
+        self
+    }
+
+    /// Starts everything and waits until every service is ready.
+    pub async fn start(self) -> System {
+        let nats = self.nats.unwrap_or_else(NatsServer::start);
+        let logs = tempfile::Builder::new()
+            .prefix("orderflow-logs-")
+            .tempdir()
+            .expect("log dir");
+        let mut common = vec![("NATS_URL".to_owned(), nats.url())];
+        if let Some(endpoint) = &self.otlp_endpoint {
+            common.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
+            common.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()));
+            common.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
+        }
+        if let Some(token) = &self.admin_token {
+            common.push(("ADMIN_TOKEN".into(), token.clone()));
+        }
+        let mut notification_env = common.clone();
+        if let Some((url, secret)) = &self.webhook {
+            notification_env.push(("WEBHOOK_URL".into(), url.clone()));
+            notification_env.push(("WEBHOOK_SECRET".into(), secret.clone()));
+        }
+        let mut order = ServiceProcess::start("order-service", common.clone(), logs.path(), 0);
+        let mut inventory: Vec<_> = (0..self.inventory_replicas.max(1))
+            .map(|i| ServiceProcess::start("inventory-service", common.clone(), logs.path(), i))
+            .collect();
+        let mut notification =
+            ServiceProcess::start("notification-service", notification_env, logs.path(), 0);
+        order.wait_ready().await;
+        for replica in &mut inventory {
+            replica.wait_ready().await;
+        }
+        notification.wait_ready().await;
+        System {
+            nats,
+            order,
+            inventory,
+            notification,
+            http: http_client(),
+            logs,
+        }
+    }
+}

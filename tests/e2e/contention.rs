@@ -1,0 +1,59 @@
+//! Two inventory replicas, one SKU, many concurrent orders: compare-and-set conflicts are
+//! retried, never overwritten — exactly the stock is sold, nothing more.
+
+use serde_json::Value;
+use testkit::System;
+
+use crate::support::{order_body, set_stock, stock, wait_for_status};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty() {
+    let system = System::builder().inventory_replicas(2).start().await;
+    set_stock(&system, "HOT", 50).await;
+    let url = format!("{}/v1/orders", system.order.url());
+    let posts = (0..200).map(|i| {
+        let (http, url) = (system.http.clone(), url.clone());
+        async move {
+            let response = http
+                .post(url)
+                .json(&order_body(&format!("c{i}"), &[("HOT", 1)]))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            let body: Value = response.json().await.unwrap();
+            body["order_id"].as_str().unwrap().to_owned()
+        }
+    });
+    let order_ids = futures::future::join_all(posts).await;
+
+    let (mut confirmed, mut cancelled) = (0, 0);
+    for order_id in &order_ids {
+        let settled = wait_for_settled(&system, order_id).await;
+        match settled.as_str() {
+            "confirmed" => confirmed += 1,
+            "cancelled" => cancelled += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((confirmed, cancelled), (50, 150));
+    assert_eq!(stock(&system, "HOT").await, (0, 50, 0));
+}
+
+async fn wait_for_settled(system: &System, order_id: &str) -> String {
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let status = crate::support::order(system, order_id).await["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if status == "confirmed" || status == "cancelled" {
+            return status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            // Fails with the order's state in the message.
+            wait_for_status(system, order_id, "confirmed").await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

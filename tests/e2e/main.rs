@@ -1,0 +1,13 @@
+//! End to end: nats-server and the three services as real processes, driven over HTTP and
+//! observed through their APIs, a real webhook receiver and a real OTLP receiver.
+
+// Helpers outside `#[test]` fns are test code too: a panic here is a failed test with a message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod contention;
+mod idempotency;
+mod redelivery;
+mod saga;
+mod support;
+mod trace;

@@ -1,0 +1,125 @@
+//! Shared steps: stock a SKU, place an order, wait for its outcome, read stock.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use testkit::System;
+
+/// How long a test waits for the saga to settle.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The webhook signing key every test system uses.
+pub const WEBHOOK_KEY: [u8; 32] = [0x5a; 32];
+
+/// `WEBHOOK_SECRET` for [`WEBHOOK_KEY`].
+pub fn webhook_secret() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(WEBHOOK_KEY)
+    )
+}
+
+/// Sets the available stock of `sku`.
+pub async fn set_stock(system: &System, sku: &str, available: u64) {
+    let response = system
+        .http
+        .put(format!("{}/v1/stock/{sku}", system.inventory[0].url()))
+        .json(&json!({ "available": available }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// `(available, reserved, unsettled orders)` of `sku`.
+pub async fn stock(system: &System, sku: &str) -> (u64, u64, u64) {
+    let body: Value = system
+        .http
+        .get(format!("{}/v1/stock/{sku}", system.inventory[0].url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let field = |name: &str| {
+        body[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    };
+    (
+        field("available"),
+        field("reserved"),
+        field("unsettled_orders"),
+    )
+}
+
+/// The body of an order for `lines` of (sku, quantity) at 1.00 each.
+pub fn order_body(customer: &str, lines: &[(&str, u32)]) -> Value {
+    let items: Vec<Value> = lines
+        .iter()
+        .map(|(sku, quantity)| json!({ "sku": sku, "quantity": quantity, "unit_price_cents": 100 }))
+        .collect();
+    json!({ "customer_id": customer, "items": items, "currency": "EUR" })
+}
+
+/// Places an order and returns its id (asserting 202).
+pub async fn place(system: &System, customer: &str, lines: &[(&str, u32)]) -> String {
+    let response = system
+        .http
+        .post(format!("{}/v1/orders", system.order.url()))
+        .json(&order_body(customer, lines))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+    let body: Value = response.json().await.unwrap();
+    body["order_id"].as_str().unwrap().to_owned()
+}
+
+/// The order as the API shows it.
+pub async fn order(system: &System, order_id: &str) -> Value {
+    system
+        .http
+        .get(format!("{}/v1/orders/{order_id}", system.order.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until the order reaches `status` and returns it.
+pub async fn wait_for_status(system: &System, order_id: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let order = order(system, order_id).await;
+        if order["status"] == status {
+            return order;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {order_id} never became {status}: {order}\nlogs in {}",
+            system.log_dir().display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `condition` holds.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,104 @@
+//! One order, one trace: spans from all three services reach an OTLP receiver with the trace
+//! id of the POST, and form one tree under it.
+
+use std::collections::{HashMap, HashSet};
+
+use testkit::{OtlpReceiver, System, WebhookReceiver};
+
+use crate::support::{eventually, order_body, set_stock, wait_for_status, webhook_secret};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn an_order_is_one_trace_across_all_three_services() {
+    let otlp = OtlpReceiver::start().await;
+    let webhooks = WebhookReceiver::start().await;
+    let system = System::builder()
+        .otlp(otlp.endpoint())
+        .webhook(webhooks.url(), &webhook_secret())
+        .start()
+        .await;
+    set_stock(&system, "TRACED", 5).await;
+
+    let response = system
+        .http
+        .post(format!("{}/v1/orders", system.order.url()))
+        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"))
+        .json(&order_body("tracy", &[("TRACED", 1)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let order_id = response.json::<serde_json::Value>().await.unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for_status(&system, &order_id, "confirmed").await;
+    eventually("the webhook was sent", || async {
+        !webhooks.received().is_empty()
+    })
+    .await;
+    assert!(
+        webhooks.received()[0]
+            .header("traceparent")
+            .is_some_and(|t| t.contains(TRACE_ID))
+    );
+
+    eventually("spans from every service arrive", || async {
+        let services: HashSet<String> = otlp
+            .trace(TRACE_ID)
+            .into_iter()
+            .map(|s| s.service)
+            .collect();
+        ["order-service", "inventory-service", "notification-service"]
+            .iter()
+            .all(|s| services.contains(*s))
+            && otlp
+                .trace(TRACE_ID)
+                .iter()
+                .any(|s| s.name == "send notifications.sent")
+    })
+    .await;
+
+    let spans = otlp.trace(TRACE_ID);
+    let ids: HashMap<&str, &testkit::ReceivedSpan> =
+        spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    for span in &spans {
+        assert!(
+            span.parent_span_id == CLIENT_SPAN_ID || ids.contains_key(span.parent_span_id.as_str()),
+            "span {} of {} hangs outside the tree (parent {:?})",
+            span.name,
+            span.service,
+            span.parent_span_id
+        );
+    }
+    let roots: Vec<_> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == CLIENT_SPAN_ID)
+        .collect();
+    assert_eq!(
+        roots.len(),
+        1,
+        "one server span should hang under the client: {roots:?}"
+    );
+    assert_eq!(roots[0].name, "POST /v1/orders");
+    assert_eq!(roots[0].service, "order-service");
+    // Each hop is a producer span with a consumer span under it.
+    for (service, name) in [
+        ("inventory-service", "process orders.created"),
+        ("order-service", "process inventory.reserved"),
+        ("notification-service", "process orders.confirmed"),
+    ] {
+        let consumer = spans
+            .iter()
+            .find(|s| s.service == service && s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span in {service}: {spans:#?}"));
+        assert_eq!(consumer.kind, 5, "{name} is not a CONSUMER span");
+        assert_eq!(
+            ids[consumer.parent_span_id.as_str()].kind,
+            4,
+            "{name}'s parent is not a PRODUCER span"
+        );
+    }
+}
