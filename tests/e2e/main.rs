@@ -7,6 +7,8 @@
 mod bad_input;
 mod contention;
 mod idempotency;
+mod notifications;
+mod ops;
 mod redelivery;
 mod saga;
 mod support;

@@ -364,6 +364,11 @@ impl Consumer {
             self.spec.durable.clone(),
             shutdown.clone(),
         ));
+        let lag = tokio::spawn(report_lag(
+            self.consumer.clone(),
+            self.spec.durable.clone(),
+            shutdown.clone(),
+        ));
         let handler = Arc::new(handler);
         let slots = Arc::new(Semaphore::new(self.spec.concurrency));
         let mut running = JoinSet::new();
@@ -438,11 +443,36 @@ impl Consumer {
                 tracing::error!(durable, error = %e, "handler task failed");
             }
         }
+        let _ = lag.await;
         if let Ok(Err(e)) = advisories.await {
             tracing::error!(durable, error = %e, "max-deliveries watcher could not start");
         }
         tracing::info!(durable, "consumer stopped");
         Ok(())
+    }
+}
+
+/// How often the consumer's lag is read from the server.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Exports the consumer's lag (`num_pending`, not yet delivered) and its unacked count as
+/// gauges, read from the server, so a stuck consumer shows even when nothing is delivered.
+async fn report_lag(consumer: PullConsumer, durable: String, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(LAG_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match consumer.get_info().await {
+            Ok(info) => {
+                metrics::gauge!("orderflow_consumer_pending", "consumer" => durable.clone())
+                    .set(info.num_pending as f64);
+                metrics::gauge!("orderflow_consumer_ack_pending", "consumer" => durable.clone())
+                    .set(info.num_ack_pending as f64);
+            }
+            Err(e) => tracing::debug!(durable, error = %e, "cannot read consumer info"),
+        }
     }
 }
 
@@ -474,7 +504,7 @@ async fn process<H: Handler>(
         let _ = message.ack_with(AckKind::Term).await;
         return;
     };
-    let (stream, sequence, pending) = (info.stream.to_owned(), info.stream_sequence, info.pending);
+    let (stream, sequence) = (info.stream.to_owned(), info.stream_sequence);
     let attempt = u64::try_from(info.delivered).unwrap_or(1).max(1);
     let is_last_attempt = attempt as i64 >= spec.max_deliver;
     let subject = message.subject.to_string();
@@ -504,8 +534,6 @@ async fn process<H: Handler>(
     );
     trace::set_parent_from(&span, message.headers.as_ref());
 
-    metrics::gauge!("orderflow_consumer_pending", "consumer" => spec.durable.clone())
-        .set(pending as f64);
     if attempt > 1 {
         metrics::counter!("orderflow_redeliveries_total", "consumer" => spec.durable.clone())
             .increment(1);

@@ -1,0 +1,169 @@
+//! What operators rely on: health, readiness, metrics, OpenAPI, `--help`, a clean exit on
+//! SIGTERM, and admin endpoints behind the token.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use testkit::{System, service_binary};
+
+use crate::support::{place, set_stock, wait_for_status};
+
+#[tokio::test]
+async fn every_service_answers_health_readiness_metrics_and_openapi() {
+    let system = System::builder().start().await;
+    set_stock(&system, "OPS", 5).await;
+    let order_id = place(&system, "olga", &[("OPS", 1)]).await;
+    wait_for_status(&system, &order_id, "confirmed").await;
+
+    let services = [
+        (&system.order, "/v1/orders"),
+        (&system.inventory[0], "/v1/stock/{sku}"),
+        (&system.notification, "/v1/notifications"),
+    ];
+    for (service, path) in services {
+        let get = |p: &str| system.http.get(format!("{}{p}", service.url())).send();
+        assert_eq!(get("/healthz").await.unwrap().text().await.unwrap(), "ok");
+        assert_eq!(get("/readyz").await.unwrap().status(), 200);
+        let openapi: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
+        assert!(
+            openapi["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.")),
+            "{openapi}"
+        );
+        assert!(
+            openapi["paths"][path].is_object(),
+            "{path} missing from {}",
+            openapi["paths"]
+        );
+        let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+        for name in [
+            "http_server_request_duration_seconds_bucket",
+            "orderflow_events_consumed_total",
+            "orderflow_handler_duration_seconds_bucket",
+            "orderflow_consumer_pending",
+            "orderflow_nats_connected",
+        ] {
+            assert!(
+                metrics.contains(name),
+                "{} does not export {name}:\n{metrics}",
+                service.url()
+            );
+        }
+    }
+    let metrics = system
+        .http
+        .get(format!("{}/metrics", system.order.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"orderflow_events_published_total{type="orders.created",outcome="stored"}"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn help_lists_every_setting_with_its_environment_variable() {
+    for (binary, extra) in [
+        ("order-service", &[][..]),
+        ("inventory-service", &["ADMIN_TOKEN"][..]),
+        (
+            "notification-service",
+            &["WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_TIMEOUT_MS"][..],
+        ),
+    ] {
+        let output = Command::new(service_binary(binary))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8(output.stdout).unwrap();
+        let common = [
+            "HTTP_ADDR",
+            "NATS_URL",
+            "NATS_USER",
+            "NATS_PASSWORD",
+            "NATS_TOKEN",
+            "NATS_NKEY_SEED",
+            "NATS_CREDS",
+            "NATS_TLS_CA",
+            "NATS_TLS_CERT",
+            "NATS_TLS_KEY",
+            "STREAM_REPLICAS",
+            "HTTP_BODY_LIMIT",
+            "HTTP_REQUEST_TIMEOUT_MS",
+            "SHUTDOWN_GRACE_MS",
+        ];
+        for var in common.iter().chain(extra) {
+            assert!(
+                help.contains(&format!("env: {var}")),
+                "{binary} --help does not mention {var}:\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_the_service_at_start_with_a_clear_message() {
+    let output = Command::new(service_binary("notification-service"))
+        .env("WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        .env("WEBHOOK_SECRET", "whsec_c2hvcnQ=")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WEBHOOK_SECRET must be"), "{stderr}");
+}
+
+#[tokio::test]
+async fn every_service_exits_cleanly_on_sigterm() {
+    let mut system = System::builder().start().await;
+    assert!(system.order.terminate(), "order-service did not exit 0");
+    assert!(
+        system.inventory[0].terminate(),
+        "inventory-service did not exit 0"
+    );
+    assert!(
+        system.notification.terminate(),
+        "notification-service did not exit 0"
+    );
+}
+
+#[tokio::test]
+async fn stock_changes_need_the_admin_token_when_one_is_configured() {
+    let system = System::builder()
+        .admin_token("s3cret-admin-token")
+        .start()
+        .await;
+    let url = format!("{}/v1/stock/DESK", system.inventory[0].url());
+    let body = json!({ "available": 3 });
+    let anonymous = system.http.put(&url).json(&body).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let wrong = system
+        .http
+        .put(&url)
+        .bearer_auth("guess")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let admin = system
+        .http
+        .put(&url)
+        .bearer_auth("s3cret-admin-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 200);
+    // Reading stays open.
+    assert_eq!(system.http.get(&url).send().await.unwrap().status(), 200);
+}
