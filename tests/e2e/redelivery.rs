@@ -1,11 +1,67 @@
-//! Duplicates and replays: the same `orders.created` arriving again — republished with a new
-//! `Nats-Msg-Id`, so the server does not dedupe it — changes stock once.
+//! Duplicates, replays and overtaking: the same `orders.created` arriving again — republished
+//! with a new `Nats-Msg-Id`, so the server does not dedupe it — changes stock once and never
+//! flips a decision; a cancellation that overtakes its order keeps it from ever being reserved.
 
-use bus::{Bus, BusConfig, MsgId};
-use events::{Currency, CustomerId, Envelope, Event, EventKind, LineItem, OrderCreated, Sku};
+use bus::{Bus, BusConfig, MsgId, Published};
+use events::{
+    CancelReason, Currency, CustomerId, Envelope, Event, LineItem, OrderCancelled, OrderCreated,
+    OrderId, Sku,
+};
 use testkit::System;
 
 use crate::support::{eventually, place, set_stock, stock, wait_for_status};
+
+fn order_created(order_id: OrderId, sku: &str, quantity: u32) -> OrderCreated {
+    OrderCreated::new(
+        order_id,
+        CustomerId::new("replayer").unwrap(),
+        vec![LineItem {
+            sku: Sku::new(sku).unwrap(),
+            quantity,
+            unit_price_cents: 100,
+        }],
+        Currency::new("EUR").unwrap(),
+    )
+    .unwrap()
+}
+
+/// Publishes `event` straight to the bus under a msg id nobody used, as a replay would.
+async fn publish_fresh(bus: &Bus, event: Event) -> Published {
+    let kind = event.kind();
+    let envelope = Envelope::new("/test/replay", event);
+    bus.publisher()
+        .publish(
+            &envelope,
+            &MsgId::new(kind, format!("replay-{}", envelope.id)),
+        )
+        .await
+        .unwrap()
+}
+
+/// Waits until inventory has settled everything up to `published`.
+async fn inventory_settled(bus: &Bus, published: &Published) {
+    eventually("inventory settled the message", || async {
+        let stream = bus.jetstream().get_stream("ORDERS").await.unwrap();
+        let info = stream.consumer_info("inventory").await.unwrap();
+        info.ack_floor.stream_sequence >= published.sequence
+    })
+    .await;
+}
+
+async fn reservation(system: &System, order_id: OrderId) -> serde_json::Value {
+    system
+        .http
+        .get(format!(
+            "{}/v1/reservations/{order_id}",
+            system.inventory[0].url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn the_same_order_created_delivered_again_takes_stock_once() {
@@ -15,38 +71,16 @@ async fn the_same_order_created_delivered_again_takes_stock_once() {
     wait_for_status(&system, &order_id, "confirmed").await;
     assert_eq!(stock(&system, "BOOK").await, (6, 4, 0));
 
-    // An operator's replay: the same order, a new event id and a msg id nobody used.
-    let order = OrderCreated::new(
-        order_id.parse().unwrap(),
-        CustomerId::new("ivan").unwrap(),
-        vec![LineItem {
-            sku: Sku::new("BOOK").unwrap(),
-            quantity: 4,
-            unit_price_cents: 100,
-        }],
-        Currency::new("EUR").unwrap(),
-    )
-    .unwrap();
     let bus = Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
         .await
         .unwrap();
-    let replay = Envelope::new("/test/replay", Event::OrderCreated(order));
-    let stored = bus
-        .publisher()
-        .publish(
-            &replay,
-            &MsgId::new(EventKind::OrderCreated, format!("replay-{}", replay.id)),
-        )
-        .await
-        .unwrap();
-    assert!(!stored.duplicate);
-
-    eventually("inventory settled the replay", || async {
-        let stream = bus.jetstream().get_stream("ORDERS").await.unwrap();
-        let info = stream.consumer_info("inventory").await.unwrap();
-        info.ack_floor.stream_sequence >= stored.sequence
-    })
+    let replay = publish_fresh(
+        &bus,
+        Event::OrderCreated(order_created(order_id.parse().unwrap(), "BOOK", 4)),
+    )
     .await;
+    assert!(!replay.duplicate);
+    inventory_settled(&bus, &replay).await;
     assert_eq!(
         stock(&system, "BOOK").await,
         (6, 4, 0),
@@ -55,5 +89,67 @@ async fn the_same_order_created_delivered_again_takes_stock_once() {
     assert_eq!(
         crate::support::order(&system, &order_id).await["status"],
         "confirmed"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_order_keeps_its_first_decision_even_after_stock_arrives() {
+    let system = System::builder().start().await;
+    set_stock(&system, "RARE", 1).await;
+    let order_id = place(&system, "jo", &[("RARE", 2)]).await;
+    wait_for_status(&system, &order_id, "cancelled").await;
+
+    set_stock(&system, "RARE", 100).await;
+    let bus = Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
+        .await
+        .unwrap();
+    let replay = publish_fresh(
+        &bus,
+        Event::OrderCreated(order_created(order_id.parse().unwrap(), "RARE", 2)),
+    )
+    .await;
+    inventory_settled(&bus, &replay).await;
+    assert_eq!(
+        stock(&system, "RARE").await,
+        (100, 0, 0),
+        "the replay reserved stock for a cancelled order"
+    );
+    assert_eq!(
+        reservation(&system, order_id.parse().unwrap()).await["state"],
+        "rejected"
+    );
+}
+
+#[tokio::test]
+async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_reserved() {
+    let system = System::builder().start().await;
+    set_stock(&system, "LATE", 10).await;
+    let bus = Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
+        .await
+        .unwrap();
+    let order_id = OrderId::new();
+    let cancelled = Event::OrderCancelled(OrderCancelled {
+        order_id,
+        customer_id: CustomerId::new("kim").unwrap(),
+        reason: CancelReason::CustomerRequested,
+    });
+    let first = publish_fresh(&bus, cancelled).await;
+    inventory_settled(&bus, &first).await;
+    assert_eq!(
+        reservation(&system, order_id).await["state"],
+        "cancelled_first"
+    );
+
+    let created = publish_fresh(
+        &bus,
+        Event::OrderCreated(order_created(order_id, "LATE", 3)),
+    )
+    .await;
+    inventory_settled(&bus, &created).await;
+    assert_eq!(reservation(&system, order_id).await["state"], "rejected");
+    assert_eq!(
+        stock(&system, "LATE").await,
+        (10, 0, 0),
+        "an order cancelled first took stock"
     );
 }

@@ -8,8 +8,8 @@ use bus::{Bus, BusConfig, ConsumerSpec, DeadLetter, Delivery, HandlerError, Stre
 use events::{
     CancelReason, Channel, Currency, CustomerId, Envelope, Event, InventoryRejected,
     InventoryReleased, InventoryReserved, LineItem, NotificationFailed, NotificationKind,
-    NotificationSent, OrderCancelled, OrderConfirmed, OrderCreated, OrderId, ReservedLine,
-    Shortfall, Sku, names,
+    NotificationSent, OrderCancellationRequested, OrderCancelled, OrderConfirmed, OrderCreated,
+    OrderId, ReservedLine, Shortfall, Sku, names,
 };
 use futures::StreamExt;
 use testkit::NatsServer;
@@ -179,6 +179,10 @@ pub fn one_of_each_event() -> Vec<Envelope> {
     let created = order_created(order_id);
     [
         created.event.clone(),
+        Event::OrderCancellationRequested(OrderCancellationRequested {
+            order_id,
+            customer_id: customer_id.clone(),
+        }),
         Event::OrderConfirmed(OrderConfirmed {
             order_id,
             customer_id: customer_id.clone(),
