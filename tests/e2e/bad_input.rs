@@ -56,10 +56,12 @@ async fn bad_orders_get_problem_json_4xx_and_publish_nothing() {
         415,
         post_raw(&system, "text/plain", "hello").await,
     ));
+    // Over the 64 KiB limit, yet small enough to sit in loopback socket buffers: the service
+    // answers 413 without reading it all, and a larger body races that answer with a broken pipe.
     cases.push((
         "huge body",
         413,
-        post_raw(&system, "application/json", vec![b' '; 256 * 1024]).await,
+        post_raw(&system, "application/json", vec![b' '; 80 * 1024]).await,
     ));
     let mut wrong_type = valid();
     wrong_type["items"][0]["quantity"] = json!("two");

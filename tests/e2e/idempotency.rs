@@ -18,18 +18,11 @@ async fn post_with_key(system: &System, key: &str, body: &Value) -> reqwest::Res
 }
 
 async fn orders_of(system: &System, customer: &str) -> Vec<Value> {
-    let page: Value = system
-        .http
-        .get(format!(
-            "{}/v1/orders?customer_id={customer}",
-            system.order.url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = crate::support::get_json(
+        system,
+        &format!("{}/v1/orders?customer_id={customer}", system.order.url()),
+    )
+    .await;
     page["orders"].as_array().unwrap().clone()
 }
 
@@ -103,15 +96,7 @@ async fn a_customers_orders_are_listed_newest_first_in_pages() {
     let mut seen = Vec::new();
     let mut next = url.clone();
     loop {
-        let page: Value = system
-            .http
-            .get(&next)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = crate::support::get_json(&system, &next).await;
         seen.extend(
             page["orders"]
                 .as_array()

@@ -7,18 +7,14 @@ use testkit::{System, WebhookReceiver};
 use crate::support::{eventually, place, set_stock, wait_for_status, webhook_secret};
 
 async fn notifications(system: &System, order_id: &str) -> Vec<Value> {
-    let body: Value = system
-        .http
-        .get(format!(
+    let body: Value = crate::support::get_json(
+        system,
+        &format!(
             "{}/v1/notifications?order_id={order_id}",
             system.notification.url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     body.as_array().unwrap().clone()
 }
 

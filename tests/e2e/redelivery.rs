@@ -49,18 +49,11 @@ async fn inventory_settled(bus: &Bus, published: &Published) {
 }
 
 async fn reservation(system: &System, order_id: OrderId) -> serde_json::Value {
-    system
-        .http
-        .get(format!(
-            "{}/v1/reservations/{order_id}",
-            system.inventory[0].url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    crate::support::get_json(
+        system,
+        &format!("{}/v1/reservations/{order_id}", system.inventory[0].url()),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -53,18 +53,14 @@ async fn an_order_in_stock_is_confirmed_takes_its_stock_and_sends_one_signed_web
         Some(expected_id.to_string().as_str())
     );
 
-    let notifications: serde_json::Value = system
-        .http
-        .get(format!(
+    let notifications: serde_json::Value = crate::support::get_json(
+        &system,
+        &format!(
             "{}/v1/notifications?order_id={order_id}",
             system.notification.url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(notifications[0]["status"], "sent");
     assert_eq!(notifications[0]["attempts"], 1);
 }

@@ -20,6 +20,12 @@ pub fn webhook_secret() -> String {
     )
 }
 
+/// GETs `url` and parses the JSON answer.
+pub async fn get_json(system: &System, url: &str) -> Value {
+    let response = system.http.get(url).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 /// Sets the available stock of `sku`.
 pub async fn set_stock(system: &System, sku: &str, available: u64) {
     let response = system
@@ -34,15 +40,11 @@ pub async fn set_stock(system: &System, sku: &str, available: u64) {
 
 /// `(available, reserved, unsettled orders)` of `sku`.
 pub async fn stock(system: &System, sku: &str) -> (u64, u64, u64) {
-    let body: Value = system
-        .http
-        .get(format!("{}/v1/stock/{sku}", system.inventory[0].url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(
+        system,
+        &format!("{}/v1/stock/{sku}", system.inventory[0].url()),
+    )
+    .await;
     let field = |name: &str| {
         body[name]
             .as_u64()
@@ -80,15 +82,11 @@ pub async fn place(system: &System, customer: &str, lines: &[(&str, u32)]) -> St
 
 /// The order as the API shows it.
 pub async fn order(system: &System, order_id: &str) -> Value {
-    system
-        .http
-        .get(format!("{}/v1/orders/{order_id}", system.order.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(
+        system,
+        &format!("{}/v1/orders/{order_id}", system.order.url()),
+    )
+    .await
 }
 
 /// Waits until the order reaches `status` and returns it.

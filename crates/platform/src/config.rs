@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use bus::{BusConfig, ConfigError, NatsAuth, NatsTls, Secret, StreamSettings};
 
-fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+/// clap value parser: wraps a secret so it never prints.
+pub fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
     Ok(Secret::new(value))
 }
 
-fn millis(value: &str) -> Result<Duration, String> {
+/// clap value parser: a duration given in milliseconds.
+pub fn millis(value: &str) -> Result<Duration, String> {
     value
         .parse::<u64>()
         .map(Duration::from_millis)

@@ -185,6 +185,32 @@ impl From<QueryRejection> for Problem {
     }
 }
 
+impl From<bus::StoreError> for Problem {
+    /// A KV failure: 503 if it may pass, else 500; the cause is logged, never shown.
+    fn from(error: bus::StoreError) -> Self {
+        if error.is_transient() {
+            tracing::warn!(error = %error, "KV unavailable; answering 503");
+            Problem::unavailable(1)
+        } else {
+            tracing::error!(error = %error, "KV error");
+            Problem::internal()
+        }
+    }
+}
+
+impl From<bus::PublishError> for Problem {
+    /// A failed publish: 503 + `Retry-After` while NATS is away, else 500; the cause is logged.
+    fn from(error: bus::PublishError) -> Self {
+        if error.is_transient() {
+            tracing::warn!(error = %error, "publish failed; answering 503");
+            Problem::unavailable(1)
+        } else {
+            tracing::error!(error = %error, "publish refused");
+            Problem::internal()
+        }
+    }
+}
+
 /// `axum::Json` whose rejections are problem JSON.
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(Problem))]

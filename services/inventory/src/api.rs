@@ -86,16 +86,6 @@ pub struct SetStock {
     pub available: u64,
 }
 
-fn store_problem(error: bus::StoreError) -> Problem {
-    if error.is_transient() {
-        tracing::warn!(error = %error, "KV unavailable; answering 503");
-        Problem::unavailable(1)
-    } else {
-        tracing::error!(error = %error, "KV error");
-        Problem::internal()
-    }
-}
-
 fn parse_sku(raw: String) -> Result<Sku, Problem> {
     Sku::new(raw).map_err(|e| Problem::validation(vec![FieldError::new("sku", e.to_string())]))
 }
@@ -115,7 +105,7 @@ async fn list_stock(
         let Ok(key) = key else {
             return Err(Problem::unavailable(1));
         };
-        if let Some(stock) = stores.stock.get(&key).await.map_err(store_problem)? {
+        if let Some(stock) = stores.stock.get(&key).await? {
             views.push(StockView::new(&key, &stock.value));
         }
     }
@@ -139,12 +129,7 @@ async fn get_stock(
     ApiPath(sku): ApiPath<String>,
 ) -> Result<axum::Json<StockView>, Problem> {
     let sku = parse_sku(sku)?;
-    let stock = stores
-        .get()?
-        .stock
-        .get(sku.as_str())
-        .await
-        .map_err(store_problem)?;
+    let stock = stores.get()?.stock.get(sku.as_str()).await?;
     stock
         .map(|s| axum::Json(StockView::new(sku.as_str(), &s.value)))
         .ok_or_else(|| Problem::not_found(format!("no stock for {sku}")))
@@ -187,8 +172,7 @@ async fn set_stock(
             stock.available = body.available;
             Change::Write(stock.clone(), stock)
         })
-        .await
-        .map_err(store_problem)?;
+        .await?;
     tracing::info!(available = body.available, "stock set");
     Ok(axum::Json(StockView::new(sku.as_str(), &stock)))
 }
@@ -219,8 +203,7 @@ async fn get_reservation(
         .get()?
         .reservations
         .get(&order_id.to_string())
-        .await
-        .map_err(store_problem)?;
+        .await?;
     reservation
         .map(|r| axum::Json(r.value))
         .ok_or_else(|| Problem::not_found(format!("no reservation for {order_id}")))

@@ -40,20 +40,6 @@ pub struct Config {
     pub http: HttpArgs,
 }
 
-impl Config {
-    /// Defaults for everything but the NATS URL (for tests and tools).
-    pub fn local(nats_url: &str) -> Self {
-        Self {
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            nats: NatsArgs {
-                nats_url: nats_url.to_owned(),
-                ..NatsArgs::default()
-            },
-            http: HttpArgs::default(),
-        }
-    }
-}
-
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(
     config: Config,

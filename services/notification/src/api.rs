@@ -66,11 +66,7 @@ async fn list_notifications(
     ] {
         let record = deliveries
             .get(&notification_id(order_id, kind).to_string())
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "cannot read deliveries");
-                Problem::unavailable(1)
-            })?;
+            .await?;
         found.extend(record.map(|r| r.value));
     }
     Ok(axum::Json(found))

@@ -23,17 +23,6 @@ pub use webhook::{MIN_SECRET_BYTES, WebhookConfigError};
 /// The service name: connection name, `service.name`, event `source`.
 pub const SERVICE: &str = "notification-service";
 
-fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
-    Ok(Secret::new(value))
-}
-
-fn millis(value: &str) -> Result<Duration, String> {
-    value
-        .parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|e| format!("{value:?}: {e}"))
-}
-
 /// notification-service configuration, from the environment or flags.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -49,10 +38,10 @@ pub struct Config {
     #[arg(long, env = "WEBHOOK_URL")]
     pub webhook_url: Option<String>,
     /// Signing secret, `whsec_` + base64 of at least 24 random bytes (required with WEBHOOK_URL).
-    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = secret)]
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = platform::config::secret)]
     pub webhook_secret: Option<Secret>,
     /// Timeout of one webhook request, in milliseconds.
-    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value = "5000", value_parser = millis)]
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value = "5000", value_parser = platform::config::millis)]
     pub webhook_timeout: Duration,
     /// NATS connection and streams.
     #[command(flatten)]
@@ -63,21 +52,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for everything but the NATS URL (for tests and tools).
-    pub fn local(nats_url: &str) -> Self {
-        Self {
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            webhook_url: None,
-            webhook_secret: None,
-            webhook_timeout: Duration::from_secs(5),
-            nats: NatsArgs {
-                nats_url: nats_url.to_owned(),
-                ..NatsArgs::default()
-            },
-            http: HttpArgs::default(),
-        }
-    }
-
     /// Refuses a webhook without a strong secret.
     pub fn validate(&self) -> Result<(), WebhookConfigError> {
         webhook::validate(self.webhook_url.as_deref(), self.webhook_secret.as_ref())

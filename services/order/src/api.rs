@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bus::{MsgId, PublishError, Publisher};
+use bus::{MsgId, Publisher};
 use chrono::{DateTime, Utc};
 use events::{
     CancelReason, Currency, CustomerId, Envelope, Event, EventKind, LineItem,
@@ -201,27 +201,6 @@ fn accepted(order_id: OrderId, status: Status, replayed: bool) -> Response {
     response
 }
 
-/// Turns a failed publish into the answer the client can act on.
-fn publish_problem(error: PublishError) -> Problem {
-    if error.is_transient() {
-        tracing::warn!(error = %error, "publish failed; answering 503");
-        Problem::unavailable(1)
-    } else {
-        tracing::error!(error = %error, "publish refused");
-        Problem::internal()
-    }
-}
-
-fn store_problem(error: bus::StoreError) -> Problem {
-    if error.is_transient() {
-        tracing::warn!(error = %error, "KV unavailable; answering 503");
-        Problem::unavailable(1)
-    } else {
-        tracing::error!(error = %error, "KV error");
-        Problem::internal()
-    }
-}
-
 /// Checks a new order and turns it into the event payload (without its id).
 fn validate(request: &CreateOrder) -> Result<(CustomerId, Vec<LineItem>, Currency), Problem> {
     let mut errors = Vec::new();
@@ -342,7 +321,7 @@ async fn create_order(
             order_id,
             request_hash,
         };
-        if let Some(existing) = records.claim(&key, &claim).await.map_err(store_problem)? {
+        if let Some(existing) = records.claim(&key, &claim).await? {
             if existing.request_hash != claim.request_hash {
                 return Err(Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -367,8 +346,7 @@ async fn create_order(
     // the Nats-Msg-Id makes a repeat a no-op.
     app.publisher
         .publish(&envelope, &MsgId::new(EventKind::OrderCreated, order_id))
-        .await
-        .map_err(publish_problem)?;
+        .await?;
     // Read-your-writes for the Location; the projection consumer repairs a failure here.
     if let Err(e) = records.insert_created(&envelope, &order).await {
         tracing::warn!(error = %e, "could not record the order now; the projection will");
@@ -410,7 +388,7 @@ async fn get_order(
     ApiPath(order_id): ApiPath<String>,
 ) -> Result<axum::Json<OrderView>, Problem> {
     let order_id = parse_order_id(&order_id)?;
-    let record = app.records()?.get(order_id).await.map_err(store_problem)?;
+    let record = app.records()?.get(order_id).await?;
     record
         .map(|r| axum::Json(OrderView::from(r.value)))
         .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
@@ -460,8 +438,7 @@ async fn list_orders(
     let (orders, next_before) = app
         .records()?
         .list_for_customer(&customer, before, limit)
-        .await
-        .map_err(store_problem)?;
+        .await?;
     Ok(axum::Json(OrderPage {
         orders: orders.into_iter().map(OrderView::from).collect(),
         next_before,
@@ -488,7 +465,7 @@ async fn cancel_order(
     ApiPath(order_id): ApiPath<String>,
 ) -> Result<Response, Problem> {
     let order_id = parse_order_id(&order_id)?;
-    let record = app.records()?.get(order_id).await.map_err(store_problem)?;
+    let record = app.records()?.get(order_id).await?;
     let Some(record) = record.map(|r| r.value) else {
         return Err(Problem::not_found(format!("no order {order_id}")));
     };
@@ -508,8 +485,7 @@ async fn cancel_order(
             &Envelope::new(SOURCE, request),
             &MsgId::new(EventKind::OrderCancellationRequested, order_id),
         )
-        .await
-        .map_err(publish_problem)?;
+        .await?;
     Ok(accepted(order_id, record.status, false))
 }
 
