@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod contention;
+mod deploy;
 mod idempotency;
 mod notifications;
 mod ops;

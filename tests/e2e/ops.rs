@@ -167,3 +167,22 @@ async fn stock_changes_need_the_admin_token_when_one_is_configured() {
     // Reading stays open.
     assert_eq!(system.http.get(&url).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_reports_a_running_service_healthy() {
+    let system = System::builder().start().await;
+    let port = system.order.url().rsplit(':').next().unwrap().to_owned();
+    let healthy = Command::new(service_binary("order-service"))
+        .arg("healthcheck")
+        .env("HTTP_ADDR", format!("0.0.0.0:{port}"))
+        .status()
+        .unwrap();
+    assert!(healthy.success());
+    let nothing_there = Command::new(service_binary("order-service"))
+        .arg("healthcheck")
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", testkit::free_port()))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!nothing_there.success());
+}

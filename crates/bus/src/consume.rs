@@ -364,6 +364,21 @@ impl Consumer {
             self.spec.durable.clone(),
             shutdown.clone(),
         ));
+        // Zeroed series from the start, so dashboards and rate() see every consumer at once.
+        metrics::counter!("orderflow_redeliveries_total", "consumer" => self.spec.durable.clone())
+            .increment(0);
+        for reason in [
+            DeadLetterReason::Permanent,
+            DeadLetterReason::RetriesExhausted,
+            DeadLetterReason::AckTimeout,
+        ] {
+            metrics::counter!(
+                "orderflow_dead_letters_total",
+                "consumer" => self.spec.durable.clone(),
+                "reason" => reason.as_str(),
+            )
+            .increment(0);
+        }
         let lag = tokio::spawn(report_lag(
             self.consumer.clone(),
             self.spec.durable.clone(),

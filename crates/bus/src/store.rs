@@ -122,6 +122,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Provisions `bucket` (create or update) and opens it.
     pub async fn open(bus: &Bus, bucket: &KvBucket) -> Result<Self, ProvisionError> {
         let kv = bus.key_value(bucket).await?;
+        metrics::counter!("orderflow_kv_cas_conflicts_total", "bucket" => bucket.name.clone())
+            .increment(0);
         Ok(Self {
             kv,
             bucket: bucket.name.clone(),

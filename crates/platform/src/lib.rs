@@ -7,6 +7,7 @@
 //!   span per request (OTel HTTP conventions, parent taken from `traceparent`), request
 //!   metrics, body-size limit, request timeout, and graceful serving;
 //! - [`admin`] — bearer-token guard for admin endpoints;
+//! - [`probe`] — the `healthcheck` subcommand, a container HEALTHCHECK without curl;
 //! - [`shutdown`] — SIGTERM/SIGINT as a cancellation token;
 //! - [`service`] — the life of a service: connect, provision (retrying while NATS is away),
 //!   consume, serve, and drain on shutdown — so each service states only what is its own.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod config;
 pub mod edge;
+pub mod probe;
 pub mod problem;
 pub mod service;
 pub mod shutdown;

@@ -29,6 +29,9 @@ pub const SERVICE: &str = "inventory-service";
     about = "orderflow inventory-service: stock and reservations"
 )]
 pub struct Config {
+    /// `healthcheck` probes a running instance instead of starting one.
+    #[command(subcommand)]
+    pub command: Option<platform::probe::Command>,
     /// Address the HTTP API listens on.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,

@@ -31,6 +31,9 @@ pub const SERVICE: &str = "notification-service";
     about = "orderflow notification-service: order notifications by log or signed webhook"
 )]
 pub struct Config {
+    /// `healthcheck` probes a running instance instead of starting one.
+    #[command(subcommand)]
+    pub command: Option<platform::probe::Command>,
     /// Address the HTTP API listens on.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8082")]
     pub http_addr: SocketAddr,

@@ -5,8 +5,11 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let config = notification_service::Config::parse();
+    if let Some(platform::probe::Command::Healthcheck) = config.command {
+        return Ok(platform::probe::healthcheck(config.http_addr).await);
+    }
     config.validate().context("invalid webhook settings")?;
     let _telemetry =
         telemetry::init(notification_service::SERVICE).context("starting telemetry")?;
@@ -15,5 +18,5 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;
     tracing::info!(addr = %config.http_addr, "notification-service listening");
     notification_service::run(config, listener, platform::shutdown::on_signal()).await?;
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -30,6 +30,9 @@ pub const SERVICE: &str = "order-service";
     about = "orderflow order-service: the HTTP API for orders and the order side of the saga"
 )]
 pub struct Config {
+    /// `healthcheck` probes a running instance instead of starting one.
+    #[command(subcommand)]
+    pub command: Option<platform::probe::Command>,
     /// Address the HTTP API listens on.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,

@@ -5,13 +5,16 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let config = order_service::Config::parse();
+    if let Some(platform::probe::Command::Healthcheck) = config.command {
+        return Ok(platform::probe::healthcheck(config.http_addr).await);
+    }
     let _telemetry = telemetry::init(order_service::SERVICE).context("starting telemetry")?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;
     tracing::info!(addr = %config.http_addr, "order-service listening");
     order_service::run(config, listener, platform::shutdown::on_signal()).await?;
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -99,9 +99,10 @@ impl Saga {
                 match current.map(&decide) {
                     None => Change::Keep(None),
                     Some(Decision::Transition(next, event)) => {
-                        Change::Write(next, Some(Some(event)))
+                        let took = next.created_at().map(|created| event.time - created);
+                        Change::Write(next, Some(Some((event, took))))
                     }
-                    Some(Decision::Republish(event)) => Change::Keep(Some(Some(event))),
+                    Some(Decision::Republish(event)) => Change::Keep(Some(Some((event, None)))),
                     Some(Decision::Ignore) => Change::Keep(Some(None)),
                 }
             })
@@ -115,12 +116,17 @@ impl Saga {
                 tracing::info!(%order_id, cause = %cause.kind(), "no state change");
                 Ok(())
             }
-            Some(Some(event)) => {
+            Some(Some((event, took))) => {
                 let kind = event.kind();
                 self.publisher
                     .publish(&event, &msg_id(kind, order_id))
                     .await?;
                 tracing::info!(%order_id, event = %kind, "order state changed");
+                if let Some(took) = took.and_then(|t| t.to_std().ok()) {
+                    // Accepted → settled, the latency a customer feels.
+                    metrics::histogram!("orderflow_saga_duration_seconds", "outcome" => kind.type_name())
+                        .record(took.as_secs_f64());
+                }
                 Ok(())
             }
         }

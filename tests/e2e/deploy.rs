@@ -1,0 +1,155 @@
+//! The deployment artefacts against the real thing: the Grafana dashboard asks only for
+//! metrics the services export, and the Docker-free run (`scripts/dev`) works end to end.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use testkit::{System, free_port, http_client};
+
+use crate::support::{eventually, place, set_stock, wait_for_status};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Metric names in a PromQL expression (ours all start with `orderflow_` or `http_server_`).
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|token| token.starts_with("orderflow_") || token.starts_with("http_server_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_the_services_export() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/dashboards/orderflow.json")).unwrap(),
+    )
+    .unwrap();
+    let queried: BTreeSet<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap())
+        .flat_map(|target| metric_names(target["expr"].as_str().unwrap()))
+        .collect();
+    assert!(
+        queried.len() >= 8,
+        "the dashboard queries too little: {queried:?}"
+    );
+
+    let system = System::builder().start().await;
+    set_stock(&system, "DASH", 1).await;
+    let confirmed = place(&system, "dana", &[("DASH", 1)]).await;
+    wait_for_status(&system, &confirmed, "confirmed").await;
+    let mut exported = String::new();
+    for service in [&system.order, &system.inventory[0], &system.notification] {
+        exported += &system
+            .http
+            .get(format!("{}/metrics", service.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    let exported: BTreeSet<&str> = exported
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<_> = queried
+        .iter()
+        .filter(|name| !exported.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics nobody exports: {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, monitor, order, inventory, notification) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let mut dev = Command::new("bash")
+        .arg(repo().join("scripts/dev"))
+        .env("DEV_DIR", dir.path())
+        .env("DEV_SKIP_BUILD", "1")
+        .env("NATS_PORT", nats.to_string())
+        .env("NATS_MONITOR_PORT", monitor.to_string())
+        .env("ORDER_PORT", order.to_string())
+        .env("INVENTORY_PORT", inventory.to_string())
+        .env("NOTIFICATION_PORT", notification.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let http = http_client();
+    let order_api = format!("http://127.0.0.1:{order}");
+    eventually("scripts/dev is up and seeded", || async {
+        let stock = http
+            .get(format!("http://127.0.0.1:{inventory}/v1/stock/SKU-MUG"))
+            .send()
+            .await;
+        stock.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let response = http
+        .post(format!("{order_api}/v1/orders"))
+        .json(&crate::support::order_body("devin", &[("SKU-MUG", 2)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let order_id = response.json::<serde_json::Value>().await.unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the order is confirmed", || async {
+        let order: serde_json::Value = http
+            .get(format!("{order_api}/v1/orders/{order_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        order["status"] == "confirmed"
+    })
+    .await;
+
+    // Ctrl-C reaches the script as SIGINT; it must stop every process it started.
+    Command::new("kill")
+        .arg("-INT")
+        .arg(dev.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dev.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scripts/dev did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for port in [nats, order, inventory, notification] {
+        eventually("every port is released", || async {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        })
+        .await;
+    }
+}
