@@ -7,6 +7,7 @@
 mod bad_input;
 mod contention;
 mod deploy;
+mod faults;
 mod idempotency;
 mod notifications;
 mod ops;

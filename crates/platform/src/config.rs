@@ -53,6 +53,12 @@ pub struct NatsArgs {
     /// Replicas of every stream and bucket: 1 locally, 3 in a production cluster.
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+    /// How long NATS waits for a consumer to settle a message before redelivering it, ms.
+    #[arg(long, env = "CONSUMER_ACK_WAIT_MS", default_value = "30000", value_parser = millis)]
+    pub consumer_ack_wait: Duration,
+    /// Deliveries of a message before it is dead-lettered.
+    #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = 10)]
+    pub consumer_max_deliver: i64,
 }
 
 impl NatsArgs {
@@ -76,6 +82,17 @@ impl NatsArgs {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// `spec` with the configured ack window and delivery limit (progress acks at a third of
+    /// the window, so a long handler never loses its message to a redelivery).
+    pub fn tune(&self, spec: bus::ConsumerSpec) -> bus::ConsumerSpec {
+        bus::ConsumerSpec {
+            ack_wait: self.consumer_ack_wait,
+            progress_every: self.consumer_ack_wait / 3,
+            max_deliver: self.consumer_max_deliver,
+            ..spec
+        }
     }
 
     /// Stream settings with the configured replica count.
@@ -128,6 +145,8 @@ impl Default for NatsArgs {
             nats_tls_cert: None,
             nats_tls_key: None,
             stream_replicas: 1,
+            consumer_ack_wait: Duration::from_secs(30),
+            consumer_max_deliver: 10,
         }
     }
 }

@@ -117,7 +117,7 @@ pub async fn run<S: Service>(
         let (specs, handler) = service.consumers(&state, &bus);
         let _ = started.0.set(state);
         for spec in specs {
-            let consumer = Consumer::create(&bus, spec).await?;
+            let consumer = Consumer::create(&bus, nats.tune(spec)).await?;
             consumers.spawn(consumer.run(handler.clone(), shutdown.clone()));
         }
         ready.store(true, Ordering::Relaxed);

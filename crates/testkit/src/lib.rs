@@ -5,7 +5,9 @@
 //!   --bins` made), ready-checked, killable and restartable;
 //! - [`WebhookReceiver`]: an HTTP server recording webhooks, with a Standard Webhooks
 //!   signature check written independently of the one that signs;
-//! - [`OtlpReceiver`]: an HTTP server decoding OTLP/protobuf trace exports.
+//! - [`OtlpReceiver`]: an HTTP server decoding OTLP/protobuf trace exports;
+//! - [`Workload`] and [`check_invariants`]: steady order traffic with a ledger of every
+//!   attempt, and the system's invariants checked against it once the faults stop.
 
 // A test-support crate: failing loudly with a message *is* the error handling.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -14,8 +16,10 @@ mod nats;
 mod otlp;
 mod system;
 mod webhook;
+mod workload;
 
 pub use nats::{Builder, INSTALL_HINT, NatsServer, binary, free_port};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use system::{ServiceProcess, System, SystemBuilder, http_client, service_binary};
 pub use webhook::{ReceivedWebhook, WebhookReceiver};
+pub use workload::{Attempt, Ledger, Outcome, Report, Workload, check_invariants};

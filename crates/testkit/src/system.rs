@@ -154,6 +154,25 @@ impl ServiceProcess {
         }
     }
 
+    /// SIGSTOP: the process freezes (its connections stay open, nothing is acked).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// Starts it again on the same port after [`Self::kill`] or [`Self::terminate`].
     pub async fn restart(&mut self) {
         self.kill();
@@ -200,6 +219,7 @@ pub struct SystemBuilder {
     otlp_endpoint: Option<String>,
     admin_token: Option<String>,
     nats: Option<NatsServer>,
+    env: Vec<(String, String)>,
 }
 
 impl System {
@@ -242,6 +262,12 @@ impl SystemBuilder {
         self
     }
 
+    /// Sets an environment variable for every service.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Uses this server instead of a fresh one.
     pub fn nats(mut self, server: NatsServer) -> Self {
         self.nats = Some(server);
@@ -256,6 +282,7 @@ impl SystemBuilder {
             .tempdir()
             .expect("log dir");
         let mut common = vec![("NATS_URL".to_owned(), nats.url())];
+        common.extend(self.env.iter().cloned());
         if let Some(endpoint) = &self.otlp_endpoint {
             common.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
             common.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()));
