@@ -178,3 +178,65 @@ async fn poison_on_the_bus_is_dead_lettered_while_valid_orders_flow() {
     let ledger = driver.await.unwrap();
     assert_invariants(&system, &ledger, &load, &initial, &receiver, expected).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invariants_hold_through_network_latency_and_connection_resets() {
+    let receiver = WebhookReceiver::start().await;
+    let nats = NatsServer::start();
+    let proxy = testkit::FaultProxy::start(nats.port()).await;
+    let system = faulty(
+        System::builder().nats(nats).nats_url(&proxy.url()),
+        &receiver,
+    )
+    .start()
+    .await;
+    let initial = stock_up(&system).await;
+    let load = workload(&system, "netfault", 200);
+    let driver = tokio::spawn(load.clone().drive());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    eprintln!("40 ms latency on every chunk");
+    proxy.set_latency(Duration::from_millis(40));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..3 {
+        eprintln!("resetting every NATS connection");
+        proxy.reset_all();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    proxy.set_latency(Duration::ZERO);
+    let ledger = driver.await.unwrap();
+    assert_invariants(&system, &ledger, &load, &initial, &receiver, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invariants_hold_on_a_three_node_cluster_with_r3_streams_while_nodes_restart() {
+    let receiver = WebhookReceiver::start().await;
+    let mut nodes = NatsServer::cluster(3);
+    let urls = nodes
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let first = nodes.remove(0);
+    let mut system = faulty(
+        System::builder()
+            .nats(first)
+            .nats_url(&urls)
+            .env("STREAM_REPLICAS", "3"),
+        &receiver,
+    )
+    .start()
+    .await;
+    let initial = stock_up(&system).await;
+    let load = workload(&system, "cluster", 200);
+    let driver = tokio::spawn(load.clone().drive());
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        eprintln!("restarting cluster node {round}");
+        match round {
+            0 => system.nats.restart(),
+            i => nodes[i - 1].restart(),
+        }
+    }
+    let ledger = driver.await.unwrap();
+    assert_invariants(&system, &ledger, &load, &initial, &receiver, 0).await;
+}

@@ -31,7 +31,16 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
-    /// The client refused the options (bad URL, bad TLS files, ...).
+    /// A server URL does not parse.
+    #[error("invalid NATS_URL entry {url:?}: {source}")]
+    Url {
+        /// The entry.
+        url: String,
+        /// The parser's complaint.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client refused the options (bad TLS files, ...).
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
         /// The URL(s) tried.
@@ -49,8 +58,21 @@ impl Bus {
     pub async fn connect(config: &BusConfig) -> Result<Self, ConnectError> {
         config.validate()?;
         let options = options(config).await?;
+        // A cluster is given as a comma-separated list; the client takes a list of addresses.
+        let servers = config
+            .url
+            .split(',')
+            .map(|url| {
+                url.trim()
+                    .parse::<async_nats::ServerAddr>()
+                    .map_err(|source| ConnectError::Url {
+                        url: url.trim().to_owned(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let client = options
-            .connect(config.url.as_str())
+            .connect(servers)
             .await
             .map_err(|source| ConnectError::Connect {
                 url: config.url.clone(),

@@ -65,6 +65,71 @@ pub struct Delivery {
     pub attempt: u64,
     /// Whether a transient failure now sends the message to the dead-letter stream.
     pub is_last_attempt: bool,
+    /// Whether this delivery is still ours: check it right before a write that must not be
+    /// repeated by a stale attempt (see [`Lease`]).
+    pub lease: Lease,
+}
+
+/// How long this process may still act on a delivery. The server redelivers a message only
+/// after its ack window passed without an ack or a progress ack; so while this process's last
+/// *confirmed* progress ack (or the delivery itself) is younger than the window, no other
+/// replica can hold the message. A process that was frozen (SIGSTOP, a long GC-like stall, a
+/// partition) wakes up with an expired lease and must not write: the message is someone
+/// else's now. Checked inside a compare-and-set decision, after the read, it makes a stale
+/// attempt harmless — anything a newer attempt changed since moves the revision, and the
+/// re-read sees the lease expired.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    renewed: Arc<std::sync::Mutex<Instant>>,
+    window: Duration,
+}
+
+impl Lease {
+    fn new(window: Duration) -> Self {
+        Self {
+            renewed: Arc::new(std::sync::Mutex::new(Instant::now())),
+            window,
+        }
+    }
+
+    /// A lease that never expires, for handlers called outside a consumer (tests, tools).
+    pub fn unbounded() -> Self {
+        Self::new(Duration::MAX)
+    }
+
+    /// Extends a lease that is still held. An expired lease stays expired: the server may
+    /// accept a late progress ack for a message it has already redelivered elsewhere, and that
+    /// must not give the stale attempt its message back.
+    ///
+    /// `sent` is when the progress ack left: the server's new deadline counts from its
+    /// arrival, which is later, so counting from the sending keeps the lease on the safe side
+    /// however slow the confirmation is.
+    fn renew(&self, sent: Instant) {
+        if let Ok(mut renewed) = self.renewed.lock() {
+            if renewed.elapsed() < self.window && sent > *renewed {
+                *renewed = sent;
+            }
+        }
+    }
+
+    /// Whether the delivery is still this process's to act on.
+    pub fn is_held(&self) -> bool {
+        self.renewed
+            .lock()
+            .map(|renewed| renewed.elapsed() < self.window)
+            .unwrap_or(false)
+    }
+
+    /// `Ok` while held; else the transient error that hands the message to its newer attempt.
+    pub fn check(&self) -> Result<(), HandlerError> {
+        if self.is_held() {
+            Ok(())
+        } else {
+            Err(HandlerError::transient(
+                "delivery lease expired: another attempt owns this message now",
+            ))
+        }
+    }
 }
 
 /// Processes deliveries. Must be idempotent: any delivery may be a redelivery.
@@ -564,13 +629,22 @@ async fn process<H: Handler>(
                 span.record("cloudevents.event_type", envelope.kind().type_name());
                 span.record("order_id", tracing::field::display(envelope.correlation_id));
                 let event_type = envelope.kind().type_name();
-                let delivery = Delivery { envelope, subject: subject.clone(), stream_sequence: sequence, attempt, is_last_attempt };
+                // Four fifths of the window: a margin for the server's clock and the network.
+                let lease = Lease::new(spec.shortest_ack_window().mul_f64(0.8));
+                let delivery = Delivery {
+                    envelope,
+                    subject: subject.clone(),
+                    stream_sequence: sequence,
+                    attempt,
+                    is_last_attempt,
+                    lease: lease.clone(),
+                };
                 let handled = tokio::time::timeout(
                     spec.handler_timeout,
                     AssertUnwindSafe(handler.handle(delivery)).catch_unwind(),
                 );
                 let timed_out = || HandlerError::transient(format!("handler timed out after {:?}", spec.handler_timeout));
-                let verdict = match with_progress_acks(handled, &message, spec.progress_every).await.unwrap_or_else(|_| Ok(Err(timed_out()))) {
+                let verdict = match with_progress_acks(handled, &message, spec.progress_every, &lease).await.unwrap_or_else(|_| Ok(Err(timed_out()))) {
                     Ok(Ok(())) => Verdict::Ack,
                     Ok(Err(HandlerError::Transient(e))) if is_last_attempt => Verdict::DeadLetter(
                         DeadLetterReason::RetriesExhausted,
@@ -647,6 +721,7 @@ async fn with_progress_acks<F: Future>(
     work: F,
     message: &jetstream::Message,
     every: Duration,
+    lease: &Lease,
 ) -> F::Output {
     let mut work = std::pin::pin!(work);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -654,8 +729,11 @@ async fn with_progress_acks<F: Future>(
         tokio::select! {
             output = &mut work => return output,
             _ = ticks.tick() => {
-                if let Err(e) = message.ack_with(AckKind::Progress).await {
-                    tracing::warn!(error = %e, "progress ack failed");
+                // Confirmed by the server, so the lease only grows when the server knows.
+                let sent = Instant::now();
+                match message.double_ack_with(AckKind::Progress).await {
+                    Ok(()) => lease.renew(sent),
+                    Err(e) => tracing::warn!(error = %e, "progress ack failed"),
                 }
             }
         }
@@ -676,6 +754,25 @@ mod tests {
 
     fn spec() -> ConsumerSpec {
         ConsumerSpec::new("ORDERS", "inventory", &["orders.created"])
+    }
+
+    #[test]
+    fn an_expired_lease_is_not_renewed_by_a_late_progress_ack() {
+        let lease = Lease::new(Duration::from_millis(20));
+        assert!(lease.is_held());
+        std::thread::sleep(Duration::from_millis(40));
+        lease.renew(Instant::now());
+        assert!(!lease.is_held(), "a stale attempt got its message back");
+        assert!(matches!(lease.check(), Err(HandlerError::Transient(_))));
+    }
+
+    #[test]
+    fn a_held_lease_is_extended_by_progress() {
+        let lease = Lease::new(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(120));
+        lease.renew(Instant::now());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(lease.is_held());
     }
 
     #[test]

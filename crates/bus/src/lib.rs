@@ -25,7 +25,7 @@ mod trace;
 pub use config::{BusConfig, ConfigError, NatsAuth, NatsTls, PublishPolicy, Secret};
 pub use connect::{Bus, ConnectError};
 pub use consume::{
-    ConsumeError, Consumer, ConsumerSpec, Delivery, Handler, HandlerError, SpecError,
+    ConsumeError, Consumer, ConsumerSpec, Delivery, Handler, HandlerError, Lease, SpecError,
 };
 pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use provision::{KvBucket, ProvisionError, StreamSettings};

@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -160,24 +161,35 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// The current value of `key` with its revision; `None` if absent or deleted.
+    ///
+    /// Read from the stream leader, never with a direct get: in a cluster a direct get may be
+    /// answered by a replica that lags, and a decision to *not* write (`Change::Keep`) taken on
+    /// such a stale view is never checked by a compare-and-set.
     pub async fn get(&self, key: &str) -> Result<Option<Versioned<T>>, StoreError> {
-        let entry = self
+        let subject = format!("{}{key}", self.kv.prefix);
+        let message = match self
             .kv
-            .entry(key)
+            .stream
+            .get_last_raw_message_by_subject(&subject)
             .await
-            .map_err(|e| self.unavailable(key, e))?;
-        let Some(entry) = entry else { return Ok(None) };
-        if entry.operation != kv::Operation::Put {
+        {
+            Ok(message) => message,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(self.unavailable(key, e)),
+        };
+        // Deletes and purges are markers with a `KV-Operation` header.
+        if message.headers.get("KV-Operation").is_some() {
             return Ok(None);
         }
-        let value = serde_json::from_slice(&entry.value).map_err(|source| StoreError::Corrupt {
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            source,
-        })?;
+        let value =
+            serde_json::from_slice(&message.payload).map_err(|source| StoreError::Corrupt {
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                source,
+            })?;
         Ok(Some(Versioned {
             value,
-            revision: entry.revision,
+            revision: message.sequence,
         }))
     }
 

@@ -6,6 +6,8 @@
 //! - [`WebhookReceiver`]: an HTTP server recording webhooks, with a Standard Webhooks
 //!   signature check written independently of the one that signs;
 //! - [`OtlpReceiver`]: an HTTP server decoding OTLP/protobuf trace exports;
+//! - [`FaultProxy`]: a TCP proxy that adds latency and resets connections;
+//! - [`NatsCluster`]: three nats-servers clustered on loopback ports, for R3 streams;
 //! - [`Workload`] and [`check_invariants`]: steady order traffic with a ledger of every
 //!   attempt, and the system's invariants checked against it once the faults stop.
 
@@ -14,12 +16,14 @@
 
 mod nats;
 mod otlp;
+mod proxy;
 mod system;
 mod webhook;
 mod workload;
 
 pub use nats::{Builder, INSTALL_HINT, NatsServer, binary, free_port};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use proxy::FaultProxy;
 pub use system::{ServiceProcess, System, SystemBuilder, http_client, service_binary};
 pub use webhook::{ReceivedWebhook, WebhookReceiver};
 pub use workload::{Attempt, Ledger, Outcome, Report, Workload, check_invariants};

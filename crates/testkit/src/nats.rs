@@ -23,6 +23,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Builder {
     sync_always: bool,
     extra_config: String,
+    port: Option<u16>,
 }
 
 impl Builder {
@@ -39,13 +40,19 @@ impl Builder {
         self
     }
 
+    /// Listens on this port instead of a free one (for clusters, whose routes need it ahead).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Starts the server and waits until it reports ready.
     pub fn start(self) -> NatsServer {
         let dir = tempfile::Builder::new()
             .prefix("orderflow-nats-")
             .tempdir()
             .expect("create a temp dir for nats-server");
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let config_path = dir.path().join("nats.conf");
         std::fs::write(&config_path, self.render(port, dir.path())).expect("write nats.conf");
         let mut server = NatsServer {
@@ -96,6 +103,30 @@ impl NatsServer {
     /// Options for a server.
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// `size` servers clustered over loopback routes, JetStream on each, fsync on every write;
+    /// a stream with 3 replicas lives on all of them.
+    pub fn cluster(size: usize) -> Vec<NatsServer> {
+        let clients: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (0..size)
+            .map(|i| {
+                NatsServer::builder()
+                    .port(clients[i])
+                    .sync_always()
+                    .config(&format!(
+                        "cluster {{\n  name: orderflow\n  listen: 127.0.0.1:{}\n  routes: [{route_list}]\n}}",
+                        routes[i]
+                    ))
+                    .start()
+            })
+            .collect()
     }
 
     /// The client URL, `nats://127.0.0.1:<port>`.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::nats::{NatsServer, free_port};
 
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+// Generous: on a fresh 3-node cluster every stream and bucket is an R3 raft group to elect.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// An HTTP client for tests (installs the TLS provider reqwest is built without).
 pub fn http_client() -> reqwest::Client {
@@ -208,7 +209,19 @@ pub struct System {
     pub notification: ServiceProcess,
     /// A client for the APIs.
     pub http: reqwest::Client,
-    logs: tempfile::TempDir,
+    logs: Option<tempfile::TempDir>,
+    log_path: PathBuf,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        // A failed test keeps its logs for the post-mortem.
+        if std::thread::panicking() {
+            if let Some(logs) = self.logs.take() {
+                eprintln!("service logs kept in {}", logs.keep().display());
+            }
+        }
+    }
 }
 
 /// Options for a [`System`].
@@ -219,6 +232,7 @@ pub struct SystemBuilder {
     otlp_endpoint: Option<String>,
     admin_token: Option<String>,
     nats: Option<NatsServer>,
+    nats_url: Option<String>,
     env: Vec<(String, String)>,
 }
 
@@ -233,7 +247,7 @@ impl System {
 
     /// The directory with every service's log.
     pub fn log_dir(&self) -> &Path {
-        self.logs.path()
+        &self.log_path
     }
 }
 
@@ -268,6 +282,12 @@ impl SystemBuilder {
         self
     }
 
+    /// Services connect here instead of the server's own URL (a proxy, or a cluster's URLs).
+    pub fn nats_url(mut self, url: &str) -> Self {
+        self.nats_url = Some(url.to_owned());
+        self
+    }
+
     /// Uses this server instead of a fresh one.
     pub fn nats(mut self, server: NatsServer) -> Self {
         self.nats = Some(server);
@@ -281,7 +301,10 @@ impl SystemBuilder {
             .prefix("orderflow-logs-")
             .tempdir()
             .expect("log dir");
-        let mut common = vec![("NATS_URL".to_owned(), nats.url())];
+        let mut common = vec![(
+            "NATS_URL".to_owned(),
+            self.nats_url.clone().unwrap_or_else(|| nats.url()),
+        )];
         common.extend(self.env.iter().cloned());
         if let Some(endpoint) = &self.otlp_endpoint {
             common.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
@@ -307,13 +330,15 @@ impl SystemBuilder {
             replica.wait_ready().await;
         }
         notification.wait_ready().await;
+        let log_path = logs.path().to_path_buf();
         System {
             nats,
             order,
             inventory,
             notification,
             http: http_client(),
-            logs,
+            logs: Some(logs),
+            log_path,
         }
     }
 }

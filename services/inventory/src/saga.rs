@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use bus::{Change, ConsumerSpec, Delivery, HandlerError, MsgId, Publisher, Store};
+use bus::{Change, ConsumerSpec, Delivery, HandlerError, Lease, MsgId, Publisher, Store};
 use events::{
     Envelope, Event, EventKind, OrderCreated, OrderId, ReservedLine, Shortfall, Sku, names,
 };
@@ -49,8 +49,11 @@ impl bus::Handler for Inventory {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let cause = &delivery.envelope;
         match &cause.event {
-            Event::OrderCreated(order) => self.reserve(order, cause).await,
-            Event::OrderCancelled(cancelled) => self.release(cancelled.order_id, cause).await,
+            Event::OrderCreated(order) => self.reserve(order, cause, &delivery.lease).await,
+            Event::OrderCancelled(cancelled) => {
+                self.release(cancelled.order_id, cause, &delivery.lease)
+                    .await
+            }
             other => Err(HandlerError::permanent(format!(
                 "inventory-service does not handle {}",
                 other.kind()
@@ -79,7 +82,43 @@ fn lines_of(order: &OrderCreated) -> Result<Vec<ReservedLine>, HandlerError> {
 }
 
 impl Inventory {
-    async fn reserve(&self, order: &OrderCreated, cause: &Envelope) -> Result<(), HandlerError> {
+    /// Changes the stock of `sku` with compare-and-set — only while `lease` is held, checked
+    /// after every read, so an attempt that lost its message to a redelivery (a frozen or
+    /// partitioned process waking up) cannot apply a change the newer attempt already settled.
+    async fn update_stock<R>(
+        &self,
+        sku: &Sku,
+        lease: &Lease,
+        mut apply: impl FnMut(&mut StockRecord) -> (bool, R),
+    ) -> Result<R, HandlerError> {
+        let outcome = self
+            .stock
+            .modify(sku.as_str(), |current| {
+                if !lease.is_held() {
+                    return Change::Keep(None);
+                }
+                let mut stock = current.cloned().unwrap_or_default();
+                match apply(&mut stock) {
+                    (true, result) => Change::Write(stock, Some(result)),
+                    (false, result) => Change::Keep(Some(result)),
+                }
+            })
+            .await?;
+        match outcome {
+            Some(result) => Ok(result),
+            None => Err(lease
+                .check()
+                .err()
+                .unwrap_or_else(|| HandlerError::transient("delivery lease expired"))),
+        }
+    }
+
+    async fn reserve(
+        &self,
+        order: &OrderCreated,
+        cause: &Envelope,
+        lease: &Lease,
+    ) -> Result<(), HandlerError> {
         let order_id = order.order_id;
         let key = order_id.to_string();
         let lines = lines_of(order)?;
@@ -94,7 +133,7 @@ impl Inventory {
                 }
                 Some(existing) => Some(existing.value),
                 None => {
-                    let state = self.take(order_id, &lines).await?;
+                    let state = self.take(order_id, &lines, lease).await?;
                     let decided = Reservation::decided(order_id, state, cause);
                     // Create-only: if another replica or a cancellation got there first, the
                     // next round follows what they recorded.
@@ -105,7 +144,7 @@ impl Inventory {
                 }
             };
             if let Some(reservation) = recorded {
-                return self.settle_decision(&reservation, &lines).await;
+                return self.settle_decision(&reservation, &lines, lease).await;
             }
         }
         Err(HandlerError::transient(format!(
@@ -115,19 +154,20 @@ impl Inventory {
 
     /// Takes every line, or reports what is short (taken lines stay pending until the
     /// decision is recorded, then are settled by it).
-    async fn take(&self, order_id: OrderId, lines: &[ReservedLine]) -> Result<State, HandlerError> {
+    async fn take(
+        &self,
+        order_id: OrderId,
+        lines: &[ReservedLine],
+        lease: &Lease,
+    ) -> Result<State, HandlerError> {
         let mut shortfall = Vec::new();
         for line in lines {
             let outcome = if shortfall.is_empty() {
-                self.stock
-                    .modify(line.sku.as_str(), |current| {
-                        let mut stock = current.cloned().unwrap_or_default();
-                        match stock.reserve(order_id, line.quantity) {
-                            Reserve::Taken => Change::Write(stock, Reserve::Taken),
-                            other => Change::Keep(other),
-                        }
-                    })
-                    .await?
+                self.update_stock(&line.sku, lease, |stock| {
+                    let outcome = stock.reserve(order_id, line.quantity);
+                    (outcome == Reserve::Taken, outcome)
+                })
+                .await?
             } else {
                 // Already rejected: only look, to report every short line.
                 let mut stock = self
@@ -160,27 +200,20 @@ impl Inventory {
         &self,
         reservation: &Reservation,
         lines: &[ReservedLine],
+        lease: &Lease,
     ) -> Result<(), HandlerError> {
         let order_id = reservation.order_id;
         let rejected = matches!(reservation.state, State::Rejected { .. });
         for line in lines {
-            self.stock
-                .modify(line.sku.as_str(), |current| {
-                    let Some(mut stock) = current.cloned() else {
-                        return Change::Keep(());
-                    };
-                    let changed = if rejected {
-                        stock.undo_reserve(order_id)
-                    } else {
-                        stock.settle(order_id, false)
-                    };
-                    if changed {
-                        Change::Write(stock, ())
-                    } else {
-                        Change::Keep(())
-                    }
-                })
-                .await?;
+            self.update_stock(&line.sku, lease, |stock| {
+                let changed = if rejected {
+                    stock.undo_reserve(order_id)
+                } else {
+                    stock.settle(order_id, false)
+                };
+                (changed, ())
+            })
+            .await?;
         }
         let Some(event) = reservation.decision_event() else {
             return Ok(());
@@ -193,7 +226,12 @@ impl Inventory {
         Ok(())
     }
 
-    async fn release(&self, order_id: OrderId, cause: &Envelope) -> Result<(), HandlerError> {
+    async fn release(
+        &self,
+        order_id: OrderId,
+        cause: &Envelope,
+        lease: &Lease,
+    ) -> Result<(), HandlerError> {
         let key = order_id.to_string();
         for _ in 0..ROUNDS {
             let Some(existing) = self.reservations.get(&key).await? else {
@@ -220,11 +258,11 @@ impl Inventory {
                         .await?
                         .is_some()
                     {
-                        return self.finish_release(releasing).await;
+                        return self.finish_release(releasing, lease).await;
                     }
                 }
                 State::Releasing { .. } | State::Released { .. } => {
-                    return self.finish_release(existing.value).await;
+                    return self.finish_release(existing.value, lease).await;
                 }
             }
         }
@@ -234,22 +272,20 @@ impl Inventory {
     }
 
     /// Gives back every line once, marks the reservation released, settles, publishes.
-    async fn finish_release(&self, reservation: Reservation) -> Result<(), HandlerError> {
+    async fn finish_release(
+        &self,
+        reservation: Reservation,
+        lease: &Lease,
+    ) -> Result<(), HandlerError> {
         let order_id = reservation.order_id;
         let (State::Releasing { lines } | State::Released { lines }) = &reservation.state else {
             return Ok(());
         };
         for line in lines {
-            self.stock
-                .modify(line.sku.as_str(), |current| {
-                    let mut stock = current.cloned().unwrap_or_default();
-                    if stock.release(order_id, line.quantity) {
-                        Change::Write(stock, ())
-                    } else {
-                        Change::Keep(())
-                    }
-                })
-                .await?;
+            self.update_stock(&line.sku, lease, |stock| {
+                (stock.release(order_id, line.quantity), ())
+            })
+            .await?;
         }
         let released = self
             .reservations
@@ -261,17 +297,7 @@ impl Inventory {
             })
             .await?;
         for line in lines {
-            self.stock
-                .modify(line.sku.as_str(), |current| {
-                    let Some(mut stock) = current.cloned() else {
-                        return Change::Keep(());
-                    };
-                    if stock.settle(order_id, true) {
-                        Change::Write(stock, ())
-                    } else {
-                        Change::Keep(())
-                    }
-                })
+            self.update_stock(&line.sku, lease, |stock| (stock.settle(order_id, true), ()))
                 .await?;
         }
         if let Some(event) = released.release_event() {
