@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod contention;
+mod dead_letters;
 mod deploy;
 mod faults;
 mod idempotency;

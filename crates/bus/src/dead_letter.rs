@@ -18,6 +18,7 @@ use events::names::{self, header};
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::connect::Bus;
 use crate::publish::{MsgId, PublishError, Published};
@@ -346,5 +347,126 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = tokio::time::sleep(delay) => {}
+    }
+}
+
+/// A dead letter as stored in the `DLQ` stream, with its sequence there.
+#[derive(Debug, Clone)]
+pub struct StoredDeadLetter {
+    /// Its sequence in the `DLQ` stream (its id for inspection and redrive).
+    pub dlq_sequence: u64,
+    /// The letter.
+    pub letter: DeadLetter,
+}
+
+/// Reading or redriving dead letters failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    /// NATS did not answer.
+    #[error("dead-letter stream unavailable: {0}")]
+    Unavailable(String),
+    /// The message at that sequence is not a dead letter (no `Dlq-*` headers).
+    #[error("DLQ message {0} is not a dead letter")]
+    NotADeadLetter(u64),
+    /// Republishing it failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl Bus {
+    async fn dlq(&self) -> Result<jetstream::stream::Stream, DeadLetterError> {
+        self.jetstream()
+            .get_stream(names::stream::DLQ)
+            .await
+            .map_err(|e| DeadLetterError::Unavailable(e.to_string()))
+    }
+
+    /// Up to `limit` dead letters, oldest first, starting after DLQ sequence `after`.
+    pub async fn dead_letters(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredDeadLetter>, DeadLetterError> {
+        let mut dlq = self.dlq().await?;
+        let state = dlq
+            .info()
+            .await
+            .map_err(|e| DeadLetterError::Unavailable(e.to_string()))?
+            .state
+            .clone();
+        let mut letters = Vec::new();
+        let mut sequence = state.first_sequence.max(after.saturating_add(1));
+        while letters.len() < limit && sequence <= state.last_sequence {
+            if let Some(letter) = self.dead_letter(sequence).await? {
+                letters.push(letter);
+            }
+            sequence += 1;
+        }
+        Ok(letters)
+    }
+
+    /// The dead letter at DLQ sequence `sequence`, if it is still there.
+    pub async fn dead_letter(
+        &self,
+        sequence: u64,
+    ) -> Result<Option<StoredDeadLetter>, DeadLetterError> {
+        let dlq = self.dlq().await?;
+        match dlq.get_raw_message(sequence).await {
+            Ok(message) => DeadLetter::from_parts(message.headers, message.payload)
+                .map(|letter| {
+                    Some(StoredDeadLetter {
+                        dlq_sequence: sequence,
+                        letter,
+                    })
+                })
+                .ok_or(DeadLetterError::NotADeadLetter(sequence)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::stream::RawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(DeadLetterError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Publishes dead letter `sequence` again on its original subject — payload and original
+    /// headers (trace context included) as they were — then removes it from the DLQ. `false`
+    /// if it is no longer there (already redriven). Safe to repeat after a crash: the
+    /// republish carries `Nats-Msg-Id` `redrive:<sequence>`, so the server stores it once.
+    pub async fn redrive(&self, sequence: u64) -> Result<bool, DeadLetterError> {
+        let Some(stored) = self.dead_letter(sequence).await? else {
+            return Ok(false);
+        };
+        let mut headers = HeaderMap::new();
+        for (name, values) in stored.letter.headers.iter() {
+            let name_str: &str = name.as_ref();
+            if name_str.starts_with("Dlq-") {
+                continue;
+            }
+            for value in values {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let span = tracing::info_span!("redrive", dlq.sequence = sequence, subject = %stored.letter.subject);
+        self.publisher()
+            .publish_raw(
+                &stored.letter.subject,
+                &MsgId::raw(format!("redrive:{sequence}")),
+                headers,
+                stored.letter.payload.clone(),
+                None,
+            )
+            .instrument(span)
+            .await?;
+        let dlq = self.dlq().await?;
+        dlq.delete_message(sequence)
+            .await
+            .map_err(|e| DeadLetterError::Unavailable(e.to_string()))?;
+        metrics::counter!("orderflow_dead_letters_redriven_total").increment(1);
+        tracing::info!(sequence, subject = %stored.letter.subject, "dead letter redriven");
+        Ok(true)
     }
 }

@@ -27,7 +27,7 @@ pub use connect::{Bus, ConnectError};
 pub use consume::{
     ConsumeError, Consumer, ConsumerSpec, Delivery, Handler, HandlerError, Lease, SpecError,
 };
-pub use dead_letter::{DeadLetter, DeadLetterReason};
+pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterReason, StoredDeadLetter};
 pub use provision::{KvBucket, ProvisionError, StreamSettings};
 pub use publish::{MsgId, PublishError, Published, Publisher};
 pub use store::{Change, Store, StoreError, Versioned};

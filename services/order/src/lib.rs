@@ -50,10 +50,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    platform::service::run(OrderService, config.nats, config.http, listener, shutdown).await
+    platform::service::run(
+        OrderService {
+            admin_token: config.http.admin_token.clone(),
+        },
+        config.nats,
+        config.http,
+        listener,
+        shutdown,
+    )
+    .await
 }
 
-struct OrderService;
+struct OrderService {
+    admin_token: Option<bus::Secret>,
+}
 
 impl platform::service::Service for OrderService {
     type State = records::Records;
@@ -61,7 +72,9 @@ impl platform::service::Service for OrderService {
     const NAME: &'static str = SERVICE;
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
-        api::ApiDoc::openapi()
+        let mut doc = api::ApiDoc::openapi();
+        doc.merge(platform::dead_letters::ApiDoc::openapi());
+        doc
     }
 
     fn routes(&self, records: Started<records::Records>, bus: &Bus) -> Router {
@@ -69,6 +82,10 @@ impl platform::service::Service for OrderService {
             records,
             publisher: bus.publisher().clone(),
         })
+        .merge(platform::dead_letters::routes(
+            bus.clone(),
+            self.admin_token.clone(),
+        ))
     }
 
     async fn provision(

@@ -1,0 +1,227 @@
+//! Dead letters as an operator feature, behind the admin token: list them, inspect one, and
+//! redrive — one, or the oldest N at a bounded rate so a redrive cannot flood the consumers it
+//! feeds. A redriven letter is published again on its original subject with its original
+//! headers and removed from the DLQ; repeating a redrive is harmless.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+use bus::{Bus, DeadLetterError, Secret, StoredDeadLetter};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::problem::{ApiPath, ApiQuery, Problem};
+
+/// Most letters one list or bulk redrive handles.
+pub const MAX_BATCH: usize = 1000;
+
+/// A dead letter as the admin API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    /// Its id: the sequence in the `DLQ` stream.
+    pub dlq_sequence: u64,
+    /// The subject it was first published on.
+    pub subject: String,
+    /// The stream and sequence it came from.
+    pub stream: String,
+    /// Sequence in that stream.
+    pub stream_sequence: u64,
+    /// The consumer that gave up.
+    pub consumer: String,
+    /// Deliveries made.
+    pub deliveries: u64,
+    /// `permanent`, `retries_exhausted` or `ack_timeout`.
+    pub reason: String,
+    /// The error.
+    pub error: String,
+    /// When it was dead-lettered.
+    pub time: String,
+    /// The payload: JSON when it parses, else its text (lossy).
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+impl From<StoredDeadLetter> for DeadLetterView {
+    fn from(stored: StoredDeadLetter) -> Self {
+        let letter = stored.letter;
+        let payload = serde_json::from_slice(&letter.payload).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&letter.payload).into_owned())
+        });
+        Self {
+            dlq_sequence: stored.dlq_sequence,
+            subject: letter.subject,
+            stream: letter.stream,
+            stream_sequence: letter.sequence,
+            consumer: letter.consumer,
+            deliveries: letter.deliveries,
+            reason: letter.reason.as_str().to_owned(),
+            error: letter.error,
+            time: letter.time,
+            payload,
+        }
+    }
+}
+
+/// A page of dead letters.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetterPage {
+    /// Oldest first.
+    pub dead_letters: Vec<DeadLetterView>,
+    /// Pass as `after` for the next page.
+    pub next_after: Option<u64>,
+}
+
+/// Query of the list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only letters after this DLQ sequence.
+    pub after: Option<u64>,
+    /// Page size, 1–1000 (default 50).
+    pub limit: Option<usize>,
+}
+
+/// Query of a bulk redrive.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveQuery {
+    /// How many of the oldest letters, 1–1000 (default 100).
+    pub max: Option<usize>,
+    /// Letters per second, 1–1000 (default 20).
+    pub per_second: Option<u32>,
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Redriven {
+    /// Letters published again and removed from the DLQ.
+    pub redriven: usize,
+}
+
+impl From<DeadLetterError> for Problem {
+    fn from(error: DeadLetterError) -> Self {
+        match error {
+            DeadLetterError::NotADeadLetter(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-a-dead-letter",
+                "Not a dead letter",
+            )
+            .with_detail(error.to_string()),
+            DeadLetterError::Publish(e) => e.into(),
+            DeadLetterError::Unavailable(_) => {
+                tracing::warn!(error = %error, "DLQ unavailable");
+                Problem::unavailable(1)
+            }
+        }
+    }
+}
+
+/// The dead-letter admin routes, behind `admin_token` when one is set.
+pub fn routes(bus: Bus, admin_token: Option<Secret>) -> Router {
+    Router::new()
+        .route("/admin/dead-letters", get(list))
+        .route("/admin/dead-letters/redrive", post(redrive_oldest))
+        .route("/admin/dead-letters/{sequence}", get(inspect))
+        .route("/admin/dead-letters/{sequence}/redrive", post(redrive_one))
+        .route_layer(middleware::from_fn_with_state(
+            admin_token,
+            crate::admin::require_token,
+        ))
+        .with_state(bus)
+}
+
+fn bounded(value: Option<usize>, default: usize, field: &str) -> Result<usize, Problem> {
+    let value = value.unwrap_or(default);
+    if (1..=MAX_BATCH).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Problem::validation(vec![crate::problem::FieldError::new(
+            field,
+            format!("must be 1 to {MAX_BATCH}"),
+        )]))
+    }
+}
+
+/// List dead letters, oldest first.
+#[utoipa::path(get, path = "/admin/dead-letters", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, description = "A page of dead letters", body = DeadLetterPage)))]
+async fn list(
+    State(bus): State<Bus>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::Json<DeadLetterPage>, Problem> {
+    let limit = bounded(query.limit, 50, "limit")?;
+    let letters = bus.dead_letters(query.after.unwrap_or(0), limit).await?;
+    let next_after = (letters.len() == limit)
+        .then(|| letters.last().map(|l| l.dlq_sequence))
+        .flatten();
+    Ok(axum::Json(DeadLetterPage {
+        dead_letters: letters.into_iter().map(Into::into).collect(),
+        next_after,
+    }))
+}
+
+/// Inspect one dead letter.
+#[utoipa::path(get, path = "/admin/dead-letters/{sequence}", security(("bearer" = [])),
+    params(("sequence" = u64, Path, description = "DLQ sequence")),
+    responses((status = 200, description = "The dead letter", body = DeadLetterView),
+              (status = 404, description = "No such dead letter (or already redriven)", body = Problem)))]
+async fn inspect(
+    State(bus): State<Bus>,
+    ApiPath(sequence): ApiPath<u64>,
+) -> Result<axum::Json<DeadLetterView>, Problem> {
+    bus.dead_letter(sequence)
+        .await?
+        .map(|l| axum::Json(l.into()))
+        .ok_or_else(|| Problem::not_found(format!("no dead letter {sequence}")))
+}
+
+/// Redrive one dead letter.
+#[utoipa::path(post, path = "/admin/dead-letters/{sequence}/redrive", security(("bearer" = [])),
+    params(("sequence" = u64, Path, description = "DLQ sequence")),
+    responses((status = 200, description = "Published again", body = Redriven),
+              (status = 404, description = "No such dead letter (or already redriven)", body = Problem)))]
+async fn redrive_one(
+    State(bus): State<Bus>,
+    ApiPath(sequence): ApiPath<u64>,
+) -> Result<axum::Json<Redriven>, Problem> {
+    if bus.redrive(sequence).await? {
+        Ok(axum::Json(Redriven { redriven: 1 }))
+    } else {
+        Err(Problem::not_found(format!(
+            "no dead letter {sequence} (already redriven?)"
+        )))
+    }
+}
+
+/// Redrive the oldest dead letters at a bounded rate.
+#[utoipa::path(post, path = "/admin/dead-letters/redrive", params(RedriveQuery), security(("bearer" = [])),
+    responses((status = 200, description = "How many were published again", body = Redriven)))]
+async fn redrive_oldest(
+    State(bus): State<Bus>,
+    ApiQuery(query): ApiQuery<RedriveQuery>,
+) -> Result<axum::Json<Redriven>, Problem> {
+    let max = bounded(query.max, 100, "max")?;
+    let per_second = bounded(query.per_second.map(|n| n as usize), 20, "per_second")?;
+    let mut pace = tokio::time::interval(Duration::from_secs(1) / per_second as u32);
+    let mut redriven = 0;
+    for stored in bus.dead_letters(0, max).await? {
+        pace.tick().await;
+        if bus.redrive(stored.dlq_sequence).await? {
+            redriven += 1;
+        }
+    }
+    Ok(axum::Json(Redriven { redriven }))
+}
+
+/// The OpenAPI document of the dead-letter routes, merged into the serving service's.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(list, inspect, redrive_one, redrive_oldest),
+    components(schemas(DeadLetterView, DeadLetterPage, Redriven))
+)]
+pub struct ApiDoc;

@@ -1,0 +1,175 @@
+//! Dead letters as a feature: list and inspect them, and redrive one once its cause is fixed —
+//! idempotently (a second redrive finds nothing) and at a bounded rate in bulk.
+
+use serde_json::Value;
+use testkit::System;
+
+use crate::support::{eventually, get_json, wait_for_status};
+use bus::{Bus, BusConfig, MsgId};
+use events::{Envelope, Event, EventKind, InventoryReserved, OrderId, ReservedLine, Sku};
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed() {
+    let system = System::builder()
+        .env("CONSUMER_ACK_WAIT_MS", "1000")
+        .env("CONSUMER_MAX_DELIVER", "2")
+        .admin_token("dlq-admin-token")
+        .start()
+        .await;
+    let bus = Bus::connect(&BusConfig::new("test").with_url(system.nats.url()))
+        .await
+        .unwrap();
+    let order_id = OrderId::new();
+
+    // A reservation for an order the order service has never recorded: retried, then dead-lettered.
+    let reserved = Event::InventoryReserved(InventoryReserved {
+        order_id,
+        lines: vec![ReservedLine {
+            sku: Sku::new("DLQ-SKU").unwrap(),
+            quantity: 1,
+        }],
+    });
+    let envelope = Envelope::new("/test", reserved);
+    bus.publisher()
+        .publish(
+            &envelope,
+            &MsgId::new(EventKind::InventoryReserved, order_id),
+        )
+        .await
+        .unwrap();
+
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth("dlq-admin-token");
+    let list_url = format!("{}/admin/dead-letters", system.order.url());
+    assert_eq!(
+        system.http.get(&list_url).send().await.unwrap().status(),
+        401,
+        "the DLQ is admin-only"
+    );
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let letters = loop {
+        let letters: Value = admin(system.http.get(&list_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if letters["dead_letters"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+        {
+            break letters;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reservation was never dead-lettered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let letter = &letters["dead_letters"][0];
+    assert_eq!(letter["subject"], "inventory.reserved");
+    assert_eq!(letter["consumer"], "order-saga");
+    assert_eq!(letter["reason"], "retries_exhausted");
+    assert_eq!(letter["deliveries"], 2);
+    assert_eq!(letter["payload"]["data"]["order_id"], order_id.to_string());
+    let sequence = letter["dlq_sequence"].as_u64().unwrap();
+    let inspected: Value = admin(system.http.get(format!("{list_url}/{sequence}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inspected["error"], letter["error"]);
+
+    // The cause is fixed: an operator restores the missing order record.
+    let record = serde_json::json!({
+        "order_id": order_id.to_string(),
+        "customer_id": "restored",
+        "items": [{ "sku": "DLQ-SKU", "quantity": 1, "unit_price_cents": 100 }],
+        "currency": "EUR",
+        "total_cents": 100,
+        "status": "pending",
+        "history": [{ "status": "pending", "at": "2026-01-01T00:00:00Z", "event_id": uuid::Uuid::now_v7().to_string() }],
+    });
+    let nats = async_nats::connect(system.nats.url()).await.unwrap();
+    let orders = async_nats::jetstream::new(nats)
+        .get_key_value("orders")
+        .await
+        .unwrap();
+    orders
+        .create(
+            order_id.to_string(),
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+
+    let redrive = format!("{list_url}/{sequence}/redrive");
+    let response = admin(system.http.post(&redrive)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The redriven reservation now finds its order, and confirms it.
+    wait_for_status(&system, &order_id.to_string(), "confirmed").await;
+    assert_eq!(
+        admin(system.http.post(&redrive))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "redriven twice"
+    );
+    let after: Value = admin(system.http.get(&list_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        after["dead_letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["dlq_sequence"] != sequence),
+        "a redriven letter stayed in the DLQ: {after}"
+    );
+}
+
+#[tokio::test]
+async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
+    let system = System::builder().start().await;
+    let nats = async_nats::connect(system.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    for _ in 0..3 {
+        js.publish("orders.created", "garbage".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let list_url = format!("{}/admin/dead-letters", system.order.url());
+    eventually("six dead letters (two consumers each)", || async {
+        get_json(&system, &list_url).await["dead_letters"]
+            .as_array()
+            .is_some_and(|l| l.len() == 6)
+    })
+    .await;
+    let redriven: Value = system
+        .http
+        .post(format!("{list_url}/redrive?max=2&per_second=50"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(redriven["redriven"], 2);
+    // Garbage stays garbage: redriven, it is dead-lettered again by both consumers.
+    eventually("the redriven poison is dead-lettered again", || async {
+        get_json(&system, &list_url).await["dead_letters"]
+            .as_array()
+            .is_some_and(|l| l.len() == 8)
+    })
+    .await;
+}
