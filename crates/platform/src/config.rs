@@ -116,6 +116,10 @@ pub struct HttpArgs {
     /// Requests running longer are answered 503, in milliseconds.
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
     pub http_request_timeout: Duration,
+    /// Requests per second one client (IP address) may make, bursts up to twice that; beyond
+    /// it, 429 with `Retry-After`. 0 turns the limit off (load tests from one machine).
+    #[arg(long, env = "HTTP_RATE_LIMIT", default_value_t = 1000)]
+    pub http_rate_limit: u32,
     /// How long shutdown waits for in-flight work, in milliseconds.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value = "20000", value_parser = millis)]
     pub shutdown_grace: Duration,
@@ -127,6 +131,7 @@ impl Default for HttpArgs {
             admin_token: None,
             http_body_limit: 64 * 1024,
             http_request_timeout: Duration::from_secs(10),
+            http_rate_limit: 1000,
             shutdown_grace: Duration::from_secs(20),
         }
     }

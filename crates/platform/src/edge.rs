@@ -4,16 +4,20 @@
 //! 404/405 as problem JSON. [`serve`] stops accepting on shutdown and lets in-flight requests
 //! finish.
 
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bus::CancellationToken;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -65,6 +69,10 @@ pub fn router(api: Router, edge: Edge) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(edge.limits.http_body_limit))
+        .layer(middleware::from_fn_with_state(
+            RateLimit::new(edge.limits.http_rate_limit),
+            limit_rate,
+        ))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             with_timeout(timeout, request, next)
         }))
@@ -77,11 +85,68 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    // The peer address keys the per-client rate limit.
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 
+/// A per-client (IP) request budget; `None` when turned off.
+#[derive(Clone)]
+struct RateLimit(Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>);
+
+impl RateLimit {
+    fn new(per_second: u32) -> Self {
+        let Some(rate) = NonZeroU32::new(per_second) else {
+            return Self(None);
+        };
+        let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        let limiter = Arc::new(RateLimiter::keyed(
+            Quota::per_second(rate).allow_burst(burst),
+        ));
+        // Forget idle clients now and then, so the table does not grow with every address seen.
+        let weak = Arc::downgrade(&limiter);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Some(limiter) = weak.upgrade() else {
+                    return;
+                };
+                limiter.retain_recent();
+            }
+        });
+        Self(Some(limiter))
+    }
+}
+
+async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next) -> Response {
+    let (Some(limiter), Some(ConnectInfo(peer))) = (
+        &limit.0,
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied(),
+    ) else {
+        return next.run(request).await;
+    };
+    match limiter.check_key(&peer.ip()) {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            metrics::counter!("http_server_rate_limited_total").increment(1);
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            )
+            .with_detail("this client exceeded its request rate; retry after the given delay")
+            .with_retry_after(wait.as_secs().max(1))
+            .into_response()
+        }
+    }
+}
 async fn readyz(State(edge): State<Edge>) -> Response {
     if (edge.ready)() {
         "ready".into_response()

@@ -1,0 +1,78 @@
+//! The HTTP edge defends itself: a per-client rate limit (429 + Retry-After), a request
+//! timeout (503, never a hang), and no internal error text in any answer.
+
+use serde_json::Value;
+use testkit::System;
+
+use crate::support::order_body;
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let system = System::builder().env("HTTP_RATE_LIMIT", "5").start().await;
+    let url = format!("{}/v1/orders?customer_id=greedy", system.order.url());
+    let mut limited = None;
+    for _ in 0..40 {
+        let response = system.http.get(&url).send().await.unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("40 quick requests against a limit of 5/s were never limited");
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://orderflow.dev/problems/rate-limited"
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_finish_in_time_is_answered_503_without_internals() {
+    let mut system = System::builder()
+        .env("HTTP_REQUEST_TIMEOUT_MS", "300")
+        .start()
+        .await;
+    // With NATS gone the publish retries for seconds; the request timeout answers first.
+    system.nats.kill();
+    let response = system
+        .http
+        .post(format!("{}/v1/orders", system.order.url()))
+        .json(&order_body("patient", &[("ANY", 1)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body = response.text().await.unwrap();
+    let problem: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        [
+            "https://orderflow.dev/problems/timeout",
+            "https://orderflow.dev/problems/unavailable"
+        ]
+        .contains(&problem["type"].as_str().unwrap())
+    );
+    for internal in [
+        "nats",
+        "NATS:",
+        "broken pipe",
+        "127.0.0.1",
+        "panicked",
+        "src/",
+    ] {
+        assert!(
+            !body.contains(internal),
+            "internal detail {internal:?} leaked: {body}"
+        );
+    }
+}
