@@ -14,6 +14,7 @@
 // A test-support crate: failing loudly with a message *is* the error handling.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
+pub mod faults;
 mod nats;
 mod otlp;
 mod proxy;

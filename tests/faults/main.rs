@@ -1,0 +1,49 @@
+//! `orderflow-faults`: runs every fault scenario and prints a Markdown report — the figures in
+//! RELIABILITY.md. `--long` runs thousands of orders per scenario over minutes; without it,
+//! the CI-sized runs. Needs the service binaries (`cargo build --bins`) and a nats-server.
+//!
+//!   cargo build --bins && cargo run -p orderflow-tests --bin orderflow-faults -- --long
+
+use std::process::ExitCode;
+
+use testkit::faults::{self, Fault, Size};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let long = std::env::args().any(|a| a == "--long");
+    let size = if long { Size::LONG } else { Size::SHORT };
+    println!(
+        "| scenario | orders attempted | accepted | confirmed | cancelled | faults injected | webhooks (ids) | dead letters | violations | time to recover |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut violations = 0;
+    for fault in Fault::ALL {
+        let outcome = faults::run(fault, size).await;
+        let r = &outcome.report;
+        println!(
+            "| {fault:?} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {:.1} s |",
+            r.attempted,
+            r.accepted,
+            r.confirmed,
+            r.cancelled,
+            outcome.injected,
+            r.webhook_deliveries,
+            r.webhook_ids,
+            r.dead_letters,
+            r.violations.len(),
+            outcome.recovery.as_secs_f64()
+        );
+        for violation in &r.violations {
+            eprintln!("{fault:?}: {violation}");
+        }
+        violations += r.violations.len();
+        if !r.violations.is_empty() {
+            eprintln!("{fault:?}: logs kept in {}", outcome.keep_logs().display());
+        }
+    }
+    if violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
