@@ -10,6 +10,7 @@ mod dead_letters;
 mod deploy;
 mod faults;
 mod idempotency;
+mod least_privilege;
 mod notifications;
 mod ops;
 mod properties;

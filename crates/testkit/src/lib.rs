@@ -19,6 +19,7 @@ mod nats;
 mod otlp;
 mod proxy;
 mod system;
+mod tls;
 mod webhook;
 mod workload;
 
@@ -26,5 +27,6 @@ pub use nats::{Builder, INSTALL_HINT, NatsServer, binary, free_port};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use proxy::FaultProxy;
 pub use system::{ServiceProcess, System, SystemBuilder, http_client, service_binary};
+pub use tls::Pki;
 pub use webhook::{ReceivedWebhook, WebhookReceiver};
 pub use workload::{Attempt, Ledger, Outcome, Report, Workload, check_invariants};

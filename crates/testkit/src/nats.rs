@@ -24,6 +24,8 @@ pub struct Builder {
     sync_always: bool,
     extra_config: String,
     port: Option<u16>,
+    includes: Vec<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -37,6 +39,19 @@ impl Builder {
     pub fn config(mut self, text: &str) -> Self {
         self.extra_config.push_str(text);
         self.extra_config.push('\n');
+        self
+    }
+
+    /// Copies `file` next to the configuration and includes it (nats-server resolves includes
+    /// relative to the configuration file).
+    pub fn include(mut self, file: &Path) -> Self {
+        self.includes.push(file.to_path_buf());
+        self
+    }
+
+    /// Sets an environment variable for the server (configs may reference `$VARIABLE`s).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -54,6 +69,10 @@ impl Builder {
             .expect("create a temp dir for nats-server");
         let port = self.port.unwrap_or_else(free_port);
         let config_path = dir.path().join("nats.conf");
+        for file in &self.includes {
+            let name = file.file_name().expect("an include is a file");
+            std::fs::copy(file, dir.path().join(name)).expect("copy include");
+        }
         std::fs::write(&config_path, self.render(port, dir.path())).expect("write nats.conf");
         let mut server = NatsServer {
             bin: binary(),
@@ -62,6 +81,7 @@ impl Builder {
             config_path,
             child: None,
             starts: 0,
+            env: self.env,
         };
         server.spawn();
         server
@@ -79,6 +99,13 @@ impl Builder {
         }
         let _ = writeln!(conf, "}}");
         conf.push_str(&self.extra_config);
+        for file in &self.includes {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = writeln!(conf, "include ./{name}");
+        }
         conf
     }
 }
@@ -92,6 +119,7 @@ pub struct NatsServer {
     config_path: PathBuf,
     child: Option<Child>,
     starts: u32,
+    env: Vec<(String, String)>,
 }
 
 impl NatsServer {
@@ -175,6 +203,7 @@ impl NatsServer {
         loop {
             let _ = std::fs::remove_file(&log);
             let mut child = Command::new(&self.bin)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .arg("-c")
                 .arg(&self.config_path)
                 .arg("-l")

@@ -20,21 +20,23 @@ pub fn http_client() -> reqwest::Client {
         .expect("build HTTP client")
 }
 
-/// Path of a service binary built by `cargo build --bins` in this target directory.
+/// Path of a service binary built by `cargo build --bins` in this target directory: next to
+/// the running executable (a tool in `target/<profile>/`) or one level up (a test in
+/// `target/<profile>/deps/`).
 pub fn service_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current test executable");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: build the services first with `cargo build --bins` (scripts/test does)",
-        bin.display()
-    );
-    bin
+    let exe = std::env::current_exe().expect("current executable");
+    let dir = exe.parent().expect("executable directory");
+    [Some(dir), dir.parent()]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|bin| bin.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is missing next to {}: build the services first with `cargo build --bins` (scripts/test does)",
+                exe.display()
+            )
+        })
 }
 
 /// A service running as a child process.
@@ -234,6 +236,7 @@ pub struct SystemBuilder {
     nats: Option<NatsServer>,
     nats_url: Option<String>,
     env: Vec<(String, String)>,
+    service_env: Vec<(String, String, String)>,
 }
 
 impl System {
@@ -282,6 +285,13 @@ impl SystemBuilder {
         self
     }
 
+    /// Sets an environment variable for one service (`order-service`, ...).
+    pub fn service_env(mut self, service: &str, key: &str, value: &str) -> Self {
+        self.service_env
+            .push((service.to_owned(), key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Services connect here instead of the server's own URL (a proxy, or a cluster's URLs).
     pub fn nats_url(mut self, url: &str) -> Self {
         self.nats_url = Some(url.to_owned());
@@ -319,12 +329,33 @@ impl SystemBuilder {
             notification_env.push(("WEBHOOK_URL".into(), url.clone()));
             notification_env.push(("WEBHOOK_SECRET".into(), secret.clone()));
         }
-        let mut order = ServiceProcess::start("order-service", common.clone(), logs.path(), 0);
+        let env_of = |service: &str, mut env: Vec<(String, String)>| {
+            env.extend(
+                self.service_env
+                    .iter()
+                    .filter(|(s, _, _)| s == service)
+                    .map(|(_, k, v)| (k.clone(), v.clone())),
+            );
+            env
+        };
+        let mut order = ServiceProcess::start(
+            "order-service",
+            env_of("order-service", common.clone()),
+            logs.path(),
+            0,
+        );
+        let inventory_env = env_of("inventory-service", common.clone());
         let mut inventory: Vec<_> = (0..self.inventory_replicas.max(1))
-            .map(|i| ServiceProcess::start("inventory-service", common.clone(), logs.path(), i))
+            .map(|i| {
+                ServiceProcess::start("inventory-service", inventory_env.clone(), logs.path(), i)
+            })
             .collect();
-        let mut notification =
-            ServiceProcess::start("notification-service", notification_env, logs.path(), 0);
+        let mut notification = ServiceProcess::start(
+            "notification-service",
+            env_of("notification-service", notification_env),
+            logs.path(),
+            0,
+        );
         order.wait_ready().await;
         for replica in &mut inventory {
             replica.wait_ready().await;

@@ -1,14 +1,9 @@
 //! Auth and TLS from config against a server that requires them: the right credentials
 //! connect and can use JetStream; wrong ones never become ready.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bus::{Bus, BusConfig, NatsAuth, Secret, StreamSettings};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use testkit::NatsServer;
 
 use crate::support;
@@ -90,63 +85,11 @@ async fn a_service_connects_with_an_nkey_seed() {
     assert_refused(&server, config).await;
 }
 
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, written to `dir`.
-fn pki(dir: &Path) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, name: &str| {
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca).unwrap();
-        let (cert_path, key_path) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}-key.pem")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    };
-    let (server_cert, server_key) = leaf(
-        vec!["127.0.0.1".into(), "localhost".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-        "server",
-    );
-    let (client_cert, client_key) = leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, "client");
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    Pki {
-        ca: ca_path,
-        server_cert,
-        server_key,
-        client_cert,
-        client_key,
-    }
-}
-
 #[tokio::test]
 async fn a_service_connects_over_mutual_tls_and_a_client_without_a_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let server = NatsServer::builder()
-        .config(&format!(
-            "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true, timeout: 2 }}",
-            pki.server_cert.display().to_string(),
-            pki.server_key.display().to_string(),
-            pki.ca.display().to_string(),
-        ))
-        .start();
+    let pki = testkit::Pki::generate(dir.path());
+    let server = NatsServer::builder().config(&pki.server_config()).start();
     let tls = bus::NatsTls {
         ca: Some(pki.ca.clone()),
         cert: Some(pki.client_cert.clone()),
