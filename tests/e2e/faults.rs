@@ -55,3 +55,8 @@ async fn the_invariants_hold_through_network_latency_and_connection_resets() {
 async fn the_invariants_hold_on_a_three_node_cluster_with_r3_streams_while_nodes_restart() {
     holds_under(Fault::ClusterRestarts).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invariants_hold_with_two_inventory_replicas_racing_on_the_same_skus() {
+    holds_under(Fault::Contention).await;
+}

@@ -30,17 +30,21 @@ pub enum Fault {
     Network,
     /// A 3-node cluster with R3 streams, one node restarted after another.
     ClusterRestarts,
+    /// Two inventory replicas racing on the same SKUs at twice the rate: compare-and-set
+    /// conflicts are the fault.
+    Contention,
 }
 
 impl Fault {
     /// Every fault, in the order the tool runs them.
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::KillServices,
         Fault::KillNats,
         Fault::FreezeInventory,
         Fault::Poison,
         Fault::Network,
         Fault::ClusterRestarts,
+        Fault::Contention,
     ];
 }
 
@@ -118,7 +122,7 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
     let mut proxy = None;
     match fault {
         Fault::KillNats => builder = builder.nats(NatsServer::builder().sync_always().start()),
-        Fault::FreezeInventory => builder = builder.inventory_replicas(2),
+        Fault::FreezeInventory | Fault::Contention => builder = builder.inventory_replicas(2),
         Fault::Network => {
             let nats = NatsServer::start();
             let fault_proxy = FaultProxy::start(nats.port()).await;
@@ -141,7 +145,13 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
     }
     let mut system = builder.start().await;
     let client = http_client();
-    for (sku, units) in STOCK {
+    // Stock in proportion to the run, so most orders confirm and the short SKU still runs out.
+    let scale = (size.orders / Size::SHORT.orders).max(1) as u64;
+    let stock: Vec<(&str, u64)> = STOCK
+        .iter()
+        .map(|(sku, units)| (*sku, units * scale))
+        .collect();
+    for &(sku, units) in &stock {
         let response = client
             .put(format!("{}/v1/stock/{sku}", system.inventory[0].url()))
             .json(&json!({ "available": units }))
@@ -150,11 +160,16 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
             .expect("set stock");
         assert!(response.status().is_success(), "cannot set stock");
     }
-    let initial: BTreeMap<String, u64> = STOCK.iter().map(|(s, u)| ((*s).to_owned(), *u)).collect();
+    let initial: BTreeMap<String, u64> = stock.iter().map(|(s, u)| ((*s).to_owned(), *u)).collect();
     let skus: Vec<&str> = STOCK.iter().map(|(s, _)| *s).collect();
     let run_name = format!("{fault:?}").to_lowercase();
-    let workload = Workload::new(system.order.url(), &run_name, size.orders, size.rate, &skus);
-    let traffic = Duration::from_secs_f64(size.orders as f64 / size.rate);
+    let rate = if fault == Fault::Contention {
+        size.rate * 2.0
+    } else {
+        size.rate
+    };
+    let workload = Workload::new(system.order.url(), &run_name, size.orders, rate, &skus);
+    let traffic = Duration::from_secs_f64(size.orders as f64 / rate);
     let pause = traffic / (size.rounds as u32 * 3 + 1);
     let driver = tokio::spawn(workload.clone().drive());
 
@@ -206,6 +221,11 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
                 tokio::time::sleep(pause).await;
                 proxy.reset_all();
                 injected += 2;
+            }
+            Fault::Contention => {
+                // The fault is the race itself; count the conflicts the replicas resolved.
+                tokio::time::sleep(pause * 3).await;
+                injected = 1;
             }
             Fault::ClusterRestarts => {
                 tokio::time::sleep(pause * 3).await;
