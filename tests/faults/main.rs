@@ -12,12 +12,22 @@ use testkit::faults::{self, Fault, Size};
 async fn main() -> ExitCode {
     let long = std::env::args().any(|a| a == "--long");
     let size = if long { Size::LONG } else { Size::SHORT };
+    // `--only <Fault>` runs one scenario (e.g. to reproduce a failure with its logs).
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     println!(
         "| scenario | orders attempted | accepted | confirmed | cancelled | faults injected | webhooks (ids) | dead letters | violations | time to recover |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut violations = 0;
-    for fault in Fault::ALL {
+    for fault in Fault::ALL
+        .into_iter()
+        .filter(|f| only.as_ref().is_none_or(|o| format!("{f:?}") == *o))
+    {
         let outcome = faults::run(fault, size).await;
         let r = &outcome.report;
         println!(

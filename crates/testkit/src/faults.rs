@@ -92,10 +92,8 @@ pub struct Outcome {
 
 impl Outcome {
     /// Keeps the logs past the end of the run (for a failed run's post-mortem).
-    pub fn keep_logs(self) -> std::path::PathBuf {
-        let logs = self.logs.clone();
-        drop(self.system);
-        logs
+    pub fn keep_logs(mut self) -> std::path::PathBuf {
+        self.system.keep_logs()
     }
 }
 
@@ -246,7 +244,9 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
         &initial,
         Some(&receiver),
         expected_dead_letters,
-        Duration::from_secs(120),
+        // An upper bound, reached only when something is stuck: after repeated node loss the
+        // backoffs (nak delays up to 30 s, breaker open up to 32 s) dominate recovery.
+        Duration::from_secs(300),
     )
     .await;
     let recovery = quiet.elapsed();

@@ -248,6 +248,14 @@ impl System {
         }
     }
 
+    /// Keeps the log directory after the system is gone (for a post-mortem) and returns it.
+    pub fn keep_logs(&mut self) -> PathBuf {
+        if let Some(logs) = self.logs.take() {
+            return logs.keep();
+        }
+        self.log_path.clone()
+    }
+
     /// The directory with every service's log.
     pub fn log_dir(&self) -> &Path {
         &self.log_path
