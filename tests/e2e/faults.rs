@@ -1,7 +1,7 @@
 //! The invariants under faults: real processes, a steady stream of orders, one kind of fault
 //! injected while they flow, then every invariant (I1–I6, see testkit's workload) checked once
 //! the system is quiet. Each run is a few hundred orders and well under a minute; the same
-//! scenarios run long with `cargo run -p orderflow-tests --bin orderflow-faults -- --long`.
+//! scenarios run long with `cargo build --bins && target/debug/orderflow-faults --long`.
 
 use testkit::faults::{self, Fault, Size};
 

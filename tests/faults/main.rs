@@ -2,7 +2,7 @@
 //! RELIABILITY.md. `--long` runs thousands of orders per scenario over minutes; without it,
 //! the CI-sized runs. Needs the service binaries (`cargo build --bins`) and a nats-server.
 //!
-//!   cargo build --bins && cargo run -p orderflow-tests --bin orderflow-faults -- --long
+//!   cargo build --bins && target/debug/orderflow-faults --long
 
 use std::process::ExitCode;
 

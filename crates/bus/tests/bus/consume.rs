@@ -186,3 +186,40 @@ async fn a_handler_that_hangs_is_timed_out_and_retried_instead_of_held_forever()
     );
     run.stop().await;
 }
+
+#[tokio::test]
+async fn progress_acks_keep_a_handler_longer_than_ack_wait_from_being_redelivered() {
+    let h = Harness::start().await;
+    publish_orders(&h, 1).await;
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let handler = {
+        let attempts = attempts.clone();
+        move |d: Delivery| {
+            let (attempts, done_tx) = (attempts.clone(), done_tx.clone());
+            async move {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                // Two and a half ack windows of work.
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                assert!(d.lease.is_held(), "progress acks did not keep the lease");
+                let _ = done_tx.send(());
+                Ok(())
+            }
+        }
+    };
+    let spec = ConsumerSpec {
+        ack_wait: Duration::from_secs(1),
+        progress_every: Duration::from_millis(300),
+        ..fast_spec(names::stream::ORDERS, "long-handler", &[])
+    };
+    let run = Running::start(&h.bus, spec, handler).await;
+    tokio::time::timeout(PATIENCE, done.recv()).await.unwrap();
+    // Give a redelivery, if any, the time to show up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    run.stop().await;
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "the message was redelivered while being handled"
+    );
+}
