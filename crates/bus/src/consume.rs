@@ -523,6 +523,10 @@ impl Consumer {
                 tracing::error!(durable, error = %e, "handler task failed");
             }
         }
+        // Acks are fire-and-forget: put the last ones on the wire before saying we are done.
+        if let Err(e) = self.bus.client().flush().await {
+            tracing::warn!(durable, error = %e, "could not flush the final acks");
+        }
         let _ = lag.await;
         if let Ok(Err(e)) = advisories.await {
             tracing::error!(durable, error = %e, "max-deliveries watcher could not start");

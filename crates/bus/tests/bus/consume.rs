@@ -142,18 +142,30 @@ async fn drain_finishes_in_flight_handlers_and_acks_them_before_returning() {
         "run() returned before its handlers finished"
     );
 
+    // The server applies acks asynchronously; they must all land, and nothing be redelivered.
     let info = h
         .bus
         .jetstream()
         .get_stream(names::stream::ORDERS)
         .await
         .unwrap();
-    let consumer = info.consumer_info("drain").await.unwrap();
-    assert_eq!(
-        consumer.num_ack_pending, 0,
-        "in-flight messages were not acked"
-    );
-    assert_eq!(consumer.num_pending, 0);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let consumer = info.consumer_info("drain").await.unwrap();
+        if consumer.num_ack_pending == 0 && consumer.num_pending == 0 {
+            assert_eq!(
+                consumer.num_redelivered, 0,
+                "an in-flight message was redelivered"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "in-flight messages were not acked: {} unacked",
+            consumer.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
