@@ -47,27 +47,37 @@ async fn the_grafana_dashboard_queries_only_metrics_the_services_export() {
     set_stock(&system, "DASH", 1).await;
     let confirmed = place(&system, "dana", &[("DASH", 1)]).await;
     wait_for_status(&system, &confirmed, "confirmed").await;
-    let mut exported = String::new();
-    for service in [&system.order, &system.inventory[0], &system.notification] {
-        exported += &system
-            .http
-            .get(format!("{}/metrics", service.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-    }
-    let exported: BTreeSet<&str> = exported
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split(['{', ' ']).next())
-        .collect();
-    let missing: Vec<_> = queried
-        .iter()
-        .filter(|name| !exported.contains(name.as_str()))
-        .collect();
+    // Metrics are recorded just after the state they describe changes: scrape until every
+    // queried name shows up, or report the ones that never do.
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let missing = loop {
+        let mut exported = String::new();
+        for service in [&system.order, &system.inventory[0], &system.notification] {
+            exported += &system
+                .http
+                .get(format!("{}/metrics", service.url()))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+        }
+        let exported: BTreeSet<&str> = exported
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .collect();
+        let missing: Vec<String> = queried
+            .iter()
+            .filter(|name| !exported.contains(name.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() || tokio::time::Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         missing.is_empty(),
         "the dashboard queries metrics nobody exports: {missing:?}"

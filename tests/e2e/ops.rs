@@ -36,20 +36,19 @@ async fn every_service_answers_health_readiness_metrics_and_openapi() {
             "{path} missing from {}",
             openapi["paths"]
         );
-        let metrics = get("/metrics").await.unwrap().text().await.unwrap();
-        for name in [
+        let names = [
             "http_server_request_duration_seconds_bucket",
             "orderflow_events_consumed_total",
             "orderflow_handler_duration_seconds_bucket",
             "orderflow_consumer_pending",
             "orderflow_nats_connected",
-        ] {
-            assert!(
-                metrics.contains(name),
-                "{} does not export {name}:\n{metrics}",
-                service.url()
-            );
-        }
+        ];
+        // A handler's metrics are recorded as it finishes, just after the state it changed.
+        crate::support::eventually("every metric is exported", || async {
+            let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+            names.iter().all(|name| metrics.contains(name))
+        })
+        .await;
     }
     let metrics = system
         .http
