@@ -3,33 +3,8 @@
 use serde_json::{Value, json};
 use testkit::System;
 
-async fn post_raw(
-    system: &System,
-    content_type: &str,
-    body: impl Into<reqwest::Body>,
-) -> (u16, Value, String) {
-    let response = system
-        .http
-        .post(format!("{}/v1/orders", system.order.url()))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    (
-        status,
-        response.json().await.unwrap_or(Value::Null),
-        content_type,
-    )
-}
-
 async fn post_json(system: &System, body: Value) -> (u16, Value, String) {
-    post_raw(
+    crate::support::post_raw(
         system,
         "application/json",
         serde_json::to_vec(&body).unwrap(),
@@ -49,19 +24,19 @@ async fn bad_orders_get_problem_json_4xx_and_publish_nothing() {
     cases.push((
         "malformed JSON",
         400,
-        post_raw(&system, "application/json", "{\"customer_id\": ").await,
+        crate::support::post_raw(&system, "application/json", "{\"customer_id\": ").await,
     ));
     cases.push((
         "not JSON at all",
         415,
-        post_raw(&system, "text/plain", "hello").await,
+        crate::support::post_raw(&system, "text/plain", "hello").await,
     ));
     // Over the 64 KiB limit, yet small enough to sit in loopback socket buffers: the service
     // answers 413 without reading it all, and a larger body races that answer with a broken pipe.
     cases.push((
         "huge body",
         413,
-        post_raw(&system, "application/json", vec![b' '; 80 * 1024]).await,
+        crate::support::post_raw(&system, "application/json", vec![b' '; 80 * 1024]).await,
     ));
     let mut wrong_type = valid();
     wrong_type["items"][0]["quantity"] = json!("two");

@@ -107,7 +107,6 @@ fn body(flaw: &Flaw) -> Vec<u8> {
 fn generated_bad_orders_get_4xx_problems_and_publish_nothing() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let system = runtime.block_on(System::builder().env("HTTP_RATE_LIMIT", "0").start());
-    let url = format!("{}/v1/orders", system.order.url());
     let mut runner = TestRunner::new(Config {
         cases: 96,
         failure_persistence: None,
@@ -115,26 +114,11 @@ fn generated_bad_orders_get_4xx_problems_and_publish_nothing() {
     });
     runner
         .run(&flaw(), |flaw| {
-            let (status, content_type, problem) = runtime.block_on(async {
-                let response = system
-                    .http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body(&flaw))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                let content_type = response.headers()["content-type"]
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                (
-                    status,
-                    content_type,
-                    response.json::<Value>().await.unwrap_or(Value::Null),
-                )
-            });
+            let (status, problem, content_type) = runtime.block_on(crate::support::post_raw(
+                &system,
+                "application/json",
+                body(&flaw),
+            ));
             prop_assert!(
                 (400..500).contains(&status),
                 "{flaw:?} answered {status}: {problem}"

@@ -121,3 +121,29 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// POSTs `body` as `content_type` to the order API: (status, JSON body or null, content type).
+pub async fn post_raw(
+    system: &System,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value, String) {
+    let response = system
+        .http
+        .post(format!("{}/v1/orders", system.order.url()))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        content_type,
+    )
+}
