@@ -11,6 +11,7 @@ mod deploy;
 mod faults;
 mod idempotency;
 mod least_privilege;
+mod loadgen;
 mod notifications;
 mod ops;
 mod properties;
