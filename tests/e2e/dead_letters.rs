@@ -8,12 +8,26 @@ use crate::support::{eventually, get_json, wait_for_status};
 use bus::{Bus, BusConfig, MsgId};
 use events::{Envelope, Event, EventKind, InventoryReserved, OrderId, ReservedLine, Sku};
 
+const ADMIN_TOKEN: &str = "dlq-admin-token";
+
+/// GETs an admin URL with the token and parses the JSON answer.
+async fn admin_get(system: &System, url: &str) -> Value {
+    let response = system
+        .http
+        .get(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed() {
     let system = System::builder()
         .env("CONSUMER_ACK_WAIT_MS", "1000")
         .env("CONSUMER_MAX_DELIVER", "2")
-        .admin_token("dlq-admin-token")
+        .admin_token(ADMIN_TOKEN)
         .start()
         .await;
     let bus = Bus::connect(&BusConfig::new("test").with_url(system.nats.url()))
@@ -38,7 +52,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
         .await
         .unwrap();
 
-    let admin = |request: reqwest::RequestBuilder| request.bearer_auth("dlq-admin-token");
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN_TOKEN);
     let list_url = format!("{}/admin/dead-letters", system.order.url());
     assert_eq!(
         system.http.get(&list_url).send().await.unwrap().status(),
@@ -47,13 +61,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     );
     let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
     let letters = loop {
-        let letters: Value = admin(system.http.get(&list_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let letters: Value = admin_get(&system, &list_url).await;
         if letters["dead_letters"]
             .as_array()
             .is_some_and(|l| !l.is_empty())
@@ -73,13 +81,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     assert_eq!(letter["deliveries"], 2);
     assert_eq!(letter["payload"]["data"]["order_id"], order_id.to_string());
     let sequence = letter["dlq_sequence"].as_u64().unwrap();
-    let inspected: Value = admin(system.http.get(format!("{list_url}/{sequence}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inspected: Value = admin_get(&system, &format!("{list_url}/{sequence}")).await;
     assert_eq!(inspected["error"], letter["error"]);
 
     // The cause is fixed: an operator restores the missing order record.
@@ -119,13 +121,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
         404,
         "redriven twice"
     );
-    let after: Value = admin(system.http.get(&list_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = admin_get(&system, &list_url).await;
     assert!(
         after["dead_letters"]
             .as_array()

@@ -189,16 +189,8 @@ async fn set_stock(
 )]
 async fn get_reservation(
     AxumState(stores): AxumState<Started<Stores>>,
-    ApiPath(order_id): ApiPath<String>,
+    ApiPath(order_id): ApiPath<OrderId>,
 ) -> Result<axum::Json<Reservation>, Problem> {
-    let order_id: OrderId = order_id.parse().map_err(|_| {
-        Problem::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid-path",
-            "Invalid order id",
-        )
-        .with_detail(format!("{order_id:?} is not a UUID"))
-    })?;
     let reservation = stores
         .get()?
         .reservations

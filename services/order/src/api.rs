@@ -365,13 +365,6 @@ async fn create_order(
     Ok(accepted(order_id, status, replayed))
 }
 
-fn parse_order_id(raw: &str) -> Result<OrderId, Problem> {
-    raw.parse().map_err(|_| {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-path", "Invalid order id")
-            .with_detail(format!("{raw:?} is not a UUID"))
-    })
-}
-
 /// Read an order.
 #[utoipa::path(
     get,
@@ -385,9 +378,8 @@ fn parse_order_id(raw: &str) -> Result<OrderId, Problem> {
 )]
 async fn get_order(
     State(app): State<App>,
-    ApiPath(order_id): ApiPath<String>,
+    ApiPath(order_id): ApiPath<OrderId>,
 ) -> Result<axum::Json<OrderView>, Problem> {
-    let order_id = parse_order_id(&order_id)?;
     let record = app.records()?.get(order_id).await?;
     record
         .map(|r| axum::Json(OrderView::from(r.value)))
@@ -462,9 +454,8 @@ async fn list_orders(
 #[tracing::instrument(name = "cancel order", skip_all, fields(order_id = %order_id))]
 async fn cancel_order(
     State(app): State<App>,
-    ApiPath(order_id): ApiPath<String>,
+    ApiPath(order_id): ApiPath<OrderId>,
 ) -> Result<Response, Problem> {
-    let order_id = parse_order_id(&order_id)?;
     let record = app.records()?.get(order_id).await?;
     let Some(record) = record.map(|r| r.value) else {
         return Err(Problem::not_found(format!("no order {order_id}")));
