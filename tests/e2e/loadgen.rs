@@ -11,7 +11,7 @@ fn loadgen_ceiling_reports_acked_publishes_and_consumes_them_all() {
     let output = Command::new(service_binary("loadgen"))
         .args([
             "ceiling",
-            "--seconds",
+            "--ceiling-seconds",
             "1",
             "--json",
             "--nats-url",

@@ -1,21 +1,38 @@
 //! `loadgen`: measures orderflow against the ceiling of the machine it runs on.
 //!
-//! So far the `ceiling` mode: raw pipelined, acknowledged JetStream publishes per second
-//! (a window of in-flight acks, small payloads, file storage, one replica) and pull
-//! consume + ack per second, against the same nats-server the system uses — the physical limit
-//! every end-to-end figure is compared with. (`saga` and `sweep` modes: issue 5, next.)
+//! - `ceiling`: raw acked publishes/s and pull consume+ack/s on the system's nats-server;
+//! - `saga`: orders over HTTP, open or closed loop, each followed to its end on NATS, reported
+//!   with latency percentiles and the ratio R to the ceiling measured in the same run;
+//! - `sweep`: open-loop steps up to saturation, the throughput/latency curve as text and CSV;
+//! - `otlp-sink`: a local OTLP/HTTP endpoint counting spans, for runs with tracing on.
 
-use std::time::{Duration, Instant};
+mod ceiling;
+mod latency;
+mod saga;
+mod sink;
+mod sweep;
+mod tracker;
+mod writes;
+
+use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::pull, stream};
 use clap::Parser as _;
-use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
 
 #[derive(Debug, clap::Parser)]
 #[command(name = "loadgen", version, about = "orderflow load generator")]
 struct Cli {
+    /// NATS server of the system (for the ceiling, the end events and the write count).
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats_url: String,
+    /// Print one JSON object instead of text (and no progress bar).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -24,149 +41,149 @@ struct Cli {
 enum Mode {
     /// Raw acked publishes/s and pull consume+ack/s on a scratch stream.
     Ceiling {
-        /// NATS server.
-        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
-        /// How long to publish.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Publishes awaiting their ack at once.
-        #[arg(long, default_value_t = 256)]
-        window: usize,
-        /// Payload size in bytes.
-        #[arg(long, default_value_t = 128)]
-        payload: usize,
-        /// Print one JSON object instead of text.
+        #[command(flatten)]
+        ceiling: ceiling::Options,
+    },
+    /// Place orders over HTTP and follow them to their end.
+    Saga {
+        /// Open loop: orders per second, on a fixed schedule.
+        #[arg(
+            long,
+            conflicts_with = "concurrency",
+            required_unless_present = "concurrency"
+        )]
+        rate: Option<f64>,
+        /// Closed loop: orders in flight (each waits for its saga to end).
         #[arg(long)]
-        json: bool,
+        concurrency: Option<usize>,
+        /// How long to place orders.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Leading seconds not measured.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        #[command(flatten)]
+        target: saga::Target,
+        /// Skip the ceiling measurement (no R in the report).
+        #[arg(long)]
+        no_ceiling: bool,
+        #[command(flatten)]
+        ceiling: ceiling::Options,
+    },
+    /// Open-loop steps of rising rate until saturation.
+    Sweep {
+        #[command(flatten)]
+        steps: sweep::Steps,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Leading seconds of each step not measured.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        #[command(flatten)]
+        target: saga::Target,
+        /// Skip the ceiling measurement (no R in the report).
+        #[arg(long)]
+        no_ceiling: bool,
+        #[command(flatten)]
+        ceiling: ceiling::Options,
+    },
+    /// A local OTLP/HTTP trace sink that counts spans (`GET /stats`).
+    OtlpSink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4318")]
+        addr: String,
     },
 }
 
-const STREAM: &str = "LOADGEN_CEILING";
-const SUBJECT: &str = "loadgen.ceiling";
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().mode {
-        Mode::Ceiling {
-            nats_url,
-            seconds,
-            window,
-            payload,
-            json,
-        } => {
-            ceiling(
-                &nats_url,
-                Duration::from_secs_f64(seconds),
-                window.max(1),
-                payload,
-                json,
-            )
+    let cli = Cli::parse();
+    // reqwest is built without a bundled crypto provider (as in the services); plain HTTP is
+    // all loadgen speaks, but the client still needs one installed to build.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let progress = !cli.json && std::io::stderr().is_terminal();
+    let connect = || async {
+        async_nats::ConnectOptions::new()
+            // The end events of a fast run arrive in bursts; keep them rather than drop.
+            .subscription_capacity(1 << 20)
+            .connect(&cli.nats_url)
             .await
-        }
-    }
-}
-
-async fn ceiling(
-    url: &str,
-    duration: Duration,
-    window: usize,
-    payload: usize,
-    json: bool,
-) -> anyhow::Result<()> {
-    let client = async_nats::connect(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    let js = jetstream::new(client);
-    let _ = js.delete_stream(STREAM).await;
-    js.create_stream(stream::Config {
-        name: STREAM.into(),
-        subjects: vec![SUBJECT.into()],
-        storage: stream::StorageType::File,
-        num_replicas: 1,
-        ..Default::default()
-    })
-    .await
-    .context("creating the scratch stream")?;
-
-    // Publish: keep `window` acks in flight, count the acks that arrive within the time.
-    let body = bytes::Bytes::from(vec![b'x'; payload]);
-    let started = Instant::now();
-    let mut in_flight = FuturesUnordered::new();
-    let mut acked: u64 = 0;
-    while started.elapsed() < duration {
-        while in_flight.len() < window {
-            in_flight.push(
-                js.publish(SUBJECT, body.clone())
-                    .await
-                    .context("publishing")?
-                    .into_future(),
-            );
-        }
-        if let Some(ack) = in_flight.next().await {
-            ack.context("waiting for a publish ack")?;
-            acked += 1;
-        }
-    }
-    while let Some(ack) = in_flight.next().await {
-        ack.context("waiting for a publish ack")?;
-        acked += 1;
-    }
-    let publish_secs = started.elapsed().as_secs_f64();
-
-    // Consume: pull everything back and ack each message.
-    let consumer = js
-        .get_stream(STREAM)
-        .await?
-        .create_consumer(pull::Config {
-            durable_name: Some("ceiling".into()),
-            ..Default::default()
-        })
-        .await
-        .context("creating the scratch consumer")?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(256)
-        .messages()
-        .await?;
-    let started = Instant::now();
-    let mut consumed: u64 = 0;
-    while consumed < acked && started.elapsed() < duration * 4 {
-        match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-            Ok(Some(Ok(message))) => {
-                message
-                    .ack()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-                consumed += 1;
+            .with_context(|| format!("connecting to {}", cli.nats_url))
+    };
+    match cli.mode {
+        Mode::Ceiling { ceiling } => {
+            let measured = ceiling::measure(&connect().await?, &ceiling).await?;
+            if cli.json {
+                let mut value = serde_json::to_value(&measured)?;
+                value["mode"] = "ceiling".into();
+                println!("{value}");
+            } else {
+                measured.print();
             }
-            Ok(Some(Err(e))) => anyhow::bail!("pulling: {e}"),
-            Ok(None) | Err(_) => break,
         }
+        Mode::Saga {
+            rate,
+            concurrency,
+            seconds,
+            warmup,
+            target,
+            no_ceiling,
+            ceiling,
+        } => {
+            let client = connect().await?;
+            let ceiling = match no_ceiling {
+                true => None,
+                false => Some(ceiling::measure(&client, &ceiling).await?),
+            };
+            let driver = saga::Driver::new(&client, target, progress).await?;
+            driver.seed().await?;
+            let load = match (rate, concurrency) {
+                (Some(rate), _) => saga::Load::Open { rate },
+                (None, concurrency) => saga::Load::Closed {
+                    concurrency: concurrency.unwrap_or(1),
+                },
+            };
+            let report = driver
+                .run(load, seconds, warmup)
+                .await?
+                .against(ceiling.as_ref());
+            if cli.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                report.print();
+            }
+        }
+        Mode::Sweep {
+            steps,
+            seconds,
+            warmup,
+            target,
+            no_ceiling,
+            ceiling,
+        } => {
+            let client = connect().await?;
+            let ceiling = match no_ceiling {
+                true => None,
+                false => Some(ceiling::measure(&client, &ceiling).await?),
+            };
+            if let (Some(c), false) = (&ceiling, cli.json) {
+                c.print();
+            }
+            let driver = saga::Driver::new(&client, target, progress).await?;
+            driver.seed().await?;
+            let sweep =
+                sweep::run(&driver, &steps, seconds, warmup, ceiling.as_ref(), cli.json).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&sweep)?);
+            } else {
+                println!(
+                    "max sustained: {:.0} offered, {:.0} orders/s ended",
+                    sweep.max_sustained_offered, sweep.max_sustained_orders_per_sec
+                );
+            }
+        }
+        Mode::OtlpSink { addr } => sink::serve(&addr).await?,
     }
-    let consume_secs = started.elapsed().as_secs_f64();
-    let _ = js.delete_stream(STREAM).await;
-
-    let publish_rate = acked as f64 / publish_secs;
-    let consume_rate = consumed as f64 / consume_secs;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "mode": "ceiling", "window": window, "payload_bytes": payload,
-                "acked_publishes": acked, "acked_publishes_per_sec": publish_rate.round(),
-                "consumed": consumed, "consume_acks_per_sec": consume_rate.round(),
-            })
-        );
-    } else {
-        println!(
-            "raw acked publishes: {acked} in {publish_secs:.2} s = {publish_rate:.0}/s (window {window}, {payload} B, file, R1)"
-        );
-        println!("pull consume + ack:  {consumed} in {consume_secs:.2} s = {consume_rate:.0}/s");
-    }
-    anyhow::ensure!(
-        consumed == acked,
-        "consumed {consumed} of {acked} published messages"
-    );
     Ok(())
 }
