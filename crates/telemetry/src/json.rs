@@ -1,14 +1,20 @@
-//! The JSON log line: timestamp, level, target, message and fields, the span scope with its
-//! fields, and the OpenTelemetry `trace_id`/`span_id` of the current span — the key that
-//! joins a log line to its trace in Jaeger or any OTLP backend.
+//! The JSON log line: timestamp, level, target, message and fields, the names of the spans in
+//! scope, and the OpenTelemetry `trace_id`/`span_id` of the current span — the key that joins a
+//! log line to its trace (where the span attributes live) in Jaeger or any OTLP backend.
+//!
+//! Span fields are deliberately not formatted for logs: the fmt layer would render every span's
+//! fields to a string when the span is created and again on every `record`, whether or not a log
+//! line is ever written inside it — about a tenth of a service's CPU under load (see
+//! BENCHMARKS.md). [`NoSpanFields`] makes that a no-op.
 
 use std::fmt;
 
 use opentelemetry::trace::TraceContextExt as _;
 use serde_json::{Map, Value};
 use tracing::{Event, Subscriber, field::Field};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Formats events as one JSON object per line, with trace ids.
@@ -52,11 +58,6 @@ where
                 .map(|span| {
                     let mut entry = Map::new();
                     entry.insert("name".into(), span.name().into());
-                    let extensions = span.extensions();
-                    let recorded = extensions
-                        .get::<FormattedFields<JsonFields>>()
-                        .and_then(|f| serde_json::from_str::<Map<String, Value>>(f).ok());
-                    entry.extend(recorded.unwrap_or_default());
                     Value::Object(entry)
                 })
                 .collect();
@@ -77,6 +78,16 @@ where
         }
 
         writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// Formats no span fields (see the module docs); events format their own fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: RecordFields>(&self, _writer: Writer<'writer>, _fields: R) -> fmt::Result {
+        Ok(())
     }
 }
 

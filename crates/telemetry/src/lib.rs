@@ -249,7 +249,7 @@ pub fn init_with(settings: Settings) -> Result<Telemetry, TelemetryError> {
     let logs = match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .event_format(json::JsonWithTraceIds)
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .fmt_fields(json::NoSpanFields)
             .with_writer(settings.log_writer)
             .with_filter(log_filter)
             .boxed(),

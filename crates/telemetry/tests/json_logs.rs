@@ -73,7 +73,8 @@ fn log_lines_carry_the_trace_and_span_ids_of_the_current_span() {
     assert_eq!(line["trace_id"], ids.trace_id().to_string());
     assert_eq!(line["span_id"], ids.span_id().to_string());
     assert_eq!(line["spans"][0]["name"], "reserve");
-    assert_eq!(line["spans"][0]["order_id"], "o-1");
+    // Span fields live on the trace, not in every log line (formatting them costs CPU).
+    assert!(line["spans"][0].get("order_id").is_none(), "{line}");
 }
 
 #[test]

@@ -78,26 +78,41 @@ impl Records {
         self.orders.get(&order_id.to_string()).await
     }
 
-    /// Records a created order and indexes it; a no-op for parts that exist already, so the
-    /// HTTP handler and the projection consumer can both do it.
+    /// Records a created order: its customer-index entry first, then the record, so an
+    /// existing record implies an existing index entry (see [`Records::ensure_created`]).
     pub async fn insert_created(
         &self,
         envelope: &Envelope,
         order: &OrderCreated,
     ) -> Result<(), StoreError> {
-        self.orders
-            .create(
-                &order.order_id.to_string(),
-                &OrderRecord::created(envelope, order),
-            )
-            .await?;
         self.by_customer
             .create(
                 &format!("{}.{}", order.customer_id, order.order_id),
                 &IndexEntry {},
             )
             .await?;
+        self.orders
+            .create(
+                &order.order_id.to_string(),
+                &OrderRecord::created(envelope, order),
+            )
+            .await?;
         Ok(())
+    }
+
+    /// The projection's repair of the HTTP handler's best-effort write: one read when the
+    /// record is there (the usual case), both writes when it is not. Cheaper than two
+    /// create-if-absent attempts, each of which costs a failed write and a read when the key
+    /// exists.
+    pub async fn ensure_created(
+        &self,
+        envelope: &Envelope,
+        order: &OrderCreated,
+    ) -> Result<(), StoreError> {
+        if self.get(order.order_id).await?.is_some() {
+            return Ok(());
+        }
+        self.insert_created(envelope, order).await
     }
 
     /// A page of a customer's orders, newest first, strictly older than `before` if given;

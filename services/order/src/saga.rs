@@ -55,7 +55,7 @@ impl bus::Handler for Saga {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let cause = &delivery.envelope;
         match &cause.event {
-            Event::OrderCreated(order) => Ok(self.records.insert_created(cause, order).await?),
+            Event::OrderCreated(order) => Ok(self.records.ensure_created(cause, order).await?),
             Event::OrderCancellationRequested(request) => {
                 self.apply(request.order_id, cause, |o| {
                     o.cancel(CancelReason::CustomerRequested, cause)
