@@ -78,8 +78,28 @@ impl Records {
         self.orders.get(&order_id.to_string()).await
     }
 
-    /// Records a created order: its customer-index entry first, then the record, so an
-    /// existing record implies an existing index entry (see [`Records::ensure_created`]).
+    /// The order as [`Records::get`], but an order placed within the last seconds that is not
+    /// recorded yet is waited for briefly: the 202 goes out before the `orders.created`
+    /// projection writes the record, so a client following the `Location` at once would
+    /// otherwise see a 404 for an order that exists.
+    pub async fn get_fresh(
+        &self,
+        order_id: OrderId,
+    ) -> Result<Option<Versioned<OrderRecord>>, StoreError> {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let record = self.get(order_id).await?;
+            if record.is_some() || pause > PROJECTION_WAIT || !recently_placed(order_id) {
+                return Ok(record);
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+    }
+
+    /// Records a created order (the `orders.created` projection): its customer-index entry
+    /// first, then the record, so a listed order always has its index entry; a no-op for parts
+    /// that exist already, so a redelivery is harmless.
     pub async fn insert_created(
         &self,
         envelope: &Envelope,
@@ -98,21 +118,6 @@ impl Records {
             )
             .await?;
         Ok(())
-    }
-
-    /// The projection's repair of the HTTP handler's best-effort write: one read when the
-    /// record is there (the usual case), both writes when it is not. Cheaper than two
-    /// create-if-absent attempts, each of which costs a failed write and a read when the key
-    /// exists.
-    pub async fn ensure_created(
-        &self,
-        envelope: &Envelope,
-        order: &OrderCreated,
-    ) -> Result<(), StoreError> {
-        if self.get(order.order_id).await?.is_some() {
-            return Ok(());
-        }
-        self.insert_created(envelope, order).await
     }
 
     /// A page of a customer's orders, newest first, strictly older than `before` if given;
@@ -187,4 +192,18 @@ impl Records {
             attempts: 3,
         })
     }
+}
+
+/// Longest single pause of [`Records::get_fresh`] (the pauses double from 2 ms, ~250 ms in all).
+const PROJECTION_WAIT: Duration = Duration::from_millis(128);
+
+/// Whether the order id (a UUID v7, timestamped at placement) is less than 5 s old.
+fn recently_placed(order_id: OrderId) -> bool {
+    let Some((secs, nanos)) = order_id.0.get_timestamp().map(|t| t.to_unix()) else {
+        return false;
+    };
+    let placed = std::time::UNIX_EPOCH + Duration::new(secs, nanos);
+    placed
+        .elapsed()
+        .is_ok_and(|age| age < Duration::from_secs(5))
 }

@@ -55,7 +55,7 @@ impl bus::Handler for Saga {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let cause = &delivery.envelope;
         match &cause.event {
-            Event::OrderCreated(order) => Ok(self.records.ensure_created(cause, order).await?),
+            Event::OrderCreated(order) => Ok(self.records.insert_created(cause, order).await?),
             Event::OrderCancellationRequested(request) => {
                 self.apply(request.order_id, cause, |o| {
                     o.cancel(CancelReason::CustomerRequested, cause)
@@ -92,11 +92,13 @@ impl Saga {
         cause: &Envelope,
         decide: impl Fn(&OrderRecord) -> Decision,
     ) -> Result<(), HandlerError> {
-        let outcome = self
-            .records
-            .orders()
-            .modify(&order_id.to_string(), |current| {
-                match current.map(&decide) {
+        let key = order_id.to_string();
+        let mut pause = std::time::Duration::from_millis(1);
+        let outcome = loop {
+            let outcome = self
+                .records
+                .orders()
+                .modify(&key, |current| match current.map(&decide) {
                     None => Change::Keep(None),
                     Some(Decision::Transition(next, event)) => {
                         let took = next.created_at().map(|created| event.time - created);
@@ -104,9 +106,17 @@ impl Saga {
                     }
                     Some(Decision::Republish(event)) => Change::Keep(Some(Some((event, None)))),
                     Some(Decision::Ignore) => Change::Keep(Some(None)),
-                }
-            })
-            .await?;
+                })
+                .await?;
+            // Inventory may decide before the projection of the same `orders.created` has
+            // written the record; it is usually a millisecond away, so wait a little here
+            // rather than nak into a redelivery delay.
+            if outcome.is_some() || pause > std::time::Duration::from_millis(16) {
+                break outcome;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        };
         match outcome {
             // The record is written by the `orders.created` projection, which may lag.
             None => Err(HandlerError::transient(format!(
