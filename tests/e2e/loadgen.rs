@@ -1,22 +1,13 @@
-//! The load generator runs and reports (a smoke test: no timing is asserted; figures belong in
+//! The load generator runs and reports (smoke tests: no timing is asserted; figures belong in
 //! BENCHMARKS.md).
 
 use std::process::Command;
 
-use testkit::{NatsServer, service_binary};
+use testkit::{NatsServer, System, service_binary};
 
-#[test]
-fn loadgen_ceiling_reports_acked_publishes_and_consumes_them_all() {
-    let server = NatsServer::start();
+fn run_loadgen(args: &[&str]) -> serde_json::Value {
     let output = Command::new(service_binary("loadgen"))
-        .args([
-            "ceiling",
-            "--ceiling-seconds",
-            "1",
-            "--json",
-            "--nats-url",
-            &server.url(),
-        ])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -24,9 +15,138 @@ fn loadgen_ceiling_reports_acked_publishes_and_consumes_them_all() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON report ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[test]
+fn loadgen_ceiling_reports_acked_publishes_and_consumes_them_all() {
+    let server = NatsServer::start();
+    let report = run_loadgen(&[
+        "ceiling",
+        "--ceiling-seconds",
+        "1",
+        "--json",
+        "--nats-url",
+        &server.url(),
+    ]);
     assert_eq!(report["mode"], "ceiling");
     let acked = report["acked_publishes"].as_u64().unwrap();
     assert!(acked > 0, "{report}");
     assert_eq!(report["consumed"].as_u64(), Some(acked), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_saga_follows_every_order_to_its_end_and_reports_r() {
+    let system = System::builder().start().await;
+    let (nats, order, inventory) = (
+        system.nats.url(),
+        system.order.url(),
+        system.inventory[0].url(),
+    );
+    let report = tokio::task::spawn_blocking(move || {
+        run_loadgen(&[
+            "saga",
+            "--rate",
+            "100",
+            "--seconds",
+            "2",
+            "--warmup",
+            "0.5",
+            "--ceiling-seconds",
+            "0.5",
+            "--skus",
+            "8",
+            "--json",
+            "--nats-url",
+            &nats,
+            "--order-url",
+            &order,
+            "--inventory-url",
+            &inventory,
+        ])
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(report["mode"], "saga", "{report}");
+    assert_eq!(report["load"]["open"]["rate"], 100.0, "{report}");
+    let sent = report["sent"].as_u64().unwrap();
+    assert_eq!(sent, 200, "{report}");
+    // Stock was seeded, so every order is confirmed and notified, and nothing failed.
+    assert_eq!(report["accepted"].as_u64(), Some(sent), "{report}");
+    assert_eq!(report["confirmed"].as_u64(), Some(sent), "{report}");
+    assert_eq!(report["notified"].as_u64(), Some(sent), "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    for latency in ["accept", "confirmed", "notified"] {
+        let summary = &report["latency_ms"][latency];
+        assert!(summary["count"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            summary["p50"].as_f64().unwrap() <= summary["max"].as_f64().unwrap(),
+            "{report}"
+        );
+    }
+    // Every order writes events and KV entries; the ratio to the ceiling is reported.
+    assert!(
+        report["writes_per_order"].as_f64().unwrap() >= 4.0,
+        "{report}"
+    );
+    assert!(
+        report["ceiling"]["acked_publishes_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(report["r"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+#[test]
+fn loadgen_sweep_writes_its_curve_as_csv() {
+    // The curve needs no services to be written: against a system that is not there, the first
+    // step fails every request, is called saturated, and the CSV still has its header and row.
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sweep.csv");
+    let report = run_loadgen(&[
+        "sweep",
+        "--from",
+        "20",
+        "--seconds",
+        "0.5",
+        "--warmup",
+        "0",
+        "--drain-seconds",
+        "0.5",
+        "--stock",
+        "0",
+        "--no-ceiling",
+        "--json",
+        "--nats-url",
+        &server.url(),
+        "--order-url",
+        "http://127.0.0.1:9",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(report["mode"], "sweep", "{report}");
+    assert_eq!(report["steps"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["max_sustained_offered"], 0.0, "{report}");
+    assert!(
+        report["steps"][0]["errors"]["http_connect"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("offered_per_sec,ended_per_sec"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("20,"), "{text}");
 }
