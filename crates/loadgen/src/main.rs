@@ -132,12 +132,8 @@ async fn main() -> anyhow::Result<()> {
             ceiling,
         } => {
             let client = connect().await?;
-            let ceiling = match no_ceiling {
-                true => None,
-                false => Some(ceiling::measure(&client, &ceiling).await?),
-            };
-            let driver = saga::Driver::new(&client, target, progress).await?;
-            driver.seed().await?;
+            let (ceiling, driver) =
+                prepare(&client, (!no_ceiling).then_some(&ceiling), target, progress).await?;
             let load = match (rate, concurrency) {
                 (Some(rate), _) => saga::Load::Open { rate },
                 (None, concurrency) => saga::Load::Closed {
@@ -163,15 +159,11 @@ async fn main() -> anyhow::Result<()> {
             ceiling,
         } => {
             let client = connect().await?;
-            let ceiling = match no_ceiling {
-                true => None,
-                false => Some(ceiling::measure(&client, &ceiling).await?),
-            };
+            let (ceiling, driver) =
+                prepare(&client, (!no_ceiling).then_some(&ceiling), target, progress).await?;
             if let (Some(c), false) = (&ceiling, cli.json) {
                 c.print();
             }
-            let driver = saga::Driver::new(&client, target, progress).await?;
-            driver.seed().await?;
             let sweep =
                 sweep::run(&driver, &steps, seconds, warmup, ceiling.as_ref(), cli.json).await?;
             if cli.json {
@@ -186,4 +178,20 @@ async fn main() -> anyhow::Result<()> {
         Mode::OtlpSink { addr } => sink::serve(&addr).await?,
     }
     Ok(())
+}
+
+/// The ceiling first (while the system is idle), then a driver with its stock seeded.
+async fn prepare(
+    client: &async_nats::Client,
+    ceiling: Option<&ceiling::Options>,
+    target: saga::Target,
+    progress: bool,
+) -> anyhow::Result<(Option<ceiling::Ceiling>, std::sync::Arc<saga::Driver>)> {
+    let ceiling = match ceiling {
+        Some(options) => Some(ceiling::measure(client, options).await?),
+        None => None,
+    };
+    let driver = saga::Driver::new(client, target, progress).await?;
+    driver.seed().await?;
+    Ok((ceiling, driver))
 }
