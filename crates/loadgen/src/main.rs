@@ -63,12 +63,7 @@ enum Mode {
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
         #[command(flatten)]
-        target: saga::Target,
-        /// Skip the ceiling measurement (no R in the report).
-        #[arg(long)]
-        no_ceiling: bool,
-        #[command(flatten)]
-        ceiling: ceiling::Options,
+        system: System,
     },
     /// Open-loop steps of rising rate until saturation.
     Sweep {
@@ -81,12 +76,7 @@ enum Mode {
         #[arg(long, default_value_t = 2.0)]
         warmup: f64,
         #[command(flatten)]
-        target: saga::Target,
-        /// Skip the ceiling measurement (no R in the report).
-        #[arg(long)]
-        no_ceiling: bool,
-        #[command(flatten)]
-        ceiling: ceiling::Options,
+        system: System,
     },
     /// A local OTLP/HTTP trace sink that counts spans (`GET /stats`).
     OtlpSink {
@@ -94,6 +84,18 @@ enum Mode {
         #[arg(long, default_value = "127.0.0.1:4318")]
         addr: String,
     },
+}
+
+/// The system under load and how its ceiling is measured (`saga` and `sweep`).
+#[derive(Debug, clap::Args)]
+struct System {
+    #[command(flatten)]
+    target: saga::Target,
+    /// Skip the ceiling measurement (no R in the report).
+    #[arg(long)]
+    no_ceiling: bool,
+    #[command(flatten)]
+    ceiling: ceiling::Options,
 }
 
 #[tokio::main]
@@ -127,13 +129,9 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             seconds,
             warmup,
-            target,
-            no_ceiling,
-            ceiling,
+            system,
         } => {
-            let client = connect().await?;
-            let (ceiling, driver) =
-                prepare(&client, (!no_ceiling).then_some(&ceiling), target, progress).await?;
+            let (ceiling, driver) = prepare(&connect().await?, system, progress).await?;
             let load = match (rate, concurrency) {
                 (Some(rate), _) => saga::Load::Open { rate },
                 (None, concurrency) => saga::Load::Closed {
@@ -154,13 +152,9 @@ async fn main() -> anyhow::Result<()> {
             steps,
             seconds,
             warmup,
-            target,
-            no_ceiling,
-            ceiling,
+            system,
         } => {
-            let client = connect().await?;
-            let (ceiling, driver) =
-                prepare(&client, (!no_ceiling).then_some(&ceiling), target, progress).await?;
+            let (ceiling, driver) = prepare(&connect().await?, system, progress).await?;
             if let (Some(c), false) = (&ceiling, cli.json) {
                 c.print();
             }
@@ -183,15 +177,14 @@ async fn main() -> anyhow::Result<()> {
 /// The ceiling first (while the system is idle), then a driver with its stock seeded.
 async fn prepare(
     client: &async_nats::Client,
-    ceiling: Option<&ceiling::Options>,
-    target: saga::Target,
+    system: System,
     progress: bool,
 ) -> anyhow::Result<(Option<ceiling::Ceiling>, std::sync::Arc<saga::Driver>)> {
-    let ceiling = match ceiling {
-        Some(options) => Some(ceiling::measure(client, options).await?),
-        None => None,
+    let ceiling = match system.no_ceiling {
+        true => None,
+        false => Some(ceiling::measure(client, &system.ceiling).await?),
     };
-    let driver = saga::Driver::new(client, target, progress).await?;
+    let driver = saga::Driver::new(client, system.target, progress).await?;
     driver.seed().await?;
     Ok((ceiling, driver))
 }

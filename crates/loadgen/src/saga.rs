@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 use crate::ceiling::Ceiling;
 use crate::latency::{Latency, Summary};
@@ -225,7 +225,7 @@ impl Driver {
         ] {
             counter.store(0, Ordering::Relaxed);
         }
-        self.errors.lock().await.clear();
+        self.errors_by_kind().clear();
         let bar = self.progress_bar(load, seconds);
         let ticker = {
             let driver = Arc::clone(self);
@@ -251,9 +251,7 @@ impl Driver {
 
         let writes = self.writes.total().await?.saturating_sub(writes_before);
         let measured_from = start + Duration::from_secs_f64(warmup.clamp(0.0, seconds));
-        Ok(self
-            .report(load, seconds, warmup, measured_from, end, writes)
-            .await)
+        Ok(self.report(load, seconds, warmup, measured_from, end, writes))
     }
 
     async fn open_loop(self: &Arc<Self>, rate: f64, start: Instant, end: Instant) {
@@ -267,7 +265,7 @@ impl Driver {
             tokio::time::sleep_until(intended.into()).await;
             while tasks.try_join_next().is_some() {}
             if self.in_flight.load(Ordering::Relaxed) >= self.target.max_in_flight {
-                self.error("client_overloaded").await;
+                self.error("client_overloaded");
                 continue;
             }
             let driver = Arc::clone(self);
@@ -308,8 +306,7 @@ impl Driver {
         match result {
             Ok(ended) => Some(ended),
             Err(kind) => {
-                self.tracker.counters.errors.fetch_add(1, Ordering::Relaxed);
-                self.error(&kind).await;
+                self.error(&kind);
                 None
             }
         }
@@ -363,8 +360,17 @@ impl Driver {
         Ok(self.tracker.accepted(accepted.order_id, intended, at))
     }
 
-    async fn error(&self, kind: &str) {
-        *self.errors.lock().await.entry(kind.to_owned()).or_default() += 1;
+    /// Counts a failed request by kind (and for the progress display).
+    fn error(&self, kind: &str) {
+        self.tracker.counters.errors.fetch_add(1, Ordering::Relaxed);
+        *self.errors_by_kind().entry(kind.to_owned()).or_default() += 1;
+    }
+
+    fn errors_by_kind(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        // Only counters inside; a panic mid-update cannot leave them inconsistent.
+        self.errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits until every accepted order has ended and been notified, or the drain time is up.
@@ -382,7 +388,7 @@ impl Driver {
         }
     }
 
-    async fn report(
+    fn report(
         &self,
         load: Load,
         seconds: f64,
@@ -396,7 +402,7 @@ impl Driver {
         let mut confirmed_latency = Latency::new();
         let mut notified_latency = Latency::new();
         let (mut confirmed, mut cancelled, mut notified, mut ended_in_window) = (0, 0, 0, 0u64);
-        let mut errors = self.errors.lock().await.clone();
+        let mut errors = self.errors_by_kind().clone();
         for order in &orders {
             let (Some(intended), Some(accepted)) = (order.intended, order.accepted) else {
                 continue;

@@ -86,14 +86,16 @@ impl Records {
         &self,
         order_id: OrderId,
     ) -> Result<Option<Versioned<OrderRecord>>, StoreError> {
-        let mut pause = Duration::from_millis(2);
+        let mut pauses = projection_pauses(Duration::from_millis(2), Duration::from_millis(128));
         loop {
             let record = self.get(order_id).await?;
-            if record.is_some() || pause > PROJECTION_WAIT || !recently_placed(order_id) {
+            if record.is_some() || !recently_placed(order_id) {
                 return Ok(record);
             }
-            tokio::time::sleep(pause).await;
-            pause *= 2;
+            match pauses.next() {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Ok(record),
+            }
         }
     }
 
@@ -194,8 +196,15 @@ impl Records {
     }
 }
 
-/// Longest single pause of [`Records::get_fresh`] (the pauses double from 2 ms, ~250 ms in all).
-const PROJECTION_WAIT: Duration = Duration::from_millis(128);
+/// The pauses of a wait for the `orders.created` projection of an order (written a moment
+/// after the 202): doubling from `first`, none longer than `longest`.
+pub(crate) fn projection_pauses(
+    first: Duration,
+    longest: Duration,
+) -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(first), |pause| Some(*pause * 2))
+        .take_while(move |pause| *pause <= longest)
+}
 
 /// Whether the order id (a UUID v7, timestamped at placement) is less than 5 s old.
 fn recently_placed(order_id: OrderId) -> bool {
@@ -206,4 +215,25 @@ fn recently_placed(order_id: OrderId) -> bool {
     placed
         .elapsed()
         .is_ok_and(|age| age < Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_pauses_double_up_to_the_longest() {
+        let pauses: Vec<u64> =
+            projection_pauses(Duration::from_millis(2), Duration::from_millis(128))
+                .map(|p| p.as_millis() as u64)
+                .collect();
+        assert_eq!(pauses, [2, 4, 8, 16, 32, 64, 128]);
+    }
+
+    #[test]
+    fn only_an_order_placed_moments_ago_counts_as_recently_placed() {
+        assert!(recently_placed(OrderId::new()));
+        let old = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_000_000, 0));
+        assert!(!recently_placed(OrderId(old)));
+    }
 }

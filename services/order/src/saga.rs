@@ -15,7 +15,7 @@ use bus::{Change, ConsumerSpec, Delivery, HandlerError, MsgId, Publisher};
 use events::{CancelReason, Envelope, Event, EventKind, OrderId, names};
 
 use crate::order::{Decision, OrderRecord};
-use crate::records::Records;
+use crate::records::{self, Records};
 
 /// Durable consumer of order requests.
 pub const REQUESTS_CONSUMER: &str = "order-requests";
@@ -93,7 +93,13 @@ impl Saga {
         decide: impl Fn(&OrderRecord) -> Decision,
     ) -> Result<(), HandlerError> {
         let key = order_id.to_string();
-        let mut pause = std::time::Duration::from_millis(1);
+        // Inventory may decide before the projection of the same `orders.created` has written
+        // the record; it is usually a millisecond away, so wait a little here rather than nak
+        // into a redelivery delay.
+        let mut pauses = records::projection_pauses(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(16),
+        );
         let outcome = loop {
             let outcome = self
                 .records
@@ -108,14 +114,10 @@ impl Saga {
                     Some(Decision::Ignore) => Change::Keep(Some(None)),
                 })
                 .await?;
-            // Inventory may decide before the projection of the same `orders.created` has
-            // written the record; it is usually a millisecond away, so wait a little here
-            // rather than nak into a redelivery delay.
-            if outcome.is_some() || pause > std::time::Duration::from_millis(16) {
-                break outcome;
+            match (outcome, pauses.next()) {
+                (None, Some(pause)) => tokio::time::sleep(pause).await,
+                (outcome, _) => break outcome,
             }
-            tokio::time::sleep(pause).await;
-            pause *= 2;
         };
         match outcome {
             // The record is written by the `orders.created` projection, which may lag.
