@@ -84,7 +84,6 @@ async fn the_grafana_dashboard_queries_only_metrics_the_services_export() {
     );
 }
 
-#[ignore = "fails only in the full suite since 2026-11-26 (scripts/dev outlives SIGINT); see the issue 5 note — run with --ignored"]
 #[tokio::test]
 async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,13 +94,15 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         free_port(),
         free_port(),
     );
-    let mut dev = Command::new("bash")
+    // A test runner started as a background job inherits SIGINT *ignored*, and a shell cannot
+    // trap a signal ignored on entry; a user's Ctrl-C at a terminal always finds it at its
+    // default. Start the script the way a terminal would (GNU env resets the disposition).
+    let mut dev = Command::new("env")
+        .arg("--default-signal=INT")
+        .arg("bash")
         .arg(repo().join("scripts/dev"))
         .env("DEV_DIR", dir.path())
         .env("DEV_SKIP_BUILD", "1")
-        // Bounds each service's drain well inside the stop deadline below, even when the fault
-        // tests running alongside starve the machine.
-        .env("SHUTDOWN_GRACE_MS", "5000")
         .env("NATS_PORT", nats.to_string())
         .env("NATS_MONITOR_PORT", monitor.to_string())
         .env("ORDER_PORT", order.to_string())
@@ -152,7 +153,7 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         .arg(dev.id().to_string())
         .status()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while dev.try_wait().unwrap().is_none() {
         assert!(
             std::time::Instant::now() < deadline,
