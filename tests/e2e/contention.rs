@@ -1,10 +1,9 @@
 //! Two inventory replicas, one SKU, many concurrent orders: compare-and-set conflicts are
 //! retried, never overwritten — exactly the stock is sold, nothing more.
 
-use serde_json::Value;
 use testkit::System;
 
-use crate::support::{order_body, set_stock, stock, wait_for_status};
+use crate::support::{accepted_order_id, order_body, set_stock, stock, wait_for_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty() {
@@ -20,9 +19,7 @@ async fn two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(response.status(), 202);
-            let body: Value = response.json().await.unwrap();
-            body["order_id"].as_str().unwrap().to_owned()
+            accepted_order_id(response).await
         }
     });
     let order_ids = futures::future::join_all(posts).await;

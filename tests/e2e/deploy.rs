@@ -129,11 +129,7 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
-    let order_id = response.json::<serde_json::Value>().await.unwrap()["order_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let order_id = crate::support::accepted_order_id(response).await;
     eventually("the order is confirmed", || async {
         let order: serde_json::Value = http
             .get(format!("{order_api}/v1/orders/{order_id}"))

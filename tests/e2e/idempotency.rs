@@ -4,7 +4,7 @@
 use serde_json::Value;
 use testkit::System;
 
-use crate::support::{order_body, set_stock, wait_for_status};
+use crate::support::{accepted_order_id, order_body, set_stock, wait_for_status};
 
 async fn post_with_key(system: &System, key: &str, body: &Value) -> reqwest::Response {
     system
@@ -72,9 +72,7 @@ async fn racing_requests_with_one_key_make_one_order() {
     let responses = futures::future::join_all(attempts).await;
     let mut ids = Vec::new();
     for response in responses {
-        assert_eq!(response.status(), 202);
-        let body: Value = response.json().await.unwrap();
-        ids.push(body["order_id"].as_str().unwrap().to_owned());
+        ids.push(accepted_order_id(response).await);
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "racing requests made several orders: {ids:?}");

@@ -4,7 +4,7 @@
 use testkit::{System, WebhookReceiver};
 
 use crate::support::{
-    WEBHOOK_KEY, eventually, place, set_stock, stock, wait_for_status, webhook_secret,
+    WEBHOOK_KEY, cancel, eventually, place, set_stock, stock, wait_for_status, webhook_secret,
 };
 
 async fn system_with_webhook() -> (System, WebhookReceiver) {
@@ -112,15 +112,7 @@ async fn cancelling_a_confirmed_order_restores_its_stock_and_notifies_once() {
     let order_id = place(&system, "dave", &[("CHAIR", 3)]).await;
     wait_for_status(&system, &order_id, "confirmed").await;
 
-    let response = system
-        .http
-        .post(format!(
-            "{}/v1/orders/{order_id}/cancel",
-            system.order.url()
-        ))
-        .send()
-        .await
-        .unwrap();
+    let response = cancel(&system, &order_id).await;
     assert_eq!(response.status(), 202);
     let order = wait_for_status(&system, &order_id, "cancelled").await;
     assert_eq!(order["reason"]["kind"], "customer_requested");
@@ -144,14 +136,6 @@ async fn cancelling_a_confirmed_order_restores_its_stock_and_notifies_once() {
         .collect();
     assert_eq!(types, ["order.confirmed", "order.cancelled"]);
 
-    let again = system
-        .http
-        .post(format!(
-            "{}/v1/orders/{order_id}/cancel",
-            system.order.url()
-        ))
-        .send()
-        .await
-        .unwrap();
+    let again = cancel(&system, &order_id).await;
     assert_eq!(again.status(), 409, "a second cancel must be refused");
 }

@@ -75,9 +75,29 @@ pub async fn place(system: &System, customer: &str, lines: &[(&str, u32)]) -> St
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
-    let body: Value = response.json().await.unwrap();
+    accepted_order_id(response).await
+}
+
+/// The order id of a `202 Accepted` answer to `POST /v1/orders` (asserting the 202).
+pub async fn accepted_order_id(response: reqwest::Response) -> String {
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
     body["order_id"].as_str().unwrap().to_owned()
+}
+
+/// Asks to cancel the order.
+pub async fn cancel(system: &System, order_id: &str) -> reqwest::Response {
+    system
+        .http
+        .post(format!(
+            "{}/v1/orders/{order_id}/cancel",
+            system.order.url()
+        ))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The order as the API shows it.

@@ -29,11 +29,7 @@ async fn an_order_is_one_trace_across_all_three_services() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 202);
-    let order_id = response.json::<serde_json::Value>().await.unwrap()["order_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let order_id = crate::support::accepted_order_id(response).await;
     wait_for_status(&system, &order_id, "confirmed").await;
     eventually("the webhook was sent", || async {
         !webhooks.received().is_empty()
