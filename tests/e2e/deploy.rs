@@ -53,15 +53,7 @@ async fn the_grafana_dashboard_queries_only_metrics_the_services_export() {
     let missing = loop {
         let mut exported = String::new();
         for service in [&system.order, &system.inventory[0], &system.notification] {
-            exported += &system
-                .http
-                .get(format!("{}/metrics", service.url()))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            exported += &crate::support::metrics(&system, service).await;
         }
         let exported: BTreeSet<&str> = exported
             .lines()

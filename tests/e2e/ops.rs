@@ -50,15 +50,7 @@ async fn every_service_answers_health_readiness_metrics_and_openapi() {
         })
         .await;
     }
-    let metrics = system
-        .http
-        .get(format!("{}/metrics", system.order.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::support::metrics(&system, &system.order).await;
     assert!(
         metrics.contains(
             r#"orderflow_events_published_total{type="orders.created",outcome="stored"}"#

@@ -26,6 +26,19 @@ pub async fn get_json(system: &System, url: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// The Prometheus exposition of one service's `/metrics`.
+pub async fn metrics(system: &System, service: &testkit::ServiceProcess) -> String {
+    system
+        .http
+        .get(format!("{}/metrics", service.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Sets the available stock of `sku`.
 pub async fn set_stock(system: &System, sku: &str, available: u64) {
     let response = system
