@@ -146,3 +146,42 @@ async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_rese
         "an order cancelled first took stock"
     );
 }
+
+#[tokio::test]
+async fn a_cancellation_delivered_again_gives_the_stock_back_once() {
+    let system = System::builder().start().await;
+    set_stock(&system, "MUG", 10).await;
+    let order_id = place(&system, "lea", &[("MUG", 4)]).await;
+    wait_for_status(&system, &order_id, "confirmed").await;
+    assert!(
+        crate::support::cancel(&system, &order_id)
+            .await
+            .status()
+            .is_success()
+    );
+    let id: OrderId = order_id.parse().unwrap();
+    eventually("the reservation is released", || async {
+        reservation(&system, id).await["state"] == "released"
+    })
+    .await;
+    assert_eq!(stock(&system, "MUG").await, (10, 0, 0));
+
+    let bus = Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
+        .await
+        .unwrap();
+    let replay = publish_fresh(
+        &bus,
+        Event::OrderCancelled(OrderCancelled {
+            order_id: id,
+            customer_id: CustomerId::new("lea").unwrap(),
+            reason: CancelReason::CustomerRequested,
+        }),
+    )
+    .await;
+    inventory_settled(&bus, &replay).await;
+    assert_eq!(
+        stock(&system, "MUG").await,
+        (10, 0, 0),
+        "a replayed cancellation gave the stock back twice"
+    );
+}

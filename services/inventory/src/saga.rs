@@ -271,7 +271,8 @@ impl Inventory {
         )))
     }
 
-    /// Gives back every line once, marks the reservation released, settles, publishes.
+    /// Gives back every line once (unless already released), marks the reservation released,
+    /// settles, publishes.
     async fn finish_release(
         &self,
         reservation: Reservation,
@@ -281,11 +282,15 @@ impl Inventory {
         let (State::Releasing { lines } | State::Released { lines }) = &reservation.state else {
             return Ok(());
         };
-        for line in lines {
-            self.update_stock(&line.sku, lease, |stock| {
-                (stock.release(order_id, line.quantity), ())
-            })
-            .await?;
+        // Once the record says released, the pending marks that made the give-back idempotent
+        // may already be settled: giving back again would return the units twice.
+        if matches!(reservation.state, State::Releasing { .. }) {
+            for line in lines {
+                self.update_stock(&line.sku, lease, |stock| {
+                    (stock.release(order_id, line.quantity), ())
+                })
+                .await?;
+            }
         }
         let released = self
             .reservations
