@@ -19,6 +19,11 @@ use std::io::IsTerminal as _;
 use anyhow::Context as _;
 use clap::Parser as _;
 
+// The same allocator as the services, so the load generator takes as little of the shared CPU as
+// it can.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, clap::Parser)]
 #[command(name = "loadgen", version, about = "orderflow load generator")]
 struct Cli {

@@ -4,6 +4,11 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 
+// Every message hop allocates many small, short-lived buffers; mimalloc serves them several
+// times cheaper than the system allocator (glibc here, musl in the images).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     let config = inventory_service::Config::parse();
