@@ -34,7 +34,7 @@ async fn two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty() {
         }
     }
     assert_eq!((confirmed, cancelled), (50, 150));
-    assert_eq!(stock(&system, "HOT").await, (0, 50));
+    assert_eq!(stock(&system, "HOT").await, (0, 50, 0));
 }
 
 async fn wait_for_settled(system: &System, order_id: &str) -> String {

@@ -24,7 +24,7 @@ async fn an_order_in_stock_is_confirmed_takes_its_stock_and_sends_one_signed_web
 
     let order = wait_for_status(&system, &order_id, "confirmed").await;
     assert_eq!(order["total_cents"], 200);
-    assert_eq!(stock(&system, "MUG").await, (8, 2));
+    assert_eq!(stock(&system, "MUG").await, (8, 2, 0));
 
     eventually("the webhook arrives", || async {
         !receiver.received().is_empty()
@@ -78,7 +78,7 @@ async fn an_order_short_of_stock_is_cancelled_with_the_shortfall_and_takes_nothi
         order["reason"]["shortfall"],
         serde_json::json!([{ "sku": "LAMP", "requested": 3, "available": 1 }])
     );
-    assert_eq!(stock(&system, "LAMP").await, (1, 0));
+    assert_eq!(stock(&system, "LAMP").await, (1, 0, 0));
 }
 
 #[tokio::test]
@@ -98,11 +98,11 @@ async fn a_multi_sku_order_with_one_line_short_is_cancelled_and_leaves_no_sku_re
     assert_eq!(order["reason"]["shortfall"][0]["sku"], "B-SCARCE");
     for sku in ["A-PLENTY", "C-PLENTY"] {
         eventually("untouched stock", || async {
-            stock(&system, sku).await == (100, 0)
+            stock(&system, sku).await == (100, 0, 0)
         })
         .await;
     }
-    assert_eq!(stock(&system, "B-SCARCE").await, (1, 0));
+    assert_eq!(stock(&system, "B-SCARCE").await, (1, 0, 0));
 }
 
 #[tokio::test]
@@ -124,7 +124,7 @@ async fn cancelling_a_confirmed_order_restores_its_stock_and_notifies_once() {
         .collect();
     assert_eq!(statuses, ["pending", "confirmed", "cancelled"]);
     eventually("stock restored", || async {
-        stock(&system, "CHAIR").await == (4, 0)
+        stock(&system, "CHAIR").await == (4, 0, 0)
     })
     .await;
 

@@ -51,8 +51,8 @@ pub async fn set_stock(system: &System, sku: &str, available: u64) {
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
-/// `(available, reserved)` of `sku`.
-pub async fn stock(system: &System, sku: &str) -> (u64, u64) {
+/// `(available, reserved, unsettled orders)` of `sku`.
+pub async fn stock(system: &System, sku: &str) -> (u64, u64, u64) {
     let body: Value = get_json(
         system,
         &format!("{}/v1/stock/{sku}", system.inventory[0].url()),
@@ -63,7 +63,11 @@ pub async fn stock(system: &System, sku: &str) -> (u64, u64) {
             .as_u64()
             .unwrap_or_else(|| panic!("no {name} in {body}"))
     };
-    (field("available"), field("reserved"))
+    (
+        field("available"),
+        field("reserved"),
+        field("unsettled_orders"),
+    )
 }
 
 /// The body of an order for `lines` of (sku, quantity) at 1.00 each.

@@ -43,8 +43,6 @@ pub struct KvBucket {
     pub ttl: Option<Duration>,
     /// Copies in a cluster.
     pub replicas: usize,
-    /// Accepts atomic batches: several keys written all together or not at all.
-    pub atomic: bool,
 }
 
 impl KvBucket {
@@ -55,7 +53,6 @@ impl KvBucket {
             history: 1,
             ttl: None,
             replicas: 1,
-            atomic: false,
         }
     }
 }
@@ -83,14 +80,6 @@ pub enum ProvisionError {
         /// The server's answer.
         #[source]
         source: jetstream::context::CreateKeyValueError,
-    },
-    /// The server would not turn on atomic batches for a bucket (needs nats-server 2.12+).
-    #[error("cannot allow atomic batches on KV bucket {bucket}: {reason}")]
-    Atomic {
-        /// The bucket.
-        bucket: String,
-        /// The server's answer.
-        reason: String,
     },
 }
 
@@ -144,31 +133,12 @@ impl Bus {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        let store = self
-            .jetstream()
+        self.jetstream()
             .create_or_update_key_value(config)
             .await
             .map_err(|source| ProvisionError::Bucket {
                 bucket: bucket.name.clone(),
                 source,
-            })?;
-        if bucket.atomic {
-            // The KV config has no switch for it; it is a setting of the bucket's stream.
-            let atomic_failed = |e: &dyn std::fmt::Display| ProvisionError::Atomic {
-                bucket: bucket.name.clone(),
-                reason: e.to_string(),
-            };
-            let mut stream = store.stream.clone();
-            let info = stream.info().await.map_err(|e| atomic_failed(&e))?;
-            if !info.config.allow_atomic_publish {
-                let mut config = info.config.clone();
-                config.allow_atomic_publish = true;
-                self.jetstream()
-                    .update_stream(config)
-                    .await
-                    .map_err(|e| atomic_failed(&e))?;
-            }
-        }
-        Ok(store)
+            })
     }
 }

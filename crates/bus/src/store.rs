@@ -2,21 +2,13 @@
 //! with its revision and writes only if nobody wrote in between, so a lost update is
 //! impossible. [`Store::modify`] is the read → decide → CAS → retry-on-conflict loop every
 //! stateful handler needs; conflicts between replicas are retried (bounded), never overwritten.
-//!
-//! A [`Bucket`] can hold several stores, each in its own keyspace (`stock.<sku>`,
-//! `reservations.<order>`), and write to them in one [`Batch`]: a JetStream atomic batch in
-//! which every key keeps its own compare-and-set precondition, and either every write is
-//! stored or none is. That is what lets one decision and the state it changes be a single
-//! step, with no window for a crash in between.
 
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use bytes::Bytes;
-use futures::StreamExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -90,16 +82,6 @@ pub enum StoreError {
         /// Attempts made.
         attempts: u32,
     },
-    /// A batch was given a store of another bucket (a bug: a batch spans one bucket).
-    #[error("KV {bucket}/{key} cannot join a batch on bucket {batch_bucket}")]
-    ForeignBucket {
-        /// The store's bucket.
-        bucket: String,
-        /// The key.
-        key: String,
-        /// The batch's bucket.
-        batch_bucket: String,
-    },
 }
 
 impl StoreError {
@@ -119,18 +101,29 @@ impl From<StoreError> for HandlerError {
     }
 }
 
-/// An opened KV bucket: the home of one or more [`Store`]s and of their [`Batch`]es.
-#[derive(Debug, Clone)]
-pub struct Bucket {
+/// JSON values of type `T` in one KV bucket.
+#[derive(Debug)]
+pub struct Store<T> {
     kv: kv::Store,
-    name: String,
+    bucket: String,
     /// Reads may use a direct get: true when the bucket has one replica, so the server that
     /// answers is the one that applied every acknowledged write.
     direct: bool,
-    client: async_nats::Client,
+    value: PhantomData<fn() -> T>,
 }
 
-impl Bucket {
+impl<T> Clone for Store<T> {
+    fn clone(&self) -> Self {
+        Self {
+            kv: self.kv.clone(),
+            bucket: self.bucket.clone(),
+            direct: self.direct,
+            value: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Provisions `bucket` (create or update) and opens it.
     pub async fn open(bus: &Bus, bucket: &KvBucket) -> Result<Self, ProvisionError> {
         let kv = bus.key_value(bucket).await?;
@@ -138,104 +131,26 @@ impl Bucket {
             .increment(0);
         Ok(Self {
             kv,
-            name: bucket.name.clone(),
+            bucket: bucket.name.clone(),
             direct: bucket.replicas <= 1,
-            client: bus.client().clone(),
-        })
-    }
-
-    /// The values of type `T` under `keyspace.` in this bucket; their keys are given without
-    /// the keyspace.
-    pub fn store<T>(&self, keyspace: &str) -> Store<T> {
-        Store {
-            bucket: self.clone(),
-            keyspace: format!("{keyspace}."),
-            value: PhantomData,
-        }
-    }
-
-    /// An empty atomic batch on this bucket (which must have been opened with `atomic`).
-    pub fn batch(&self) -> Batch {
-        Batch {
-            bucket: self.clone(),
-            writes: Vec::new(),
-        }
-    }
-
-    fn conflict(&self) {
-        metrics::counter!("orderflow_kv_cas_conflicts_total", "bucket" => self.name.clone())
-            .increment(1);
-    }
-}
-
-/// JSON values of type `T` in one KV bucket (or one keyspace of it).
-#[derive(Debug)]
-pub struct Store<T> {
-    bucket: Bucket,
-    /// Prepended to every key: `""` for a whole bucket, `"stock."` for a keyspace.
-    keyspace: String,
-    value: PhantomData<fn() -> T>,
-}
-
-impl<T> Clone for Store<T> {
-    fn clone(&self) -> Self {
-        Self {
-            bucket: self.bucket.clone(),
-            keyspace: self.keyspace.clone(),
-            value: PhantomData,
-        }
-    }
-}
-
-impl<T: Serialize + DeserializeOwned> Store<T> {
-    /// Provisions `bucket` (create or update) and opens it whole.
-    pub async fn open(bus: &Bus, bucket: &KvBucket) -> Result<Self, ProvisionError> {
-        let bucket = Bucket::open(bus, bucket).await?;
-        Ok(Self {
-            bucket,
-            keyspace: String::new(),
             value: PhantomData,
         })
     }
 
     /// The bucket name.
     pub fn bucket(&self) -> &str {
-        &self.bucket.name
+        &self.bucket
     }
 
     /// The raw KV handle, for listing and watching.
     pub fn kv(&self) -> &kv::Store {
-        &self.bucket.kv
-    }
-
-    /// The key as stored in the bucket.
-    fn full_key(&self, key: &str) -> String {
-        format!("{}{key}", self.keyspace)
-    }
-
-    /// Every key of this store (without the keyspace), in no particular order; keys whose
-    /// last entry is a delete marker are included.
-    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
-        let prefix = format!("{}{}", self.bucket.kv.prefix, self.keyspace);
-        let stream = self.bucket.kv.stream.clone();
-        let mut subjects = stream
-            .info_with_subjects(format!("{prefix}>"))
-            .await
-            .map_err(|e| self.unavailable("*", e))?;
-        let mut keys = Vec::new();
-        while let Some(subject) = subjects.next().await {
-            let (subject, _) = subject.map_err(|e| self.unavailable("*", e))?;
-            if let Some(key) = subject.strip_prefix(&prefix) {
-                keys.push(key.to_owned());
-            }
-        }
-        Ok(keys)
+        &self.kv
     }
 
     fn unavailable(&self, key: &str, reason: impl std::fmt::Display) -> StoreError {
         StoreError::Unavailable {
-            bucket: self.bucket.name.clone(),
-            key: self.full_key(key),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
             reason: reason.to_string(),
         }
     }
@@ -244,8 +159,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         serde_json::to_vec(value)
             .map(Bytes::from)
             .map_err(|source| StoreError::Encode {
-                bucket: self.bucket.name.clone(),
-                key: self.full_key(key),
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
                 source,
             })
     }
@@ -257,16 +172,20 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// such a stale view is never checked by a compare-and-set. With one replica the direct
     /// get is just as fresh and far cheaper for the server (no JSON API round, no base64).
     pub async fn get(&self, key: &str) -> Result<Option<Versioned<T>>, StoreError> {
-        let kv = &self.bucket.kv;
-        let subject = format!("{}{}{key}", kv.prefix, self.keyspace);
-        let message = if self.bucket.direct {
-            match kv.stream.direct_get_last_for_subject(subject).await {
+        let subject = format!("{}{key}", self.kv.prefix);
+        let message = if self.direct {
+            match self.kv.stream.direct_get_last_for_subject(subject).await {
                 Ok(message) => message,
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(self.unavailable(key, e)),
             }
         } else {
-            match kv.stream.get_last_raw_message_by_subject(&subject).await {
+            match self
+                .kv
+                .stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+            {
                 Ok(message) => message,
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
                 Err(e) => return Err(self.unavailable(key, e)),
@@ -278,8 +197,8 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
         let value =
             serde_json::from_slice(&message.payload).map_err(|source| StoreError::Corrupt {
-                bucket: self.bucket.name.clone(),
-                key: self.full_key(key),
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
                 source,
             })?;
         Ok(Some(Versioned {
@@ -291,7 +210,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// Writes `value` only if `key` does not exist; `Ok(None)` if it does.
     pub async fn create(&self, key: &str, value: &T) -> Result<Option<u64>, StoreError> {
         let bytes = self.encode(key, value)?;
-        match self.bucket.kv.create(self.full_key(key), bytes).await {
+        match self.kv.create(key, bytes).await {
             Ok(revision) => Ok(Some(revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(self.unavailable(key, e)),
@@ -306,12 +225,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         revision: u64,
     ) -> Result<Option<u64>, StoreError> {
         let bytes = self.encode(key, value)?;
-        match self
-            .bucket
-            .kv
-            .update(self.full_key(key), bytes, revision)
-            .await
-        {
+        match self.kv.update(key, bytes, revision).await {
             Ok(revision) => Ok(Some(revision)),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
             Err(e) => Err(self.unavailable(key, e)),
@@ -340,154 +254,19 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             if let Some(result) = written {
                 return Ok(result);
             }
-            self.bucket.conflict();
-            pause_after_conflict(attempt).await;
+            metrics::counter!("orderflow_kv_cas_conflicts_total", "bucket" => self.bucket.clone())
+                .increment(1);
+            // Spread contending writers apart; grows a little with each lost round.
+            let pause =
+                Duration::from_micros(u64::from(attempt.min(10)) * 200 + jitter_micros(500));
+            tokio::time::sleep(pause).await;
         }
         Err(StoreError::Contended {
-            bucket: self.bucket.name.clone(),
-            key: self.full_key(key),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
             attempts: MAX_CAS_ATTEMPTS,
         })
     }
-}
-
-/// Writes to several keys of one bucket, each with its own compare-and-set precondition,
-/// stored all together or not at all (a JetStream atomic batch; the bucket must allow it).
-#[derive(Debug)]
-pub struct Batch {
-    bucket: Bucket,
-    writes: Vec<Write>,
-}
-
-#[derive(Debug)]
-struct Write {
-    key: String,
-    value: Bytes,
-    /// The key's revision the write expects; 0 for "does not exist yet".
-    revision: u64,
-}
-
-impl Batch {
-    /// Adds a write of `value` to `key` of `store` if the key does not exist yet.
-    pub fn create<T: Serialize + DeserializeOwned>(
-        &mut self,
-        store: &Store<T>,
-        key: &str,
-        value: &T,
-    ) -> Result<&mut Self, StoreError> {
-        self.push(store, key, value, 0)
-    }
-
-    /// Adds a write of `value` to `key` of `store` if the key is still at `revision`.
-    pub fn update<T: Serialize + DeserializeOwned>(
-        &mut self,
-        store: &Store<T>,
-        key: &str,
-        value: &T,
-        revision: u64,
-    ) -> Result<&mut Self, StoreError> {
-        self.push(store, key, value, revision)
-    }
-
-    fn push<T: Serialize + DeserializeOwned>(
-        &mut self,
-        store: &Store<T>,
-        key: &str,
-        value: &T,
-        revision: u64,
-    ) -> Result<&mut Self, StoreError> {
-        if store.bucket.name != self.bucket.name {
-            return Err(StoreError::ForeignBucket {
-                bucket: store.bucket.name.clone(),
-                key: store.full_key(key),
-                batch_bucket: self.bucket.name.clone(),
-            });
-        }
-        self.writes.push(Write {
-            key: store.full_key(key),
-            value: store.encode(key, value)?,
-            revision,
-        });
-        Ok(self)
-    }
-
-    /// Stores every write, or none: `Ok(false)` when a precondition failed (someone wrote one
-    /// of the keys first); nothing was written then, so read again and decide again.
-    pub async fn commit(self) -> Result<bool, StoreError> {
-        let Some(last) = self.writes.len().checked_sub(1) else {
-            return Ok(true);
-        };
-        let bucket = &self.bucket;
-        let batch_id = uuid::Uuid::now_v7().simple().to_string();
-        let unavailable = |key: &str, reason: &dyn std::fmt::Display| StoreError::Unavailable {
-            bucket: bucket.name.clone(),
-            key: key.to_owned(),
-            reason: format!("atomic batch: {reason}"),
-        };
-        for (index, write) in self.writes.iter().enumerate() {
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Batch-Id", batch_id.as_str());
-            headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
-            headers.insert(
-                "Nats-Expected-Last-Subject-Sequence",
-                write.revision.to_string().as_str(),
-            );
-            // Writes go where the KV client would put them (a domain may move them).
-            let prefix = bucket.kv.put_prefix.as_ref().unwrap_or(&bucket.kv.prefix);
-            let subject = format!("{prefix}{}", write.key);
-            if index < last {
-                // Only the commit is answered: one round trip for the whole batch.
-                bucket
-                    .client
-                    .publish_with_headers(subject, headers, write.value.clone())
-                    .await
-                    .map_err(|e| unavailable(&write.key, &e))?;
-                continue;
-            }
-            headers.insert("Nats-Batch-Commit", "1");
-            let reply = bucket
-                .client
-                .request_with_headers(subject, headers, write.value.clone())
-                .await
-                .map_err(|e| unavailable(&write.key, &e))?;
-            return match serde_json::from_slice::<BatchAck>(&reply.payload) {
-                Ok(BatchAck { error: None }) => Ok(true),
-                Ok(BatchAck { error: Some(e) }) if e.err_code == WRONG_LAST_SEQUENCE => {
-                    bucket.conflict();
-                    Ok(false)
-                }
-                Ok(BatchAck { error: Some(e) }) => Err(unavailable(
-                    &write.key,
-                    &format_args!("{} (code {})", e.description, e.err_code),
-                )),
-                Err(e) => Err(unavailable(&write.key, &e)),
-            };
-        }
-        Ok(true)
-    }
-}
-
-/// JetStream's error code for a failed `Nats-Expected-Last-Subject-Sequence`.
-const WRONG_LAST_SEQUENCE: u64 = 10071;
-
-/// The server's answer to a batch commit (a PubAck); only its error matters here.
-#[derive(Debug, serde::Deserialize)]
-struct BatchAck {
-    error: Option<BatchAckError>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct BatchAckError {
-    err_code: u64,
-    #[serde(default)]
-    description: String,
-}
-
-/// Waits a little after losing compare-and-set round `attempt`: spreads contending writers
-/// apart, a little longer with each lost round.
-pub async fn pause_after_conflict(attempt: u32) {
-    let pause = Duration::from_micros(u64::from(attempt.min(10)) * 200 + jitter_micros(500));
-    tokio::time::sleep(pause).await;
 }
 
 /// A cheap pseudo-random pause below `max` µs (from the clock; no need for a real RNG).

@@ -3,7 +3,8 @@
 //!
 //! - I1 every accepted order is confirmed or cancelled;
 //! - I2 no order exists that was never attempted;
-//! - I3 per SKU, initial stock = available + reserved, reserved = what confirmed orders hold;
+//! - I3 per SKU, initial stock = available + reserved, reserved = what confirmed orders hold,
+//!   nothing left unsettled;
 //! - I4 one webhook per order state change (distinct `webhook-id`s; resends counted apart);
 //! - I5 a retry with the same `Idempotency-Key` returns the same order;
 //! - I6 every event is consumed (no consumer has anything pending) or dead-lettered.
@@ -414,11 +415,18 @@ pub async fn check_invariants(
             continue;
         };
         let field = |name: &str| stock[name].as_u64().unwrap_or(u64::MAX);
-        let (available, reserved) = (field("available"), field("reserved"));
+        let (available, reserved, unsettled) = (
+            field("available"),
+            field("reserved"),
+            field("unsettled_orders"),
+        );
         let expected_reserved = held.get(sku).copied().unwrap_or(0);
-        if available.saturating_add(reserved) != *initial || reserved != expected_reserved {
+        if available.saturating_add(reserved) != *initial
+            || reserved != expected_reserved
+            || unsettled != 0
+        {
             report.violations.push(format!(
-                "I3: {sku}: available {available} + reserved {reserved} (confirmed orders hold {expected_reserved}), initial {initial}"
+                "I3: {sku}: available {available} + reserved {reserved} (confirmed orders hold {expected_reserved}), unsettled {unsettled}, initial {initial}"
             ));
         }
     }

@@ -5,8 +5,9 @@ use axum::Router;
 use axum::extract::State as AxumState;
 use axum::middleware;
 use axum::routing::get;
-use bus::{Bucket, Change, Secret, Store};
+use bus::{Change, Secret, Store};
 use events::{OrderId, Sku};
+use futures::StreamExt as _;
 use platform::problem::{ApiJson, ApiPath, FieldError, Problem};
 use platform::service::Started;
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,6 @@ pub const MAX_AVAILABLE: u64 = 1_000_000_000;
 /// The stores the API reads and writes.
 #[derive(Debug, Clone)]
 pub struct Stores {
-    pub(crate) bucket: Bucket,
     pub(crate) stock: Store<StockRecord>,
     pub(crate) reservations: Store<Reservation>,
 }
@@ -63,6 +63,8 @@ pub struct StockView {
     pub available: u64,
     /// Units held by live reservations.
     pub reserved: u64,
+    /// Orders whose change to this SKU is not settled yet (normally 0).
+    pub unsettled_orders: usize,
 }
 
 impl StockView {
@@ -71,6 +73,7 @@ impl StockView {
             sku: sku.to_owned(),
             available: stock.available,
             reserved: stock.reserved,
+            unsettled_orders: stock.pending.len(),
         }
     }
 }
@@ -93,11 +96,15 @@ async fn list_stock(
     AxumState(stores): AxumState<Started<Stores>>,
 ) -> Result<axum::Json<Vec<StockView>>, Problem> {
     let stores = stores.get()?;
-    let keys = stores.stock.keys().await.inspect_err(|e| {
+    let mut keys = stores.stock.kv().keys().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot list stock keys");
+        Problem::unavailable(1)
     })?;
     let mut views = Vec::new();
-    for key in keys {
+    while let Some(key) = keys.next().await {
+        let Ok(key) = key else {
+            return Err(Problem::unavailable(1));
+        };
         if let Some(stock) = stores.stock.get(&key).await? {
             views.push(StockView::new(&key, &stock.value));
         }

@@ -10,7 +10,7 @@ mod stock;
 use std::net::SocketAddr;
 
 use axum::Router;
-use bus::{Bucket, Bus, CancellationToken, ConsumerSpec, KvBucket, ProvisionError};
+use bus::{Bus, CancellationToken, ConsumerSpec, KvBucket, ProvisionError, Store};
 use platform::config::{HttpArgs, NatsArgs};
 use platform::service::{RunError, Started};
 use tokio::net::TcpListener;
@@ -20,8 +20,6 @@ pub use api::{SetStock, StockView};
 
 /// The service name: connection name, `service.name`, event `source`.
 pub const SERVICE: &str = "inventory-service";
-/// The KV bucket of stock (`stock.<sku>`) and reservations (`reservations.<order>`).
-pub const BUCKET: &str = "inventory";
 
 /// inventory-service configuration, from the environment or flags.
 #[derive(Debug, Clone, clap::Parser)]
@@ -75,27 +73,18 @@ impl platform::service::Service for InventoryService {
     }
 
     async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<api::Stores, ProvisionError> {
-        // Stock and reservations share one bucket so that a decision and the stock it moves
-        // are written in one atomic batch.
-        let bucket = Bucket::open(
-            bus,
-            &KvBucket {
-                replicas: nats.stream_replicas,
-                atomic: true,
-                ..KvBucket::new(BUCKET)
-            },
-        )
-        .await?;
+        let bucket = |name: &str| KvBucket {
+            replicas: nats.stream_replicas,
+            ..KvBucket::new(name)
+        };
         Ok(api::Stores {
-            stock: bucket.store("stock"),
-            reservations: bucket.store("reservations"),
-            bucket,
+            stock: Store::open(bus, &bucket("stock")).await?,
+            reservations: Store::open(bus, &bucket("reservations")).await?,
         })
     }
 
     fn consumers(&self, stores: &api::Stores, bus: &Bus) -> (Vec<ConsumerSpec>, saga::Inventory) {
         let handler = saga::Inventory {
-            bucket: stores.bucket.clone(),
             stock: stores.stock.clone(),
             reservations: stores.reservations.clone(),
             publisher: bus.publisher().clone(),

@@ -1,10 +1,8 @@
-//! What inventory decided for each order, under `reservations.<order>` in the `inventory`
-//! bucket: written create-only, in the same atomic batch as the stock it takes, before the
-//! decision is published — so a redelivered `orders.created` re-publishes the recorded decision
-//! instead of deciding again (a stock change between attempts can never flip the outcome), and
-//! stock is never taken without a record of why. A cancellation that overtakes its order leaves
-//! a tombstone, so the late `orders.created` is rejected instead of reserving stock nobody will
-//! release.
+//! What inventory decided for each order, in the `reservations` bucket: written create-only
+//! before the decision is published, so a redelivered `orders.created` re-publishes the
+//! recorded decision instead of deciding again — a stock change between attempts can never
+//! flip the outcome. A cancellation that overtakes its order leaves a tombstone, so the late
+//! `orders.created` is rejected instead of reserving stock nobody will release.
 
 use chrono::{DateTime, Utc};
 use events::{
@@ -32,6 +30,11 @@ pub enum State {
     Rejected {
         /// What was short (empty when rejected because it was cancelled first).
         shortfall: Vec<Shortfall>,
+    },
+    /// A cancellation is giving the stock back.
+    Releasing {
+        /// What is being given back.
+        lines: Vec<ReservedLine>,
     },
     /// The stock was given back.
     Released {
@@ -61,7 +64,7 @@ impl EventRef {
     }
 }
 
-/// An order's reservation, as stored under `reservations.<order>`.
+/// An order's reservation, as stored in the `reservations` bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     /// The order.
@@ -109,13 +112,13 @@ impl Reservation {
         )
     }
 
-    /// A reserved order whose stock was given back for `cause` (an `orders.cancelled`).
-    pub fn released(&self, cause: &Envelope) -> Option<Self> {
+    /// A reserved order starting to give its stock back for `cause` (an `orders.cancelled`).
+    pub fn releasing(&self, cause: &Envelope) -> Option<Self> {
         let State::Reserved { lines } = &self.state else {
             return None;
         };
         Some(Self {
-            state: State::Released {
+            state: State::Releasing {
                 lines: lines.clone(),
             },
             release: Some(EventRef::new(cause)),
@@ -123,10 +126,23 @@ impl Reservation {
         })
     }
 
+    /// Released, once every line was given back.
+    pub fn released(&self) -> Option<Self> {
+        let State::Releasing { lines } = &self.state else {
+            return None;
+        };
+        Some(Self {
+            state: State::Released {
+                lines: lines.clone(),
+            },
+            ..self.clone()
+        })
+    }
+
     /// The decision event, rebuilt exactly as first published.
     pub fn decision_event(&self) -> Option<Envelope> {
         let event = match &self.state {
-            State::Reserved { lines } | State::Released { lines } => {
+            State::Reserved { lines } | State::Releasing { lines } | State::Released { lines } => {
                 Event::InventoryReserved(InventoryReserved {
                     order_id: self.order_id,
                     lines: lines.clone(),
@@ -143,7 +159,7 @@ impl Reservation {
 
     /// The release event, rebuilt exactly as first published.
     pub fn release_event(&self) -> Option<Envelope> {
-        let State::Released { lines } = &self.state else {
+        let (State::Releasing { lines } | State::Released { lines }) = &self.state else {
             return None;
         };
         let event = Event::InventoryReleased(InventoryReleased {

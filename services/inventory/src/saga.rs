@@ -1,37 +1,29 @@
 //! Inventory's side of the saga, on the durable consumer `inventory` (`orders.created`,
 //! `orders.cancelled`), safe with any number of replicas and any redelivery:
 //!
-//! - reserve: read the stock of every line, decide (all lines or none), and store the decision
-//!   together with the stock it takes in one atomic batch — the reservation created only if
-//!   absent, every SKU compare-and-set on the revision read — then publish the decision;
-//! - release: store the reservation as released together with the stock it gives back, in one
-//!   atomic batch (the reservation compare-and-set from `reserved`), then publish
-//!   `inventory.released`.
+//! - reserve: take every line (each SKU write is compare-and-set and remembers the order, so
+//!   a retry takes nothing twice), record the decision create-only, settle the SKUs by that
+//!   decision (keep the units, or give them back if rejected), publish the decision;
+//! - release: mark the reservation releasing, give back each line once, mark it released,
+//!   settle the SKUs, publish `inventory.released`.
 //!
-//! A batch is stored whole or not at all, so there is no moment where stock moved but the
-//! reservation does not say why: a crash before the commit leaves nothing, a crash after it
-//! leaves a record the redelivery finds and re-publishes. The reservation's create-only (or
-//! compare-and-set) precondition is also the fence against a stale attempt — a frozen replica
-//! whose message was redelivered elsewhere — since only one of them can commit.
+//! Every step is idempotent and the message is acked only after the publish, so a crash at
+//! any point is finished by the redelivery.
 
 use std::collections::BTreeMap;
 
-use bus::{
-    Bucket, ConsumerSpec, Delivery, HandlerError, MsgId, Publisher, Store, Versioned,
-    pause_after_conflict,
-};
+use bus::{Change, ConsumerSpec, Delivery, HandlerError, Lease, MsgId, Publisher, Store};
 use events::{
     Envelope, Event, EventKind, OrderCreated, OrderId, ReservedLine, Shortfall, Sku, names,
 };
 
 use crate::reservation::{Reservation, State};
-use crate::stock::StockRecord;
+use crate::stock::{Reserve, StockRecord};
 
 /// Durable consumer of order events.
 pub const CONSUMER: &str = "inventory";
-/// Rounds of "read, decide, commit" lost to concurrent writers before a redelivery is asked
-/// for (a hot SKU under two replicas loses some).
-const ROUNDS: u32 = 64;
+/// Rounds of "read the reservation, act, write" before a redelivery is asked for.
+const ROUNDS: usize = 8;
 
 /// The inventory service's consumer.
 pub fn consumer_specs() -> Vec<ConsumerSpec> {
@@ -48,7 +40,6 @@ pub fn consumer_specs() -> Vec<ConsumerSpec> {
 /// Handles `orders.created` and `orders.cancelled`.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    pub(crate) bucket: Bucket,
     pub(crate) stock: Store<StockRecord>,
     pub(crate) reservations: Store<Reservation>,
     pub(crate) publisher: Publisher,
@@ -58,8 +49,11 @@ impl bus::Handler for Inventory {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let cause = &delivery.envelope;
         match &cause.event {
-            Event::OrderCreated(order) => self.reserve(order, cause).await,
-            Event::OrderCancelled(cancelled) => self.release(cancelled.order_id, cause).await,
+            Event::OrderCreated(order) => self.reserve(order, cause, &delivery.lease).await,
+            Event::OrderCancelled(cancelled) => {
+                self.release(cancelled.order_id, cause, &delivery.lease)
+                    .await
+            }
             other => Err(HandlerError::permanent(format!(
                 "inventory-service does not handle {}",
                 other.kind()
@@ -88,11 +82,47 @@ fn lines_of(order: &OrderCreated) -> Result<Vec<ReservedLine>, HandlerError> {
 }
 
 impl Inventory {
-    async fn reserve(&self, order: &OrderCreated, cause: &Envelope) -> Result<(), HandlerError> {
+    /// Changes the stock of `sku` with compare-and-set — only while `lease` is held, checked
+    /// after every read, so an attempt that lost its message to a redelivery (a frozen or
+    /// partitioned process waking up) cannot apply a change the newer attempt already settled.
+    async fn update_stock<R>(
+        &self,
+        sku: &Sku,
+        lease: &Lease,
+        mut apply: impl FnMut(&mut StockRecord) -> (bool, R),
+    ) -> Result<R, HandlerError> {
+        let outcome = self
+            .stock
+            .modify(sku.as_str(), |current| {
+                if !lease.is_held() {
+                    return Change::Keep(None);
+                }
+                let mut stock = current.cloned().unwrap_or_default();
+                match apply(&mut stock) {
+                    (true, result) => Change::Write(stock, Some(result)),
+                    (false, result) => Change::Keep(Some(result)),
+                }
+            })
+            .await?;
+        match outcome {
+            Some(result) => Ok(result),
+            None => Err(lease
+                .check()
+                .err()
+                .unwrap_or_else(|| HandlerError::transient("delivery lease expired"))),
+        }
+    }
+
+    async fn reserve(
+        &self,
+        order: &OrderCreated,
+        cause: &Envelope,
+        lease: &Lease,
+    ) -> Result<(), HandlerError> {
         let order_id = order.order_id;
         let key = order_id.to_string();
         let lines = lines_of(order)?;
-        for round in 1..=ROUNDS {
+        for _ in 0..ROUNDS {
             let recorded = match self.reservations.get(&key).await? {
                 Some(existing) if existing.value.state == State::CancelledFirst => {
                     let rejected = existing.value.reject_after_cancel(cause);
@@ -102,82 +132,93 @@ impl Inventory {
                         .map(|_| rejected)
                 }
                 Some(existing) => Some(existing.value),
-                None => self.decide(order_id, &lines, cause).await?,
+                None => {
+                    let state = self.take(order_id, &lines, lease).await?;
+                    let decided = Reservation::decided(order_id, state, cause);
+                    // Create-only: if another replica or a cancellation got there first, the
+                    // next round follows what they recorded.
+                    self.reservations
+                        .create(&key, &decided)
+                        .await?
+                        .map(|_| decided)
+                }
             };
             if let Some(reservation) = recorded {
-                return self.publish_decision(&reservation).await;
+                return self.settle_decision(&reservation, &lines, lease).await;
             }
-            pause_after_conflict(round).await;
         }
         Err(HandlerError::transient(format!(
             "reservation of {order_id} is contended"
         )))
     }
 
-    /// Decides on the stock read now and commits the decision with the stock it takes;
-    /// `None` if someone wrote one of those keys first (nothing was written then).
-    async fn decide(
+    /// Takes every line, or reports what is short (taken lines stay pending until the
+    /// decision is recorded, then are settled by it).
+    async fn take(
         &self,
         order_id: OrderId,
         lines: &[ReservedLine],
-        cause: &Envelope,
-    ) -> Result<Option<Reservation>, HandlerError> {
-        let mut taken = Vec::with_capacity(lines.len());
+        lease: &Lease,
+    ) -> Result<State, HandlerError> {
         let mut shortfall = Vec::new();
         for line in lines {
-            let current = self.stock.get(line.sku.as_str()).await?;
-            let mut stock = current
-                .as_ref()
-                .map(|c| c.value.clone())
-                .unwrap_or_default();
-            match stock.take(line.quantity) {
-                Ok(()) => taken.push((&line.sku, stock, current.map(|c| c.revision))),
-                Err(short) => shortfall.push(Shortfall {
+            let outcome = if shortfall.is_empty() {
+                self.update_stock(&line.sku, lease, |stock| {
+                    let outcome = stock.reserve(order_id, line.quantity);
+                    (outcome == Reserve::Taken, outcome)
+                })
+                .await?
+            } else {
+                // Already rejected: only look, to report every short line.
+                let mut stock = self
+                    .stock
+                    .get(line.sku.as_str())
+                    .await?
+                    .map(|s| s.value)
+                    .unwrap_or_default();
+                stock.reserve(order_id, line.quantity)
+            };
+            if let Reserve::Short { available } = outcome {
+                shortfall.push(Shortfall {
                     sku: line.sku.clone(),
                     requested: line.quantity,
-                    available: u32::try_from(short.available).unwrap_or(u32::MAX),
-                }),
+                    available: u32::try_from(available).unwrap_or(u32::MAX),
+                });
             }
         }
-        let mut batch = self.bucket.batch();
-        let state = if shortfall.is_empty() {
-            for (sku, stock, revision) in &taken {
-                self.stage_stock(&mut batch, sku, stock, *revision)?;
-            }
+        Ok(if shortfall.is_empty() {
             State::Reserved {
                 lines: lines.to_vec(),
             }
         } else {
-            // Nothing is taken, so the rejection alone is written.
             State::Rejected { shortfall }
-        };
-        let decided = Reservation::decided(order_id, state, cause);
-        batch.create(&self.reservations, &order_id.to_string(), &decided)?;
-        Ok(batch.commit().await?.then_some(decided))
+        })
     }
 
-    /// Adds the stock of `sku` to `batch`: compare-and-set on `revision`, create if unseen.
-    fn stage_stock(
+    /// Settles every SKU by the recorded decision and publishes it.
+    async fn settle_decision(
         &self,
-        batch: &mut bus::Batch,
-        sku: &Sku,
-        stock: &StockRecord,
-        revision: Option<u64>,
+        reservation: &Reservation,
+        lines: &[ReservedLine],
+        lease: &Lease,
     ) -> Result<(), HandlerError> {
-        match revision {
-            Some(revision) => batch.update(&self.stock, sku.as_str(), stock, revision)?,
-            None => batch.create(&self.stock, sku.as_str(), stock)?,
-        };
-        Ok(())
-    }
-
-    /// Publishes the recorded decision (the same event, same id, on every attempt).
-    async fn publish_decision(&self, reservation: &Reservation) -> Result<(), HandlerError> {
+        let order_id = reservation.order_id;
+        let rejected = matches!(reservation.state, State::Rejected { .. });
+        for line in lines {
+            self.update_stock(&line.sku, lease, |stock| {
+                let changed = if rejected {
+                    stock.undo_reserve(order_id)
+                } else {
+                    stock.settle(order_id, false)
+                };
+                (changed, ())
+            })
+            .await?;
+        }
         let Some(event) = reservation.decision_event() else {
             return Ok(());
         };
         let kind = event.kind();
-        let order_id = reservation.order_id;
         self.publisher
             .publish(&event, &MsgId::new(kind, order_id))
             .await?;
@@ -185,74 +226,91 @@ impl Inventory {
         Ok(())
     }
 
-    async fn release(&self, order_id: OrderId, cause: &Envelope) -> Result<(), HandlerError> {
+    async fn release(
+        &self,
+        order_id: OrderId,
+        cause: &Envelope,
+        lease: &Lease,
+    ) -> Result<(), HandlerError> {
         let key = order_id.to_string();
-        for round in 1..=ROUNDS {
-            let released = match self.reservations.get(&key).await? {
-                None => {
-                    let tombstone = Reservation::cancelled_first(order_id);
-                    if self.reservations.create(&key, &tombstone).await?.is_some() {
-                        tracing::info!(%order_id, "cancelled before its reservation; tombstone left");
-                        return Ok(());
-                    }
-                    None
+        for _ in 0..ROUNDS {
+            let Some(existing) = self.reservations.get(&key).await? else {
+                if self
+                    .reservations
+                    .create(&key, &Reservation::cancelled_first(order_id))
+                    .await?
+                    .is_some()
+                {
+                    tracing::info!(%order_id, "cancelled before its reservation; tombstone left");
+                    return Ok(());
                 }
-                Some(existing) => match &existing.value.state {
-                    State::CancelledFirst | State::Rejected { .. } => return Ok(()),
-                    State::Released { .. } => Some(existing.value),
-                    State::Reserved { lines } => self.give_back(&existing, lines, cause).await?,
-                },
+                continue;
             };
-            if let Some(released) = released {
-                return self.publish_release(&released).await;
+            match &existing.value.state {
+                State::CancelledFirst | State::Rejected { .. } => return Ok(()),
+                State::Reserved { .. } => {
+                    let Some(releasing) = existing.value.releasing(cause) else {
+                        continue;
+                    };
+                    if self
+                        .reservations
+                        .update(&key, &releasing, existing.revision)
+                        .await?
+                        .is_some()
+                    {
+                        return self.finish_release(releasing, lease).await;
+                    }
+                }
+                State::Releasing { .. } | State::Released { .. } => {
+                    return self.finish_release(existing.value, lease).await;
+                }
             }
-            pause_after_conflict(round).await;
         }
         Err(HandlerError::transient(format!(
             "release of {order_id} is contended"
         )))
     }
 
-    /// Commits the reservation as released with every line given back; `None` if someone
-    /// wrote one of those keys first (nothing was written then).
-    async fn give_back(
+    /// Gives back every line once (unless already released), marks the reservation released,
+    /// settles, publishes.
+    async fn finish_release(
         &self,
-        reservation: &Versioned<Reservation>,
-        lines: &[ReservedLine],
-        cause: &Envelope,
-    ) -> Result<Option<Reservation>, HandlerError> {
-        let Some(released) = reservation.value.released(cause) else {
-            return Ok(None);
-        };
-        let mut batch = self.bucket.batch();
-        batch.update(
-            &self.reservations,
-            &released.order_id.to_string(),
-            &released,
-            reservation.revision,
-        )?;
-        for line in lines {
-            let current = self.stock.get(line.sku.as_str()).await?;
-            let mut stock = current
-                .as_ref()
-                .map(|c| c.value.clone())
-                .unwrap_or_default();
-            stock.give_back(line.quantity);
-            self.stage_stock(&mut batch, &line.sku, &stock, current.map(|c| c.revision))?;
-        }
-        Ok(batch.commit().await?.then_some(released))
-    }
-
-    /// Publishes the recorded release (the same event, same id, on every attempt).
-    async fn publish_release(&self, reservation: &Reservation) -> Result<(), HandlerError> {
-        let Some(event) = reservation.release_event() else {
+        reservation: Reservation,
+        lease: &Lease,
+    ) -> Result<(), HandlerError> {
+        let order_id = reservation.order_id;
+        let (State::Releasing { lines } | State::Released { lines }) = &reservation.state else {
             return Ok(());
         };
-        let order_id = reservation.order_id;
-        self.publisher
-            .publish(&event, &MsgId::new(EventKind::InventoryReleased, order_id))
+        // Once the record says released, the pending marks that made the give-back idempotent
+        // may already be settled: giving back again would return the units twice.
+        if matches!(reservation.state, State::Releasing { .. }) {
+            for line in lines {
+                self.update_stock(&line.sku, lease, |stock| {
+                    (stock.release(order_id, line.quantity), ())
+                })
+                .await?;
+            }
+        }
+        let released = self
+            .reservations
+            .modify(&order_id.to_string(), |current| {
+                match current.and_then(Reservation::released) {
+                    Some(released) => Change::Write(released.clone(), released),
+                    None => Change::Keep(reservation.clone()),
+                }
+            })
             .await?;
-        tracing::info!(%order_id, "reservation released");
+        for line in lines {
+            self.update_stock(&line.sku, lease, |stock| (stock.settle(order_id, true), ()))
+                .await?;
+        }
+        if let Some(event) = released.release_event() {
+            self.publisher
+                .publish(&event, &MsgId::new(EventKind::InventoryReleased, order_id))
+                .await?;
+            tracing::info!(%order_id, "reservation released");
+        }
         Ok(())
     }
 }

@@ -9,6 +9,5 @@ mod provision;
 mod publish;
 mod restart;
 mod security;
-mod store;
 mod support;
 mod trace_context;
