@@ -30,7 +30,7 @@ pub use consume::{
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterReason, StoredDeadLetter};
 pub use provision::{KvBucket, ProvisionError, StreamSettings};
 pub use publish::{MsgId, PublishError, Published, Publisher};
-pub use store::{Change, Store, StoreError, Versioned};
+pub use store::{Change, RECENT_KEYS, Store, StoreError, Versioned};
 pub use trace::{HeaderExtractor, HeaderInjector};
 
 /// Re-exported so services can name KV stores and cancellation without extra dependencies.

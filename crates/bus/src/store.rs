@@ -2,8 +2,17 @@
 //! with its revision and writes only if nobody wrote in between, so a lost update is
 //! impossible. [`Store::modify`] is the read → decide → CAS → retry-on-conflict loop every
 //! stateful handler needs; conflicts between replicas are retried (bounded), never overwritten.
+//!
+//! A store may keep a bounded cache of the entries this process last read or wrote
+//! ([`Store::with_cache`]). It is only ever a *guess* for [`Store::modify`]: a write decided on
+//! a cached entry is still compare-and-set on the cached revision (or create-only when the key
+//! was seen absent), so a stale guess fails the write and the round is redone on a fresh read;
+//! a decision *not* to write is never taken on a cached entry, since no compare-and-set would
+//! check it. A key this process keeps writing — a hot SKU, an order it just recorded — then
+//! costs one round trip per change instead of two.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -15,6 +24,10 @@ use serde::de::DeserializeOwned;
 use crate::connect::Bus;
 use crate::consume::HandlerError;
 use crate::provision::{KvBucket, ProvisionError};
+
+/// A cache size for [`Store::with_cache`]: the keys of a second or more of traffic at full
+/// speed (an order record is ~1 KB, so ~2 MB at most).
+pub const RECENT_KEYS: usize = 2048;
 
 /// Attempts of one [`Store::modify`] before giving up with [`StoreError::Contended`].
 const MAX_CAS_ATTEMPTS: u32 = 64;
@@ -101,15 +114,35 @@ impl From<StoreError> for HandlerError {
     }
 }
 
+/// What this process last saw of a key.
+#[derive(Debug, Clone)]
+enum Seen<T> {
+    Absent,
+    At(Versioned<T>),
+}
+
+type Cache<T> = quick_cache::sync::Cache<String, Seen<T>>;
+
 /// JSON values of type `T` in one KV bucket.
-#[derive(Debug)]
 pub struct Store<T> {
     kv: kv::Store,
     bucket: String,
     /// Reads may use a direct get: true when the bucket has one replica, so the server that
     /// answers is the one that applied every acknowledged write.
     direct: bool,
+    /// First guesses for [`Store::modify`]; shared by the clones of this store.
+    cache: Option<Arc<Cache<T>>>,
     value: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Store<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("bucket", &self.bucket)
+            .field("direct", &self.direct)
+            .field("cached", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Clone for Store<T> {
@@ -118,12 +151,13 @@ impl<T> Clone for Store<T> {
             kv: self.kv.clone(),
             bucket: self.bucket.clone(),
             direct: self.direct,
+            cache: self.cache.clone(),
             value: PhantomData,
         }
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Store<T> {
+impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
     /// Provisions `bucket` (create or update) and opens it.
     pub async fn open(bus: &Bus, bucket: &KvBucket) -> Result<Self, ProvisionError> {
         let kv = bus.key_value(bucket).await?;
@@ -133,8 +167,28 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             kv,
             bucket: bucket.name.clone(),
             direct: bucket.replicas <= 1,
+            cache: None,
             value: PhantomData,
         })
+    }
+
+    /// Remembers up to `entries` keys this process last read or wrote, as first guesses for
+    /// [`Store::modify`] (see the module docs for why that is safe).
+    pub fn with_cache(mut self, entries: usize) -> Self {
+        self.cache = Some(Arc::new(Cache::new(entries.max(1))));
+        self
+    }
+
+    fn remember(&self, key: &str, seen: Seen<T>) {
+        if let Some(cache) = &self.cache {
+            cache.insert(key.to_owned(), seen);
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        if let Some(cache) = &self.cache {
+            cache.remove(key);
+        }
     }
 
     /// The bucket name.
@@ -176,7 +230,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let message = if self.direct {
             match self.kv.stream.direct_get_last_for_subject(subject).await {
                 Ok(message) => message,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                    self.remember(key, Seen::Absent);
+                    return Ok(None);
+                }
                 Err(e) => return Err(self.unavailable(key, e)),
             }
         } else {
@@ -187,12 +244,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 .await
             {
                 Ok(message) => message,
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    self.remember(key, Seen::Absent);
+                    return Ok(None);
+                }
                 Err(e) => return Err(self.unavailable(key, e)),
             }
         };
-        // Deletes and purges are markers with a `KV-Operation` header.
+        // Deletes and purges are markers with a `KV-Operation` header. A key seen deleted is
+        // not remembered as absent: creating it again needs the marker's revision.
         if message.headers.get("KV-Operation").is_some() {
+            self.forget(key);
             return Ok(None);
         }
         let value =
@@ -201,19 +263,36 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 key: key.to_owned(),
                 source,
             })?;
-        Ok(Some(Versioned {
+        let versioned = Versioned {
             value,
             revision: message.sequence,
-        }))
+        };
+        self.remember(key, Seen::At(versioned.clone()));
+        Ok(Some(versioned))
     }
 
     /// Writes `value` only if `key` does not exist; `Ok(None)` if it does.
     pub async fn create(&self, key: &str, value: &T) -> Result<Option<u64>, StoreError> {
         let bytes = self.encode(key, value)?;
         match self.kv.create(key, bytes).await {
-            Ok(revision) => Ok(Some(revision)),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(self.unavailable(key, e)),
+            Ok(revision) => {
+                self.remember(
+                    key,
+                    Seen::At(Versioned {
+                        value: value.clone(),
+                        revision,
+                    }),
+                );
+                Ok(Some(revision))
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                self.forget(key);
+                Ok(None)
+            }
+            Err(e) => {
+                self.forget(key);
+                Err(self.unavailable(key, e))
+            }
         }
     }
 
@@ -226,19 +305,53 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     ) -> Result<Option<u64>, StoreError> {
         let bytes = self.encode(key, value)?;
         match self.kv.update(key, bytes, revision).await {
-            Ok(revision) => Ok(Some(revision)),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
-            Err(e) => Err(self.unavailable(key, e)),
+            Ok(revision) => {
+                self.remember(
+                    key,
+                    Seen::At(Versioned {
+                        value: value.clone(),
+                        revision,
+                    }),
+                );
+                Ok(Some(revision))
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                self.forget(key);
+                Ok(None)
+            }
+            Err(e) => {
+                // The write may have landed without its answer: the revision is unknown.
+                self.forget(key);
+                Err(self.unavailable(key, e))
+            }
         }
     }
 
     /// Reads `key`, lets `decide` choose, and writes with compare-and-set; on a conflict,
-    /// re-reads and decides again (bounded, with a short jittered pause).
+    /// re-reads and decides again (bounded, with a short jittered pause). With a cache, the
+    /// first round may decide on the remembered entry instead of a read — only a write is
+    /// taken from such a round, and its compare-and-set proves the entry was current.
     pub async fn modify<R>(
         &self,
         key: &str,
         mut decide: impl FnMut(Option<&T>) -> Change<T, R>,
     ) -> Result<R, StoreError> {
+        if let Some(seen) = self.cache.as_ref().and_then(|cache| cache.get(key)) {
+            let current = match &seen {
+                Seen::Absent => None,
+                Seen::At(versioned) => Some(versioned),
+            };
+            if let Change::Write(value, result) = decide(current.map(|c| &c.value)) {
+                let written = match current {
+                    None => self.create(key, &value).await?,
+                    Some(current) => self.update(key, &value, current.revision).await?,
+                };
+                if written.is_some() {
+                    return Ok(result);
+                }
+            }
+            // A stale guess, or a decision to keep: decide again on what the server has.
+        }
         for attempt in 1..=MAX_CAS_ATTEMPTS {
             let current = self.get(key).await?;
             let written = match decide(current.as_ref().map(|c| &c.value)) {

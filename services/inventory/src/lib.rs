@@ -78,7 +78,11 @@ impl platform::service::Service for InventoryService {
             ..KvBucket::new(name)
         };
         Ok(api::Stores {
-            stock: Store::open(bus, &bucket("stock")).await?,
+            // Every order writes its SKUs twice (take, settle): remembering the last revision
+            // of each SKU saves a read per write.
+            stock: Store::open(bus, &bucket("stock"))
+                .await?
+                .with_cache(bus::RECENT_KEYS),
             reservations: Store::open(bus, &bucket("reservations")).await?,
         })
     }

@@ -111,7 +111,11 @@ impl platform::service::Service for NotificationService {
             replicas: nats.stream_replicas,
             ..KvBucket::new(name)
         };
-        let deliveries = Store::open(bus, &bucket("notifications")).await?;
+        // The handler reads a delivery, sends, then records it: the cache saves the second
+        // read.
+        let deliveries = Store::open(bus, &bucket("notifications"))
+            .await?
+            .with_cache(bus::RECENT_KEYS);
         let webhook = match &self.webhook {
             None => None,
             Some((url, secret)) => {

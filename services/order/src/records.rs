@@ -51,7 +51,11 @@ impl Records {
             ..KvBucket::new(name)
         };
         Ok(Self {
-            orders: Store::open(bus, &bucket(ORDERS)).await?,
+            // The projection writes a record and the saga changes it milliseconds later,
+            // usually in the same process: the cache saves the saga's read.
+            orders: Store::open(bus, &bucket(ORDERS))
+                .await?
+                .with_cache(bus::RECENT_KEYS),
             by_customer: Store::open(bus, &bucket(BY_CUSTOMER)).await?,
             idempotency: Store::open(
                 bus,

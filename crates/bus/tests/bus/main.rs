@@ -9,5 +9,6 @@ mod provision;
 mod publish;
 mod restart;
 mod security;
+mod store;
 mod support;
 mod trace_context;
