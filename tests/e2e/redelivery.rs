@@ -25,6 +25,13 @@ fn order_created(order_id: OrderId, sku: &str, quantity: u32) -> OrderCreated {
     .unwrap()
 }
 
+/// A client of the system's NATS that replays events the way a buggy producer or an operator would.
+async fn replayer(system: &System) -> Bus {
+    Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
+        .await
+        .unwrap()
+}
+
 /// Publishes `event` straight to the bus under a msg id nobody used, as a replay would.
 async fn publish_fresh(bus: &Bus, event: Event) -> Published {
     let kind = event.kind();
@@ -64,9 +71,7 @@ async fn the_same_order_created_delivered_again_takes_stock_once() {
     wait_for_status(&system, &order_id, "confirmed").await;
     assert_eq!(stock(&system, "BOOK").await, (6, 4, 0));
 
-    let bus = Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
-        .await
-        .unwrap();
+    let bus = replayer(&system).await;
     let replay = publish_fresh(
         &bus,
         Event::OrderCreated(order_created(order_id.parse().unwrap(), "BOOK", 4)),
@@ -93,9 +98,7 @@ async fn a_replayed_order_keeps_its_first_decision_even_after_stock_arrives() {
     wait_for_status(&system, &order_id, "cancelled").await;
 
     set_stock(&system, "RARE", 100).await;
-    let bus = Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
-        .await
-        .unwrap();
+    let bus = replayer(&system).await;
     let replay = publish_fresh(
         &bus,
         Event::OrderCreated(order_created(order_id.parse().unwrap(), "RARE", 2)),
@@ -117,9 +120,7 @@ async fn a_replayed_order_keeps_its_first_decision_even_after_stock_arrives() {
 async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_reserved() {
     let system = System::builder().start().await;
     set_stock(&system, "LATE", 10).await;
-    let bus = Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
-        .await
-        .unwrap();
+    let bus = replayer(&system).await;
     let order_id = OrderId::new();
     let cancelled = Event::OrderCancelled(OrderCancelled {
         order_id,
@@ -166,9 +167,7 @@ async fn a_cancellation_delivered_again_gives_the_stock_back_once() {
     .await;
     assert_eq!(stock(&system, "MUG").await, (10, 0, 0));
 
-    let bus = Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
-        .await
-        .unwrap();
+    let bus = replayer(&system).await;
     let replay = publish_fresh(
         &bus,
         Event::OrderCancelled(OrderCancelled {

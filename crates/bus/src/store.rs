@@ -274,26 +274,10 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
     /// Writes `value` only if `key` does not exist; `Ok(None)` if it does.
     pub async fn create(&self, key: &str, value: &T) -> Result<Option<u64>, StoreError> {
         let bytes = self.encode(key, value)?;
-        match self.kv.create(key, bytes).await {
-            Ok(revision) => {
-                self.remember(
-                    key,
-                    Seen::At(Versioned {
-                        value: value.clone(),
-                        revision,
-                    }),
-                );
-                Ok(Some(revision))
-            }
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                self.forget(key);
-                Ok(None)
-            }
-            Err(e) => {
-                self.forget(key);
-                Err(self.unavailable(key, e))
-            }
-        }
+        let outcome = self.kv.create(key, bytes).await;
+        self.written(key, value, outcome, |e| {
+            e.kind() == kv::CreateErrorKind::AlreadyExists
+        })
     }
 
     /// Writes `value` only if `key` is still at `revision`; `Ok(None)` if someone wrote first.
@@ -304,25 +288,34 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
         revision: u64,
     ) -> Result<Option<u64>, StoreError> {
         let bytes = self.encode(key, value)?;
-        match self.kv.update(key, bytes, revision).await {
+        let outcome = self.kv.update(key, bytes, revision).await;
+        self.written(key, value, outcome, |e| {
+            e.kind() == kv::UpdateErrorKind::WrongLastRevision
+        })
+    }
+
+    /// The result of a conditional write, remembered: the value at its new revision, or — after
+    /// a lost precondition or an error (the write may have landed without its answer) — nothing.
+    fn written<E: std::fmt::Display>(
+        &self,
+        key: &str,
+        value: &T,
+        outcome: Result<u64, E>,
+        lost_precondition: impl FnOnce(&E) -> bool,
+    ) -> Result<Option<u64>, StoreError> {
+        match outcome {
             Ok(revision) => {
-                self.remember(
-                    key,
-                    Seen::At(Versioned {
-                        value: value.clone(),
-                        revision,
-                    }),
-                );
+                let value = value.clone();
+                self.remember(key, Seen::At(Versioned { value, revision }));
                 Ok(Some(revision))
             }
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                self.forget(key);
-                Ok(None)
-            }
             Err(e) => {
-                // The write may have landed without its answer: the revision is unknown.
                 self.forget(key);
-                Err(self.unavailable(key, e))
+                if lost_precondition(&e) {
+                    Ok(None)
+                } else {
+                    Err(self.unavailable(key, e))
+                }
             }
         }
     }
