@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use testkit::{NatsServer, System, service_binary};
+use testkit::{NatsServer, System, free_port, service_binary};
 
 fn run_loadgen(args: &[&str]) -> serde_json::Value {
     let output = Command::new(service_binary("loadgen"))
@@ -42,12 +42,17 @@ fn loadgen_ceiling_reports_acked_publishes_and_consumes_them_all() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn loadgen_saga_follows_every_order_to_its_end_and_reports_r() {
-    let system = System::builder().start().await;
+    let monitor_port = free_port();
+    let nats = NatsServer::builder()
+        .config(&format!("http: 127.0.0.1:{monitor_port}"))
+        .start();
+    let system = System::builder().nats(nats).start().await;
     let (nats, order, inventory) = (
         system.nats.url(),
         system.order.url(),
         system.inventory[0].url(),
     );
+    let monitor = format!("http://127.0.0.1:{monitor_port}");
     let report = tokio::task::spawn_blocking(move || {
         run_loadgen(&[
             "saga",
@@ -68,6 +73,8 @@ async fn loadgen_saga_follows_every_order_to_its_end_and_reports_r() {
             &order,
             "--inventory-url",
             &inventory,
+            "--nats-monitor-url",
+            &monitor,
         ])
     })
     .await
@@ -102,6 +109,13 @@ async fn loadgen_saga_follows_every_order_to_its_end_and_reports_r() {
             > 0.0
     );
     assert!(report["r"].as_f64().unwrap() > 0.0, "{report}");
+    // Every stored write reached the server as a message, and every order was answered.
+    let messages = &report["server_messages_per_order"];
+    assert!(
+        messages["inbound"].as_f64().unwrap() >= report["writes_per_order"].as_f64().unwrap(),
+        "{report}"
+    );
+    assert!(messages["outbound"].as_f64().unwrap() > 0.0, "{report}");
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod saga;
 mod sink;
 mod sweep;
 mod tracker;
+mod traffic;
 mod writes;
 
 use std::io::IsTerminal as _;

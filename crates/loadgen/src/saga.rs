@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use crate::ceiling::Ceiling;
 use crate::latency::{Latency, Summary};
 use crate::tracker::{Outcome, Tracker};
+use crate::traffic::{MessagesPerOrder, ServerTraffic, Traffic};
 use crate::writes::WriteCounter;
 
 /// Where the system is and what shape of orders to place.
@@ -48,6 +49,10 @@ pub struct Target {
     /// as `client_overloaded` instead of being sent late.
     #[arg(long, default_value_t = 4096)]
     pub max_in_flight: usize,
+    /// nats-server's monitoring endpoint (e.g. `http://127.0.0.1:8222`): adds the messages
+    /// through the server per order to the report.
+    #[arg(long, env = "NATS_MONITOR_URL")]
+    pub nats_monitor_url: Option<String>,
 }
 
 /// Open or closed loop.
@@ -78,6 +83,8 @@ pub struct Report {
     pub latency_ms: Latencies,
     /// JetStream messages stored (events and KV writes) per accepted order, counted on the server.
     pub writes_per_order: f64,
+    /// Messages nats-server received and sent per accepted order (with `--nats-monitor-url`).
+    pub server_messages_per_order: Option<MessagesPerOrder>,
     pub ceiling: Option<Ceiling>,
     /// `orders_per_sec × writes_per_order ÷ raw acked publishes/s`.
     pub r: Option<f64>,
@@ -126,6 +133,12 @@ impl Report {
         println!("  POST → confirmed   {}", self.latency_ms.confirmed.line());
         println!("  POST → notified    {}", self.latency_ms.notified.line());
         println!("  writes per order   {:.2}", self.writes_per_order);
+        if let Some(messages) = self.server_messages_per_order {
+            println!(
+                "  NATS msgs / order  {:.1} in, {:.1} out",
+                messages.inbound, messages.outbound
+            );
+        }
         if !self.errors.is_empty() {
             let errors: Vec<String> = self
                 .errors
@@ -143,12 +156,21 @@ impl Report {
     }
 }
 
+/// What the server counted across a run.
+struct OnServer {
+    /// Stored messages (events and KV writes).
+    writes: u64,
+    /// Message counters before and after, when the monitoring endpoint is known.
+    traffic: Option<(Traffic, Traffic)>,
+}
+
 /// A load generator bound to one running system.
 pub struct Driver {
     http: reqwest::Client,
     target: Target,
     tracker: Arc<Tracker>,
     writes: WriteCounter,
+    traffic: Option<ServerTraffic>,
     errors: Mutex<BTreeMap<String, u64>>,
     sequence: AtomicU64,
     in_flight: AtomicUsize,
@@ -170,11 +192,16 @@ impl Driver {
             .context("building the HTTP client")?;
         let tracker = Arc::new(Tracker::default());
         tracker.follow(client).await?;
+        let traffic = target
+            .nats_monitor_url
+            .as_deref()
+            .map(|url| ServerTraffic::new(http.clone(), url));
         Ok(Arc::new(Self {
             http,
             target,
             tracker,
             writes: WriteCounter::new(client),
+            traffic,
             errors: Mutex::default(),
             sequence: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -215,6 +242,7 @@ impl Driver {
         warmup: f64,
     ) -> anyhow::Result<Report> {
         let writes_before = self.writes.total().await?;
+        let traffic_before = self.traffic_now().await?;
         let counters = &self.tracker.counters;
         for counter in [
             &counters.sent,
@@ -249,9 +277,19 @@ impl Driver {
         self.show(&bar);
         bar.finish_and_clear();
 
-        let writes = self.writes.total().await?.saturating_sub(writes_before);
+        let on_server = OnServer {
+            writes: self.writes.total().await?.saturating_sub(writes_before),
+            traffic: traffic_before.zip(self.traffic_now().await?),
+        };
         let measured_from = start + Duration::from_secs_f64(warmup.clamp(0.0, seconds));
-        Ok(self.report(load, seconds, warmup, measured_from, end, writes))
+        Ok(self.report(load, seconds, warmup, measured_from, end, on_server))
+    }
+
+    async fn traffic_now(&self) -> anyhow::Result<Option<Traffic>> {
+        match &self.traffic {
+            Some(traffic) => Ok(Some(traffic.sample().await?)),
+            None => Ok(None),
+        }
     }
 
     async fn open_loop(self: &Arc<Self>, rate: f64, start: Instant, end: Instant) {
@@ -395,7 +433,7 @@ impl Driver {
         warmup: f64,
         measured_from: Instant,
         end: Instant,
-        writes: u64,
+        on_server: OnServer,
     ) -> Report {
         let orders = self.tracker.take();
         let mut accept = Latency::new();
@@ -463,10 +501,13 @@ impl Driver {
                 notified: notified_latency.summary(),
             },
             writes_per_order: if accepted > 0 {
-                (writes as f64 / accepted as f64 * 100.0).round() / 100.0
+                (on_server.writes as f64 / accepted as f64 * 100.0).round() / 100.0
             } else {
                 0.0
             },
+            server_messages_per_order: on_server
+                .traffic
+                .and_then(|(before, after)| before.per_order(after, accepted)),
             ceiling: None,
             r: None,
         }
