@@ -41,34 +41,30 @@ async fn an_order_is_one_trace_across_all_three_services() {
             .is_some_and(|t| t.contains(TRACE_ID))
     );
 
-    eventually("spans from every service arrive", || async {
-        let services: HashSet<String> = otlp
-            .trace(TRACE_ID)
-            .into_iter()
-            .map(|s| s.service)
-            .collect();
-        ["order-service", "inventory-service", "notification-service"]
-            .iter()
-            .all(|s| services.contains(*s))
-            && otlp
-                .trace(TRACE_ID)
+    // Each service exports in its own batches, so a child may arrive before its parent: wait
+    // for the last span of the saga and for every parent it hangs from.
+    eventually(
+        "spans from every service arrive and close the tree",
+        || async {
+            let spans = otlp.trace(TRACE_ID);
+            let services: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+            ["order-service", "inventory-service", "notification-service"]
                 .iter()
-                .any(|s| s.name == "send notifications.sent")
-    })
+                .all(|s| services.contains(*s))
+                && spans.iter().any(|s| s.name == "send notifications.sent")
+                && orphans(&spans).is_empty()
+        },
+    )
     .await;
 
     let spans = otlp.trace(TRACE_ID);
+    assert_eq!(
+        orphans(&spans),
+        Vec::<String>::new(),
+        "spans outside the tree"
+    );
     let ids: HashMap<&str, &testkit::ReceivedSpan> =
         spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
-    for span in &spans {
-        assert!(
-            span.parent_span_id == CLIENT_SPAN_ID || ids.contains_key(span.parent_span_id.as_str()),
-            "span {} of {} hangs outside the tree (parent {:?})",
-            span.name,
-            span.service,
-            span.parent_span_id
-        );
-    }
     let roots: Vec<_> = spans
         .iter()
         .filter(|s| s.parent_span_id == CLIENT_SPAN_ID)
@@ -97,4 +93,14 @@ async fn an_order_is_one_trace_across_all_three_services() {
             "{name}'s parent is not a PRODUCER span"
         );
     }
+}
+
+/// The spans whose parent is neither the client's span nor another span of the trace.
+fn orphans(spans: &[testkit::ReceivedSpan]) -> Vec<String> {
+    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    spans
+        .iter()
+        .filter(|s| s.parent_span_id != CLIENT_SPAN_ID && !ids.contains(s.parent_span_id.as_str()))
+        .map(|s| format!("{} of {} (parent {})", s.name, s.service, s.parent_span_id))
+        .collect()
 }
