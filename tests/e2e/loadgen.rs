@@ -119,12 +119,13 @@ async fn loadgen_saga_follows_every_order_to_its_end_and_reports_r() {
 }
 
 #[test]
-fn loadgen_sweep_writes_its_curve_as_csv() {
+fn loadgen_sweep_writes_its_curve_as_csv_and_svg() {
     // The curve needs no services to be written: against a system that is not there, the first
     // step fails every request, is called saturated, and the CSV still has its header and row.
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("sweep.csv");
+    let svg = dir.path().join("sweep.svg");
     let report = run_loadgen(&[
         "sweep",
         "--from",
@@ -145,6 +146,8 @@ fn loadgen_sweep_writes_its_curve_as_csv() {
         "http://127.0.0.1:9",
         "--csv",
         csv.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
     ]);
     assert_eq!(report["mode"], "sweep", "{report}");
     assert_eq!(report["steps"].as_array().unwrap().len(), 1, "{report}");
@@ -163,4 +166,9 @@ fn loadgen_sweep_writes_its_curve_as_csv() {
         "{text}"
     );
     assert!(lines[1].starts_with("20,"), "{text}");
+    let drawing = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawing.starts_with("<svg") && drawing.contains("sweep"),
+        "{drawing}"
+    );
 }

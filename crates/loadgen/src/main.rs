@@ -3,11 +3,13 @@
 //! - `ceiling`: raw acked publishes/s and pull consume+ack/s on the system's nats-server;
 //! - `saga`: orders over HTTP, open or closed loop, each followed to its end on NATS, reported
 //!   with latency percentiles and the ratio R to the ceiling measured in the same run;
-//! - `sweep`: open-loop steps up to saturation, the throughput/latency curve as text and CSV;
+//! - `sweep`: open-loop steps up to saturation, the throughput/latency curve as text, CSV and SVG;
+//! - `plot`: sweep CSVs drawn together as one SVG;
 //! - `otlp-sink`: a local OTLP/HTTP endpoint counting spans, for runs with tracing on.
 
 mod ceiling;
 mod latency;
+mod plot;
 mod saga;
 mod sink;
 mod sweep;
@@ -83,6 +85,15 @@ enum Mode {
         warmup: f64,
         #[command(flatten)]
         system: System,
+    },
+    /// Draw sweep CSVs (from `sweep --csv`) as one SVG, a colour per file.
+    Plot {
+        /// A sweep CSV; repeat to compare curves.
+        #[arg(long = "csv", required = true)]
+        csvs: Vec<std::path::PathBuf>,
+        /// The SVG to write.
+        #[arg(long)]
+        svg: std::path::PathBuf,
     },
     /// A local OTLP/HTTP trace sink that counts spans (`GET /stats`).
     OtlpSink {
@@ -174,6 +185,14 @@ async fn main() -> anyhow::Result<()> {
                     sweep.max_sustained_offered, sweep.max_sustained_orders_per_sec
                 );
             }
+        }
+        Mode::Plot { csvs, svg } => {
+            let curves = csvs
+                .iter()
+                .map(|csv| plot::Curve::read(csv))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            plot::draw(&curves, &svg)?;
+            println!("{}", svg.display());
         }
         Mode::OtlpSink { addr } => sink::serve(&addr).await?,
     }

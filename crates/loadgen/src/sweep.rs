@@ -36,6 +36,9 @@ pub struct Steps {
     /// Where to write the curve as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Where to draw the curve as SVG.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
 }
 
 /// The whole curve.
@@ -120,6 +123,13 @@ pub async fn run(
     }
     if let Some(path) = &steps.csv {
         write_csv(path, &sweep).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &steps.svg {
+        let label = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "sweep".into());
+        crate::plot::draw(&[crate::plot::Curve::of(&label, &sweep)], path)?;
     }
     Ok(sweep)
 }
