@@ -114,14 +114,8 @@ impl From<StoreError> for HandlerError {
     }
 }
 
-/// What this process last saw of a key.
-#[derive(Debug, Clone)]
-enum Seen<T> {
-    Absent,
-    At(Versioned<T>),
-}
-
-type Cache<T> = quick_cache::sync::Cache<String, Seen<T>>;
+/// What this process last saw of each key: its entry, or `None` when it was seen absent.
+type Cache<T> = quick_cache::sync::Cache<String, Option<Versioned<T>>>;
 
 /// JSON values of type `T` in one KV bucket.
 pub struct Store<T> {
@@ -179,9 +173,11 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
         self
     }
 
-    fn remember(&self, key: &str, seen: Seen<T>) {
+    /// Caches what `seen` gives; built only when there is a cache, so an uncached store clones
+    /// nothing.
+    fn remember(&self, key: &str, seen: impl FnOnce() -> Option<Versioned<T>>) {
         if let Some(cache) = &self.cache {
-            cache.insert(key.to_owned(), seen);
+            cache.insert(key.to_owned(), seen());
         }
     }
 
@@ -227,13 +223,10 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
     /// get is just as fresh and far cheaper for the server (no JSON API round, no base64).
     pub async fn get(&self, key: &str) -> Result<Option<Versioned<T>>, StoreError> {
         let subject = format!("{}{key}", self.kv.prefix);
-        let message = if self.direct {
+        let found = if self.direct {
             match self.kv.stream.direct_get_last_for_subject(subject).await {
-                Ok(message) => message,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
-                    self.remember(key, Seen::Absent);
-                    return Ok(None);
-                }
+                Ok(message) => Some(message),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => None,
                 Err(e) => return Err(self.unavailable(key, e)),
             }
         } else {
@@ -243,13 +236,14 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
                 .get_last_raw_message_by_subject(&subject)
                 .await
             {
-                Ok(message) => message,
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                    self.remember(key, Seen::Absent);
-                    return Ok(None);
-                }
+                Ok(message) => Some(message),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => None,
                 Err(e) => return Err(self.unavailable(key, e)),
             }
+        };
+        let Some(message) = found else {
+            self.remember(key, || None);
+            return Ok(None);
         };
         // Deletes and purges are markers with a `KV-Operation` header. A key seen deleted is
         // not remembered as absent: creating it again needs the marker's revision.
@@ -267,7 +261,7 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
             value,
             revision: message.sequence,
         };
-        self.remember(key, Seen::At(versioned.clone()));
+        self.remember(key, || Some(versioned.clone()));
         Ok(Some(versioned))
     }
 
@@ -294,6 +288,20 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
         })
     }
 
+    /// Writes `value` over `current` (what was read or remembered): create-only when it was
+    /// absent, else compare-and-set on its revision; `Ok(None)` if someone wrote first.
+    async fn write_over(
+        &self,
+        key: &str,
+        value: &T,
+        current: Option<&Versioned<T>>,
+    ) -> Result<Option<u64>, StoreError> {
+        match current {
+            None => self.create(key, value).await,
+            Some(current) => self.update(key, value, current.revision).await,
+        }
+    }
+
     /// The result of a conditional write, remembered: the value at its new revision, or — after
     /// a lost precondition or an error (the write may have landed without its answer) — nothing.
     fn written<E: std::fmt::Display>(
@@ -305,8 +313,12 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
     ) -> Result<Option<u64>, StoreError> {
         match outcome {
             Ok(revision) => {
-                let value = value.clone();
-                self.remember(key, Seen::At(Versioned { value, revision }));
+                self.remember(key, || {
+                    Some(Versioned {
+                        value: value.clone(),
+                        revision,
+                    })
+                });
                 Ok(Some(revision))
             }
             Err(e) => {
@@ -329,17 +341,13 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
         key: &str,
         mut decide: impl FnMut(Option<&T>) -> Change<T, R>,
     ) -> Result<R, StoreError> {
-        if let Some(seen) = self.cache.as_ref().and_then(|cache| cache.get(key)) {
-            let current = match &seen {
-                Seen::Absent => None,
-                Seen::At(versioned) => Some(versioned),
-            };
-            if let Change::Write(value, result) = decide(current.map(|c| &c.value)) {
-                let written = match current {
-                    None => self.create(key, &value).await?,
-                    Some(current) => self.update(key, &value, current.revision).await?,
-                };
-                if written.is_some() {
+        if let Some(guess) = self.cache.as_ref().and_then(|cache| cache.get(key)) {
+            if let Change::Write(value, result) = decide(guess.as_ref().map(|g| &g.value)) {
+                if self
+                    .write_over(key, &value, guess.as_ref())
+                    .await?
+                    .is_some()
+                {
                     return Ok(result);
                 }
             }
@@ -349,13 +357,10 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
             let current = self.get(key).await?;
             let written = match decide(current.as_ref().map(|c| &c.value)) {
                 Change::Keep(result) => return Ok(result),
-                Change::Write(value, result) => {
-                    let written = match &current {
-                        None => self.create(key, &value).await?,
-                        Some(current) => self.update(key, &value, current.revision).await?,
-                    };
-                    written.map(|_| result)
-                }
+                Change::Write(value, result) => self
+                    .write_over(key, &value, current.as_ref())
+                    .await?
+                    .map(|_| result),
             };
             if let Some(result) = written {
                 return Ok(result);

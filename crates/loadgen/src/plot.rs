@@ -52,11 +52,7 @@ impl Curve {
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let label = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Self::parse(&label, &text).with_context(|| format!("parsing {}", path.display()))
+        Self::parse(&label_of(path), &text).with_context(|| format!("parsing {}", path.display()))
     }
 
     fn parse(label: &str, text: &str) -> anyhow::Result<Self> {
@@ -98,6 +94,12 @@ impl Curve {
             points,
         })
     }
+}
+
+/// A curve's name: its file's name without the extension.
+pub fn label_of(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(|| "sweep".into(), |s| s.to_string_lossy().into_owned())
 }
 
 /// The bottom of the latency axis (a log scale has no zero).

@@ -125,11 +125,8 @@ pub async fn run(
         write_csv(path, &sweep).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &steps.svg {
-        let label = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "sweep".into());
-        crate::plot::draw(&[crate::plot::Curve::of(&label, &sweep)], path)?;
+        let curve = crate::plot::Curve::of(&crate::plot::label_of(path), &sweep);
+        crate::plot::draw(&[curve], path)?;
     }
     Ok(sweep)
 }
