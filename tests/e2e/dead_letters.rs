@@ -6,7 +6,10 @@ use testkit::System;
 
 use crate::support::{eventually, get_json, wait_for_status};
 use bus::{Bus, BusConfig, MsgId};
-use events::{Envelope, Event, EventKind, InventoryReserved, OrderId, ReservedLine, Sku};
+use events::{
+    Currency, CustomerId, Envelope, Event, EventKind, InventoryReserved, LineItem, OrderCreated,
+    OrderId, ReservedLine, Sku,
+};
 
 const ADMIN_TOKEN: &str = "dlq-admin-token";
 
@@ -46,6 +49,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     let envelope = Envelope::new("/test", reserved);
     bus.publisher()
         .publish(
+            &crate::support::subject_of(&envelope, "restored"),
             &envelope,
             &MsgId::new(EventKind::InventoryReserved, order_id),
         )
@@ -75,7 +79,10 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     let letter = &letters["dead_letters"][0];
-    assert_eq!(letter["subject"], "inventory.reserved");
+    assert_eq!(
+        letter["subject"],
+        crate::support::subject_of(&envelope, "restored")
+    );
     assert_eq!(letter["consumer"], "order-saga");
     assert_eq!(letter["reason"], "retries_exhausted");
     assert_eq!(letter["deliveries"], 2);
@@ -84,25 +91,28 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     let inspected: Value = admin_get(&system, &format!("{list_url}/{sequence}")).await;
     assert_eq!(inspected["error"], letter["error"]);
 
-    // The cause is fixed: an operator restores the missing order record.
-    let record = serde_json::json!({
-        "order_id": order_id.to_string(),
-        "customer_id": "restored",
-        "items": [{ "sku": "DLQ-SKU", "quantity": 1, "unit_price_cents": 100 }],
-        "currency": "EUR",
-        "total_cents": 100,
-        "status": "pending",
-        "history": [{ "status": "pending", "at": "2026-01-01T00:00:00Z", "event_id": uuid::Uuid::now_v7().to_string() }],
-    });
-    let nats = async_nats::connect(system.nats.url()).await.unwrap();
-    let orders = async_nats::jetstream::new(nats)
-        .get_key_value("orders")
-        .await
-        .unwrap();
-    orders
-        .create(
-            order_id.to_string(),
-            serde_json::to_vec(&record).unwrap().into(),
+    // The cause is fixed: an operator restores the missing order's `created` event.
+    let created = Envelope::new(
+        "/test",
+        Event::OrderCreated(
+            OrderCreated::new(
+                order_id,
+                CustomerId::new("restored").unwrap(),
+                vec![LineItem {
+                    sku: Sku::new("DLQ-SKU").unwrap(),
+                    quantity: 1,
+                    unit_price_cents: 100,
+                }],
+                Currency::new("EUR").unwrap(),
+            )
+            .unwrap(),
+        ),
+    );
+    bus.publisher()
+        .publish(
+            &crate::support::subject_of(&created, "restored"),
+            &created,
+            &MsgId::new(EventKind::OrderCreated, order_id),
         )
         .await
         .unwrap();
@@ -138,17 +148,18 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
     let nats = async_nats::connect(system.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(nats);
     for _ in 0..3 {
-        js.publish("orders.created", "garbage".into())
+        let subject = format!("orders.0.mallory.{}.created", OrderId::new());
+        js.publish(subject, "garbage".into())
             .await
             .unwrap()
             .await
             .unwrap();
     }
     let list_url = format!("{}/admin/dead-letters", system.order.url());
-    eventually("six dead letters (two consumers each)", || async {
+    eventually("three dead letters (inventory's consumer)", || async {
         get_json(&system, &list_url).await["dead_letters"]
             .as_array()
-            .is_some_and(|l| l.len() == 6)
+            .is_some_and(|l| l.len() == 3)
     })
     .await;
     let redriven: Value = system
@@ -161,11 +172,11 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
         .await
         .unwrap();
     assert_eq!(redriven["redriven"], 2);
-    // Garbage stays garbage: redriven, it is dead-lettered again by both consumers.
+    // Garbage stays garbage: redriven, it is dead-lettered again.
     eventually("the redriven poison is dead-lettered again", || async {
         get_json(&system, &list_url).await["dead_letters"]
             .as_array()
-            .is_some_and(|l| l.len() == 8)
+            .is_some_and(|l| l.len() == 3)
     })
     .await;
 }

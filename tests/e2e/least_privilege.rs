@@ -91,7 +91,10 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
         .timeout(Duration::from_secs(1))
         .build(client);
     let refused = js
-        .publish("orders.confirmed", "forged".into())
+        .publish(
+            format!("orders.0.mallory.{}.confirmed", events::OrderId::new()),
+            "forged".into(),
+        )
         .await
         .unwrap()
         .await;

@@ -20,6 +20,16 @@ pub fn webhook_secret() -> String {
     )
 }
 
+/// The subject `envelope` is published on, for an order of `customer` (one partition).
+pub fn subject_of(envelope: &events::Envelope, customer: &str) -> String {
+    events::OrderKey::new(
+        events::Partitions::ONE,
+        events::CustomerId::new(customer).unwrap(),
+        envelope.event.order_id(),
+    )
+    .subject(&envelope.event)
+}
+
 /// GETs `url` and parses the JSON answer.
 pub async fn get_json(system: &System, url: &str) -> Value {
     let response = system.http.get(url).send().await.unwrap();
@@ -51,23 +61,32 @@ pub async fn set_stock(system: &System, sku: &str, available: u64) {
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
-/// `(available, reserved, unsettled orders)` of `sku`.
+/// `(available, reserved, unsettled orders)` of `sku`, once the marks of stored decisions
+/// have settled (they ride along with the SKU's next write, or are written within moments):
+/// a mark still there after [`PATIENCE`] is reported.
 pub async fn stock(system: &System, sku: &str) -> (u64, u64, u64) {
-    let body: Value = get_json(
-        system,
-        &format!("{}/v1/stock/{sku}", system.inventory[0].url()),
-    )
-    .await;
-    let field = |name: &str| {
-        body[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {name} in {body}"))
-    };
-    (
-        field("available"),
-        field("reserved"),
-        field("unsettled_orders"),
-    )
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let body: Value = get_json(
+            system,
+            &format!("{}/v1/stock/{sku}", system.inventory[0].url()),
+        )
+        .await;
+        let field = |name: &str| {
+            body[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+        };
+        let stock = (
+            field("available"),
+            field("reserved"),
+            field("unsettled_orders"),
+        );
+        if stock.2 == 0 || tokio::time::Instant::now() > deadline {
+            return stock;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The body of an order for `lines` of (sku, quantity) at 1.00 each.

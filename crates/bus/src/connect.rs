@@ -5,6 +5,7 @@ use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, jetstream};
 
 use crate::config::{BusConfig, ConfigError, NatsAuth};
+use crate::event_log::EventLog;
 use crate::publish::Publisher;
 
 /// A connected bus: the NATS client, its JetStream context and the shared [`Publisher`].
@@ -14,6 +15,7 @@ pub struct Bus {
     client: Client,
     jetstream: jetstream::Context,
     publisher: Publisher,
+    events: EventLog,
 }
 
 /// Why the bus could not be set up.
@@ -82,10 +84,12 @@ impl Bus {
             .timeout(config.publish.ack_timeout)
             .build(client.clone());
         let publisher = Publisher::new(jetstream.clone(), config.publish.clone());
+        let events = EventLog::new(jetstream.clone(), publisher.clone());
         Ok(Self {
             client,
             jetstream,
             publisher,
+            events,
         })
     }
 
@@ -107,6 +111,11 @@ impl Bus {
     /// The publisher shared by everything using this bus.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
+    }
+
+    /// The event store over this connection.
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     /// Flushes what is buffered and closes the connection after in-flight requests finish.

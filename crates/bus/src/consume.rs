@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
-use events::{Envelope, names::header};
+use events::{Domain, Envelope, EventKind, OrderKey, Partitions, layout, names::header};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -23,130 +23,8 @@ use tracing::Instrument;
 
 use crate::connect::Bus;
 use crate::dead_letter::{self, DeadLetterReason, Origin};
+use crate::handler::{Delivery, Handler, HandlerError, Lease};
 use crate::trace;
-
-/// Boxed error a handler reports.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// How a handler failed, which decides what happens to the message.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// Worth retrying later (NATS or a downstream briefly unavailable, a CAS conflict storm):
-    /// the message is nak'ed with a growing delay, and dead-lettered after the last delivery.
-    #[error("transient: {0}")]
-    Transient(#[source] BoxError),
-    /// Can never succeed (invalid content, a broken invariant): dead letter now.
-    #[error("permanent: {0}")]
-    Permanent(#[source] BoxError),
-}
-
-impl HandlerError {
-    /// A transient failure.
-    pub fn transient(error: impl Into<BoxError>) -> Self {
-        Self::Transient(error.into())
-    }
-
-    /// A permanent failure.
-    pub fn permanent(error: impl Into<BoxError>) -> Self {
-        Self::Permanent(error.into())
-    }
-}
-
-/// One delivery of a decoded event to a handler.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// The event, upcast to its current version.
-    pub envelope: Envelope,
-    /// The subject it was published on.
-    pub subject: String,
-    /// Its sequence in the stream.
-    pub stream_sequence: u64,
-    /// Which delivery this is, from 1.
-    pub attempt: u64,
-    /// Whether a transient failure now sends the message to the dead-letter stream.
-    pub is_last_attempt: bool,
-    /// Whether this delivery is still ours: check it right before a write that must not be
-    /// repeated by a stale attempt (see [`Lease`]).
-    pub lease: Lease,
-}
-
-/// How long this process may still act on a delivery. The server redelivers a message only
-/// after its ack window passed without an ack or a progress ack; so while this process's last
-/// *confirmed* progress ack (or the delivery itself) is younger than the window, no other
-/// replica can hold the message. A process that was frozen (SIGSTOP, a long GC-like stall, a
-/// partition) wakes up with an expired lease and must not write: the message is someone
-/// else's now. Checked inside a compare-and-set decision, after the read, it makes a stale
-/// attempt harmless — anything a newer attempt changed since moves the revision, and the
-/// re-read sees the lease expired.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    renewed: Arc<std::sync::Mutex<Instant>>,
-    window: Duration,
-}
-
-impl Lease {
-    fn new(window: Duration) -> Self {
-        Self {
-            renewed: Arc::new(std::sync::Mutex::new(Instant::now())),
-            window,
-        }
-    }
-
-    /// A lease that never expires, for handlers called outside a consumer (tests, tools).
-    pub fn unbounded() -> Self {
-        Self::new(Duration::MAX)
-    }
-
-    /// Extends a lease that is still held. An expired lease stays expired: the server may
-    /// accept a late progress ack for a message it has already redelivered elsewhere, and that
-    /// must not give the stale attempt its message back.
-    ///
-    /// `sent` is when the progress ack left: the server's new deadline counts from its
-    /// arrival, which is later, so counting from the sending keeps the lease on the safe side
-    /// however slow the confirmation is.
-    fn renew(&self, sent: Instant) {
-        if let Ok(mut renewed) = self.renewed.lock() {
-            if renewed.elapsed() < self.window && sent > *renewed {
-                *renewed = sent;
-            }
-        }
-    }
-
-    /// Whether the delivery is still this process's to act on.
-    pub fn is_held(&self) -> bool {
-        self.renewed
-            .lock()
-            .map(|renewed| renewed.elapsed() < self.window)
-            .unwrap_or(false)
-    }
-
-    /// `Ok` while held; else the transient error that hands the message to its newer attempt.
-    pub fn check(&self) -> Result<(), HandlerError> {
-        if self.is_held() {
-            Ok(())
-        } else {
-            Err(HandlerError::transient(
-                "delivery lease expired: another attempt owns this message now",
-            ))
-        }
-    }
-}
-
-/// Processes deliveries. Must be idempotent: any delivery may be a redelivery.
-pub trait Handler: Send + Sync + 'static {
-    /// Handles one delivery.
-    fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), HandlerError>> + Send;
-}
-
-impl<F, Fut> Handler for F
-where
-    F: Fn(Delivery) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), HandlerError>> + Send,
-{
-    fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        self(delivery)
-    }
-}
 
 /// A durable pull consumer's settings. Checked by [`ConsumerSpec::validate`] before use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +84,24 @@ impl ConsumerSpec {
             progress_every: Duration::from_secs(10),
             handler_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// One spec per partition for the durable `durable` consuming `kinds` — events of one
+    /// domain, so of one stream per partition — each filtered to its partition's subjects.
+    pub fn per_partition(durable: &str, kinds: &[EventKind], partitions: Partitions) -> Vec<Self> {
+        let Some(domain) = kinds.first().map(|kind| Domain::of(*kind)) else {
+            return Vec::new();
+        };
+        partitions
+            .all()
+            .map(|p| Self {
+                filter_subjects: kinds
+                    .iter()
+                    .map(|kind| layout::consumer_filter(*kind, p))
+                    .collect(),
+                ..Self::new(domain.stream(p, partitions), durable, &[])
+            })
+            .collect()
     }
 
     /// Refuses settings that would misbehave at run time, with a message that says which.
@@ -601,7 +497,7 @@ async fn process<H: Handler>(
 
     let span = tracing::info_span!(
         "process",
-        otel.name = format!("process {subject}"),
+        otel.name = format!("process {}", span_target(&message, &subject)),
         otel.kind = "consumer",
         otel.status_code = tracing::field::Empty,
         messaging.system = "nats",
@@ -625,18 +521,19 @@ async fn process<H: Handler>(
 
     async {
         let started = Instant::now();
-        let (event_type, verdict) = match Envelope::decode(&message.payload) {
-            Err(e) => ("undecodable", Verdict::DeadLetter(DeadLetterReason::Permanent, e.to_string())),
-            Ok(envelope) => {
+        // Four fifths of the window: a margin for the server's clock and the network.
+        let lease = Lease::new(spec.shortest_ack_window().mul_f64(0.8));
+        let (event_type, verdict) = match decode(&subject, &message.payload) {
+            Err(e) => ("undecodable", Verdict::DeadLetter(DeadLetterReason::Permanent, e)),
+            Ok((envelope, key)) => {
                 let span = tracing::Span::current();
                 span.record("cloudevents.event_id", tracing::field::display(envelope.id));
                 span.record("cloudevents.event_type", envelope.kind().type_name());
                 span.record("order_id", tracing::field::display(envelope.correlation_id));
                 let event_type = envelope.kind().type_name();
-                // Four fifths of the window: a margin for the server's clock and the network.
-                let lease = Lease::new(spec.shortest_ack_window().mul_f64(0.8));
                 let delivery = Delivery {
                     envelope,
+                    key,
                     subject: subject.clone(),
                     stream_sequence: sequence,
                     attempt,
@@ -669,13 +566,38 @@ async fn process<H: Handler>(
             sequence,
             consumer: &spec.durable,
             deliveries: attempt,
-        }, attempt)
+        }, attempt, &lease)
         .await;
         metrics::counter!("orderflow_events_consumed_total", "consumer" => spec.durable.clone(), "type" => event_type, "outcome" => outcome)
             .increment(1);
     }
     .instrument(span)
     .await;
+}
+
+/// What a consumer span is named for: the event type from the `Ce-Type` header, so span
+/// names stay few (subjects carry order ids); the subject of a message without one.
+fn span_target<'a>(message: &'a jetstream::Message, subject: &'a str) -> &'a str {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(header::EVENT_TYPE))
+        .map_or(subject, |v| v.as_str())
+}
+
+/// The event and the order it belongs to, or why the message can never be handled: its body
+/// does not decode, its subject is not an event subject, or the two disagree.
+fn decode(subject: &str, payload: &[u8]) -> Result<(Envelope, OrderKey), String> {
+    let envelope = Envelope::decode(payload).map_err(|e| e.to_string())?;
+    let (key, kind) = OrderKey::parse(subject).map_err(|e| e.to_string())?;
+    if kind != envelope.kind() || key.order != envelope.event.order_id() {
+        return Err(format!(
+            "subject {subject} does not match its body ({} of order {})",
+            envelope.kind(),
+            envelope.event.order_id()
+        ));
+    }
+    Ok((envelope, key))
 }
 
 /// Acks, naks or dead-letters; returns the outcome label for metrics.
@@ -686,9 +608,22 @@ async fn settle(
     verdict: Verdict,
     origin: Origin<'_>,
     attempt: u64,
+    lease: &Lease,
 ) -> &'static str {
     let (kind, outcome) = match verdict {
         Verdict::Ack => (AckKind::Ack, "ack"),
+        Verdict::Retry(error) if !lease.is_held() => {
+            // The server has redelivered the message (or will): a nak from this old delivery
+            // would land on the current one and hand it to a third handler while the second
+            // still works on it. Stay silent; the current delivery settles the message.
+            tracing::warn!(
+                error,
+                attempt,
+                "transient failure after the lease expired; leaving the message to its newer delivery"
+            );
+            tracing::Span::current().record("otel.status_code", "ERROR");
+            return "stale";
+        }
         Verdict::Retry(error) => {
             let delay = spec.nak_delay_after(attempt);
             tracing::warn!(error, ?delay, attempt, "transient failure; will retry");
@@ -733,6 +668,10 @@ async fn with_progress_acks<F: Future>(
         tokio::select! {
             output = &mut work => return output,
             _ = ticks.tick() => {
+                // A progress ack from an expired delivery would extend the current one's.
+                if !lease.is_held() {
+                    continue;
+                }
                 // Confirmed by the server, so the lease only grows when the server knows.
                 let sent = Instant::now();
                 match message.double_ack_with(AckKind::Progress).await {
@@ -761,22 +700,19 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_lease_is_not_renewed_by_a_late_progress_ack() {
-        let lease = Lease::new(Duration::from_millis(20));
-        assert!(lease.is_held());
-        std::thread::sleep(Duration::from_millis(40));
-        lease.renew(Instant::now());
-        assert!(!lease.is_held(), "a stale attempt got its message back");
-        assert!(matches!(lease.check(), Err(HandlerError::Transient(_))));
-    }
-
-    #[test]
-    fn a_held_lease_is_extended_by_progress() {
-        let lease = Lease::new(Duration::from_millis(200));
-        std::thread::sleep(Duration::from_millis(120));
-        lease.renew(Instant::now());
-        std::thread::sleep(Duration::from_millis(120));
-        assert!(lease.is_held());
+    fn a_spec_per_partition_filters_each_to_its_partition_stream() {
+        let specs = ConsumerSpec::per_partition(
+            "inventory",
+            &[EventKind::OrderCreated, EventKind::OrderCancelled],
+            Partitions::new(2).unwrap(),
+        );
+        let streams: Vec<_> = specs.iter().map(|s| s.stream.as_str()).collect();
+        assert_eq!(streams, ["ORDERS_0", "ORDERS_1"]);
+        assert_eq!(
+            specs[1].filter_subjects,
+            ["orders.1.*.*.created", "orders.1.*.*.cancelled"]
+        );
+        assert!(specs.iter().all(|s| s.durable == "inventory"));
     }
 
     #[test]

@@ -443,7 +443,9 @@ impl Bus {
         let mut headers = HeaderMap::new();
         for (name, values) in stored.letter.headers.iter() {
             let name_str: &str = name.as_ref();
-            if name_str.starts_with("Dlq-") {
+            // A conditional append's precondition held once; the redriven copy is appended
+            // as it is (readers fold an event id once).
+            if name_str.starts_with("Dlq-") || name_str.starts_with("Nats-Expected-") {
                 continue;
             }
             for value in values {

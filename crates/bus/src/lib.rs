@@ -4,6 +4,8 @@
 //!   a readiness flag ([`Bus::is_connected`]).
 //! - [`Bus::provision_streams`], [`Bus::key_value`] — idempotent create-or-update of streams and
 //!   KV buckets, done by every service at start-up.
+//! - [`EventLog`] — the event store: an aggregate's history read back in one round trip, and
+//!   conditional appends that refuse to write over a history that moved.
 //! - [`Publisher`] — typed events out, PubAck in; deterministic `Nats-Msg-Id`; W3C trace context
 //!   injected; retried under a deadline; a circuit breaker fails fast while NATS is down.
 //! - [`Consumer`] — durable pull consumers with bounded concurrency: ok → ack, transient → nak
@@ -17,20 +19,22 @@ mod config;
 mod connect;
 mod consume;
 mod dead_letter;
+mod event_log;
+mod handler;
+mod kv_store;
 mod provision;
 mod publish;
-mod store;
 mod trace;
 
 pub use config::{BusConfig, ConfigError, NatsAuth, NatsTls, PublishPolicy, Secret};
 pub use connect::{Bus, ConnectError};
-pub use consume::{
-    ConsumeError, Consumer, ConsumerSpec, Delivery, Handler, HandlerError, Lease, SpecError,
-};
+pub use consume::{ConsumeError, Consumer, ConsumerSpec, SpecError};
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterReason, StoredDeadLetter};
+pub use event_log::{AppendError, Appended, EventLog, ReadError, Recorded};
+pub use handler::{Delivery, Handler, HandlerError, Lease};
+pub use kv_store::{Change, KvStore, RECENT_KEYS, StoreError, Versioned};
 pub use provision::{KvBucket, ProvisionError, StreamSettings};
-pub use publish::{MsgId, PublishError, Published, Publisher};
-pub use store::{Change, RECENT_KEYS, Store, StoreError, Versioned};
+pub use publish::{Expect, MsgId, PublishError, Published, Publisher};
 pub use trace::{HeaderExtractor, HeaderInjector};
 
 /// Re-exported so services can name KV stores and cancellation without extra dependencies.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use events::names;
+use events::{Domain, Partitions, names};
 
 use crate::connect::Bus;
 
@@ -19,6 +19,8 @@ pub struct StreamSettings {
     pub max_age: Duration,
     /// How long dead letters are kept (long enough for a human to look).
     pub dlq_max_age: Duration,
+    /// How many partition streams each event domain is split into.
+    pub partitions: Partitions,
 }
 
 impl Default for StreamSettings {
@@ -28,6 +30,7 @@ impl Default for StreamSettings {
             duplicate_window: Duration::from_secs(120),
             max_age: Duration::from_secs(7 * 24 * 3600),
             dlq_max_age: Duration::from_secs(30 * 24 * 3600),
+            partitions: Partitions::ONE,
         }
     }
 }
@@ -84,7 +87,8 @@ pub enum ProvisionError {
 }
 
 impl Bus {
-    /// Creates or updates `ORDERS`, `INVENTORY`, `NOTIFICATIONS`, `DLQ` and `ADVISORIES`.
+    /// Creates or updates the event streams (`ORDERS`, `INVENTORY`, `NOTIFICATIONS`, or their
+    /// partitions `ORDERS_<p>`, …), `DLQ` and `ADVISORIES`.
     pub async fn provision_streams(&self, settings: &StreamSettings) -> Result<(), ProvisionError> {
         if settings.replicas == 0 || settings.replicas > 5 {
             return Err(ProvisionError::Settings("replicas must be between 1 and 5"));
@@ -94,21 +98,30 @@ impl Bus {
                 "duplicate window must be positive and no longer than max age",
             ));
         }
-        for (name, subjects) in names::stream::ALL {
-            let max_age = match name {
-                names::stream::DLQ | names::stream::ADVISORIES => settings.dlq_max_age,
-                _ => settings.max_age,
-            };
+        let event_streams = Domain::ALL.into_iter().flat_map(|domain| {
+            settings.partitions.all().map(move |p| {
+                (
+                    domain.stream(p, settings.partitions),
+                    domain.stream_subjects(p, settings.partitions),
+                    settings.max_age,
+                )
+            })
+        });
+        let support = names::stream::SUPPORT
+            .into_iter()
+            .map(|(name, subjects)| (name.to_owned(), subjects.to_owned(), settings.dlq_max_age));
+        for (name, subjects, max_age) in event_streams.chain(support) {
             let config = stream::Config {
-                name: name.to_owned(),
-                subjects: vec![subjects.to_owned()],
+                name: name.clone(),
+                subjects: vec![subjects],
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
                 discard: stream::DiscardPolicy::Old,
                 num_replicas: settings.replicas,
                 duplicate_window: settings.duplicate_window,
                 max_age,
-                // Dead letters are fetched by sequence when redriven.
+                // Histories are read with multi-last direct gets; dead letters are fetched by
+                // sequence when redriven.
                 allow_direct: true,
                 ..Default::default()
             };
@@ -116,7 +129,7 @@ impl Bus {
                 .create_or_update_stream(config)
                 .await
                 .map_err(|source| ProvisionError::Stream {
-                    stream: name.to_owned(),
+                    stream: name.clone(),
                     source,
                 })?;
         }

@@ -90,6 +90,17 @@ pub enum PublishError {
         #[source]
         source: jetstream::context::PublishError,
     },
+    /// A conditional append found the history moved: someone appended under the filter since
+    /// the sequence the writer expected. Read again and decide again.
+    #[error("append to {subject}: the history under {filter} moved past sequence {expected}")]
+    Conflict {
+        /// The subject.
+        subject: String,
+        /// The filter the precondition was about.
+        filter: String,
+        /// The last sequence the writer expected.
+        expected: u64,
+    },
     /// The server refused the message for a reason retrying cannot fix.
     #[error("publish to {subject} refused: {source}")]
     Refused {
@@ -109,7 +120,7 @@ impl PublishError {
     }
 }
 
-impl From<PublishError> for crate::consume::HandlerError {
+impl From<PublishError> for crate::handler::HandlerError {
     fn from(error: PublishError) -> Self {
         if error.is_transient() {
             Self::transient(error)
@@ -119,8 +130,23 @@ impl From<PublishError> for crate::consume::HandlerError {
     }
 }
 
+/// The precondition of a conditional append: nothing was appended under `filter` since
+/// sequence `last` (0: nothing was ever appended there — create-only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// A subject filter (wildcards allowed) covering the aggregate's subjects.
+    pub filter: String,
+    /// The last sequence the writer saw under it.
+    pub last: u64,
+}
+
 /// Whether one failed attempt is worth repeating.
-fn retryable(kind: PublishErrorKind) -> bool {
+fn retryable(error: &jetstream::context::PublishError) -> bool {
+    unwell(error.kind()) || in_process(error)
+}
+
+/// Whether a failed attempt says "NATS is unwell" (what opens the circuit breaker).
+fn unwell(kind: PublishErrorKind) -> bool {
     matches!(
         kind,
         PublishErrorKind::TimedOut
@@ -129,6 +155,14 @@ fn retryable(kind: PublishErrorKind) -> bool {
             // No responders: JetStream is (re)starting and the stream is not loaded yet.
             | PublishErrorKind::StreamNotFound
     )
+}
+
+/// A clustered stream is still proposing a message with the same `Nats-Msg-Id` (an earlier try
+/// of this very publish, say, after a leader change): asking again soon gets its outcome.
+fn in_process(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
 }
 
 type Breaker = StateMachine<failure_policy::ConsecutiveFailures<OpenFor>, BreakerLog>;
@@ -191,12 +225,36 @@ impl Publisher {
         }
     }
 
-    /// Publishes `envelope` on its event's subject with `msg_id`, inside a PRODUCER span whose
-    /// context is sent in the headers, and returns once the server acknowledged it.
+    /// Publishes `envelope` on `subject` with `msg_id`, inside a PRODUCER span whose context is
+    /// sent in the headers, and returns once the server acknowledged it.
     pub async fn publish(
         &self,
+        subject: &str,
         envelope: &Envelope,
         msg_id: &MsgId,
+    ) -> Result<Published, PublishError> {
+        self.publish_event(subject, envelope, msg_id, None).await
+    }
+
+    /// Appends `envelope` on `subject` only if nothing was appended under `expect.filter`
+    /// since `expect.last`; [`PublishError::Conflict`] if something was.
+    pub async fn append(
+        &self,
+        subject: &str,
+        envelope: &Envelope,
+        msg_id: &MsgId,
+        expect: &Expect,
+    ) -> Result<Published, PublishError> {
+        self.publish_event(subject, envelope, msg_id, Some(expect))
+            .await
+    }
+
+    async fn publish_event(
+        &self,
+        subject: &str,
+        envelope: &Envelope,
+        msg_id: &MsgId,
+        expect: Option<&Expect>,
     ) -> Result<Published, PublishError> {
         let kind = envelope.kind();
         let payload = envelope
@@ -208,17 +266,33 @@ impl Publisher {
             header::EVENT_VERSION,
             kind.current_version().to_string().as_str(),
         );
-        let span = producer_span(kind.subject(), msg_id, envelope);
+        if let Some(expect) = expect {
+            headers.insert(
+                header::EXPECTED_LAST_SUBJECT_SEQUENCE,
+                expect.last.to_string().as_str(),
+            );
+            headers.insert(
+                header::EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+                expect.filter.as_str(),
+            );
+        }
+        let span = producer_span(subject, msg_id, envelope);
         let result = self
-            .publish_raw(
-                kind.subject(),
-                msg_id,
-                headers,
-                Bytes::from(payload),
-                Some(&span),
-            )
+            .publish_raw(subject, msg_id, headers, Bytes::from(payload), Some(&span))
             .instrument(span.clone())
-            .await;
+            .await
+            .map_err(|e| match (e, expect) {
+                (PublishError::Refused { subject, source }, Some(expect))
+                    if source.kind() == PublishErrorKind::WrongLastSequence =>
+                {
+                    PublishError::Conflict {
+                        subject,
+                        filter: expect.filter.clone(),
+                        expected: expect.last,
+                    }
+                }
+                (e, _) => e,
+            });
         record_outcome(kind.type_name(), &result, &span);
         result
     }
@@ -252,7 +326,7 @@ impl Publisher {
         };
         let result = attempt
             .retry(backoff)
-            .when(|e| matches!(e, Attempt::Failed(e) if retryable(e.kind())))
+            .when(|e| matches!(e, Attempt::Failed(e) if retryable(e)))
             .notify(|e, delay| {
                 if let Attempt::Failed(e) = e {
                     tracing::warn!(subject, %msg_id, error = %e, ?delay, "publish failed; retrying");
@@ -261,7 +335,7 @@ impl Publisher {
             .await;
         result.map_err(|e| match e {
             Attempt::Rejected => PublishError::CircuitOpen,
-            Attempt::Failed(source) if retryable(source.kind()) => PublishError::Exhausted {
+            Attempt::Failed(source) if retryable(&source) => PublishError::Exhausted {
                 subject: subject.to_owned(),
                 msg_id: msg_id.to_string(),
                 attempts,
@@ -298,7 +372,7 @@ impl Publisher {
             ack.await
         };
         // Only failures that say "NATS is unwell" count towards opening the breaker.
-        let counts = |e: &jetstream::context::PublishError| retryable(e.kind());
+        let counts = |e: &jetstream::context::PublishError| unwell(e.kind());
         match self.breaker.call_with(counts, send).await {
             Ok(ack) => Ok(Published {
                 stream: ack.stream,
@@ -312,9 +386,11 @@ impl Publisher {
 }
 
 fn producer_span(subject: &str, msg_id: &MsgId, envelope: &Envelope) -> tracing::Span {
+    // Named for the event type, not the subject: subjects carry order ids, and span names must
+    // stay few (OTel messaging conventions: the destination *template*).
     tracing::info_span!(
         "publish",
-        otel.name = format!("send {subject}"),
+        otel.name = format!("send {}", envelope.kind().type_name()),
         otel.kind = "producer",
         otel.status_code = tracing::field::Empty,
         messaging.system = "nats",
@@ -337,11 +413,16 @@ fn record_outcome(
         Ok(p) if p.duplicate => "duplicate",
         Ok(_) => "stored",
         Err(PublishError::CircuitOpen) => "circuit_open",
+        // Not a failure: the writer reads the history and decides again.
+        Err(PublishError::Conflict { .. }) => "conflict",
         Err(_) => "error",
     };
-    if let Err(e) = result {
-        span.record("otel.status_code", "ERROR");
-        tracing::warn!(parent: span, error = %e, "publish failed");
+    match result {
+        Ok(_) | Err(PublishError::Conflict { .. }) => {}
+        Err(e) => {
+            span.record("otel.status_code", "ERROR");
+            tracing::warn!(parent: span, error = %e, "publish failed");
+        }
     }
     metrics::counter!("orderflow_events_published_total", "type" => event_type, "outcome" => outcome)
         .increment(1);

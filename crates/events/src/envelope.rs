@@ -13,11 +13,8 @@ use uuid::Uuid;
 
 use crate::id::OrderId;
 use crate::inventory::{InventoryRejected, InventoryReleased, InventoryReserved};
-use crate::names::subject;
 use crate::notification::{NotificationFailed, NotificationSent};
-use crate::order::{
-    OrderCancellationRequested, OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1,
-};
+use crate::order::{OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1};
 
 /// The CloudEvents spec version this crate reads and writes.
 pub const SPEC_VERSION: &str = "1.0";
@@ -29,8 +26,6 @@ const CONTENT_TYPE: &str = "application/json";
 pub enum Event {
     /// `orders.created`
     OrderCreated(OrderCreated),
-    /// `orders.cancellation_requested`
-    OrderCancellationRequested(OrderCancellationRequested),
     /// `orders.confirmed`
     OrderConfirmed(OrderConfirmed),
     /// `orders.cancelled`
@@ -52,8 +47,6 @@ pub enum Event {
 pub enum EventKind {
     /// `orders.created`
     OrderCreated,
-    /// `orders.cancellation_requested`
-    OrderCancellationRequested,
     /// `orders.confirmed`
     OrderConfirmed,
     /// `orders.cancelled`
@@ -72,9 +65,8 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for catalogues, schema generation and tests.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 8] = [
         Self::OrderCreated,
-        Self::OrderCancellationRequested,
         Self::OrderConfirmed,
         Self::OrderCancelled,
         Self::InventoryReserved,
@@ -84,24 +76,19 @@ impl EventKind {
         Self::NotificationFailed,
     ];
 
-    /// The CloudEvents `type`, which is also the NATS subject the event is published on.
+    /// The CloudEvents `type`. Where an event of this type is published is the business of
+    /// [`crate::layout`]: its subject also names the order it belongs to.
     pub const fn type_name(self) -> &'static str {
         match self {
-            Self::OrderCreated => subject::ORDERS_CREATED,
-            Self::OrderCancellationRequested => subject::ORDERS_CANCELLATION_REQUESTED,
-            Self::OrderConfirmed => subject::ORDERS_CONFIRMED,
-            Self::OrderCancelled => subject::ORDERS_CANCELLED,
-            Self::InventoryReserved => subject::INVENTORY_RESERVED,
-            Self::InventoryRejected => subject::INVENTORY_REJECTED,
-            Self::InventoryReleased => subject::INVENTORY_RELEASED,
-            Self::NotificationSent => subject::NOTIFICATIONS_SENT,
-            Self::NotificationFailed => subject::NOTIFICATIONS_FAILED,
+            Self::OrderCreated => "orders.created",
+            Self::OrderConfirmed => "orders.confirmed",
+            Self::OrderCancelled => "orders.cancelled",
+            Self::InventoryReserved => "inventory.reserved",
+            Self::InventoryRejected => "inventory.rejected",
+            Self::InventoryReleased => "inventory.released",
+            Self::NotificationSent => "notifications.sent",
+            Self::NotificationFailed => "notifications.failed",
         }
-    }
-
-    /// The NATS subject events of this kind are published on.
-    pub const fn subject(self) -> &'static str {
-        self.type_name()
     }
 
     /// Every schema version a reader accepts, oldest first; the last one is written.
@@ -139,7 +126,6 @@ impl Event {
     pub const fn kind(&self) -> EventKind {
         match self {
             Self::OrderCreated(_) => EventKind::OrderCreated,
-            Self::OrderCancellationRequested(_) => EventKind::OrderCancellationRequested,
             Self::OrderConfirmed(_) => EventKind::OrderConfirmed,
             Self::OrderCancelled(_) => EventKind::OrderCancelled,
             Self::InventoryReserved(_) => EventKind::InventoryReserved,
@@ -154,7 +140,6 @@ impl Event {
     pub fn order_id(&self) -> OrderId {
         match self {
             Self::OrderCreated(e) => e.order_id,
-            Self::OrderCancellationRequested(e) => e.order_id,
             Self::OrderConfirmed(e) => e.order_id,
             Self::OrderCancelled(e) => e.order_id,
             Self::InventoryReserved(e) => e.order_id,
@@ -307,9 +292,6 @@ fn decode_data(kind: EventKind, version: u32, data: &str) -> Result<Event, Decod
             Event::OrderCreated(v2)
         }
         (EventKind::OrderCreated, _) => Event::OrderCreated(parse(kind, version, data)?),
-        (EventKind::OrderCancellationRequested, _) => {
-            Event::OrderCancellationRequested(parse(kind, version, data)?)
-        }
         (EventKind::OrderConfirmed, _) => Event::OrderConfirmed(parse(kind, version, data)?),
         (EventKind::OrderCancelled, _) => Event::OrderCancelled(parse(kind, version, data)?),
         (EventKind::InventoryReserved, _) => Event::InventoryReserved(parse(kind, version, data)?),

@@ -1,5 +1,6 @@
 //! The contracts the three services speak: every event of the order saga, its CloudEvents
-//! envelope, and the NATS names (subjects, streams, headers) they travel under.
+//! envelope, the subject layout that puts each order's events under its own subjects
+//! ([`layout`]), and the other NATS names (streams, headers) they travel under.
 //!
 //! This crate is pure data — no I/O — so that producers, consumers, the JSON Schemas for
 //! non-Rust readers, and the golden fixtures all come from one definition.
@@ -11,6 +12,7 @@
 mod envelope;
 mod id;
 mod inventory;
+pub mod layout;
 pub mod names;
 mod notification;
 mod order;
@@ -21,8 +23,8 @@ pub use id::{Currency, CustomerId, InvalidId, OrderId, Sku};
 pub use inventory::{
     InventoryRejected, InventoryReleased, InventoryReserved, ReservedLine, Shortfall,
 };
+pub use layout::{Domain, OrderKey, Partitions};
 pub use notification::{Channel, NotificationFailed, NotificationKind, NotificationSent};
 pub use order::{
-    CancelReason, LineItem, OrderCancellationRequested, OrderCancelled, OrderConfirmed,
-    OrderCreated, OrderCreatedV1,
+    CancelReason, LineItem, OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1,
 };

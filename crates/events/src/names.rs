@@ -1,27 +1,11 @@
-//! Every NATS name the system uses — subjects, streams, KV buckets, headers — in one place, so
+//! The NATS names the system uses besides the event layout ([`crate::layout`]) — dead-letter
+//! and advisory subjects, the streams that are not event streams, headers — in one place, so
 //! that a rename is one edit and permissions files can be checked against this list.
 
-/// Subjects events are published on. The subject of an event equals its CloudEvents `type`.
+/// Subjects outside the event layout (events themselves: [`crate::layout`]).
 pub mod subject {
-    /// A customer placed an order (`OrderCreated`).
-    pub const ORDERS_CREATED: &str = "orders.created";
-    /// The customer asked to cancel an order (`OrderCancellationRequested`).
-    pub const ORDERS_CANCELLATION_REQUESTED: &str = "orders.cancellation_requested";
-    /// Stock was reserved and the order is confirmed (`OrderConfirmed`).
-    pub const ORDERS_CONFIRMED: &str = "orders.confirmed";
-    /// The order was cancelled, by the customer or for lack of stock (`OrderCancelled`).
-    pub const ORDERS_CANCELLED: &str = "orders.cancelled";
-    /// Inventory reserved every line of an order (`InventoryReserved`).
-    pub const INVENTORY_RESERVED: &str = "inventory.reserved";
-    /// Inventory could not reserve an order; nothing was reserved (`InventoryRejected`).
-    pub const INVENTORY_REJECTED: &str = "inventory.rejected";
-    /// Inventory gave back what an order had reserved (`InventoryReleased`).
-    pub const INVENTORY_RELEASED: &str = "inventory.released";
-    /// A notification reached its recipient (`NotificationSent`).
-    pub const NOTIFICATIONS_SENT: &str = "notifications.sent";
-    /// A notification could not be delivered (`NotificationFailed`).
-    pub const NOTIFICATIONS_FAILED: &str = "notifications.failed";
-    /// Prefix of dead-letter subjects: a message from `orders.created` goes to `dlq.orders.created`.
+    /// Prefix of dead-letter subjects: a message from `orders.0.alice.<id>.created` goes to
+    /// `dlq.orders.0.alice.<id>.created`.
     pub const DLQ_PREFIX: &str = "dlq";
     /// Advisory the server emits when a message exhausted `max_deliver` on a consumer;
     /// followed by `.<stream>.<consumer>`.
@@ -33,25 +17,16 @@ pub mod subject {
     }
 }
 
-/// JetStream streams and the subjects each one captures.
+/// The streams that are not event streams (those are named by [`crate::layout::Domain`]).
 pub mod stream {
-    /// Order lifecycle events (`orders.>`).
-    pub const ORDERS: &str = "ORDERS";
-    /// Inventory decisions (`inventory.>`).
-    pub const INVENTORY: &str = "INVENTORY";
-    /// Notification outcomes (`notifications.>`).
-    pub const NOTIFICATIONS: &str = "NOTIFICATIONS";
     /// Dead letters of every consumer (`dlq.>`).
     pub const DLQ: &str = "DLQ";
     /// Captured max-deliveries advisories, so an ack-timeout death is dead-lettered even if no
     /// process was listening at the moment the server gave up on the message.
     pub const ADVISORIES: &str = "ADVISORIES";
 
-    /// `(stream, subjects)` for every stream the system provisions.
-    pub const ALL: [(&str, &str); 5] = [
-        (ORDERS, "orders.>"),
-        (INVENTORY, "inventory.>"),
-        (NOTIFICATIONS, "notifications.>"),
+    /// `(stream, subjects)` of each of them.
+    pub const SUPPORT: [(&str, &str); 2] = [
         (DLQ, "dlq.>"),
         (ADVISORIES, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"),
     ];
@@ -61,6 +36,11 @@ pub mod stream {
 pub mod header {
     /// JetStream de-duplication id; always derived from the cause, never random.
     pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// Conditional append: the last sequence the writer saw under the filter subject (0: none).
+    pub const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+    /// Conditional append: the filter (wildcards allowed) the expected sequence is about.
+    pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str =
+        "Nats-Expected-Last-Subject-Sequence-Subject";
     /// W3C trace context: the producer span of this message.
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state, vendor-specific trace data.

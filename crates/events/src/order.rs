@@ -85,17 +85,6 @@ impl TryFrom<OrderCreatedV1> for OrderCreated {
     }
 }
 
-/// `orders.cancellation_requested`: the customer asked to cancel. A durable request, so the
-/// order service can apply it (and publish `orders.cancelled`) exactly once, even across a
-/// crash between its state write and its publish.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct OrderCancellationRequested {
-    /// The order to cancel.
-    pub order_id: OrderId,
-    /// Who asked.
-    pub customer_id: CustomerId,
-}
-
 /// `orders.confirmed`: stock is reserved and the order is confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderConfirmed {

@@ -8,9 +8,7 @@ use serde_json::{Value, json};
 use crate::envelope::{EventKind, SPEC_VERSION, Wire};
 use crate::inventory::{InventoryRejected, InventoryReleased, InventoryReserved};
 use crate::notification::{NotificationFailed, NotificationSent};
-use crate::order::{
-    OrderCancellationRequested, OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1,
-};
+use crate::order::{OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1};
 
 /// The schema of one event version: its file name (`orders.created.v2.json`) and pretty JSON.
 #[derive(Debug, Clone)]
@@ -47,7 +45,6 @@ fn envelope_schema(kind: EventKind, version: u32) -> Value {
     let schema = match (kind, version) {
         (EventKind::OrderCreated, 1) => generate::<OrderCreatedV1>(),
         (EventKind::OrderCreated, _) => generate::<OrderCreated>(),
-        (EventKind::OrderCancellationRequested, _) => generate::<OrderCancellationRequested>(),
         (EventKind::OrderConfirmed, _) => generate::<OrderConfirmed>(),
         (EventKind::OrderCancelled, _) => generate::<OrderCancelled>(),
         (EventKind::InventoryReserved, _) => generate::<InventoryReserved>(),

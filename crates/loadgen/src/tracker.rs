@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use events::{Envelope, Event, names};
+use events::{Envelope, Event, EventKind, layout};
 use futures::StreamExt as _;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -58,15 +58,16 @@ impl Tracker {
     /// Returns once the subscriptions are registered with the server.
     pub async fn follow(self: &Arc<Self>, client: &async_nats::Client) -> anyhow::Result<()> {
         let mut subscriptions = Vec::new();
-        for subject in [
-            names::subject::ORDERS_CONFIRMED,
-            names::subject::ORDERS_CANCELLED,
-            names::subject::NOTIFICATIONS_SENT,
-            names::subject::NOTIFICATIONS_FAILED,
+        for kind in [
+            EventKind::OrderConfirmed,
+            EventKind::OrderCancelled,
+            EventKind::NotificationSent,
+            EventKind::NotificationFailed,
         ] {
+            let subject = layout::any_partition(kind);
             subscriptions.push(
                 client
-                    .subscribe(subject)
+                    .subscribe(subject.clone())
                     .await
                     .with_context(|| format!("subscribing to {subject}"))?,
             );

@@ -6,10 +6,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bus::{BusConfig, ConfigError, NatsAuth, NatsTls, Secret, StreamSettings};
+use events::Partitions;
 
 /// clap value parser: wraps a secret so it never prints.
 pub fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
     Ok(Secret::new(value))
+}
+
+/// clap value parser: a partition count.
+pub fn partitions(value: &str) -> Result<Partitions, String> {
+    let count = value
+        .parse::<u16>()
+        .map_err(|_| format!("{value:?} is not a number of partitions"))?;
+    Partitions::new(count).map_err(|e| e.to_string())
 }
 
 /// clap value parser: a duration given in milliseconds.
@@ -53,6 +62,10 @@ pub struct NatsArgs {
     /// Replicas of every stream and bucket: 1 locally, 3 in a production cluster.
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+    /// Partitions each event stream is split into (1–64); every service of a deployment must
+    /// agree on it. 1 keeps one stream per domain (`ORDERS`, …).
+    #[arg(long, env = "STREAM_PARTITIONS", default_value = "1", value_parser = partitions)]
+    pub stream_partitions: Partitions,
     /// How long NATS waits for a consumer to settle a message before redelivering it, ms.
     #[arg(long, env = "CONSUMER_ACK_WAIT_MS", default_value = "30000", value_parser = millis)]
     pub consumer_ack_wait: Duration,
@@ -99,6 +112,7 @@ impl NatsArgs {
     pub fn stream_settings(&self) -> StreamSettings {
         StreamSettings {
             replicas: self.stream_replicas,
+            partitions: self.stream_partitions,
             ..StreamSettings::default()
         }
     }
@@ -150,6 +164,7 @@ impl Default for NatsArgs {
             nats_tls_cert: None,
             nats_tls_key: None,
             stream_replicas: 1,
+            stream_partitions: Partitions::ONE,
             consumer_ack_wait: Duration::from_secs(30),
             consumer_max_deliver: 10,
         }

@@ -67,7 +67,15 @@ pub trait Service: Send + Sync + 'static {
 
     /// The durable consumers and the handler that serves them.
     fn consumers(&self, state: &Self::State, bus: &Bus) -> (Vec<ConsumerSpec>, Self::Handler);
+
+    /// Background work that runs beside the consumers until `shutdown` (none by default).
+    fn tasks(&self, _state: &Self::State, _shutdown: &CancellationToken) -> Vec<Task> {
+        Vec::new()
+    }
 }
+
+/// A background task of a service: it returns once its shutdown token is cancelled.
+pub type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Why a service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +121,12 @@ pub async fn run<S: Service>(
     let server = tokio::spawn(edge::serve(listener, router, shutdown.clone()));
 
     let mut consumers = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
     if let Some(state) = provision(&service, &bus, &nats, &shutdown).await {
         let (specs, handler) = service.consumers(&state, &bus);
+        for task in service.tasks(&state, &shutdown) {
+            tasks.spawn(task);
+        }
         let _ = started.0.set(state);
         for spec in specs {
             let consumer = Consumer::create(&bus, nats.tune(spec)).await?;
@@ -132,6 +144,7 @@ pub async fn run<S: Service>(
                 tracing::error!(error = %e, "consumer failed");
             }
         }
+        while tasks.join_next().await.is_some() {}
         served
     })
     .await;

@@ -282,25 +282,35 @@ async fn publish_poison(system: &System, pause: Duration) -> (usize, u64) {
     wrong_types["type"] = json!("inventory.reserved");
     wrong_types["schemaversion"] = json!(1);
     wrong_types["data"] = json!({ "order_id": 7, "lines": "many" });
-    // (subject, payload, consumers that will dead-letter it)
-    let poison: [(&str, Vec<u8>, u64); 4] = [
-        ("orders.created", b"\xffgarbage".to_vec(), 2),
+    // (subject, payload, consumers that will dead-letter it): each is an event subject of the
+    // layout, so exactly the consumer of that event gets it.
+    let order = "0194a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+    let poison: [(String, Vec<u8>, u64); 4] = [
         (
-            "orders.created",
-            serde_json::to_vec(&unknown_version).unwrap_or_default(),
-            2,
+            format!("orders.0.p.{order}.created"),
+            b"\xffgarbage".to_vec(),
+            1,
         ),
         (
-            "inventory.reserved",
+            format!("orders.0.p.{order}.created"),
+            serde_json::to_vec(&unknown_version).unwrap_or_default(),
+            1,
+        ),
+        (
+            format!("inventory.0.p.{order}.reserved"),
             serde_json::to_vec(&wrong_types).unwrap_or_default(),
             1,
         ),
-        ("orders.confirmed", b"{\"not\": \"an event\"}".to_vec(), 1),
+        (
+            format!("orders.0.p.{order}.confirmed"),
+            b"{\"not\": \"an event\"}".to_vec(),
+            1,
+        ),
     ];
     let mut dead_letters = 0;
     for (subject, payload, consumers) in poison.iter() {
         tokio::time::sleep(pause / 2).await;
-        js.publish(*subject, payload.clone().into())
+        js.publish(subject.clone(), payload.clone().into())
             .await
             .expect("publish poison")
             .await

@@ -3,7 +3,7 @@
 //! the bus talks to one of these.
 //!
 //! The binary is `$NATS_SERVER_BIN`, else `nats-server` on `PATH`; when neither exists the test
-//! fails with the one-line install hint. Use a current server (≥ 2.10): Debian's 2.9 lacks what
+//! fails with the one-line install hint. Use a current server (≥ 2.11): Debian's 2.9 lacks what
 //! async-nats's KV and `sync_interval` need.
 
 use std::fmt::Write as _;

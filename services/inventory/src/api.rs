@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::State as AxumState;
 use axum::middleware;
 use axum::routing::get;
-use bus::{Change, Secret, Store};
+use bus::Secret;
 use events::{OrderId, Sku};
 use futures::StreamExt as _;
 use platform::problem::{ApiJson, ApiPath, FieldError, Problem};
@@ -13,17 +13,21 @@ use platform::service::Started;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::reservation::Reservation;
-use crate::stock::StockRecord;
+use crate::ledger::LedgerError;
+use crate::reservation::ReservationView;
+use crate::stock::{StockOp, StockRecord};
+use crate::store::Store;
 
 /// Highest stock one SKU may be set to.
 pub const MAX_AVAILABLE: u64 = 1_000_000_000;
 
-/// The stores the API reads and writes.
-#[derive(Debug, Clone)]
-pub struct Stores {
-    pub(crate) stock: Store<StockRecord>,
-    pub(crate) reservations: Store<Reservation>,
+type Stores = Store;
+
+impl From<LedgerError> for Problem {
+    fn from(error: LedgerError) -> Self {
+        tracing::warn!(error = %error, "stock unavailable");
+        Problem::unavailable(1)
+    }
 }
 
 /// The API routes; `PUT /v1/stock/{sku}` needs the admin token when one is configured.
@@ -50,7 +54,7 @@ pub fn routes(stores: Started<Stores>, admin_token: Option<Secret>) -> Router {
         description = "Stock per SKU and reservations per order."
     ),
     paths(list_stock, get_stock, set_stock, get_reservation),
-    components(schemas(Problem, FieldError))
+    components(schemas(Problem, FieldError, ReservationView))
 )]
 pub struct ApiDoc;
 
@@ -73,7 +77,7 @@ impl StockView {
             sku: sku.to_owned(),
             available: stock.available,
             reserved: stock.reserved,
-            unsettled_orders: stock.pending.len(),
+            unsettled_orders: stock.unsettled(),
         }
     }
 }
@@ -96,7 +100,7 @@ async fn list_stock(
     AxumState(stores): AxumState<Started<Stores>>,
 ) -> Result<axum::Json<Vec<StockView>>, Problem> {
     let stores = stores.get()?;
-    let mut keys = stores.stock.kv().keys().await.map_err(|e| {
+    let mut keys = stores.ledger().stock().kv().keys().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot list stock keys");
         Problem::unavailable(1)
     })?;
@@ -105,7 +109,7 @@ async fn list_stock(
         let Ok(key) = key else {
             return Err(Problem::unavailable(1));
         };
-        if let Some(stock) = stores.stock.get(&key).await? {
+        if let Some(stock) = stores.ledger().stock().get(&key).await? {
             views.push(StockView::new(&key, &stock.value));
         }
     }
@@ -129,7 +133,7 @@ async fn get_stock(
     ApiPath(sku): ApiPath<String>,
 ) -> Result<axum::Json<StockView>, Problem> {
     let sku = parse_sku(sku)?;
-    let stock = stores.get()?.stock.get(sku.as_str()).await?;
+    let stock = stores.get()?.ledger().stock().get(sku.as_str()).await?;
     stock
         .map(|s| axum::Json(StockView::new(sku.as_str(), &s.value)))
         .ok_or_else(|| Problem::not_found(format!("no stock for {sku}")))
@@ -164,16 +168,13 @@ async fn set_stock(
             format!("must be at most {MAX_AVAILABLE}"),
         )]));
     }
-    let stock = stores
-        .get()?
-        .stock
-        .modify(sku.as_str(), |current| {
-            let mut stock = current.cloned().unwrap_or_default();
-            stock.available = body.available;
-            Change::Write(stock.clone(), stock)
-        })
+    let ledger = stores.get()?.ledger();
+    ledger
+        .apply(&sku, StockOp::SetAvailable(body.available), None)
         .await?;
+    let stock = ledger.stock().get(sku.as_str()).await?;
     tracing::info!(available = body.available, "stock set");
+    let stock = stock.map(|s| s.value).unwrap_or_default();
     Ok(axum::Json(StockView::new(sku.as_str(), &stock)))
 }
 
@@ -183,20 +184,19 @@ async fn set_stock(
     path = "/v1/reservations/{order_id}",
     params(("order_id" = String, Path, description = "The order id (UUID)")),
     responses(
-        (status = 200, description = "The reservation", body = Object),
+        (status = 200, description = "The reservation", body = ReservationView),
         (status = 404, description = "Inventory has not seen this order", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn get_reservation(
     AxumState(stores): AxumState<Started<Stores>>,
     ApiPath(order_id): ApiPath<OrderId>,
-) -> Result<axum::Json<Reservation>, Problem> {
-    let reservation = stores
-        .get()?
-        .reservations
-        .get(&order_id.to_string())
-        .await?;
+) -> Result<axum::Json<ReservationView>, Problem> {
+    let reservation = stores.get()?.find(order_id).await.map_err(|e| {
+        tracing::warn!(error = %e, "reservations unavailable");
+        Problem::unavailable(1)
+    })?;
     reservation
-        .map(|r| axum::Json(r.value))
+        .map(|r| axum::Json(r.view()))
         .ok_or_else(|| Problem::not_found(format!("no reservation for {order_id}")))
 }

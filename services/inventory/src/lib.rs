@@ -1,18 +1,21 @@
-//! inventory-service: keeps stock per SKU in KV and answers every order with a reservation or
-//! a rejection — all lines or none, decided once, correct with any number of replicas. A
+//! inventory-service: keeps stock per SKU in KV (group-committed) and answers every order with
+//! a reservation or a rejection event — all lines or none, decided once, correct with any
+//! number of replicas. A
 //! library with [`run`] so tests start it in-process; `main.rs` only parses the configuration.
 
 mod api;
+mod ledger;
 mod reservation;
 mod saga;
 mod stock;
+mod store;
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use bus::{Bus, CancellationToken, ConsumerSpec, KvBucket, ProvisionError, Store};
+use bus::{Bus, CancellationToken, ConsumerSpec, ProvisionError};
 use platform::config::{HttpArgs, NatsArgs};
-use platform::service::{RunError, Started};
+use platform::service::{RunError, Started, Task};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
@@ -60,39 +63,30 @@ struct InventoryService {
 }
 
 impl platform::service::Service for InventoryService {
-    type State = api::Stores;
-    type Handler = saga::Inventory;
+    type State = store::Store;
+    type Handler = saga::Saga;
     const NAME: &'static str = SERVICE;
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
         api::ApiDoc::openapi()
     }
 
-    fn routes(&self, stores: Started<api::Stores>, _bus: &Bus) -> Router {
-        api::routes(stores, self.admin_token.clone())
+    fn routes(&self, store: Started<store::Store>, _bus: &Bus) -> Router {
+        api::routes(store, self.admin_token.clone())
     }
 
-    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<api::Stores, ProvisionError> {
-        let bucket = |name: &str| KvBucket {
-            replicas: nats.stream_replicas,
-            ..KvBucket::new(name)
-        };
-        Ok(api::Stores {
-            // Every order writes its SKUs twice (take, settle): remembering the last revision
-            // of each SKU saves a read per write.
-            stock: Store::open(bus, &bucket("stock"))
-                .await?
-                .with_cache(bus::RECENT_KEYS),
-            reservations: Store::open(bus, &bucket("reservations")).await?,
-        })
+    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<store::Store, ProvisionError> {
+        store::Store::open(bus, nats.stream_replicas, nats.stream_partitions).await
     }
 
-    fn consumers(&self, stores: &api::Stores, bus: &Bus) -> (Vec<ConsumerSpec>, saga::Inventory) {
-        let handler = saga::Inventory {
-            stock: stores.stock.clone(),
-            reservations: stores.reservations.clone(),
-            publisher: bus.publisher().clone(),
+    fn consumers(&self, store: &store::Store, _bus: &Bus) -> (Vec<ConsumerSpec>, saga::Saga) {
+        let saga = saga::Saga {
+            store: store.clone(),
         };
-        (saga::consumer_specs(), handler)
+        (saga::consumer_specs(store.partitions()), saga)
+    }
+
+    fn tasks(&self, store: &store::Store, shutdown: &CancellationToken) -> Vec<Task> {
+        vec![Box::pin(store.clone().reconcile(shutdown.clone()))]
     }
 }

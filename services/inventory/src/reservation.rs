@@ -1,179 +1,314 @@
-//! What inventory decided for each order, in the `reservations` bucket: written create-only
-//! before the decision is published, so a redelivered `orders.created` re-publishes the
-//! recorded decision instead of deciding again — a stock change between attempts can never
-//! flip the outcome. A cancellation that overtakes its order leaves a tombstone, so the late
-//! `orders.created` is rejected instead of reserving stock nobody will release.
+//! What inventory decided for an order, as its events say: `inventory.<p>.<customer>.<order>.`
+//! `reserved` or `rejected` (at most one of them: appended create-only, so a redelivered
+//! `orders.created` finds the decision and never decides again — a stock change between
+//! attempts cannot flip it), then at most one `released`. A cancellation that overtakes its
+//! order appends the rejection itself (with no shortfall), so the late `orders.created` finds
+//! the order decided and reserves nothing. Pure logic, no I/O.
 
+use bus::Recorded;
 use chrono::{DateTime, Utc};
 use events::{
     Envelope, Event, InventoryRejected, InventoryReleased, InventoryReserved, OrderId,
     ReservedLine, Shortfall,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The `source` of every event the inventory service produces.
 pub const SOURCE: &str = "/orderflow/inventory-service";
 
-/// Where an order's reservation stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum State {
-    /// The order was cancelled before inventory saw it: it must never be reserved.
-    CancelledFirst,
-    /// Every line is held.
+/// The stored decision on an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Every line is held, under the decision event `event`.
     Reserved {
+        /// The `inventory.reserved` event (the id its stock marks carry).
+        event: Uuid,
         /// What is held.
         lines: Vec<ReservedLine>,
     },
     /// Nothing is held.
     Rejected {
-        /// What was short (empty when rejected because it was cancelled first).
+        /// The `inventory.rejected` event.
+        event: Uuid,
+        /// What was short (empty when the order was cancelled before it was decided).
         shortfall: Vec<Shortfall>,
     },
-    /// A cancellation is giving the stock back.
-    Releasing {
-        /// What is being given back.
-        lines: Vec<ReservedLine>,
-    },
-    /// The stock was given back.
-    Released {
-        /// What was given back.
-        lines: Vec<ReservedLine>,
-    },
 }
 
-/// The identity of a published event, kept so that a re-publish is the same event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventRef {
-    /// Its id.
-    pub id: Uuid,
-    /// Its time.
-    pub at: DateTime<Utc>,
-    /// The event that caused it.
-    pub cause: Uuid,
-}
-
-impl EventRef {
-    fn new(cause: &Envelope) -> Self {
-        Self {
-            id: Uuid::now_v7(),
-            at: Utc::now(),
-            cause: cause.id,
+impl Decision {
+    /// The decision event's id.
+    pub fn event(&self) -> Uuid {
+        match self {
+            Self::Reserved { event, .. } | Self::Rejected { event, .. } => *event,
         }
+    }
+
+    /// Whether it holds the units it took.
+    pub fn keeps(&self) -> bool {
+        matches!(self, Self::Reserved { .. })
     }
 }
 
-/// An order's reservation, as stored in the `reservations` bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An order's reservation, folded from its inventory events.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     /// The order.
     pub order_id: OrderId,
-    /// Where it stands.
-    #[serde(flatten)]
-    pub state: State,
-    /// The `inventory.reserved` / `inventory.rejected` event announcing the decision.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub decision: Option<EventRef>,
-    /// The `inventory.released` event.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub release: Option<EventRef>,
+    /// The decision, once there is one.
+    pub decision: Option<Decision>,
+    /// The release event, once the stock was given back.
+    pub released: Option<Uuid>,
+    /// When it last changed.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The sequence of its last event: the precondition of the next one (0: none yet).
+    pub last_sequence: u64,
 }
 
 impl Reservation {
-    /// A decision taken for `cause` (an `orders.created`).
-    pub fn decided(order_id: OrderId, state: State, cause: &Envelope) -> Self {
-        Self {
+    /// Folds an order's inventory events, oldest first.
+    pub fn fold(order_id: OrderId, events: &[Recorded]) -> Self {
+        let mut reservation = Self {
             order_id,
-            state,
-            decision: Some(EventRef::new(cause)),
-            release: None,
-        }
-    }
-
-    /// The tombstone left by a cancellation that arrived first.
-    pub fn cancelled_first(order_id: OrderId) -> Self {
-        Self {
-            order_id,
-            state: State::CancelledFirst,
             decision: None,
-            release: None,
-        }
-    }
-
-    /// The tombstone turned into the rejection of the late `orders.created`.
-    pub fn reject_after_cancel(&self, cause: &Envelope) -> Self {
-        Self::decided(
-            self.order_id,
-            State::Rejected {
-                shortfall: Vec::new(),
-            },
-            cause,
-        )
-    }
-
-    /// A reserved order starting to give its stock back for `cause` (an `orders.cancelled`).
-    pub fn releasing(&self, cause: &Envelope) -> Option<Self> {
-        let State::Reserved { lines } = &self.state else {
-            return None;
+            released: None,
+            updated_at: None,
+            last_sequence: 0,
         };
-        Some(Self {
-            state: State::Releasing {
-                lines: lines.clone(),
-            },
-            release: Some(EventRef::new(cause)),
-            ..self.clone()
-        })
-    }
-
-    /// Released, once every line was given back.
-    pub fn released(&self) -> Option<Self> {
-        let State::Releasing { lines } = &self.state else {
-            return None;
-        };
-        Some(Self {
-            state: State::Released {
-                lines: lines.clone(),
-            },
-            ..self.clone()
-        })
-    }
-
-    /// The decision event, rebuilt exactly as first published.
-    pub fn decision_event(&self) -> Option<Envelope> {
-        let event = match &self.state {
-            State::Reserved { lines } | State::Releasing { lines } | State::Released { lines } => {
-                Event::InventoryReserved(InventoryReserved {
-                    order_id: self.order_id,
-                    lines: lines.clone(),
-                })
+        for recorded in events {
+            reservation.last_sequence = reservation.last_sequence.max(recorded.sequence);
+            reservation.updated_at = Some(recorded.envelope.time);
+            let id = recorded.envelope.id;
+            match &recorded.envelope.event {
+                Event::InventoryReserved(e) if reservation.decision.is_none() => {
+                    reservation.decision = Some(Decision::Reserved {
+                        event: id,
+                        lines: e.lines.clone(),
+                    });
+                }
+                Event::InventoryRejected(e) if reservation.decision.is_none() => {
+                    reservation.decision = Some(Decision::Rejected {
+                        event: id,
+                        shortfall: e.shortfall.clone(),
+                    });
+                }
+                Event::InventoryReleased(_) if reservation.released.is_none() => {
+                    reservation.released = Some(id);
+                }
+                _ => {}
             }
-            State::Rejected { shortfall } => Event::InventoryRejected(InventoryRejected {
-                order_id: self.order_id,
-                shortfall: shortfall.clone(),
-            }),
-            State::CancelledFirst => return None,
-        };
-        Some(envelope(event, self.decision.as_ref()?))
+        }
+        reservation
     }
 
-    /// The release event, rebuilt exactly as first published.
-    pub fn release_event(&self) -> Option<Envelope> {
-        let (State::Releasing { lines } | State::Released { lines }) = &self.state else {
-            return None;
+    /// How the reservation looks from outside.
+    pub fn view(&self) -> ReservationView {
+        let (state, lines, shortfall) = match (&self.decision, self.released) {
+            (None, _) => (State::Undecided, Vec::new(), Vec::new()),
+            (Some(Decision::Reserved { lines, .. }), None) => {
+                (State::Reserved, lines.clone(), Vec::new())
+            }
+            (Some(Decision::Reserved { lines, .. }), Some(_)) => {
+                (State::Released, lines.clone(), Vec::new())
+            }
+            (Some(Decision::Rejected { shortfall, .. }), _) => {
+                (State::Rejected, Vec::new(), shortfall.clone())
+            }
         };
-        let event = Event::InventoryReleased(InventoryReleased {
-            order_id: self.order_id,
-            lines: lines.clone(),
-        });
-        Some(envelope(event, self.release.as_ref()?))
+        ReservationView {
+            order_id: self.order_id.to_string(),
+            state,
+            lines: lines
+                .into_iter()
+                .map(|l| LineView {
+                    sku: l.sku.to_string(),
+                    quantity: l.quantity,
+                })
+                .collect(),
+            shortfall: shortfall
+                .into_iter()
+                .map(|s| ShortfallView {
+                    sku: s.sku.to_string(),
+                    requested: s.requested,
+                    available: s.available,
+                })
+                .collect(),
+            updated_at: self.updated_at,
+        }
     }
 }
 
-fn envelope(event: Event, reference: &EventRef) -> Envelope {
-    let mut envelope = Envelope::new(SOURCE, event);
-    envelope.id = reference.id;
-    envelope.time = reference.at;
-    envelope.causation_id = Some(reference.cause);
+/// The `inventory.reserved` event of a decision whose stock marks carry `id`.
+pub fn reserved(
+    order_id: OrderId,
+    lines: Vec<ReservedLine>,
+    id: Uuid,
+    cause: &Envelope,
+) -> Envelope {
+    with_id(
+        Event::InventoryReserved(InventoryReserved { order_id, lines }),
+        id,
+        cause,
+    )
+}
+
+/// The `inventory.rejected` event of a decision (stock marks of lines taken before the short
+/// one carry `id`).
+pub fn rejected(
+    order_id: OrderId,
+    shortfall: Vec<Shortfall>,
+    id: Uuid,
+    cause: &Envelope,
+) -> Envelope {
+    with_id(
+        Event::InventoryRejected(InventoryRejected {
+            order_id,
+            shortfall,
+        }),
+        id,
+        cause,
+    )
+}
+
+/// The `inventory.released` event whose give-back marks carry `id`.
+pub fn released(
+    order_id: OrderId,
+    lines: Vec<ReservedLine>,
+    id: Uuid,
+    cause: &Envelope,
+) -> Envelope {
+    with_id(
+        Event::InventoryReleased(InventoryReleased { order_id, lines }),
+        id,
+        cause,
+    )
+}
+
+fn with_id(event: Event, id: Uuid, cause: &Envelope) -> Envelope {
+    let mut envelope = Envelope::new(SOURCE, event).caused_by(cause);
+    envelope.id = id;
     envelope
+}
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Inventory has not decided yet.
+    Undecided,
+    /// Every line is held.
+    Reserved,
+    /// Nothing is held (short, or cancelled before it was decided).
+    Rejected,
+    /// What was held was given back.
+    Released,
+}
+
+/// A reservation as `GET /v1/reservations/{order_id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReservationView {
+    /// The order.
+    pub order_id: String,
+    /// Where it stands.
+    pub state: State,
+    /// What is (or was) held.
+    pub lines: Vec<LineView>,
+    /// What was short, if rejected for lack of stock.
+    pub shortfall: Vec<ShortfallView>,
+    /// When it last changed.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A held line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LineView {
+    /// The SKU.
+    pub sku: String,
+    /// Units.
+    pub quantity: u32,
+}
+
+/// A line that could not be covered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShortfallView {
+    /// The SKU.
+    pub sku: String,
+    /// Units asked for.
+    pub requested: u32,
+    /// Units there were.
+    pub available: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use events::{CustomerId, Partitions, Sku};
+
+    fn cause(order_id: OrderId) -> Envelope {
+        Envelope::new(
+            "/test",
+            Event::InventoryReleased(InventoryReleased {
+                order_id,
+                lines: vec![],
+            }),
+        )
+    }
+
+    fn recorded(sequence: u64, envelope: Envelope) -> Recorded {
+        let key = events::OrderKey::new(
+            Partitions::ONE,
+            CustomerId::new("c").unwrap(),
+            envelope.event.order_id(),
+        );
+        Recorded {
+            sequence,
+            subject: key.subject(&envelope.event),
+            envelope,
+        }
+    }
+
+    fn lines() -> Vec<ReservedLine> {
+        vec![ReservedLine {
+            sku: Sku::new("A").unwrap(),
+            quantity: 2,
+        }]
+    }
+
+    #[test]
+    fn an_order_without_events_is_undecided() {
+        let reservation = Reservation::fold(OrderId::new(), &[]);
+        assert_eq!(reservation.decision, None);
+        assert_eq!(reservation.view().state, State::Undecided);
+        assert_eq!(reservation.last_sequence, 0);
+    }
+
+    #[test]
+    fn a_reserved_then_released_order_holds_nothing() {
+        let order = OrderId::new();
+        let decision = Uuid::now_v7();
+        let events = [
+            recorded(3, reserved(order, lines(), decision, &cause(order))),
+            recorded(9, released(order, lines(), Uuid::now_v7(), &cause(order))),
+        ];
+        let reservation = Reservation::fold(order, &events);
+        assert_eq!(
+            reservation.decision.as_ref().map(Decision::event),
+            Some(decision)
+        );
+        assert_eq!(reservation.view().state, State::Released);
+        assert_eq!(reservation.last_sequence, 9);
+    }
+
+    #[test]
+    fn only_the_first_decision_counts() {
+        let order = OrderId::new();
+        let first = Uuid::now_v7();
+        let events = [
+            recorded(1, rejected(order, vec![], first, &cause(order))),
+            recorded(2, reserved(order, lines(), Uuid::now_v7(), &cause(order))),
+        ];
+        let reservation = Reservation::fold(order, &events);
+        assert_eq!(reservation.decision.map(|d| d.event()), Some(first));
+    }
 }

@@ -1,59 +1,57 @@
-//! Inventory's side of the saga, on the durable consumer `inventory` (`orders.created`,
-//! `orders.cancelled`), safe with any number of replicas and any redelivery:
+//! Inventory's side of the saga, on the durable consumer `inventory` (`orders.*.created`,
+//! `orders.*.cancelled`, per partition), safe with any number of replicas and any redelivery:
 //!
-//! - reserve: take every line (each SKU write is compare-and-set and remembers the order, so
-//!   a retry takes nothing twice), record the decision create-only, settle the SKUs by that
-//!   decision (keep the units, or give them back if rejected), publish the decision;
-//! - release: mark the reservation releasing, give back each line once, mark it released,
-//!   settle the SKUs, publish `inventory.released`.
+//! - reserve: take every line through the ledger (group-committed per SKU; each take marked
+//!   with the id of the decision event it will be recorded by), then append the decision —
+//!   `reserved`, or `rejected` with what was short — create-only. The append is the commit: if
+//!   another decision is there first (a replica, a cancellation's tombstone, an earlier
+//!   attempt), the takes are settled against *that* decision, and ours are undone. A first
+//!   delivery decides without reading; a redelivery reads first and only settles if decided.
+//! - release: read the reservation, give back each held line once (marked like a take), then
+//!   append `released` conditionally on the history read. A cancellation of an order inventory
+//!   has not decided yet appends the rejection itself: the tombstone the late order finds.
 //!
-//! Every step is idempotent and the message is acked only after the publish, so a crash at
-//! any point is finished by the redelivery.
+//! The message is acked only after the append, so a crash at any point is finished by the
+//! redelivery; marks are settled after the append, riding along with the SKU's next write.
 
 use std::collections::BTreeMap;
 
-use bus::{Change, ConsumerSpec, Delivery, HandlerError, Lease, MsgId, Publisher, Store};
+use bus::{ConsumerSpec, Delivery, HandlerError, Lease};
 use events::{
-    Envelope, Event, EventKind, OrderCreated, OrderId, ReservedLine, Shortfall, Sku, names,
+    Envelope, Event, EventKind, OrderCreated, OrderId, OrderKey, Partitions, ReservedLine,
+    Shortfall, Sku,
 };
+use uuid::Uuid;
 
-use crate::reservation::{Reservation, State};
-use crate::stock::{Reserve, StockRecord};
+use crate::reservation::{self, Decision, Reservation};
+use crate::stock::{Applied, StockOp};
+use crate::store::Store;
 
 /// Durable consumer of order events.
 pub const CONSUMER: &str = "inventory";
-/// Rounds of "read the reservation, act, write" before a redelivery is asked for.
+/// Rounds of "decide, append, find the history moved" before a redelivery is asked for.
 const ROUNDS: usize = 8;
 
-/// The inventory service's consumer.
-pub fn consumer_specs() -> Vec<ConsumerSpec> {
-    vec![ConsumerSpec::new(
-        names::stream::ORDERS,
+/// The inventory service's consumers: one per partition.
+pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
+    ConsumerSpec::per_partition(
         CONSUMER,
-        &[
-            names::subject::ORDERS_CREATED,
-            names::subject::ORDERS_CANCELLED,
-        ],
-    )]
+        &[EventKind::OrderCreated, EventKind::OrderCancelled],
+        partitions,
+    )
 }
 
 /// Handles `orders.created` and `orders.cancelled`.
 #[derive(Debug, Clone)]
-pub struct Inventory {
-    pub(crate) stock: Store<StockRecord>,
-    pub(crate) reservations: Store<Reservation>,
-    pub(crate) publisher: Publisher,
+pub struct Saga {
+    pub(crate) store: Store,
 }
 
-impl bus::Handler for Inventory {
+impl bus::Handler for Saga {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let cause = &delivery.envelope;
-        match &cause.event {
-            Event::OrderCreated(order) => self.reserve(order, cause, &delivery.lease).await,
-            Event::OrderCancelled(cancelled) => {
-                self.release(cancelled.order_id, cause, &delivery.lease)
-                    .await
-            }
+        match &delivery.envelope.event {
+            Event::OrderCreated(order) => self.reserve(order, &delivery).await,
+            Event::OrderCancelled(_) => self.release(&delivery).await,
             other => Err(HandlerError::permanent(format!(
                 "inventory-service does not handle {}",
                 other.kind()
@@ -81,236 +79,258 @@ fn lines_of(order: &OrderCreated) -> Result<Vec<ReservedLine>, HandlerError> {
         .collect())
 }
 
-impl Inventory {
-    /// Changes the stock of `sku` with compare-and-set — only while `lease` is held, checked
-    /// after every read, so an attempt that lost its message to a redelivery (a frozen or
-    /// partitioned process waking up) cannot apply a change the newer attempt already settled.
-    async fn update_stock<R>(
-        &self,
-        sku: &Sku,
-        lease: &Lease,
-        mut apply: impl FnMut(&mut StockRecord) -> (bool, R),
-    ) -> Result<R, HandlerError> {
-        let outcome = self
-            .stock
-            .modify(sku.as_str(), |current| {
-                if !lease.is_held() {
-                    return Change::Keep(None);
-                }
-                let mut stock = current.cloned().unwrap_or_default();
-                match apply(&mut stock) {
-                    (true, result) => Change::Write(stock, Some(result)),
-                    (false, result) => Change::Keep(Some(result)),
-                }
-            })
-            .await?;
-        match outcome {
-            Some(result) => Ok(result),
-            None => Err(lease
-                .check()
-                .err()
-                .unwrap_or_else(|| HandlerError::transient("delivery lease expired"))),
-        }
-    }
+/// What taking an order's lines did.
+struct Taken {
+    /// The id the takes are marked with: the decision event's id.
+    event: Uuid,
+    /// The lines that were short.
+    shortfall: Vec<Shortfall>,
+}
 
-    async fn reserve(
-        &self,
-        order: &OrderCreated,
-        cause: &Envelope,
-        lease: &Lease,
-    ) -> Result<(), HandlerError> {
-        let order_id = order.order_id;
-        let key = order_id.to_string();
+impl Saga {
+    async fn reserve(&self, order: &OrderCreated, delivery: &Delivery) -> Result<(), HandlerError> {
+        let (key, cause, lease) = (&delivery.key, &delivery.envelope, &delivery.lease);
         let lines = lines_of(order)?;
+        let mut known = match delivery.is_redelivery() {
+            true => Some(self.store.read(key).await?),
+            false => None,
+        };
         for _ in 0..ROUNDS {
-            let recorded = match self.reservations.get(&key).await? {
-                Some(existing) if existing.value.state == State::CancelledFirst => {
-                    let rejected = existing.value.reject_after_cancel(cause);
-                    self.reservations
-                        .update(&key, &rejected, existing.revision)
-                        .await?
-                        .map(|_| rejected)
+            if let Some(decision) = known.as_ref().and_then(|r| r.decision.as_ref()) {
+                // Decided (by an earlier attempt, a replica, or a cancellation's tombstone):
+                // settle this order's takes against the stored decision, now.
+                for line in &lines {
+                    self.store
+                        .ledger()
+                        .apply(&line.sku, settle_take(key.order, decision), None)
+                        .await?;
                 }
-                Some(existing) => Some(existing.value),
-                None => {
-                    let state = self.take(order_id, &lines, lease).await?;
-                    let decided = Reservation::decided(order_id, state, cause);
-                    // Create-only: if another replica or a cancellation got there first, the
-                    // next round follows what they recorded.
-                    self.reservations
-                        .create(&key, &decided)
-                        .await?
-                        .map(|_| decided)
-                }
+                return Ok(());
+            }
+            let taken = self.take(key.order, &lines, lease).await?;
+            let decision = if taken.shortfall.is_empty() {
+                reservation::reserved(key.order, lines.clone(), taken.event, cause)
+            } else {
+                reservation::rejected(key.order, taken.shortfall.clone(), taken.event, cause)
             };
-            if let Some(reservation) = recorded {
-                return self.settle_decision(&reservation, &lines, lease).await;
+            // Create-only: the first decision is the decision.
+            match self.store.append(key, &decision, 0).await? {
+                Ok(_) => {
+                    self.settle_own(key.order, &lines, &decision).await?;
+                    tracing::info!(order_id = %key.order, decision = %decision.kind(), "reservation decided");
+                    return Ok(());
+                }
+                Err(moved) => known = Some(moved),
             }
         }
         Err(HandlerError::transient(format!(
-            "reservation of {order_id} is contended"
+            "reservation of {} is contended",
+            key.order
         )))
     }
 
-    /// Takes every line, or reports what is short (taken lines stay pending until the
-    /// decision is recorded, then are settled by it).
+    /// Takes every line, marked with one decision id: a fresh one, or the id an earlier attempt
+    /// already marked this order's takes with. After the first short line the rest are only
+    /// looked at, to report every short line.
     async fn take(
         &self,
-        order_id: OrderId,
+        order: OrderId,
         lines: &[ReservedLine],
         lease: &Lease,
-    ) -> Result<State, HandlerError> {
+    ) -> Result<Taken, HandlerError> {
+        let fresh = Uuid::now_v7();
+        let mut marked: Option<Uuid> = None;
         let mut shortfall = Vec::new();
         for line in lines {
             let outcome = if shortfall.is_empty() {
-                self.update_stock(&line.sku, lease, |stock| {
-                    let outcome = stock.reserve(order_id, line.quantity);
-                    (outcome == Reserve::Taken, outcome)
-                })
-                .await?
-            } else {
-                // Already rejected: only look, to report every short line.
-                let mut stock = self
-                    .stock
-                    .get(line.sku.as_str())
+                let event = marked.unwrap_or(fresh);
+                let op = StockOp::Take {
+                    order,
+                    quantity: line.quantity,
+                    event,
+                };
+                match self
+                    .store
+                    .ledger()
+                    .apply(&line.sku, op, Some(lease))
                     .await?
-                    .map(|s| s.value)
-                    .unwrap_or_default();
-                stock.reserve(order_id, line.quantity)
+                {
+                    Applied::Moved => Applied::Moved,
+                    Applied::AlreadyMoved(earlier) => match marked {
+                        Some(ours) if ours != earlier => {
+                            // Takes of two attempts that never decided: only possible when a
+                            // stale attempt wrote; the redelivery reads and sorts it out.
+                            return Err(HandlerError::transient(format!(
+                                "order {order}: stock marks of two attempts; deciding on a redelivery"
+                            )));
+                        }
+                        _ => Applied::AlreadyMoved(earlier),
+                    },
+                    other => other,
+                }
+            } else {
+                let stock = self.store.ledger().stock().get(line.sku.as_str()).await?;
+                let available = stock.map_or(0, |s| s.value.available);
+                if available >= u64::from(line.quantity) {
+                    continue;
+                }
+                Applied::Short { available }
             };
-            if let Reserve::Short { available } = outcome {
-                shortfall.push(Shortfall {
+            match outcome {
+                Applied::Moved if marked.is_none() => marked = Some(fresh),
+                Applied::AlreadyMoved(earlier) => marked = Some(earlier),
+                Applied::Short { available } => shortfall.push(Shortfall {
                     sku: line.sku.clone(),
                     requested: line.quantity,
                     available: u32::try_from(available).unwrap_or(u32::MAX),
-                });
+                }),
+                _ => {}
             }
         }
-        Ok(if shortfall.is_empty() {
-            State::Reserved {
-                lines: lines.to_vec(),
-            }
-        } else {
-            State::Rejected { shortfall }
+        Ok(Taken {
+            event: marked.unwrap_or(fresh),
+            shortfall,
         })
     }
 
-    /// Settles every SKU by the recorded decision and publishes it.
-    async fn settle_decision(
+    /// Settles the takes of a decision this attempt stored: kept units ride along with the
+    /// SKUs' next writes; a rejection gives back what it took before the short line, now.
+    async fn settle_own(
         &self,
-        reservation: &Reservation,
+        order: OrderId,
         lines: &[ReservedLine],
-        lease: &Lease,
+        decision: &Envelope,
     ) -> Result<(), HandlerError> {
-        let order_id = reservation.order_id;
-        let rejected = matches!(reservation.state, State::Rejected { .. });
+        let keep = matches!(decision.event, Event::InventoryReserved(_));
         for line in lines {
-            self.update_stock(&line.sku, lease, |stock| {
-                let changed = if rejected {
-                    stock.undo_reserve(order_id)
-                } else {
-                    stock.settle(order_id, false)
-                };
-                (changed, ())
-            })
-            .await?;
+            let op = StockOp::SettleTake {
+                order,
+                decision: decision.id,
+                keep,
+            };
+            if keep {
+                self.store.ledger().settle_later(&line.sku, op);
+            } else {
+                self.store.ledger().apply(&line.sku, op, None).await?;
+            }
         }
-        let Some(event) = reservation.decision_event() else {
-            return Ok(());
-        };
-        let kind = event.kind();
-        self.publisher
-            .publish(&event, &MsgId::new(kind, order_id))
-            .await?;
-        tracing::info!(%order_id, decision = %kind, "reservation decided");
         Ok(())
     }
 
-    async fn release(
-        &self,
-        order_id: OrderId,
-        cause: &Envelope,
-        lease: &Lease,
-    ) -> Result<(), HandlerError> {
-        let key = order_id.to_string();
+    async fn release(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+        let (key, cause, lease) = (&delivery.key, &delivery.envelope, &delivery.lease);
+        let mut reservation = self.store.read(key).await?;
         for _ in 0..ROUNDS {
-            let Some(existing) = self.reservations.get(&key).await? else {
-                if self
-                    .reservations
-                    .create(&key, &Reservation::cancelled_first(order_id))
-                    .await?
-                    .is_some()
-                {
-                    tracing::info!(%order_id, "cancelled before its reservation; tombstone left");
+            let moved = match (&reservation.decision, reservation.released) {
+                (None, _) => self.tombstone(key, cause).await?,
+                (Some(Decision::Rejected { .. }), _) => return Ok(()),
+                (Some(Decision::Reserved { lines, .. }), Some(release)) => {
+                    // Released already: settle any give-back mark that is left.
+                    for line in lines {
+                        let op = StockOp::SettleReturn {
+                            order: key.order,
+                            release,
+                        };
+                        self.store.ledger().apply(&line.sku, op, None).await?;
+                    }
                     return Ok(());
                 }
-                continue;
-            };
-            match &existing.value.state {
-                State::CancelledFirst | State::Rejected { .. } => return Ok(()),
-                State::Reserved { .. } => {
-                    let Some(releasing) = existing.value.releasing(cause) else {
-                        continue;
-                    };
-                    if self
-                        .reservations
-                        .update(&key, &releasing, existing.revision)
+                (Some(decision @ Decision::Reserved { lines, .. }), None) => {
+                    self.give_back(key, &reservation, decision, lines, cause, lease)
                         .await?
-                        .is_some()
-                    {
-                        return self.finish_release(releasing, lease).await;
-                    }
                 }
-                State::Releasing { .. } | State::Released { .. } => {
-                    return self.finish_release(existing.value, lease).await;
-                }
+            };
+            match moved {
+                None => return Ok(()),
+                Some(moved) => reservation = moved,
             }
         }
         Err(HandlerError::transient(format!(
-            "release of {order_id} is contended"
+            "release of {} is contended",
+            key.order
         )))
     }
 
-    /// Gives back every line once (unless already released), marks the reservation released,
-    /// settles, publishes.
-    async fn finish_release(
+    /// Leaves the rejection a late `orders.created` will find; the moved history if something
+    /// was decided first.
+    async fn tombstone(
         &self,
-        reservation: Reservation,
+        key: &OrderKey,
+        cause: &Envelope,
+    ) -> Result<Option<Reservation>, HandlerError> {
+        let rejection = reservation::rejected(key.order, Vec::new(), Uuid::now_v7(), cause);
+        match self.store.append(key, &rejection, 0).await? {
+            Ok(_) => {
+                tracing::info!(order_id = %key.order, "cancelled before its reservation; rejected in advance");
+                Ok(None)
+            }
+            Err(moved) => Ok(Some(moved)),
+        }
+    }
+
+    /// Gives back every held line once, then appends the release; the moved history if the
+    /// reservation changed meanwhile.
+    async fn give_back(
+        &self,
+        key: &OrderKey,
+        reservation: &Reservation,
+        decision: &Decision,
+        lines: &[ReservedLine],
+        cause: &Envelope,
         lease: &Lease,
-    ) -> Result<(), HandlerError> {
-        let order_id = reservation.order_id;
-        let (State::Releasing { lines } | State::Released { lines }) = &reservation.state else {
-            return Ok(());
-        };
-        // Once the record says released, the pending marks that made the give-back idempotent
-        // may already be settled: giving back again would return the units twice.
-        if matches!(reservation.state, State::Releasing { .. }) {
-            for line in lines {
-                self.update_stock(&line.sku, lease, |stock| {
-                    (stock.release(order_id, line.quantity), ())
-                })
-                .await?;
+    ) -> Result<Option<Reservation>, HandlerError> {
+        let ledger = self.store.ledger();
+        let fresh = Uuid::now_v7();
+        let mut marked: Option<Uuid> = None;
+        for line in lines {
+            // The takes were kept: their marks can go in the same write.
+            ledger.settle_later(&line.sku, settle_take(key.order, decision));
+            let op = StockOp::Return {
+                order: key.order,
+                quantity: line.quantity,
+                event: marked.unwrap_or(fresh),
+            };
+            match ledger.apply(&line.sku, op, Some(lease)).await? {
+                Applied::AlreadyMoved(earlier) if marked.is_none() => marked = Some(earlier),
+                Applied::AlreadyMoved(earlier) if marked != Some(earlier) => {
+                    return Err(HandlerError::transient(format!(
+                        "order {}: give-back marks of two attempts; releasing on a redelivery",
+                        key.order
+                    )));
+                }
+                Applied::Moved if marked.is_none() => marked = Some(fresh),
+                _ => {}
             }
         }
-        let released = self
-            .reservations
-            .modify(&order_id.to_string(), |current| {
-                match current.and_then(Reservation::released) {
-                    Some(released) => Change::Write(released.clone(), released),
-                    None => Change::Keep(reservation.clone()),
+        let release = marked.unwrap_or(fresh);
+        let released = reservation::released(key.order, lines.to_vec(), release, cause);
+        match self
+            .store
+            .append(key, &released, reservation.last_sequence)
+            .await?
+        {
+            Ok(_) => {
+                for line in lines {
+                    ledger.settle_later(
+                        &line.sku,
+                        StockOp::SettleReturn {
+                            order: key.order,
+                            release,
+                        },
+                    );
                 }
-            })
-            .await?;
-        for line in lines {
-            self.update_stock(&line.sku, lease, |stock| (stock.settle(order_id, true), ()))
-                .await?;
+                tracing::info!(order_id = %key.order, "reservation released");
+                Ok(None)
+            }
+            Err(moved) => Ok(Some(moved)),
         }
-        if let Some(event) = released.release_event() {
-            self.publisher
-                .publish(&event, &MsgId::new(EventKind::InventoryReleased, order_id))
-                .await?;
-            tracing::info!(%order_id, "reservation released");
-        }
-        Ok(())
+    }
+}
+
+fn settle_take(order: OrderId, decision: &Decision) -> StockOp {
+    StockOp::SettleTake {
+        order,
+        decision: decision.event(),
+        keep: decision.keeps(),
     }
 }

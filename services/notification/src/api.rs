@@ -3,16 +3,17 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use events::{NotificationKind, OrderId};
+use events::OrderId;
 use platform::problem::{ApiQuery, FieldError, Problem};
 use platform::service::Started;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
-use crate::delivery::{Delivery, notification_id};
+use crate::notification::Notification;
+use crate::store::Store;
 
 /// The API routes.
-pub fn routes(state: Started<crate::State>) -> Router {
+pub fn routes(state: Started<Store>) -> Router {
     Router::new()
         .route("/v1/notifications", get(list_notifications))
         .with_state(state)
@@ -26,7 +27,7 @@ pub fn routes(state: Started<crate::State>) -> Router {
         description = "Notifications sent for orders."
     ),
     paths(list_notifications),
-    components(schemas(Problem, FieldError, Delivery))
+    components(schemas(Problem, FieldError, Notification))
 )]
 pub struct ApiDoc;
 
@@ -38,36 +39,30 @@ pub struct NotificationQuery {
     pub order_id: String,
 }
 
-/// The notifications of an order (at most one per state change).
+/// The outcomes of an order's notifications (at most one per state change); a notification
+/// still being retried has none yet.
 #[utoipa::path(
     get,
     path = "/v1/notifications",
     params(NotificationQuery),
     responses(
-        (status = 200, description = "Its notifications, confirmation first", body = Vec<Delivery>),
+        (status = 200, description = "The outcomes of its notifications, oldest first", body = Vec<Notification>),
         (status = 422, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_notifications(
-    State(state): State<Started<crate::State>>,
+    State(state): State<Started<Store>>,
     ApiQuery(query): ApiQuery<NotificationQuery>,
-) -> Result<axum::Json<Vec<Delivery>>, Problem> {
+) -> Result<axum::Json<Vec<Notification>>, Problem> {
     let order_id: OrderId = query.order_id.parse().map_err(|_| {
         Problem::validation(vec![FieldError::new(
             "order_id",
             "must be an order id (UUID)",
         )])
     })?;
-    let deliveries = &state.get()?.deliveries;
-    let mut found = Vec::new();
-    for kind in [
-        NotificationKind::OrderConfirmed,
-        NotificationKind::OrderCancelled,
-    ] {
-        let record = deliveries
-            .get(&notification_id(order_id, kind).to_string())
-            .await?;
-        found.extend(record.map(|r| r.value));
-    }
+    let found = state.get()?.outcomes_of(order_id).await.map_err(|e| {
+        tracing::warn!(error = %e, "notifications unavailable");
+        Problem::unavailable(1)
+    })?;
     Ok(axum::Json(found))
 }

@@ -1,23 +1,24 @@
 //! notification-service: tells the customer about every order state change — once — through
-//! the log (default) or a signed webhook, and records each delivery. A library with [`run`] so
+//! the log (default) or a signed webhook, and records each outcome as an event. A library with [`run`] so
 //! tests start it in-process; `main.rs` only parses the configuration.
 
 mod api;
-mod delivery;
-mod notify;
+mod notification;
+mod saga;
+mod store;
 mod webhook;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use bus::{Bus, CancellationToken, ConsumerSpec, KvBucket, ProvisionError, Secret, Store};
+use bus::{Bus, CancellationToken, ConsumerSpec, KvBucket, KvStore, ProvisionError, Secret};
 use platform::config::{HttpArgs, NatsArgs};
 use platform::service::{RunError, Started};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
-pub use delivery::{Delivery, Status, notification_id};
+pub use notification::{Notification, Status, notification_id};
 pub use webhook::{MIN_SECRET_BYTES, WebhookConfigError};
 
 /// The service name: connection name, `service.name`, event `source`.
@@ -87,39 +88,31 @@ struct NotificationService {
     timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct State {
-    pub(crate) deliveries: Store<Delivery>,
-    pub(crate) webhook: Option<webhook::Webhook>,
-}
-
 impl platform::service::Service for NotificationService {
-    type State = State;
-    type Handler = notify::Notifier;
+    type State = store::Store;
+    type Handler = saga::Saga;
     const NAME: &'static str = SERVICE;
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
         api::ApiDoc::openapi()
     }
 
-    fn routes(&self, state: Started<State>, _bus: &Bus) -> Router {
-        api::routes(state)
+    fn routes(&self, store: Started<store::Store>, _bus: &Bus) -> Router {
+        api::routes(store)
     }
 
-    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<State, ProvisionError> {
-        let bucket = |name: &str| KvBucket {
-            replicas: nats.stream_replicas,
-            ..KvBucket::new(name)
-        };
-        // The handler reads a delivery, sends, then records it: the cache saves the second
-        // read.
-        let deliveries = Store::open(bus, &bucket("notifications"))
-            .await?
-            .with_cache(bus::RECENT_KEYS);
+    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<store::Store, ProvisionError> {
         let webhook = match &self.webhook {
             None => None,
             Some((url, secret)) => {
-                let endpoints = Store::open(bus, &bucket("webhook_endpoints")).await?;
+                let endpoints = KvStore::open(
+                    bus,
+                    &KvBucket {
+                        replicas: nats.stream_replicas,
+                        ..KvBucket::new("webhook_endpoints")
+                    },
+                )
+                .await?;
                 // Validated in `run`; a failure here is the HTTP client itself.
                 match webhook::Webhook::new(url, secret, self.timeout, endpoints) {
                     Ok(webhook) => Some(webhook),
@@ -130,18 +123,13 @@ impl platform::service::Service for NotificationService {
                 }
             }
         };
-        Ok(State {
-            deliveries,
-            webhook,
-        })
+        Ok(store::Store::new(bus, nats.stream_partitions, webhook))
     }
 
-    fn consumers(&self, state: &State, bus: &Bus) -> (Vec<ConsumerSpec>, notify::Notifier) {
-        let notifier = notify::Notifier {
-            deliveries: state.deliveries.clone(),
-            webhook: state.webhook.clone(),
-            publisher: bus.publisher().clone(),
+    fn consumers(&self, store: &store::Store, _bus: &Bus) -> (Vec<ConsumerSpec>, saga::Saga) {
+        let saga = saga::Saga {
+            store: store.clone(),
         };
-        (notify::consumer_specs(), notifier)
+        (saga::consumer_specs(store.partitions()), saga)
     }
 }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use bus::{Secret, Store, StoreError};
+use bus::{KvStore, Secret, StoreError};
 use failsafe::futures::CircuitBreaker as _;
 use failsafe::{StateMachine, backoff, failure_policy};
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,7 @@ pub struct Webhook {
     signer: std::sync::Arc<standardwebhooks::Webhook>,
     client: reqwest::Client,
     breaker: Breaker,
-    endpoints: Store<EndpointState>,
+    endpoints: KvStore<EndpointState>,
     endpoint_key: String,
 }
 
@@ -115,7 +115,7 @@ impl Webhook {
         url: &str,
         secret: &Secret,
         timeout: Duration,
-        endpoints: Store<EndpointState>,
+        endpoints: KvStore<EndpointState>,
     ) -> Result<Self, WebhookConfigError> {
         validate(Some(url), Some(secret))?;
         let signer = standardwebhooks::Webhook::from_bytes(secret_key(secret)?)

@@ -1,16 +1,15 @@
-//! The order API: create (idempotent), read, list by customer, cancel. Handlers validate,
-//! publish one event, and answer — the saga does the rest. Every error is problem JSON.
+//! The order API: create (idempotent), read, list by customer, cancel. Creating and cancelling
+//! each append one event to the order's history — the event is the state change — and answer;
+//! the saga does the rest. Every error is problem JSON.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bus::{MsgId, Publisher};
 use chrono::{DateTime, Utc};
 use events::{
-    CancelReason, Currency, CustomerId, Envelope, Event, EventKind, LineItem,
-    OrderCancellationRequested, OrderCreated, OrderId, Sku,
+    CancelReason, Currency, CustomerId, Envelope, Event, LineItem, OrderCreated, OrderId, Sku,
 };
 use platform::problem::{ApiJson, ApiPath, ApiQuery, FieldError, Problem};
 use platform::service::Started;
@@ -18,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::order::{OrderRecord, SOURCE, Status};
-use crate::records::{Claim, Records};
+use crate::order::{Decision, Order, SOURCE, Status};
+use crate::store::{Basis, Claim, OrderStoreError, Store, Transitioned};
 
 /// Currencies orders may be placed in.
 pub const CURRENCIES: &[&str] = &[
@@ -32,17 +31,29 @@ pub const MAX_QUANTITY: u32 = 1_000;
 /// Highest unit price, in minor units.
 pub const MAX_UNIT_PRICE_CENTS: u64 = 100_000_000;
 
-/// What the handlers share. The records exist once start-up provisioning is done; until then
+/// What the handlers share. The store exists once start-up provisioning is done; until then
 /// the API answers 503.
 #[derive(Debug, Clone)]
 pub struct App {
-    pub(crate) records: Started<Records>,
-    pub(crate) publisher: Publisher,
+    pub(crate) store: Started<Store>,
 }
 
 impl App {
-    fn records(&self) -> Result<&Records, Problem> {
-        self.records.get()
+    fn store(&self) -> Result<&Store, Problem> {
+        self.store.get()
+    }
+}
+
+impl From<OrderStoreError> for Problem {
+    fn from(error: OrderStoreError) -> Self {
+        match error {
+            OrderStoreError::Append(bus::AppendError::Publish(e)) => e.into(),
+            OrderStoreError::Kv(e) => e.into(),
+            other => {
+                tracing::warn!(error = %other, "order store unavailable");
+                Problem::unavailable(1)
+            }
+        }
     }
 }
 
@@ -132,15 +143,16 @@ pub struct OrderView {
     pub history: Vec<crate::order::Transition>,
 }
 
-impl From<OrderRecord> for OrderView {
-    fn from(record: OrderRecord) -> Self {
+impl From<Order> for OrderView {
+    fn from(record: Order) -> Self {
         Self {
             created_at: record.created_at(),
             updated_at: record.updated_at(),
-            order_id: record.order_id,
-            customer_id: record.customer_id,
+            order_id: record.created.order_id,
+            customer_id: record.created.customer_id,
             status: record.status,
             items: record
+                .created
                 .items
                 .into_iter()
                 .map(|l| OrderLine {
@@ -149,8 +161,8 @@ impl From<OrderRecord> for OrderView {
                     unit_price_cents: l.unit_price_cents,
                 })
                 .collect(),
-            currency: record.currency.to_string(),
-            total_cents: record.total_cents,
+            currency: record.created.currency.to_string(),
+            total_cents: record.created.total_cents,
             reason: record.reason,
             history: record.history,
         }
@@ -310,7 +322,7 @@ async fn create_order(
     ApiJson(request): ApiJson<CreateOrder>,
 ) -> Result<Response, Problem> {
     let (customer_id, items, currency) = validate(&request)?;
-    let records = app.records()?;
+    let store = app.store()?;
     let mut order_id = OrderId::new();
     let mut replayed = false;
     if let Some(key) = idempotency_key(&headers)? {
@@ -321,7 +333,7 @@ async fn create_order(
             order_id,
             request_hash,
         };
-        if let Some(existing) = records.claim(&key, &claim).await? {
+        if let Some(existing) = store.claim(&key, &claim).await? {
             if existing.request_hash != claim.request_hash {
                 return Err(Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -341,27 +353,15 @@ async fn create_order(
             "the order total is too large",
         )])
     })?;
-    let envelope = Envelope::new(SOURCE, Event::OrderCreated(order.clone()));
-    // Always publish, even for a replay: the first try may have failed before its PubAck;
-    // the Nats-Msg-Id makes a repeat a no-op.
-    app.publisher
-        .publish(&envelope, &MsgId::new(EventKind::OrderCreated, order_id))
+    let key = store.key(order.customer_id.clone(), order_id);
+    // Create-only, so a replay finds the order its first try created — also when that try
+    // failed before its answer — and reports it as it is now.
+    let created = store
+        .create(key, &Envelope::new(SOURCE, Event::OrderCreated(order)))
         .await?;
-    // The record is written by the `order-requests` projection of this event (typically within
-    // a millisecond), not here: one write per request keeps the accept path to a single
-    // round trip and the record to a single writer. Clients follow the `Location`.
-    let status = match replayed {
-        true => records
-            .get(order_id)
-            .await
-            .ok()
-            .flatten()
-            .map_or(Status::Pending, |r| r.value.status),
-        false => Status::Pending,
-    };
     metrics::counter!("orderflow_orders_accepted_total", "replayed" => replayed.to_string())
         .increment(1);
-    Ok(accepted(order_id, status, replayed))
+    Ok(accepted(order_id, created.status, replayed))
 }
 
 /// Read an order.
@@ -379,9 +379,10 @@ async fn get_order(
     State(app): State<App>,
     ApiPath(order_id): ApiPath<OrderId>,
 ) -> Result<axum::Json<OrderView>, Problem> {
-    let record = app.records()?.get_fresh(order_id).await?;
-    record
-        .map(|r| axum::Json(OrderView::from(r.value)))
+    app.store()?
+        .find(order_id)
+        .await?
+        .map(|order| axum::Json(OrderView::from(order)))
         .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
 }
 
@@ -427,7 +428,7 @@ async fn list_orders(
         return Err(Problem::validation(errors));
     };
     let (orders, next_before) = app
-        .records()?
+        .store()?
         .list_for_customer(&customer, before, limit)
         .await?;
     Ok(axum::Json(OrderPage {
@@ -438,13 +439,14 @@ async fn list_orders(
 
 /// Cancel an order.
 ///
-/// Accepted for a pending or confirmed order; inventory then releases whatever was reserved.
+/// Cancels a pending or confirmed order at once; inventory then releases whatever was reserved
+/// and the customer is notified.
 #[utoipa::path(
     post,
     path = "/v1/orders/{order_id}/cancel",
     params(("order_id" = String, Path, description = "The order id (UUID)")),
     responses(
-        (status = 202, description = "Cancellation requested", body = Accepted),
+        (status = 202, description = "Cancelled; the stock release and the notification follow", body = Accepted),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Event bus unavailable; retry", body = Problem, content_type = "application/problem+json"),
@@ -455,28 +457,26 @@ async fn cancel_order(
     State(app): State<App>,
     ApiPath(order_id): ApiPath<OrderId>,
 ) -> Result<Response, Problem> {
-    let record = app.records()?.get_fresh(order_id).await?;
-    let Some(record) = record.map(|r| r.value) else {
-        return Err(Problem::not_found(format!("no order {order_id}")));
-    };
-    if record.status == Status::Cancelled {
-        return Err(Problem::new(
+    let store = app.store()?;
+    let not_found = || Problem::not_found(format!("no order {order_id}"));
+    let order = store.find(order_id).await?.ok_or_else(not_found)?;
+    let key = order.key.clone();
+    let transitioned = store
+        .transition(&key, Basis::Known(Box::new(order)), |order| {
+            order.cancel(CancelReason::CustomerRequested, None)
+        })
+        .await?
+        .ok_or_else(not_found)?;
+    match transitioned {
+        Transitioned::Appended(_, order) => Ok(accepted(order_id, order.status, false)),
+        Transitioned::Unchanged(Decision::Ignore(why), _) => Err(Problem::new(
             StatusCode::CONFLICT,
             "already-cancelled",
             "Order already cancelled",
-        ));
-    }
-    let request = Event::OrderCancellationRequested(OrderCancellationRequested {
-        order_id,
-        customer_id: record.customer_id.clone(),
-    });
-    app.publisher
-        .publish(
-            &Envelope::new(SOURCE, request),
-            &MsgId::new(EventKind::OrderCancellationRequested, order_id),
         )
-        .await?;
-    Ok(accepted(order_id, record.status, false))
+        .with_detail(why)),
+        Transitioned::Unchanged(_, order) => Ok(accepted(order_id, order.status, false)),
+    }
 }
 
 #[cfg(test)]

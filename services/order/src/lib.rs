@@ -4,8 +4,8 @@
 
 mod api;
 mod order;
-mod records;
 mod saga;
+mod store;
 
 use std::net::SocketAddr;
 
@@ -67,7 +67,7 @@ struct OrderService {
 }
 
 impl platform::service::Service for OrderService {
-    type State = records::Records;
+    type State = store::Store;
     type Handler = saga::Saga;
     const NAME: &'static str = SERVICE;
 
@@ -77,31 +77,23 @@ impl platform::service::Service for OrderService {
         doc
     }
 
-    fn routes(&self, records: Started<records::Records>, bus: &Bus) -> Router {
-        api::routes(api::App {
-            records,
-            publisher: bus.publisher().clone(),
-        })
-        .merge(platform::dead_letters::routes(
+    fn routes(&self, store: Started<store::Store>, bus: &Bus) -> Router {
+        api::routes(api::App { store }).merge(platform::dead_letters::routes(
             bus.clone(),
             self.admin_token.clone(),
         ))
     }
 
-    async fn provision(
-        &self,
-        bus: &Bus,
-        nats: &NatsArgs,
-    ) -> Result<records::Records, ProvisionError> {
-        records::Records::open(bus, nats.stream_replicas).await
+    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<store::Store, ProvisionError> {
+        store::Store::open(bus, nats.stream_replicas, nats.stream_partitions).await
     }
 
-    fn consumers(&self, records: &records::Records, bus: &Bus) -> (Vec<ConsumerSpec>, saga::Saga) {
+    fn consumers(&self, store: &store::Store, bus: &Bus) -> (Vec<ConsumerSpec>, saga::Saga) {
+        let _ = bus;
         (
-            saga::consumer_specs().into(),
+            saga::consumer_specs(store.partitions()),
             saga::Saga {
-                records: records.clone(),
-                publisher: bus.publisher().clone(),
+                store: store.clone(),
             },
         )
     }

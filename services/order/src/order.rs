@@ -1,15 +1,17 @@
-//! The order aggregate: its record, its states, and the only transitions allowed —
-//! `pending → confirmed | cancelled`, `confirmed → cancelled`. Pure logic, no I/O: the saga
-//! applies these decisions with compare-and-set and publishes the event each one produces.
+//! The order aggregate: folded from its events, and the only transitions allowed —
+//! `pending → confirmed | cancelled`, `confirmed → cancelled`. Pure logic, no I/O: the store
+//! reads the events, the saga and the API append what a decision produces, conditionally on
+//! the history they decided on.
 //!
-//! Every transition remembers the event that caused it and the id of the event it produced, so
-//! a redelivered cause finds its own transition and re-publishes the same event (same id, same
-//! `Nats-Msg-Id`) instead of deciding again.
+//! There is no record besides the events: `orders.<p>.<customer>.<order>.created`, then at most
+//! one `confirmed` and one `cancelled`. A cause that already moved the order is found in the
+//! history (each transition names the event that caused it), so a redelivery decides nothing
+//! twice — and nothing needs re-publishing, because the stored event *is* the publication.
 
+use bus::Recorded;
 use chrono::{DateTime, Utc};
 use events::{
-    CancelReason, Currency, CustomerId, Envelope, Event, LineItem, OrderCancelled, OrderConfirmed,
-    OrderCreated, OrderId,
+    CancelReason, Envelope, Event, OrderCancelled, OrderConfirmed, OrderCreated, OrderKey,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -37,56 +39,50 @@ pub struct Transition {
     pub status: Status,
     /// When.
     pub at: DateTime<Utc>,
-    /// The event announcing it.
+    /// The event that recorded it.
     pub event_id: Uuid,
-    /// The event that caused it (absent for creation).
+    /// The event that caused it (absent for creation and customer cancellations).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause_id: Option<Uuid>,
 }
 
-/// An order as stored in the `orders` bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderRecord {
-    /// The order.
-    pub order_id: OrderId,
-    /// Who placed it.
-    pub customer_id: CustomerId,
+/// An order, as its events say it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// Where its events live.
+    pub key: OrderKey,
     /// What was ordered.
-    pub items: Vec<LineItem>,
-    /// Currency of all prices.
-    pub currency: Currency,
-    /// Sum of the lines.
-    pub total_cents: u64,
+    pub created: OrderCreated,
     /// Current state.
     pub status: Status,
     /// Why it was cancelled.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<CancelReason>,
     /// Every state entered, oldest first.
     pub history: Vec<Transition>,
+    /// The sequence of its last event: the precondition of its next one.
+    pub last_sequence: u64,
 }
 
 /// What applying a cause to an order means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The order changes state: store the record, then publish the event.
-    Transition(OrderRecord, Envelope),
-    /// This very cause already moved the order: publish the same event again (it may have been
-    /// lost to a crash between the store and the publish); the server dedupes it.
-    Republish(Envelope),
-    /// Nothing to do (the order is already past this point for another reason).
-    Ignore,
+    /// Append this event, on the condition that the history has not moved.
+    Append(Envelope),
+    /// This very cause already moved the order: nothing to do.
+    Done,
+    /// Nothing to do: the order is past this point for another reason.
+    Ignore(&'static str),
 }
 
-impl OrderRecord {
-    /// The record of a newly created order.
-    pub fn created(envelope: &Envelope, order: &OrderCreated) -> Self {
-        Self {
-            order_id: order.order_id,
-            customer_id: order.customer_id.clone(),
-            items: order.items.clone(),
-            currency: order.currency.clone(),
-            total_cents: order.total_cents,
+impl Order {
+    /// The order right after its `created` event at `sequence`.
+    pub fn created(key: OrderKey, envelope: &Envelope, sequence: u64) -> Option<Self> {
+        let Event::OrderCreated(created) = &envelope.event else {
+            return None;
+        };
+        Some(Self {
+            key,
+            created: created.clone(),
             status: Status::Pending,
             reason: None,
             history: vec![Transition {
@@ -95,10 +91,53 @@ impl OrderRecord {
                 event_id: envelope.id,
                 cause_id: None,
             }],
-        }
+            last_sequence: sequence,
+        })
     }
 
-    /// When the order was created.
+    /// Folds an order's events, oldest first. `None` while it has no `created` event. An event
+    /// seen twice (a redriven copy) counts once.
+    pub fn fold(key: OrderKey, events: &[Recorded]) -> Option<Self> {
+        let created = events
+            .iter()
+            .find(|e| matches!(e.envelope.event, Event::OrderCreated(_)))?;
+        let mut order = Self::created(key, &created.envelope, created.sequence)?;
+        for recorded in events {
+            order.last_sequence = order.last_sequence.max(recorded.sequence);
+            order.apply(&recorded.envelope);
+        }
+        Some(order)
+    }
+
+    fn apply(&mut self, envelope: &Envelope) {
+        if self.history.iter().any(|t| t.event_id == envelope.id) {
+            return;
+        }
+        let status = match &envelope.event {
+            Event::OrderConfirmed(_) if self.status == Status::Pending => Status::Confirmed,
+            Event::OrderCancelled(cancelled) if self.status != Status::Cancelled => {
+                self.reason = Some(cancelled.reason.clone());
+                Status::Cancelled
+            }
+            _ => return,
+        };
+        self.status = status;
+        self.history.push(Transition {
+            status,
+            at: envelope.time,
+            event_id: envelope.id,
+            cause_id: envelope.causation_id,
+        });
+    }
+
+    /// The order after `envelope` was appended at `sequence`.
+    pub fn appended(mut self, envelope: &Envelope, sequence: u64) -> Self {
+        self.apply(envelope);
+        self.last_sequence = sequence;
+        self
+    }
+
+    /// When the order was placed.
     pub fn created_at(&self) -> Option<DateTime<Utc>> {
         self.history.first().map(|t| t.at)
     }
@@ -108,94 +147,61 @@ impl OrderRecord {
         self.history.last().map(|t| t.at)
     }
 
+    fn caused_by(&self, cause: &Envelope) -> bool {
+        self.history.iter().any(|t| t.cause_id == Some(cause.id))
+    }
+
     /// Inventory reserved the stock: `pending → confirmed`.
     pub fn confirm(&self, cause: &Envelope) -> Decision {
         match self.status {
-            Status::Pending => self.transition(Status::Confirmed, None, cause),
-            _ => self.republish_if_caused_by(cause, Status::Confirmed),
+            Status::Pending => Decision::Append(
+                Envelope::new(
+                    SOURCE,
+                    Event::OrderConfirmed(OrderConfirmed {
+                        order_id: self.created.order_id,
+                        customer_id: self.created.customer_id.clone(),
+                        total_cents: self.created.total_cents,
+                        currency: self.created.currency.clone(),
+                    }),
+                )
+                .caused_by(cause),
+            ),
+            _ if self.caused_by(cause) => Decision::Done,
+            Status::Confirmed => Decision::Ignore("already confirmed"),
+            Status::Cancelled => Decision::Ignore("cancelled before it could be confirmed"),
         }
     }
 
-    /// Cancel for `reason`: allowed from `pending` and `confirmed` (a confirmed order's stock
-    /// is then released by inventory).
-    pub fn cancel(&self, reason: CancelReason, cause: &Envelope) -> Decision {
+    /// Cancel for `reason`, caused by `cause` (`None`: the customer asked): allowed from
+    /// `pending` and `confirmed` (a confirmed order's stock is then released by inventory).
+    pub fn cancel(&self, reason: CancelReason, cause: Option<&Envelope>) -> Decision {
         match self.status {
             Status::Pending | Status::Confirmed => {
-                self.transition(Status::Cancelled, Some(reason), cause)
+                let event = Envelope::new(
+                    SOURCE,
+                    Event::OrderCancelled(OrderCancelled {
+                        order_id: self.created.order_id,
+                        customer_id: self.created.customer_id.clone(),
+                        reason,
+                    }),
+                );
+                Decision::Append(match cause {
+                    Some(cause) => event.caused_by(cause),
+                    None => event,
+                })
             }
-            Status::Cancelled => self.republish_if_caused_by(cause, Status::Cancelled),
+            Status::Cancelled if cause.is_some_and(|c| self.caused_by(c)) => Decision::Done,
+            Status::Cancelled => Decision::Ignore("already cancelled"),
         }
-    }
-
-    fn transition(
-        &self,
-        status: Status,
-        reason: Option<CancelReason>,
-        cause: &Envelope,
-    ) -> Decision {
-        let mut next = self.clone();
-        next.status = status;
-        if reason.is_some() {
-            next.reason = reason;
-        }
-        next.history.push(Transition {
-            status,
-            at: Utc::now(),
-            event_id: Uuid::now_v7(),
-            cause_id: Some(cause.id),
-        });
-        match next.announcement(next.history.len() - 1) {
-            Some(envelope) => Decision::Transition(next, envelope),
-            None => Decision::Ignore,
-        }
-    }
-
-    fn republish_if_caused_by(&self, cause: &Envelope, status: Status) -> Decision {
-        let own = self
-            .history
-            .iter()
-            .position(|t| t.status == status && t.cause_id == Some(cause.id));
-        match own.and_then(|index| self.announcement(index)) {
-            Some(envelope) => Decision::Republish(envelope),
-            None => Decision::Ignore,
-        }
-    }
-
-    /// The event that announced the transition at `index` of the history, rebuilt exactly
-    /// (same id and time) so a re-publish is byte-for-byte the same decision.
-    pub fn announcement(&self, index: usize) -> Option<Envelope> {
-        let step = self.history.get(index)?;
-        let event = match step.status {
-            Status::Pending => return None,
-            Status::Confirmed => Event::OrderConfirmed(OrderConfirmed {
-                order_id: self.order_id,
-                customer_id: self.customer_id.clone(),
-                total_cents: self.total_cents,
-                currency: self.currency.clone(),
-            }),
-            Status::Cancelled => Event::OrderCancelled(OrderCancelled {
-                order_id: self.order_id,
-                customer_id: self.customer_id.clone(),
-                reason: self
-                    .reason
-                    .clone()
-                    .unwrap_or(CancelReason::CustomerRequested),
-            }),
-        };
-        let mut envelope = Envelope::new(SOURCE, event);
-        envelope.id = step.event_id;
-        envelope.time = step.at;
-        envelope.causation_id = step.cause_id;
-        Some(envelope)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use events::{Shortfall, Sku};
+    use events::{Currency, CustomerId, LineItem, OrderId, Partitions, Shortfall, Sku};
 
-    fn created() -> (Envelope, OrderRecord) {
+    fn placed() -> Order {
         let order = OrderCreated::new(
             OrderId::new(),
             CustomerId::new("c").unwrap(),
@@ -207,71 +213,105 @@ mod tests {
             Currency::new("EUR").unwrap(),
         )
         .unwrap();
-        let envelope = Envelope::new(SOURCE, Event::OrderCreated(order.clone()));
-        let record = OrderRecord::created(&envelope, &order);
-        (envelope, record)
+        let key = OrderKey::new(Partitions::ONE, order.customer_id.clone(), order.order_id);
+        let envelope = Envelope::new(SOURCE, Event::OrderCreated(order));
+        Order::created(key, &envelope, 1).unwrap()
     }
 
+    /// An event from elsewhere that causes a transition (its payload does not matter here).
     fn cause() -> Envelope {
-        created().0
+        Envelope::new("/test", Event::OrderCreated(placed().created))
     }
 
-    fn applied(decision: Decision) -> (OrderRecord, Envelope) {
-        match decision {
-            Decision::Transition(record, envelope) => (record, envelope),
-            other => panic!("expected a transition, got {other:?}"),
-        }
+    /// Applies `decision`, which must be an append, as if stored at the next sequence.
+    fn applied(order: &Order, decision: Decision) -> (Order, Envelope) {
+        let Decision::Append(event) = decision else {
+            panic!("expected an append, got {decision:?}")
+        };
+        let next = order.clone().appended(&event, order.last_sequence + 1);
+        (next, event)
     }
 
     #[test]
-    fn a_pending_order_is_confirmed_and_announces_it() {
-        let (_, order) = created();
+    fn a_pending_order_is_confirmed_by_an_event_caused_by_the_reservation() {
+        let order = placed();
         let reserved = cause();
-        let (confirmed, event) = applied(order.confirm(&reserved));
+        let (confirmed, event) = applied(&order, order.confirm(&reserved));
         assert_eq!(confirmed.status, Status::Confirmed);
         assert_eq!(event.causation_id, Some(reserved.id));
-        assert!(matches!(event.event, Event::OrderConfirmed(_)));
+        assert_eq!(confirmed.last_sequence, 2);
     }
 
     #[test]
-    fn the_same_cause_delivered_again_republishes_the_same_event() {
-        let (_, order) = created();
+    fn the_same_cause_delivered_again_is_done_already() {
+        let order = placed();
         let reserved = cause();
-        let (confirmed, first) = applied(order.confirm(&reserved));
-        assert_eq!(confirmed.confirm(&reserved), Decision::Republish(first));
+        let (confirmed, _) = applied(&order, order.confirm(&reserved));
+        assert_eq!(confirmed.confirm(&reserved), Decision::Done);
     }
 
     #[test]
     fn a_cancelled_order_is_not_confirmed_by_a_late_reservation() {
-        let (_, order) = created();
-        let (cancelled, _) = applied(order.cancel(CancelReason::CustomerRequested, &cause()));
-        assert_eq!(cancelled.confirm(&cause()), Decision::Ignore);
+        let order = placed();
+        let (cancelled, _) = applied(&order, order.cancel(CancelReason::CustomerRequested, None));
+        assert!(matches!(cancelled.confirm(&cause()), Decision::Ignore(_)));
     }
 
     #[test]
     fn a_confirmed_order_can_be_cancelled_by_the_customer() {
-        let (_, order) = created();
-        let (confirmed, _) = applied(order.confirm(&cause()));
-        let (cancelled, event) =
-            applied(confirmed.cancel(CancelReason::CustomerRequested, &cause()));
+        let order = placed();
+        let (confirmed, _) = applied(&order, order.confirm(&cause()));
+        let (cancelled, _) = applied(
+            &confirmed,
+            confirmed.cancel(CancelReason::CustomerRequested, None),
+        );
         assert_eq!(cancelled.status, Status::Cancelled);
         assert_eq!(cancelled.history.len(), 3);
-        assert!(matches!(event.event, Event::OrderCancelled(_)));
     }
 
     #[test]
     fn a_second_cancellation_for_another_reason_changes_nothing() {
-        let (_, order) = created();
-        let (cancelled, _) = applied(order.cancel(CancelReason::CustomerRequested, &cause()));
+        let order = placed();
+        let (cancelled, _) = applied(&order, order.cancel(CancelReason::CustomerRequested, None));
         let shortfall = vec![Shortfall {
             sku: Sku::new("A").unwrap(),
             requested: 1,
             available: 0,
         }];
-        assert_eq!(
-            cancelled.cancel(CancelReason::OutOfStock { shortfall }, &cause()),
-            Decision::Ignore
-        );
+        let rejected = cause();
+        assert!(matches!(
+            cancelled.cancel(CancelReason::OutOfStock { shortfall }, Some(&rejected)),
+            Decision::Ignore(_)
+        ));
         assert_eq!(cancelled.reason, Some(CancelReason::CustomerRequested));
+    }
+
+    #[test]
+    fn folding_the_events_gives_the_order_they_describe_and_a_copy_counts_once() {
+        let order = placed();
+        let created = Envelope {
+            event: Event::OrderCreated(order.created.clone()),
+            ..cause()
+        };
+        let (confirmed, event) = applied(&order, order.confirm(&cause()));
+        let recorded = |sequence, envelope: &Envelope| Recorded {
+            sequence,
+            subject: order.key.subject(&envelope.event),
+            envelope: envelope.clone(),
+        };
+        let events = [
+            recorded(1, &created),
+            recorded(2, &event),
+            recorded(7, &event),
+        ];
+        let folded = Order::fold(order.key.clone(), &events).unwrap();
+        assert_eq!(folded.status, Status::Confirmed);
+        assert_eq!(folded.history.len(), confirmed.history.len());
+        assert_eq!(folded.last_sequence, 7);
+    }
+
+    #[test]
+    fn events_without_a_created_fold_to_nothing() {
+        assert_eq!(Order::fold(placed().key, &[]), None);
     }
 }

@@ -16,7 +16,11 @@ async fn publish_orders(h: &Harness, n: usize) {
         let e = order_created(OrderId::new());
         h.bus
             .publisher()
-            .publish(&e, &MsgId::new(EventKind::OrderCreated, e.correlation_id))
+            .publish(
+                &crate::support::subject_of(&e),
+                &e,
+                &MsgId::new(EventKind::OrderCreated, e.correlation_id),
+            )
             .await
             .unwrap();
     }
@@ -43,7 +47,7 @@ async fn a_transiently_failing_handler_is_redelivered_with_growing_delays_then_s
     let spec = ConsumerSpec {
         nak_delay: Duration::from_millis(100),
         max_nak_delay: Duration::from_secs(1),
-        ..fast_spec(names::stream::ORDERS, "retry", &[])
+        ..fast_spec(crate::support::ORDERS, "retry", &[])
     };
     let run = Running::start(&h.bus, spec, handler).await;
     tokio::time::timeout(PATIENCE, done.recv()).await.unwrap();
@@ -92,7 +96,7 @@ async fn at_most_the_configured_number_of_handlers_run_at_once() {
     let spec = ConsumerSpec {
         concurrency: 3,
         max_batch: 10,
-        ..fast_spec(names::stream::ORDERS, "bounded", &[])
+        ..fast_spec(crate::support::ORDERS, "bounded", &[])
     };
     let run = Running::start(&h.bus, spec, handler).await;
     for _ in 0..24 {
@@ -126,7 +130,7 @@ async fn drain_finishes_in_flight_handlers_and_acks_them_before_returning() {
     };
     let run = Running::start(
         &h.bus,
-        fast_spec(names::stream::ORDERS, "drain", &[]),
+        fast_spec(crate::support::ORDERS, "drain", &[]),
         handler,
     )
     .await;
@@ -146,7 +150,7 @@ async fn drain_finishes_in_flight_handlers_and_acks_them_before_returning() {
     let info = h
         .bus
         .jetstream()
-        .get_stream(names::stream::ORDERS)
+        .get_stream(crate::support::ORDERS)
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -185,7 +189,7 @@ async fn a_handler_that_hangs_is_timed_out_and_retried_instead_of_held_forever()
     };
     let spec = ConsumerSpec {
         handler_timeout: Duration::from_millis(300),
-        ..fast_spec(names::stream::ORDERS, "hang", &[])
+        ..fast_spec(crate::support::ORDERS, "hang", &[])
     };
     let run = Running::start(&h.bus, spec, handler).await;
     assert_eq!(
@@ -222,7 +226,7 @@ async fn progress_acks_keep_a_handler_longer_than_ack_wait_from_being_redelivere
     let spec = ConsumerSpec {
         ack_wait: Duration::from_secs(1),
         progress_every: Duration::from_millis(300),
-        ..fast_spec(names::stream::ORDERS, "long-handler", &[])
+        ..fast_spec(crate::support::ORDERS, "long-handler", &[])
     };
     let run = Running::start(&h.bus, spec, handler).await;
     tokio::time::timeout(PATIENCE, done.recv()).await.unwrap();

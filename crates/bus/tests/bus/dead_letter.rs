@@ -13,13 +13,16 @@ use crate::support::{Harness, Running, fast_spec, fixture, next, order_created, 
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-async fn publish_raw(h: &Harness, subject: &str, msg_id: &str, payload: Vec<u8>) -> u64 {
+/// Publishes `payload` as it is on the subject of the event it holds (any event subject for
+/// bytes that are no event).
+async fn publish_raw(h: &Harness, msg_id: &str, payload: Vec<u8>) -> u64 {
+    let subject = crate::support::subject_of_bytes(&payload);
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", msg_id);
     headers.insert("traceparent", TRACEPARENT);
     h.bus
         .jetstream()
-        .publish_with_headers(subject.to_owned(), headers, payload.into())
+        .publish_with_headers(subject, headers, payload.into())
         .await
         .unwrap()
         .await
@@ -31,18 +34,13 @@ async fn publish_raw(h: &Harness, subject: &str, msg_id: &str, payload: Vec<u8>)
 async fn a_permanently_failing_handler_lands_in_dlq_with_its_reason_and_original_trace_context() {
     let h = Harness::start().await;
     let payload = order_created(OrderId::new()).to_json().unwrap();
-    let sequence = publish_raw(
-        &h,
-        names::subject::ORDERS_CREATED,
-        "orders.created:x",
-        payload.clone(),
-    )
-    .await;
+    let subject = crate::support::subject_of_bytes(&payload);
+    let sequence = publish_raw(&h, "orders.created:x", payload.clone()).await;
     let handler =
         |_: Delivery| async { Err(HandlerError::permanent("customer cust-1 is blocked")) };
     let run = Running::start(
         &h.bus,
-        fast_spec(names::stream::ORDERS, "permanent", &[]),
+        fast_spec(crate::support::ORDERS, "permanent", &[]),
         handler,
     )
     .await;
@@ -54,8 +52,8 @@ async fn a_permanently_failing_handler_lands_in_dlq_with_its_reason_and_original
         "{}",
         letter.error
     );
-    assert_eq!(letter.subject, names::subject::ORDERS_CREATED);
-    assert_eq!(letter.stream, names::stream::ORDERS);
+    assert_eq!(letter.subject, subject);
+    assert_eq!(letter.stream, crate::support::ORDERS);
     assert_eq!(letter.sequence, sequence);
     assert_eq!(letter.consumer, "permanent");
     assert_eq!(
@@ -80,17 +78,11 @@ async fn a_permanently_failing_handler_lands_in_dlq_with_its_reason_and_original
 #[tokio::test]
 async fn a_transient_failure_on_the_last_delivery_is_dead_lettered_not_dropped() {
     let h = Harness::start().await;
-    publish_raw(
-        &h,
-        names::subject::ORDERS_CREATED,
-        "m1",
-        order_created(OrderId::new()).to_json().unwrap(),
-    )
-    .await;
+    publish_raw(&h, "m1", order_created(OrderId::new()).to_json().unwrap()).await;
     let handler = |_: Delivery| async { Err(HandlerError::transient("stock store unavailable")) };
     let spec = ConsumerSpec {
         max_deliver: 3,
-        ..fast_spec(names::stream::ORDERS, "exhaust", &[])
+        ..fast_spec(crate::support::ORDERS, "exhaust", &[])
     };
     let run = Running::start(&h.bus, spec, handler).await;
 
@@ -108,18 +100,12 @@ async fn a_transient_failure_on_the_last_delivery_is_dead_lettered_not_dropped()
 #[tokio::test]
 async fn a_message_never_acked_until_max_deliver_is_dead_lettered_from_the_advisory() {
     let h = Harness::start().await;
-    let sequence = publish_raw(
-        &h,
-        names::subject::ORDERS_CREATED,
-        "m2",
-        order_created(OrderId::new()).to_json().unwrap(),
-    )
-    .await;
+    let sequence = publish_raw(&h, "m2", order_created(OrderId::new()).to_json().unwrap()).await;
     let spec = ConsumerSpec {
         ack_wait: Duration::from_millis(500),
         max_deliver: 2,
         progress_every: Duration::from_millis(200),
-        ..fast_spec(names::stream::ORDERS, "crashy", &[])
+        ..fast_spec(crate::support::ORDERS, "crashy", &[])
     };
     let consumer = Consumer::create(&h.bus, spec).await.unwrap();
 
@@ -127,7 +113,7 @@ async fn a_message_never_acked_until_max_deliver_is_dead_lettered_from_the_advis
     let raw: async_nats::jetstream::consumer::PullConsumer = h
         .bus
         .jetstream()
-        .get_consumer_from_stream("crashy", names::stream::ORDERS)
+        .get_consumer_from_stream("crashy", crate::support::ORDERS)
         .await
         .unwrap();
     for _ in 0..2 {
@@ -163,36 +149,18 @@ async fn a_message_never_acked_until_max_deliver_is_dead_lettered_from_the_advis
 #[tokio::test]
 async fn garbage_and_an_unknown_version_land_in_dlq_and_the_consumer_keeps_going() {
     let h = Harness::start().await;
-    publish_raw(
-        &h,
-        names::subject::ORDERS_CREATED,
-        "garbage",
-        b"\x00\x01 not json {".to_vec(),
-    )
-    .await;
+    publish_raw(&h, "garbage", b"\x00\x01 not json {".to_vec()).await;
     let mut future: serde_json::Value =
         serde_json::from_slice(&fixture("orders.created.v2.json")).unwrap();
     future["schemaversion"] = 7.into();
-    publish_raw(
-        &h,
-        names::subject::ORDERS_CREATED,
-        "v7",
-        serde_json::to_vec(&future).unwrap(),
-    )
-    .await;
+    publish_raw(&h, "v7", serde_json::to_vec(&future).unwrap()).await;
     let valid = order_created(OrderId::new());
-    publish_raw(
-        &h,
-        names::subject::ORDERS_CREATED,
-        "valid",
-        valid.to_json().unwrap(),
-    )
-    .await;
+    publish_raw(&h, "valid", valid.to_json().unwrap()).await;
 
     let (handler, mut rx) = recorder();
     let run = Running::start(
         &h.bus,
-        fast_spec(names::stream::ORDERS, "poison", &[]),
+        fast_spec(crate::support::ORDERS, "poison", &[]),
         handler,
     )
     .await;
@@ -223,25 +191,19 @@ async fn a_message_dead_lettered_twice_is_stored_once_in_the_dead_letter_stream(
     // The handler road and the advisory road share a msg id; here the same consumer
     // dead-letters the same message twice (its durable state was reset in between).
     let h = Harness::start().await;
-    publish_raw(
-        &h,
-        names::subject::ORDERS_CREATED,
-        "twice",
-        b"garbage".to_vec(),
-    )
-    .await;
+    publish_raw(&h, "twice", b"garbage".to_vec()).await;
     for _ in 0..2 {
         let (handler, _rx) = recorder();
         let run = Running::start(
             &h.bus,
-            fast_spec(names::stream::ORDERS, "dup", &[]),
+            fast_spec(crate::support::ORDERS, "dup", &[]),
             handler,
         )
         .await;
         let stream = h
             .bus
             .jetstream()
-            .get_stream(names::stream::ORDERS)
+            .get_stream(crate::support::ORDERS)
             .await
             .unwrap();
         let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
@@ -259,7 +221,7 @@ async fn a_message_dead_lettered_twice_is_stored_once_in_the_dead_letter_stream(
         run.stop().await;
         h.bus
             .jetstream()
-            .delete_consumer_from_stream("dup", names::stream::ORDERS)
+            .delete_consumer_from_stream("dup", crate::support::ORDERS)
             .await
             .unwrap();
     }

@@ -5,10 +5,11 @@
 
 mod consume;
 mod dead_letter;
+mod event_log;
+mod kv_store;
 mod provision;
 mod publish;
 mod restart;
 mod security;
-mod store;
 mod support;
 mod trace_context;

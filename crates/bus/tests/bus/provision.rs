@@ -17,7 +17,11 @@ async fn provisioning_again_is_idempotent_and_applies_changed_settings() {
     };
     h.bus.provision_streams(&changed).await.unwrap();
     h.bus.provision_streams(&changed).await.unwrap();
-    for (name, subjects) in names::stream::ALL {
+    let streams = events::Domain::ALL
+        .map(|d| (d.stream_base(), format!("{}.>", d.token())))
+        .into_iter()
+        .chain(names::stream::SUPPORT.map(|(n, s)| (n, s.to_owned())));
+    for (name, subjects) in streams {
         let info = h
             .bus
             .jetstream()
@@ -28,9 +32,13 @@ async fn provisioning_again_is_idempotent_and_applies_changed_settings() {
             .await
             .unwrap()
             .clone();
-        assert_eq!(info.config.subjects, vec![subjects.to_owned()]);
+        assert_eq!(info.config.subjects, vec![subjects]);
+        assert!(
+            info.config.allow_direct,
+            "{name} cannot be read by direct get"
+        );
         assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
-        if name == names::stream::ORDERS {
+        if name == crate::support::ORDERS {
             assert_eq!(info.config.max_age, Duration::from_secs(3600));
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bus::{BusConfig, MsgId, PublishError, PublishPolicy};
-use events::{EventKind, OrderId, names};
+use events::{EventKind, OrderId};
 
 use crate::support::{
     self, Harness, Running, fast_spec, next, one_of_each_event, order_created, recorder,
@@ -19,21 +19,27 @@ async fn every_event_type_round_trips_through_jetstream_unchanged() {
         let ack = h
             .bus
             .publisher()
-            .publish(envelope, &MsgId::new(envelope.kind(), envelope.id))
+            .publish(
+                &crate::support::subject_of(envelope),
+                envelope,
+                &MsgId::new(envelope.kind(), envelope.id),
+            )
             .await
             .unwrap();
         assert!(!ack.duplicate);
     }
     let (handler, mut rx) = recorder();
     let mut consumers = Vec::new();
-    for (stream, _) in &names::stream::ALL[..3] {
+    for domain in events::Domain::ALL {
+        let stream = domain.stream_base();
         let spec = fast_spec(stream, &format!("all-{stream}"), &[]);
         consumers.push(Running::start(&h.bus, spec, handler.clone()).await);
     }
     let mut received = HashMap::new();
     while received.len() < sent.len() {
         let delivery = next(&mut rx).await;
-        assert_eq!(delivery.subject, delivery.envelope.kind().subject());
+        assert_eq!(delivery.subject, support::subject_of(&delivery.envelope));
+        assert_eq!(delivery.key, support::key_of(&delivery.envelope));
         received.insert(delivery.envelope.id, delivery.envelope);
     }
     for envelope in sent {
@@ -55,7 +61,7 @@ async fn a_v1_order_created_from_an_old_producer_arrives_upcast_to_v2() {
     h.bus
         .jetstream()
         .publish(
-            names::subject::ORDERS_CREATED,
+            support::subject_of_bytes(&support::fixture("orders.created.v1.json")),
             support::fixture("orders.created.v1.json").into(),
         )
         .await
@@ -65,7 +71,7 @@ async fn a_v1_order_created_from_an_old_producer_arrives_upcast_to_v2() {
     let (handler, mut rx) = recorder();
     let run = Running::start(
         &h.bus,
-        fast_spec(names::stream::ORDERS, "upcast", &[]),
+        fast_spec(crate::support::ORDERS, "upcast", &[]),
         handler,
     )
     .await;
@@ -88,20 +94,28 @@ async fn the_same_msg_id_published_twice_is_stored_once() {
     let first = h
         .bus
         .publisher()
-        .publish(&order_created(order_id), &msg_id)
+        .publish(
+            &crate::support::subject_of(&order_created(order_id)),
+            &order_created(order_id),
+            &msg_id,
+        )
         .await
         .unwrap();
     // A retry builds a new envelope (new event id) for the same cause: still one message.
     let second = h
         .bus
         .publisher()
-        .publish(&order_created(order_id), &msg_id)
+        .publish(
+            &crate::support::subject_of(&order_created(order_id)),
+            &order_created(order_id),
+            &msg_id,
+        )
         .await
         .unwrap();
     assert!(!first.duplicate);
     assert!(second.duplicate);
     assert_eq!(second.sequence, first.sequence);
-    assert_eq!(h.stored(names::stream::ORDERS).await, 1);
+    assert_eq!(h.stored(crate::support::ORDERS).await, 1);
 }
 
 #[tokio::test]
@@ -133,13 +147,13 @@ async fn publishing_while_nats_is_down_fails_fast_once_the_breaker_opens_and_rec
     let msg_id = MsgId::new(EventKind::OrderCreated, envelope.correlation_id);
     let first = bus
         .publisher()
-        .publish(&envelope, &msg_id)
+        .publish(&crate::support::subject_of(&envelope), &envelope, &msg_id)
         .await
         .unwrap_err();
     assert!(first.is_transient(), "{first}");
     let second = bus
         .publisher()
-        .publish(&envelope, &msg_id)
+        .publish(&crate::support::subject_of(&envelope), &envelope, &msg_id)
         .await
         .unwrap_err();
     assert!(
@@ -151,7 +165,11 @@ async fn publishing_while_nats_is_down_fails_fast_once_the_breaker_opens_and_rec
     support::wait_until("reconnected", || bus.is_connected()).await;
     let deadline = tokio::time::Instant::now() + support::PATIENCE;
     loop {
-        match bus.publisher().publish(&envelope, &msg_id).await {
+        match bus
+            .publisher()
+            .publish(&crate::support::subject_of(&envelope), &envelope, &msg_id)
+            .await
+        {
             Ok(ack) => {
                 assert!(!ack.duplicate);
                 break;

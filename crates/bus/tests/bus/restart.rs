@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bus::MsgId;
-use events::{EventKind, OrderId, names};
+use events::{EventKind, OrderId};
 use testkit::NatsServer;
 
 use crate::support::{Harness, PATIENCE, Running, fast_spec, order_created, recorder};
@@ -16,7 +16,7 @@ async fn nothing_acknowledged_is_lost_when_nats_is_killed_and_restarted_mid_stre
     let (handler, mut rx) = recorder();
     let run = Running::start(
         &h.bus,
-        fast_spec(names::stream::ORDERS, "survivor", &[]),
+        fast_spec(crate::support::ORDERS, "survivor", &[]),
         handler,
     )
     .await;
@@ -32,7 +32,12 @@ async fn nothing_acknowledged_is_lost_when_nats_is_killed_and_restarted_mid_stre
         let msg_id = MsgId::new(EventKind::OrderCreated, order_id);
         // A caller that got an error retries with the same msg id, as the services do.
         loop {
-            match h.bus.publisher().publish(&envelope, &msg_id).await {
+            match h
+                .bus
+                .publisher()
+                .publish(&crate::support::subject_of(&envelope), &envelope, &msg_id)
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if e.is_transient() => {
                     assert!(
@@ -61,7 +66,7 @@ async fn nothing_acknowledged_is_lost_when_nats_is_killed_and_restarted_mid_stre
         consumed.insert(delivery.envelope.correlation_id);
     }
     assert_eq!(
-        h.stored(names::stream::ORDERS).await,
+        h.stored(crate::support::ORDERS).await,
         200,
         "the server lost or duplicated events"
     );

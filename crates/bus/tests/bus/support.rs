@@ -8,12 +8,44 @@ use bus::{Bus, BusConfig, ConsumerSpec, DeadLetter, Delivery, HandlerError, Stre
 use events::{
     CancelReason, Channel, Currency, CustomerId, Envelope, Event, InventoryRejected,
     InventoryReleased, InventoryReserved, LineItem, NotificationFailed, NotificationKind,
-    NotificationSent, OrderCancellationRequested, OrderCancelled, OrderConfirmed, OrderCreated,
-    OrderId, ReservedLine, Shortfall, Sku, names,
+    NotificationSent, OrderCancelled, OrderConfirmed, OrderCreated, OrderId, OrderKey, Partitions,
+    ReservedLine, Shortfall, Sku, names,
 };
 use futures::StreamExt;
 use testkit::NatsServer;
 use tokio::sync::mpsc;
+
+/// The order events' stream (one partition).
+pub const ORDERS: &str = "ORDERS";
+
+/// The customer of every sample event.
+pub const CUSTOMER: &str = "cust-1";
+
+/// Where the order of `envelope` lives: its customer (for order events that name one; else
+/// [`CUSTOMER`]) and its id, in one partition.
+pub fn key_of(envelope: &Envelope) -> OrderKey {
+    let customer = match &envelope.event {
+        Event::OrderCreated(e) => e.customer_id.clone(),
+        Event::OrderConfirmed(e) => e.customer_id.clone(),
+        Event::OrderCancelled(e) => e.customer_id.clone(),
+        _ => CustomerId::new(CUSTOMER).unwrap(),
+    };
+    OrderKey::new(Partitions::ONE, customer, envelope.event.order_id())
+}
+
+/// The subject `envelope` is published on.
+pub fn subject_of(envelope: &Envelope) -> String {
+    key_of(envelope).subject(&envelope.event)
+}
+
+/// The subject of the event in `bytes` (a fixture), or of a fresh order's `created` for bytes
+/// that do not decode.
+pub fn subject_of_bytes(bytes: &[u8]) -> String {
+    match Envelope::decode(bytes) {
+        Ok(envelope) => subject_of(&envelope),
+        Err(_) => subject_of(&order_created(OrderId::new())),
+    }
+}
 
 /// How long a test waits for something that should happen in milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -149,7 +181,7 @@ pub fn sku(s: &str) -> Sku {
 pub fn order_created(order_id: OrderId) -> Envelope {
     let order = OrderCreated::new(
         order_id,
-        CustomerId::new("cust-1").unwrap(),
+        CustomerId::new(CUSTOMER).unwrap(),
         vec![LineItem {
             sku: sku("SKU-1"),
             quantity: 2,
@@ -164,7 +196,7 @@ pub fn order_created(order_id: OrderId) -> Envelope {
 /// One envelope of every event type, all about one order.
 pub fn one_of_each_event() -> Vec<Envelope> {
     let order_id = OrderId::new();
-    let customer_id = CustomerId::new("cust-1").unwrap();
+    let customer_id = CustomerId::new(CUSTOMER).unwrap();
     let notification_id = uuid::Uuid::now_v7();
     let lines = vec![ReservedLine {
         sku: sku("SKU-1"),
@@ -179,10 +211,6 @@ pub fn one_of_each_event() -> Vec<Envelope> {
     let created = order_created(order_id);
     [
         created.event.clone(),
-        Event::OrderCancellationRequested(OrderCancellationRequested {
-            order_id,
-            customer_id: customer_id.clone(),
-        }),
         Event::OrderConfirmed(OrderConfirmed {
             order_id,
             customer_id: customer_id.clone(),

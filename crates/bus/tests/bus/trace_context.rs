@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bus::MsgId;
-use events::{EventKind, OrderId, names};
+use events::{EventKind, OrderId};
 use opentelemetry::trace::{SpanKind, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -73,7 +73,7 @@ async fn the_consumer_span_is_a_child_of_the_producer_span_across_the_wire() {
     let (handler, mut rx) = recorder();
     let run = Running::start(
         &h.bus,
-        fast_spec(names::stream::ORDERS, "traced", &[]),
+        fast_spec(crate::support::ORDERS, "traced", &[]),
         handler,
     )
     .await;
@@ -84,6 +84,7 @@ async fn the_consumer_span_is_a_child_of_the_producer_span_across_the_wire() {
     h.bus
         .publisher()
         .publish(
+            &crate::support::subject_of(&envelope),
             &envelope,
             &MsgId::new(EventKind::OrderCreated, envelope.correlation_id),
         )
@@ -111,7 +112,7 @@ async fn the_consumer_span_is_a_child_of_the_producer_span_across_the_wire() {
     );
     assert_eq!(
         attribute(&producer, "messaging.destination.name"),
-        Some(&Value::from("orders.created"))
+        Some(&Value::from(crate::support::subject_of(&envelope)))
     );
 
     run.stop().await;

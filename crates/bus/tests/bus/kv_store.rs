@@ -4,19 +4,19 @@
 
 use std::sync::atomic::Ordering;
 
-use bus::{Bus, BusConfig, Change, KvBucket, Store};
+use bus::{Bus, BusConfig, Change, KvBucket, KvStore};
 
 use crate::support::{Harness, connect};
 
 /// The same bucket as seen by this process (with a cache) and by another one (without).
-async fn two_processes(harness: &Harness) -> (Store<u64>, Store<u64>, Bus) {
+async fn two_processes(harness: &Harness) -> (KvStore<u64>, KvStore<u64>, Bus) {
     let other = connect(&harness.server, BusConfig::new("other-process")).await;
     let bucket = KvBucket::new("counters");
-    let cached = Store::open(&harness.bus, &bucket)
+    let cached = KvStore::open(&harness.bus, &bucket)
         .await
         .unwrap()
         .with_cache(16);
-    let uncached = Store::open(&other, &bucket).await.unwrap();
+    let uncached = KvStore::open(&other, &bucket).await.unwrap();
     (cached, uncached, other)
 }
 

@@ -1,10 +1,10 @@
-//! Typed state in JetStream KV with compare-and-set on every write: a [`Store`] reads a value
+//! Typed state in JetStream KV with compare-and-set on every write: a [`KvStore`] reads a value
 //! with its revision and writes only if nobody wrote in between, so a lost update is
-//! impossible. [`Store::modify`] is the read → decide → CAS → retry-on-conflict loop every
+//! impossible. [`KvStore::modify`] is the read → decide → CAS → retry-on-conflict loop every
 //! stateful handler needs; conflicts between replicas are retried (bounded), never overwritten.
 //!
 //! A store may keep a bounded cache of the entries this process last read or wrote
-//! ([`Store::with_cache`]). It is only ever a *guess* for [`Store::modify`]: a write decided on
+//! ([`KvStore::with_cache`]). It is only ever a *guess* for [`KvStore::modify`]: a write decided on
 //! a cached entry is still compare-and-set on the cached revision (or create-only when the key
 //! was seen absent), so a stale guess fails the write and the round is redone on a fresh read;
 //! a decision *not* to write is never taken on a cached entry, since no compare-and-set would
@@ -22,14 +22,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::connect::Bus;
-use crate::consume::HandlerError;
+use crate::handler::HandlerError;
 use crate::provision::{KvBucket, ProvisionError};
 
-/// A cache size for [`Store::with_cache`]: the keys of a second or more of traffic at full
+/// A cache size for [`KvStore::with_cache`]: the keys of a second or more of traffic at full
 /// speed (an order record is ~1 KB, so ~2 MB at most).
 pub const RECENT_KEYS: usize = 2048;
 
-/// Attempts of one [`Store::modify`] before giving up with [`StoreError::Contended`].
+/// Attempts of one [`KvStore::modify`] before giving up with [`StoreError::Contended`].
 const MAX_CAS_ATTEMPTS: u32 = 64;
 
 /// A value and the KV revision it was read at.
@@ -41,7 +41,7 @@ pub struct Versioned<T> {
     pub revision: u64,
 }
 
-/// What a [`Store::modify`] decision does.
+/// What a [`KvStore::modify`] decision does.
 #[derive(Debug)]
 pub enum Change<T, R> {
     /// Write this value (create if absent, else CAS on the revision read) and return `R`.
@@ -118,20 +118,20 @@ impl From<StoreError> for HandlerError {
 type Cache<T> = quick_cache::sync::Cache<String, Option<Versioned<T>>>;
 
 /// JSON values of type `T` in one KV bucket.
-pub struct Store<T> {
+pub struct KvStore<T> {
     kv: kv::Store,
     bucket: String,
     /// Reads may use a direct get: true when the bucket has one replica, so the server that
     /// answers is the one that applied every acknowledged write.
     direct: bool,
-    /// First guesses for [`Store::modify`]; shared by the clones of this store.
+    /// First guesses for [`KvStore::modify`]; shared by the clones of this store.
     cache: Option<Arc<Cache<T>>>,
     value: PhantomData<fn() -> T>,
 }
 
-impl<T> std::fmt::Debug for Store<T> {
+impl<T> std::fmt::Debug for KvStore<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("KvStore")
             .field("bucket", &self.bucket)
             .field("direct", &self.direct)
             .field("cached", &self.cache.is_some())
@@ -139,7 +139,7 @@ impl<T> std::fmt::Debug for Store<T> {
     }
 }
 
-impl<T> Clone for Store<T> {
+impl<T> Clone for KvStore<T> {
     fn clone(&self) -> Self {
         Self {
             kv: self.kv.clone(),
@@ -151,7 +151,7 @@ impl<T> Clone for Store<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
+impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
     /// Provisions `bucket` (create or update) and opens it.
     pub async fn open(bus: &Bus, bucket: &KvBucket) -> Result<Self, ProvisionError> {
         let kv = bus.key_value(bucket).await?;
@@ -167,7 +167,7 @@ impl<T: Serialize + DeserializeOwned + Clone> Store<T> {
     }
 
     /// Remembers up to `entries` keys this process last read or wrote, as first guesses for
-    /// [`Store::modify`] (see the module docs for why that is safe).
+    /// [`KvStore::modify`] (see the module docs for why that is safe).
     pub fn with_cache(mut self, entries: usize) -> Self {
         self.cache = Some(Arc::new(Cache::new(entries.max(1))));
         self

@@ -1,0 +1,172 @@
+//! Where the inventory service keeps its state: each order's reservation is its events in the
+//! `INVENTORY` stream (see [`events::layout`]); stock per SKU is the one thing kept in KV (the
+//! `stock` bucket), changed only through the group-committing [`Ledger`].
+//!
+//! Inventory acts outside the log on what it reads (it gives stock back before it appends the
+//! release), so with replicated streams it reads histories from the stream leader.
+
+use std::time::Duration;
+
+use bus::ReadError;
+use bus::{AppendError, Appended, Bus, EventLog, KvBucket, KvStore, MsgId, ProvisionError};
+use events::layout::{self, History};
+use events::{Domain, Envelope, OrderId, OrderKey, Partitions, Sku};
+use futures::StreamExt as _;
+
+use crate::ledger::Ledger;
+use crate::reservation::Reservation;
+use crate::stock::StockOp;
+
+const STOCK: &str = "stock";
+/// How often marks are looked at for reconciliation.
+const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// How old a mark must be before it is reconciled: its event should long be stored by then.
+const RECONCILE_AFTER_SECS: i64 = 10;
+
+/// The inventory service's state: the reservation events and the stock ledger.
+#[derive(Debug, Clone)]
+pub struct Store {
+    log: EventLog,
+    partitions: Partitions,
+    ledger: Ledger,
+}
+
+impl Store {
+    /// Provisions the stock bucket and opens the store.
+    pub async fn open(
+        bus: &Bus,
+        replicas: usize,
+        partitions: Partitions,
+    ) -> Result<Self, ProvisionError> {
+        let stock = KvStore::open(
+            bus,
+            &KvBucket {
+                replicas,
+                ..KvBucket::new(STOCK)
+            },
+        )
+        .await?
+        // Every batch of a SKU writes its record: remembering its last revision saves a read.
+        .with_cache(bus::RECENT_KEYS);
+        Ok(Self {
+            log: bus.events().clone().with_leader_reads(replicas > 1),
+            partitions,
+            ledger: Ledger::new(stock),
+        })
+    }
+
+    /// How many partitions the streams have.
+    pub fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    /// The stock ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    fn history(&self, key: &OrderKey) -> History {
+        key.history(Domain::Inventory, self.partitions)
+    }
+
+    /// The reservation of the order under `key`.
+    pub async fn read(&self, key: &OrderKey) -> Result<Reservation, ReadError> {
+        let events = self.log.read(&self.history(key)).await?;
+        Ok(Reservation::fold(key.order, &events))
+    }
+
+    /// The reservation of `order_id`, whoever placed it; `None` if inventory has no events of it.
+    pub async fn find(&self, order_id: OrderId) -> Result<Option<Reservation>, ReadError> {
+        let history = layout::order_anywhere(Domain::Inventory, self.partitions, order_id);
+        let events = self.log.read(&history).await?;
+        Ok((!events.is_empty()).then(|| Reservation::fold(order_id, &events)))
+    }
+
+    /// Appends `event` to the order's inventory history if it has not moved past `after`;
+    /// the moved history, folded, if it has.
+    pub async fn append(
+        &self,
+        key: &OrderKey,
+        event: &Envelope,
+        after: u64,
+    ) -> Result<Result<u64, Reservation>, AppendError> {
+        let appended = self
+            .log
+            .append(
+                &self.history(key),
+                &key.subject(&event.event),
+                event,
+                &MsgId::new(event.kind(), key.order),
+                after,
+            )
+            .await?;
+        Ok(match appended {
+            Appended::Stored(sequence) => Ok(sequence),
+            Appended::Moved(events) => Err(Reservation::fold(key.order, &events)),
+        })
+    }
+
+    /// Settles, until `shutdown`, the marks that outlived their attempt (a process that died
+    /// between storing a decision and settling it): every [`RECONCILE_EVERY`], each mark older
+    /// than [`RECONCILE_AFTER_SECS`] is settled against the order's stored events. Marks whose
+    /// order has no decision are left alone: that order's message is still to be delivered.
+    pub async fn reconcile(self, shutdown: bus::CancellationToken) {
+        // At start, every SKU may hold marks a previous process left.
+        let mut seed: Vec<Sku> = match self.ledger.stock().kv().keys().await {
+            Ok(keys) => {
+                keys.filter_map(|k| async move { k.ok().and_then(|k| Sku::new(k).ok()) })
+                    .collect()
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list stock keys to reconcile");
+                Vec::new()
+            }
+        };
+        loop {
+            for sku in self.ledger.marked(seed.drain(..)) {
+                if let Err(e) = self.reconcile_sku(&sku).await {
+                    tracing::warn!(%sku, error = %e, "reconciling stock marks failed; will retry");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            }
+        }
+    }
+
+    async fn reconcile_sku(&self, sku: &Sku) -> Result<(), Box<dyn std::error::Error>> {
+        let Some(record) = self.ledger.stock().get(sku.as_str()).await? else {
+            self.ledger.unmark(sku);
+            return Ok(());
+        };
+        if record.value.unsettled() == 0 {
+            self.ledger.unmark(sku);
+            return Ok(());
+        }
+        let before = chrono::Utc::now().timestamp() - RECONCILE_AFTER_SECS;
+        let orders: Vec<OrderId> = record.value.marked_before(before).collect();
+        for order in orders {
+            let Some(reservation) = self.find(order).await? else {
+                continue;
+            };
+            if let Some(decision) = &reservation.decision {
+                self.ledger.settle_later(
+                    sku,
+                    StockOp::SettleTake {
+                        order,
+                        decision: decision.event(),
+                        keep: decision.keeps(),
+                    },
+                );
+            }
+            if let Some(release) = reservation.released {
+                self.ledger
+                    .settle_later(sku, StockOp::SettleReturn { order, release });
+            }
+            tracing::info!(%sku, order_id = %order, "reconciled a stock mark left by an earlier attempt");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! One notification per order state change, and its outcome as an event:
+//! `notifications.<p>.<customer>.<order>.<order_confirmed|order_cancelled>.sent` or `.failed`,
+//! appended create-only, so there is at most one outcome per notification. The notification's
+//! id is derived from (order, change), so every replica and every redelivery agrees on it — it
+//! is the `webhook-id` the receiver dedupes on. Pure logic, no I/O.
+
+use bus::Recorded;
+use chrono::{DateTime, Utc};
+use events::{
+    Channel, Envelope, Event, NotificationFailed, NotificationKind, NotificationSent, OrderId,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The `source` of every event the notification service produces.
+pub const SOURCE: &str = "/orderflow/notification-service";
+
+/// Namespace of notification ids (UUID v5).
+const NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_772d_6e6f_7469_6679);
+
+/// The id of the notification announcing `kind` for `order`: the same everywhere, always.
+pub fn notification_id(order: OrderId, kind: NotificationKind) -> Uuid {
+    let kind = match kind {
+        NotificationKind::OrderConfirmed => "order_confirmed",
+        NotificationKind::OrderCancelled => "order_cancelled",
+    };
+    Uuid::new_v5(&NAMESPACE, format!("{order}:{kind}").as_bytes())
+}
+
+/// How a notification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Delivered.
+    Sent,
+    /// Given up on.
+    Failed,
+}
+
+/// A notification's outcome, as `GET /v1/notifications` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Notification {
+    /// Stable id (the `webhook-id`).
+    pub notification_id: Uuid,
+    /// The order.
+    #[schema(value_type = String, format = Uuid)]
+    pub order_id: OrderId,
+    /// The change announced.
+    #[schema(value_type = String)]
+    pub kind: NotificationKind,
+    /// How it was delivered.
+    #[schema(value_type = String)]
+    pub channel: Channel,
+    /// How it ended.
+    pub status: Status,
+    /// Delivery attempts it took.
+    pub attempts: u32,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it ended.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Notification {
+    /// The outcome an event records; `None` for events that are not outcomes.
+    pub fn from_event(recorded: &Recorded) -> Option<Self> {
+        let at = recorded.envelope.time;
+        Some(match &recorded.envelope.event {
+            Event::NotificationSent(e) => Self {
+                notification_id: e.notification_id,
+                order_id: e.order_id,
+                kind: e.kind,
+                channel: e.channel,
+                status: Status::Sent,
+                attempts: e.attempts,
+                last_error: None,
+                updated_at: at,
+            },
+            Event::NotificationFailed(e) => Self {
+                notification_id: e.notification_id,
+                order_id: e.order_id,
+                kind: e.kind,
+                channel: e.channel,
+                status: Status::Failed,
+                attempts: e.attempts,
+                last_error: Some(e.error.clone()),
+                updated_at: at,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// The outcome event of notification `kind` of `order` after `attempts` deliveries:
+/// `notifications.sent` for `Ok`, `notifications.failed` with the error for `Err`.
+pub fn outcome(
+    order: OrderId,
+    kind: NotificationKind,
+    channel: Channel,
+    attempts: u32,
+    result: Result<(), String>,
+    cause: &Envelope,
+) -> Envelope {
+    let notification_id = notification_id(order, kind);
+    let event = match result {
+        Ok(()) => Event::NotificationSent(NotificationSent {
+            notification_id,
+            order_id: order,
+            kind,
+            channel,
+            attempts,
+        }),
+        Err(error) => Event::NotificationFailed(NotificationFailed {
+            notification_id,
+            order_id: order,
+            kind,
+            channel,
+            attempts,
+            error,
+        }),
+    };
+    Envelope::new(SOURCE, event).caused_by(cause)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_is_the_same_for_the_same_change_and_differs_between_changes() {
+        let order = OrderId::new();
+        assert_eq!(
+            notification_id(order, NotificationKind::OrderConfirmed),
+            notification_id(order, NotificationKind::OrderConfirmed)
+        );
+        assert_ne!(
+            notification_id(order, NotificationKind::OrderConfirmed),
+            notification_id(order, NotificationKind::OrderCancelled)
+        );
+    }
+
+    #[test]
+    fn a_failed_outcome_reads_back_with_its_error() {
+        let order = OrderId::new();
+        let cause = Envelope::new(
+            "/test",
+            Event::NotificationSent(NotificationSent {
+                notification_id: Uuid::nil(),
+                order_id: order,
+                kind: NotificationKind::OrderConfirmed,
+                channel: Channel::Log,
+                attempts: 1,
+            }),
+        );
+        let event = outcome(
+            order,
+            NotificationKind::OrderCancelled,
+            Channel::Webhook,
+            3,
+            Err("HTTP 400".into()),
+            &cause,
+        );
+        let recorded = Recorded {
+            sequence: 1,
+            subject: String::new(),
+            envelope: event,
+        };
+        let notification = Notification::from_event(&recorded).unwrap();
+        assert_eq!(notification.status, Status::Failed);
+        assert_eq!(notification.attempts, 3);
+        assert_eq!(notification.last_error.as_deref(), Some("HTTP 400"));
+        assert_eq!(
+            notification.notification_id,
+            notification_id(order, NotificationKind::OrderCancelled)
+        );
+    }
+}
