@@ -41,6 +41,52 @@ fn loadgen_ceiling_reports_acked_publishes_and_consumes_them_all() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn loadgen_flash_sells_exactly_the_units_there_are_and_cancels_the_rest() {
+    let system = System::builder().start().await;
+    let (nats, order, inventory) = (
+        system.nats.url(),
+        system.order.url(),
+        system.inventory[0].url(),
+    );
+    let report = tokio::task::spawn_blocking(move || {
+        run_loadgen(&[
+            "flash",
+            "--units",
+            "40",
+            "--orders",
+            "150",
+            "--max-in-flight",
+            "32",
+            "--json",
+            "--nats-url",
+            &nats,
+            "--order-url",
+            &order,
+            "--inventory-url",
+            &inventory,
+        ])
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(report["mode"], "flash", "{report}");
+    assert_eq!(report["exact"], true, "{report}");
+    assert_eq!(report["oversold"], false, "{report}");
+    assert_eq!(report["saga"]["accepted"].as_u64(), Some(150), "{report}");
+    assert_eq!(report["saga"]["confirmed"].as_u64(), Some(40), "{report}");
+    assert_eq!(report["saga"]["cancelled"].as_u64(), Some(110), "{report}");
+    assert_eq!(
+        report["stock_after"],
+        serde_json::json!([0, 40, 0]),
+        "{report}"
+    );
+    assert!(
+        report["sell_out_seconds"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn loadgen_saga_follows_every_order_to_its_end_and_reports_r() {
     let monitor_port = free_port();
     let nats = NatsServer::builder()

@@ -4,10 +4,13 @@
 //! - `saga`: orders over HTTP, open or closed loop, each followed to its end on NATS, reported
 //!   with latency percentiles and the ratio R to the ceiling measured in the same run;
 //! - `sweep`: open-loop steps up to saturation, the throughput/latency curve as text, CSV and SVG;
+//! - `flash`: a flash sale — one SKU, more orders than units — timed to sell-out and checked
+//!   for an exact outcome;
 //! - `plot`: sweep CSVs drawn together as one SVG;
 //! - `otlp-sink`: a local OTLP/HTTP endpoint counting spans, for runs with tracing on.
 
 mod ceiling;
+mod flash;
 mod latency;
 mod plot;
 mod saga;
@@ -85,6 +88,22 @@ enum Mode {
         warmup: f64,
         #[command(flatten)]
         system: System,
+    },
+    /// A flash sale: one SKU seeded with `--units`, `--orders` orders of one unit each; reports
+    /// the time to sell out and whether exactly `--units` were confirmed (exit status 1 if not).
+    Flash {
+        /// Units the SKU is seeded with.
+        #[arg(long, default_value_t = 10_000)]
+        units: u64,
+        /// Orders placed (one unit each).
+        #[arg(long, default_value_t = 50_000)]
+        orders: u64,
+        /// Orders per second; without it, as fast as they are accepted (bounded by
+        /// `--max-in-flight` requests awaiting their answer).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[command(flatten)]
+        endpoints: saga::Endpoints,
     },
     /// Draw sweep CSVs (from `sweep --csv`) as one SVG, a colour per file.
     Plot {
@@ -184,6 +203,30 @@ async fn main() -> anyhow::Result<()> {
                     "max sustained: {:.0} offered, {:.0} orders/s ended",
                     sweep.max_sustained_offered, sweep.max_sustained_orders_per_sec
                 );
+            }
+        }
+        Mode::Flash {
+            units,
+            orders,
+            rate,
+            endpoints,
+        } => {
+            let target = saga::Target {
+                endpoints,
+                skus: 1,
+                lines: 1,
+                stock: units,
+            };
+            let driver = saga::Driver::new(&connect().await?, target, progress).await?;
+            driver.seed().await?;
+            let report = flash::run(&driver, units, orders, rate).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                report.print();
+            }
+            if !report.exact {
+                std::process::exit(1);
             }
         }
         Mode::Plot { csvs, svg } => {

@@ -39,7 +39,7 @@ impl Curve {
                     confirmed_p50_ms: step.latency_ms.confirmed.p50,
                     confirmed_p99_ms: step.latency_ms.confirmed.p99,
                 }),
-                Load::Closed { .. } => None,
+                Load::Closed { .. } | Load::Burst { .. } => None,
             })
             .collect();
         Self {

@@ -21,9 +21,9 @@ use crate::tracker::{Outcome, Tracker};
 use crate::traffic::{MessagesPerOrder, ServerTraffic, Traffic};
 use crate::writes::WriteCounter;
 
-/// Where the system is and what shape of orders to place.
+/// Where the system is and how the load generator talks to it.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Target {
+pub struct Endpoints {
     /// Base URL of order-service.
     #[arg(long, env = "ORDER_URL", default_value = "http://127.0.0.1:8080")]
     pub order_url: String,
@@ -33,6 +33,24 @@ pub struct Target {
     /// Bearer token for the stock admin API, if the services require one.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// How long to wait after the last request for sagas still running.
+    #[arg(long, default_value_t = 15.0)]
+    pub drain_seconds: f64,
+    /// Requests awaiting their answer at most; in an open loop a due request beyond it is
+    /// counted as `client_overloaded` instead of being sent late.
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// nats-server's monitoring endpoint (e.g. `http://127.0.0.1:8222`): adds the messages
+    /// through the server per order to the report.
+    #[arg(long, env = "NATS_MONITOR_URL")]
+    pub nats_monitor_url: Option<String>,
+}
+
+/// The system under load and the shape of the orders placed on it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
     /// Distinct SKUs the orders spread over.
     #[arg(long, default_value_t = 64)]
     pub skus: usize,
@@ -42,17 +60,6 @@ pub struct Target {
     /// Units each SKU is seeded with before the run (0: do not seed).
     #[arg(long, default_value_t = 100_000_000)]
     pub stock: u64,
-    /// How long to wait after the last request for sagas still running.
-    #[arg(long, default_value_t = 15.0)]
-    pub drain_seconds: f64,
-    /// Requests awaiting their answer at most (open loop); a due request beyond it is counted
-    /// as `client_overloaded` instead of being sent late.
-    #[arg(long, default_value_t = 4096)]
-    pub max_in_flight: usize,
-    /// nats-server's monitoring endpoint (e.g. `http://127.0.0.1:8222`): adds the messages
-    /// through the server per order to the report.
-    #[arg(long, env = "NATS_MONITOR_URL")]
-    pub nats_monitor_url: Option<String>,
 }
 
 /// Open or closed loop.
@@ -63,6 +70,9 @@ pub enum Load {
     Open { rate: f64 },
     /// Workers each with one order in flight.
     Closed { concurrency: usize },
+    /// `orders` orders as fast as they are accepted: at most `--max-in-flight` requests
+    /// awaiting their answer, each followed by the next as soon as it is answered.
+    Burst { orders: u64 },
 }
 
 /// One measured run.
@@ -79,6 +89,9 @@ pub struct Report {
     pub notified: u64,
     /// Sagas (confirmed + cancelled) ended per second within the measured window.
     pub orders_per_sec: f64,
+    /// Seconds from the first request to the last confirmation (in a flash sale: the time to
+    /// sell out).
+    pub last_confirmed_after_s: Option<f64>,
     pub errors: BTreeMap<String, u64>,
     pub latency_ms: Latencies,
     /// JetStream messages stored (events and KV writes) per accepted order, counted on the server.
@@ -119,6 +132,7 @@ impl Report {
             Load::Closed { concurrency } => {
                 println!("saga, closed loop with {concurrency} orders in flight")
             }
+            Load::Burst { orders } => println!("saga, {orders} orders as fast as accepted"),
         }
         println!(
             "  {:.0} orders/s ended ({} sent, {} accepted, {} confirmed, {} cancelled, {} notified)",
@@ -193,6 +207,7 @@ impl Driver {
         let tracker = Arc::new(Tracker::default());
         tracker.follow(client).await?;
         let traffic = target
+            .endpoints
             .nats_monitor_url
             .as_deref()
             .map(|url| ServerTraffic::new(http.clone(), url));
@@ -209,18 +224,55 @@ impl Driver {
         }))
     }
 
+    /// The stock of SKU number `sku` as the inventory reports it, once its unsettled changes
+    /// have settled (or after the drain time): `(available, reserved, unsettled orders)`.
+    pub async fn stock(&self, sku: usize) -> anyhow::Result<(u64, u64, u64)> {
+        let url = format!(
+            "{}/v1/stock/{}",
+            self.target.endpoints.inventory_url,
+            sku_name(sku)
+        );
+        let deadline =
+            Instant::now() + Duration::from_secs_f64(self.target.endpoints.drain_seconds);
+        loop {
+            let body: serde_json::Value = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?
+                .json()
+                .await
+                .with_context(|| format!("GET {url}: not JSON"))?;
+            let field = |name: &str| body[name].as_u64().unwrap_or(u64::MAX);
+            let stock = (
+                field("available"),
+                field("reserved"),
+                field("unsettled_orders"),
+            );
+            if stock.2 == 0 || Instant::now() > deadline {
+                return Ok(stock);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Gives every SKU the configured stock (skipped when `--stock 0`).
     pub async fn seed(&self) -> anyhow::Result<()> {
         if self.target.stock == 0 {
             return Ok(());
         }
         for sku in 0..self.target.skus.max(1) {
-            let url = format!("{}/v1/stock/{}", self.target.inventory_url, sku_name(sku));
+            let url = format!(
+                "{}/v1/stock/{}",
+                self.target.endpoints.inventory_url,
+                sku_name(sku)
+            );
             let mut request = self
                 .http
                 .put(&url)
                 .json(&serde_json::json!({ "available": self.target.stock }));
-            if let Some(token) = &self.target.admin_token {
+            if let Some(token) = &self.target.endpoints.admin_token {
                 request = request.bearer_auth(token);
             }
             let response = request.send().await.with_context(|| format!("PUT {url}"))?;
@@ -268,10 +320,21 @@ impl Driver {
 
         let start = Instant::now() + Duration::from_millis(20);
         let end = start + Duration::from_secs_f64(seconds);
-        match load {
-            Load::Open { rate } => self.open_loop(rate, start, end).await,
-            Load::Closed { concurrency } => self.closed_loop(concurrency, end).await,
-        }
+        let end = match load {
+            Load::Open { rate } => {
+                self.open_loop(rate, start, end).await;
+                end
+            }
+            Load::Closed { concurrency } => {
+                self.closed_loop(concurrency, end).await;
+                end
+            }
+            Load::Burst { orders } => {
+                tokio::time::sleep_until(start.into()).await;
+                self.burst(orders).await;
+                Instant::now()
+            }
+        };
         self.drain().await;
         ticker.abort();
         self.show(&bar);
@@ -281,8 +344,15 @@ impl Driver {
             writes: self.writes.total().await?.saturating_sub(writes_before),
             traffic: traffic_before.zip(self.traffic_now().await?),
         };
+        let seconds = end.saturating_duration_since(start).as_secs_f64();
         let measured_from = start + Duration::from_secs_f64(warmup.clamp(0.0, seconds));
-        Ok(self.report(load, seconds, warmup, measured_from, end, on_server))
+        Ok(self.report(
+            load,
+            seconds,
+            warmup,
+            (start, measured_from, end),
+            on_server,
+        ))
     }
 
     async fn traffic_now(&self) -> anyhow::Result<Option<Traffic>> {
@@ -302,7 +372,7 @@ impl Driver {
             }
             tokio::time::sleep_until(intended.into()).await;
             while tasks.try_join_next().is_some() {}
-            if self.in_flight.load(Ordering::Relaxed) >= self.target.max_in_flight {
+            if self.in_flight.load(Ordering::Relaxed) >= self.target.endpoints.max_in_flight {
                 self.error("client_overloaded");
                 continue;
             }
@@ -314,8 +384,27 @@ impl Driver {
         while tasks.join_next().await.is_some() {}
     }
 
+    async fn burst(self: &Arc<Self>, orders: u64) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            self.target.endpoints.max_in_flight.max(1),
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..orders {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            while tasks.try_join_next().is_some() {}
+            let driver = Arc::clone(self);
+            tasks.spawn(async move {
+                let _ = driver.place(Instant::now()).await;
+                drop(slot);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
     async fn closed_loop(self: &Arc<Self>, concurrency: usize, end: Instant) {
-        let drain = Duration::from_secs_f64(self.target.drain_seconds);
+        let drain = Duration::from_secs_f64(self.target.endpoints.drain_seconds);
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..concurrency.max(1) {
             let driver = Arc::clone(self);
@@ -369,7 +458,7 @@ impl Driver {
         });
         let response = self
             .http
-            .post(format!("{}/v1/orders", self.target.order_url))
+            .post(format!("{}/v1/orders", self.target.endpoints.order_url))
             .json(&body)
             .send()
             .await
@@ -413,7 +502,8 @@ impl Driver {
 
     /// Waits until every accepted order has ended and been notified, or the drain time is up.
     async fn drain(&self) {
-        let deadline = Instant::now() + Duration::from_secs_f64(self.target.drain_seconds);
+        let deadline =
+            Instant::now() + Duration::from_secs_f64(self.target.endpoints.drain_seconds);
         let counters = &self.tracker.counters;
         while Instant::now() < deadline {
             let accepted = counters.accepted.load(Ordering::Relaxed);
@@ -431,10 +521,10 @@ impl Driver {
         load: Load,
         seconds: f64,
         warmup: f64,
-        measured_from: Instant,
-        end: Instant,
+        (start, measured_from, end): (Instant, Instant, Instant),
         on_server: OnServer,
     ) -> Report {
+        let mut last_confirmed: Option<Instant> = None;
         let orders = self.tracker.take();
         let mut accept = Latency::new();
         let mut confirmed_latency = Latency::new();
@@ -453,6 +543,7 @@ impl Driver {
                 Some((outcome, at)) => {
                     if outcome == Outcome::Confirmed {
                         confirmed += 1;
+                        last_confirmed = last_confirmed.max(Some(at));
                         if measured {
                             confirmed_latency.record(at.saturating_duration_since(intended));
                         }
@@ -494,6 +585,9 @@ impl Driver {
             } else {
                 0.0
             },
+            last_confirmed_after_s: last_confirmed.map(|at| {
+                (at.saturating_duration_since(start).as_secs_f64() * 1000.0).round() / 1000.0
+            }),
             errors,
             latency_ms: Latencies {
                 accept: accept.summary(),
@@ -519,6 +613,7 @@ impl Driver {
         }
         let bar = match load {
             Load::Open { rate } => ProgressBar::new((rate * seconds) as u64),
+            Load::Burst { orders } => ProgressBar::new(orders),
             Load::Closed { .. } => ProgressBar::new_spinner(),
         };
         bar.set_draw_target(ProgressDrawTarget::stderr());

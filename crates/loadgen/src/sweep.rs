@@ -140,7 +140,7 @@ fn write_csv(path: &PathBuf, sweep: &Sweep) -> std::io::Result<()> {
     for step in &sweep.steps {
         let offered = match step.load {
             Load::Open { rate } => rate,
-            Load::Closed { .. } => 0.0,
+            Load::Closed { .. } | Load::Burst { .. } => 0.0,
         };
         let l = &step.latency_ms;
         writeln!(

@@ -1,5 +1,6 @@
 //! Follows every order the load generator placed to its end by listening to the saga's own
-//! events on NATS (`orders.confirmed`, `orders.cancelled`, `notifications.sent/failed`) — no
+//! events on NATS (`orders.*.confirmed`, `orders.*.cancelled`, `notifications.*.sent/failed`,
+//! in every partition) — no
 //! polling, so measuring adds no load to the services. Events may arrive before the HTTP answer
 //! that names the order; both sides meet in one map keyed by order id.
 
