@@ -10,6 +10,7 @@
 //! - `otlp-sink`: a local OTLP/HTTP endpoint counting spans, for runs with tracing on.
 
 mod ceiling;
+mod cpu;
 mod flash;
 mod latency;
 mod plot;

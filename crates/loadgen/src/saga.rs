@@ -44,6 +44,10 @@ pub struct Endpoints {
     /// through the server per order to the report.
     #[arg(long, env = "NATS_MONITOR_URL")]
     pub nats_monitor_url: Option<String>,
+    /// The system's processes as `name=pid,…` (on this machine): adds the CPU time per order,
+    /// in all of them and in each, to the report.
+    #[arg(long, env = "SYSTEM_PIDS", default_value = "")]
+    pub system_pids: crate::cpu::Processes,
 }
 
 /// The system under load and the shape of the orders placed on it.
@@ -98,6 +102,8 @@ pub struct Report {
     pub writes_per_order: f64,
     /// Messages nats-server received and sent per accepted order (with `--nats-monitor-url`).
     pub server_messages_per_order: Option<MessagesPerOrder>,
+    /// CPU time of the system's processes per accepted order (with `--system-pids`).
+    pub cpu_per_order: Option<crate::cpu::PerOrder>,
     pub ceiling: Option<Ceiling>,
     /// `orders_per_sec × writes_per_order ÷ raw acked publishes/s`.
     pub r: Option<f64>,
@@ -153,6 +159,18 @@ impl Report {
                 messages.inbound, messages.outbound
             );
         }
+        if let Some(cpu) = &self.cpu_per_order {
+            let each: Vec<String> = cpu
+                .by_process_ms
+                .iter()
+                .map(|(name, ms)| format!("{name} {:.0} µs", ms * 1000.0))
+                .collect();
+            println!(
+                "  CPU / order        {:.3} ms ({})",
+                cpu.total_ms,
+                each.join(", ")
+            );
+        }
         if !self.errors.is_empty() {
             let errors: Vec<String> = self
                 .errors
@@ -170,12 +188,14 @@ impl Report {
     }
 }
 
-/// What the server counted across a run.
+/// What the server (and the system's processes) counted across a run.
 struct OnServer {
     /// Stored messages (events and KV writes).
     writes: u64,
     /// Message counters before and after, when the monitoring endpoint is known.
     traffic: Option<(Traffic, Traffic)>,
+    /// CPU of the system's processes before and after, when they are known.
+    cpu: Option<(crate::cpu::Sample, crate::cpu::Sample)>,
 }
 
 /// A load generator bound to one running system.
@@ -295,6 +315,7 @@ impl Driver {
     ) -> anyhow::Result<Report> {
         let writes_before = self.writes.total().await?;
         let traffic_before = self.traffic_now().await?;
+        let cpu_before = self.cpu_now()?;
         let counters = &self.tracker.counters;
         for counter in [
             &counters.sent,
@@ -343,6 +364,7 @@ impl Driver {
         let on_server = OnServer {
             writes: self.writes.total().await?.saturating_sub(writes_before),
             traffic: traffic_before.zip(self.traffic_now().await?),
+            cpu: cpu_before.zip(self.cpu_now()?),
         };
         let seconds = end.saturating_duration_since(start).as_secs_f64();
         let measured_from = start + Duration::from_secs_f64(warmup.clamp(0.0, seconds));
@@ -353,6 +375,14 @@ impl Driver {
             (start, measured_from, end),
             on_server,
         ))
+    }
+
+    fn cpu_now(&self) -> anyhow::Result<Option<crate::cpu::Sample>> {
+        let processes = &self.target.endpoints.system_pids;
+        if processes.is_empty() {
+            return Ok(None);
+        }
+        processes.sample().map(Some)
     }
 
     async fn traffic_now(&self) -> anyhow::Result<Option<Traffic>> {
@@ -602,6 +632,9 @@ impl Driver {
             server_messages_per_order: on_server
                 .traffic
                 .and_then(|(before, after)| before.per_order(after, accepted)),
+            cpu_per_order: on_server
+                .cpu
+                .and_then(|(before, after)| before.per_order(&after, accepted)),
             ceiling: None,
             r: None,
         }

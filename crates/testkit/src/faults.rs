@@ -134,10 +134,13 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
                 .map(NatsServer::url)
                 .collect::<Vec<_>>()
                 .join(",");
+            // The partitioned layout, as a cluster would run it: three partition streams per
+            // domain, each with its own leader.
             builder = builder
                 .nats(cluster.remove(0))
                 .nats_url(&urls)
-                .env("STREAM_REPLICAS", "3");
+                .env("STREAM_REPLICAS", "3")
+                .env("STREAM_PARTITIONS", "3");
         }
         Fault::KillServices | Fault::Poison => {}
     }

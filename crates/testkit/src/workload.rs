@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::system::System;
@@ -351,14 +352,33 @@ pub async fn check_invariants(
             .push(format!("I6: cannot connect to NATS: {e}")),
         Ok(nats) => {
             let js = async_nats::jetstream::new(nats);
-            let consumers = [
+            // Each durable consumes every partition stream of its domain: `ORDERS`, or
+            // `ORDERS_0` … `ORDERS_<n-1>` when the streams are partitioned.
+            let streams: Vec<String> = js
+                .stream_names()
+                .filter_map(|n| async { n.ok() })
+                .collect()
+                .await;
+            let of = |base: &str| -> Vec<String> {
+                streams
+                    .iter()
+                    .filter(|s| {
+                        *s == base || s.strip_prefix(base).is_some_and(|p| p.starts_with('_'))
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let consumers: Vec<(String, &str)> = [
                 ("INVENTORY", "order-saga"),
                 ("ORDERS", "inventory"),
                 ("ORDERS", "notification"),
-            ];
+            ]
+            .into_iter()
+            .flat_map(|(base, durable)| of(base).into_iter().map(move |s| (s, durable)))
+            .collect();
             for (stream, durable) in consumers {
                 loop {
-                    let info = match js.get_stream(stream).await {
+                    let info = match js.get_stream(&stream).await {
                         Ok(s) => s.consumer_info(durable).await.ok(),
                         Err(_) => None,
                     };
@@ -370,7 +390,7 @@ pub async fn check_invariants(
                     }
                     if Instant::now() > deadline {
                         report.violations.push(format!(
-                            "I6: consumer {durable} never drained ({:?} pending, {:?} unacked)",
+                            "I6: consumer {durable} on {stream} never drained ({:?} pending, {:?} unacked)",
                             info.as_ref().map(|i| i.num_pending),
                             info.as_ref().map(|i| i.num_ack_pending)
                         ));

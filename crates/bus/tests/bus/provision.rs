@@ -74,3 +74,49 @@ async fn settings_that_cannot_work_are_refused_before_reaching_the_server() {
         .unwrap_err();
     assert!(err.to_string().contains("replicas"), "{err}");
 }
+
+#[tokio::test]
+async fn a_partitioned_layout_has_one_stream_per_partition_and_nats_mapping_agrees_on_the_partition()
+ {
+    // A producer that does not know the partition count publishes on `orders-in.…`; the
+    // server's `{{partition}}` mapping must send each order where the services put it.
+    let server = testkit::NatsServer::builder()
+        .config(
+            r#"mappings: { "orders-in.*.*.*": "orders.{{partition(3,2)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}" }"#,
+        )
+        .start();
+    let bus = crate::support::connect(&server, bus::BusConfig::new("partitioned")).await;
+    let h = Harness { server, bus };
+    let partitions = events::Partitions::new(3).unwrap();
+    h.bus
+        .provision_streams(&StreamSettings {
+            partitions,
+            ..StreamSettings::default()
+        })
+        .await
+        .unwrap();
+    for partition in partitions.all() {
+        let stream = events::Domain::Orders.stream(partition, partitions);
+        assert_eq!(h.stored(&stream).await, 0, "{stream} exists and is empty");
+    }
+    let mut expected = [0u64; 3];
+    for _ in 0..24 {
+        let order = events::OrderId::new();
+        expected[usize::from(partitions.of(order))] += 1;
+        h.bus
+            .jetstream()
+            .publish(format!("orders-in.alice.{order}.created"), "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    for partition in partitions.all() {
+        let stream = events::Domain::Orders.stream(partition, partitions);
+        assert_eq!(
+            h.stored(&stream).await,
+            expected[usize::from(partition)],
+            "{stream} holds other orders than the services would put there"
+        );
+    }
+}
