@@ -1,0 +1,236 @@
+//! Durable pull consumers and the ack discipline every handler gets for free.
+//!
+//! A [`Handler`] returns ok, a transient error, or a permanent error; the consumer turns that
+//! into ack, nak-with-growing-delay, or dead letter + term — and dead-letters a transient error
+//! on the last allowed delivery instead of letting the message vanish. Concurrency is bounded
+//! by a semaphore, and each pull asks for no more messages than there are free handler slots,
+//! so a prefetched message never waits out its `ack_wait` behind a busy handler. Long handlers
+//! send progress acks. Shutdown stops pulling, hands back unstarted messages, and finishes
+//! in-flight handlers before returning.
+
+mod process;
+mod spec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use spec::{ConsumerSpec, SpecError};
+
+use crate::connect::Bus;
+use crate::dead_letter::{self, DeadLetterReason};
+use crate::handler::Handler;
+
+/// Setting up or running a consumer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The spec is invalid.
+    #[error("consumer {durable}: {source}")]
+    Spec {
+        /// The durable name.
+        durable: String,
+        /// What is wrong.
+        #[source]
+        source: SpecError,
+    },
+    /// The server refused to create or update the durable consumer.
+    #[error("cannot create or update consumer {durable} on {stream}: {source}")]
+    Create {
+        /// The durable name.
+        durable: String,
+        /// The stream.
+        stream: String,
+        /// The server's answer.
+        #[source]
+        source: jetstream::stream::ConsumerError,
+    },
+}
+
+/// A provisioned durable pull consumer, ready to [`run`](Consumer::run) a handler.
+#[derive(Debug)]
+pub struct Consumer {
+    bus: Bus,
+    spec: Arc<ConsumerSpec>,
+    consumer: PullConsumer,
+}
+
+impl Consumer {
+    /// Validates `spec` and creates (or updates) the durable consumer on the server.
+    pub async fn create(bus: &Bus, spec: ConsumerSpec) -> Result<Self, ConsumeError> {
+        spec.validate().map_err(|source| ConsumeError::Spec {
+            durable: spec.durable.clone(),
+            source,
+        })?;
+        let consumer = bus
+            .jetstream()
+            .create_consumer_on_stream(spec.server_config(), &spec.stream)
+            .await
+            .map_err(|source| ConsumeError::Create {
+                durable: spec.durable.clone(),
+                stream: spec.stream.clone(),
+                source,
+            })?;
+        Ok(Self {
+            bus: bus.clone(),
+            spec: Arc::new(spec),
+            consumer,
+        })
+    }
+
+    /// Runs `handler` on every message until `shutdown` is cancelled, then stops pulling,
+    /// hands back messages not yet started, waits for running handlers, and returns.
+    pub async fn run<H: Handler>(
+        self,
+        handler: H,
+        shutdown: CancellationToken,
+    ) -> Result<(), ConsumeError> {
+        let advisories = tokio::spawn(dead_letter::watch_max_deliveries(
+            self.bus.clone(),
+            self.spec.stream.clone(),
+            self.spec.durable.clone(),
+            shutdown.clone(),
+        ));
+        // Zeroed series from the start, so dashboards and rate() see every consumer at once.
+        metrics::counter!("orderflow_redeliveries_total", "consumer" => self.spec.durable.clone())
+            .increment(0);
+        for reason in [
+            DeadLetterReason::Permanent,
+            DeadLetterReason::RetriesExhausted,
+            DeadLetterReason::AckTimeout,
+        ] {
+            metrics::counter!(
+                "orderflow_dead_letters_total",
+                "consumer" => self.spec.durable.clone(),
+                "reason" => reason.as_str(),
+            )
+            .increment(0);
+        }
+        let lag = tokio::spawn(report_lag(
+            self.consumer.clone(),
+            self.spec.durable.clone(),
+            shutdown.clone(),
+        ));
+        let handler = Arc::new(handler);
+        let slots = Arc::new(Semaphore::new(self.spec.concurrency));
+        let mut running = JoinSet::new();
+        let durable = self.spec.durable.as_str();
+        tracing::info!(durable, stream = %self.spec.stream, "consumer started");
+
+        'pull: while !shutdown.is_cancelled() {
+            reap(&mut running);
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'pull,
+                    _ = running.join_next() => continue 'pull,
+                }
+            }
+            let request = self
+                .consumer
+                .batch()
+                .max_messages(free.min(self.spec.max_batch))
+                .expires(self.spec.pull_expiry)
+                .messages();
+            let mut batch = tokio::select! {
+                _ = shutdown.cancelled() => break 'pull,
+                batch = request => match batch {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::warn!(durable, error = %e, "pull failed; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break 'pull,
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'pull,
+                        }
+                    }
+                },
+            };
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        // Hand back what already arrived so another replica takes it now,
+                        // not after ack_wait.
+                        while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                        }
+                        break 'pull;
+                    }
+                    next = batch.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        let Ok(slot) = slots.clone().acquire_owned().await else {
+                            break 'pull;
+                        };
+                        let (bus, spec, handler) =
+                            (self.bus.clone(), self.spec.clone(), handler.clone());
+                        running.spawn(async move {
+                            process::process(&bus, &spec, handler.as_ref(), message).await;
+                            drop(slot);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(durable, error = %e, "pull interrupted");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+
+        tracing::info!(durable, in_flight = running.len(), "consumer draining");
+        while let Some(result) = running.join_next().await {
+            if let Err(e) = result {
+                tracing::error!(durable, error = %e, "handler task failed");
+            }
+        }
+        // Acks are fire-and-forget: put the last ones on the wire before saying we are done.
+        if let Err(e) = self.bus.client().flush().await {
+            tracing::warn!(durable, error = %e, "could not flush the final acks");
+        }
+        let _ = lag.await;
+        if let Ok(Err(e)) = advisories.await {
+            tracing::error!(durable, error = %e, "max-deliveries watcher could not start");
+        }
+        tracing::info!(durable, "consumer stopped");
+        Ok(())
+    }
+}
+
+/// How often the consumer's lag is read from the server.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Exports the consumer's lag (`num_pending`, not yet delivered) and its unacked count as
+/// gauges, read from the server, so a stuck consumer shows even when nothing is delivered.
+async fn report_lag(consumer: PullConsumer, durable: String, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(LAG_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match consumer.get_info().await {
+            Ok(info) => {
+                metrics::gauge!("orderflow_consumer_pending", "consumer" => durable.clone())
+                    .set(info.num_pending as f64);
+                metrics::gauge!("orderflow_consumer_ack_pending", "consumer" => durable.clone())
+                    .set(info.num_ack_pending as f64);
+            }
+            Err(e) => tracing::debug!(durable, error = %e, "cannot read consumer info"),
+        }
+    }
+}
+
+/// Collects finished handler tasks so the set does not grow.
+fn reap(running: &mut JoinSet<()>) {
+    while let Some(result) = running.try_join_next() {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "handler task failed");
+        }
+    }
+}
