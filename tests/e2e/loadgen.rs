@@ -40,6 +40,31 @@ fn loadgen_ceiling_reports_acked_publishes_and_consumes_them_all() {
     assert_eq!(report["consumed"].as_u64(), Some(acked), "{report}");
 }
 
+#[test]
+fn loadgen_footprint_counts_four_subjects_per_order_and_reports_the_memory_they_take() {
+    let monitor_port = free_port();
+    let server = NatsServer::builder()
+        .config(&format!("http: 127.0.0.1:{monitor_port}"))
+        .start();
+    let report = run_loadgen(&[
+        "footprint",
+        "--orders",
+        "200",
+        "--json",
+        "--nats-url",
+        &server.url(),
+        "--nats-monitor-url",
+        &format!("http://127.0.0.1:{monitor_port}"),
+    ]);
+    assert_eq!(report["messages"].as_u64(), Some(800), "{report}");
+    assert_eq!(report["subjects"].as_u64(), Some(800), "{report}");
+    assert!(report["stream_bytes"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["server_rss_after_mb"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn loadgen_flash_sells_exactly_the_units_there_are_and_cancels_the_rest() {
     let system = System::builder().start().await;

@@ -6,12 +6,14 @@
 //! - `sweep`: open-loop steps up to saturation, the throughput/latency curve as text, CSV and SVG;
 //! - `flash`: a flash sale — one SKU, more orders than units — timed to sell-out and checked
 //!   for an exact outcome;
+//! - `footprint`: what keeping a million orders costs nats-server (subjects, bytes, memory);
 //! - `plot`: sweep CSVs drawn together as one SVG;
 //! - `otlp-sink`: a local OTLP/HTTP endpoint counting spans, for runs with tracing on.
 
 mod ceiling;
 mod cpu;
 mod flash;
+mod footprint;
 mod latency;
 mod plot;
 mod saga;
@@ -105,6 +107,20 @@ enum Mode {
         rate: Option<f64>,
         #[command(flatten)]
         endpoints: saga::Endpoints,
+    },
+    /// Publish the events of `--orders` orders into a scratch stream and report the subjects,
+    /// bytes and server memory they take, per million orders.
+    Footprint {
+        /// Orders whose events to publish (four each).
+        #[arg(long, default_value_t = 1_000_000)]
+        orders: u64,
+        /// nats-server's monitoring endpoint, for its resident memory.
+        #[arg(
+            long,
+            env = "NATS_MONITOR_URL",
+            default_value = "http://127.0.0.1:8222"
+        )]
+        nats_monitor_url: String,
     },
     /// Draw sweep CSVs (from `sweep --csv`) as one SVG, a colour per file.
     Plot {
@@ -228,6 +244,17 @@ async fn main() -> anyhow::Result<()> {
             }
             if !report.exact {
                 std::process::exit(1);
+            }
+        }
+        Mode::Footprint {
+            orders,
+            nats_monitor_url,
+        } => {
+            let measured = footprint::measure(&connect().await?, &nats_monitor_url, orders).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&measured)?);
+            } else {
+                measured.print();
             }
         }
         Mode::Plot { csvs, svg } => {
