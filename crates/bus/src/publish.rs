@@ -3,7 +3,9 @@
 //! rides in the headers, retries with backoff under a deadline, and a circuit breaker that makes
 //! callers fail fast (HTTP: 503 + Retry-After) while NATS is unreachable.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -184,12 +186,16 @@ impl Iterator for OpenFor {
     }
 }
 
-/// Publishes events to JetStream. Cheap to clone; clones share the circuit breaker.
+/// Publishes events to JetStream. Cheap to clone; clones share the circuit breakers.
+///
+/// There is one breaker per stream a subject goes to (keyed by its first two tokens:
+/// `orders.0`, `inventory.2`, `dlq.orders`): a partition whose leader is being elected fails
+/// fast on its own, while the other partitions keep taking publishes.
 #[derive(Clone)]
 pub struct Publisher {
     jetstream: jetstream::Context,
     policy: PublishPolicy,
-    breaker: Breaker,
+    breakers: Arc<Mutex<HashMap<String, Breaker>>>,
 }
 
 impl fmt::Debug for Publisher {
@@ -207,22 +213,38 @@ enum Attempt {
 
 impl Publisher {
     pub(crate) fn new(jetstream: jetstream::Context, policy: PublishPolicy) -> Self {
-        let open_for = OpenFor {
-            next: policy.breaker_open_for,
-            max: policy.breaker_open_for * 16,
-        };
-        let breaker = failsafe::Config::new()
-            .failure_policy(failure_policy::consecutive_failures(
-                policy.breaker_failures,
-                open_for,
-            ))
-            .instrument(BreakerLog)
-            .build();
         Self {
             jetstream,
             policy,
-            breaker,
+            breakers: Arc::default(),
         }
+    }
+
+    /// The breaker of the stream `subject` goes to (created closed on first use).
+    fn breaker(&self, subject: &str) -> Breaker {
+        let key = breaker_key(subject);
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        breakers
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                let open_for = OpenFor {
+                    next: self.policy.breaker_open_for,
+                    max: self.policy.breaker_open_for * 16,
+                };
+                failsafe::Config::new()
+                    .failure_policy(failure_policy::consecutive_failures(
+                        self.policy.breaker_failures,
+                        open_for,
+                    ))
+                    .instrument(BreakerLog {
+                        stream: key.to_owned(),
+                    })
+                    .build()
+            })
+            .clone()
     }
 
     /// Publishes `envelope` on `subject` with `msg_id`, inside a PRODUCER span whose context is
@@ -373,7 +395,7 @@ impl Publisher {
         };
         // Only failures that say "NATS is unwell" count towards opening the breaker.
         let counts = |e: &jetstream::context::PublishError| unwell(e.kind());
-        match self.breaker.call_with(counts, send).await {
+        match self.breaker(subject).call_with(counts, send).await {
             Ok(ack) => Ok(Published {
                 stream: ack.stream,
                 sequence: ack.sequence,
@@ -428,26 +450,50 @@ fn record_outcome(
         .increment(1);
 }
 
-/// Logs circuit-breaker transitions and exports the state as a gauge.
-#[derive(Debug, Clone, Copy)]
-struct BreakerLog;
+/// The part of a subject that names its stream: the first two tokens (`orders.0`).
+fn breaker_key(subject: &str) -> &str {
+    match subject.match_indices('.').nth(1) {
+        Some((end, _)) => &subject[..end],
+        None => subject,
+    }
+}
+
+/// Logs circuit-breaker transitions and exports each breaker's state as a gauge.
+#[derive(Debug, Clone)]
+struct BreakerLog {
+    stream: String,
+}
 
 impl failsafe::Instrument for BreakerLog {
     fn on_call_rejected(&self) {
-        metrics::counter!("orderflow_publish_rejected_total").increment(1);
+        metrics::counter!("orderflow_publish_rejected_total", "stream" => self.stream.clone())
+            .increment(1);
     }
 
     fn on_open(&self) {
-        tracing::error!("publish circuit breaker opened: NATS publishes keep failing");
-        metrics::gauge!("orderflow_publish_circuit_open").set(1.0);
+        tracing::error!(stream = %self.stream, "publish circuit breaker opened: NATS publishes keep failing");
+        metrics::gauge!("orderflow_publish_circuit_open", "stream" => self.stream.clone()).set(1.0);
     }
 
     fn on_half_open(&self) {
-        tracing::info!("publish circuit breaker half-open: trying NATS again");
+        tracing::info!(stream = %self.stream, "publish circuit breaker half-open: trying NATS again");
     }
 
     fn on_closed(&self) {
-        tracing::info!("publish circuit breaker closed: NATS publishes succeed again");
-        metrics::gauge!("orderflow_publish_circuit_open").set(0.0);
+        tracing::info!(stream = %self.stream, "publish circuit breaker closed: NATS publishes succeed again");
+        metrics::gauge!("orderflow_publish_circuit_open", "stream" => self.stream.clone()).set(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_partition_stream_has_its_own_breaker() {
+        assert_eq!(breaker_key("orders.0.alice.x.created"), "orders.0");
+        assert_eq!(breaker_key("orders.2.alice.x.created"), "orders.2");
+        assert_eq!(breaker_key("dlq.orders.0.alice.x.created"), "dlq.orders");
+        assert_eq!(breaker_key("scratch"), "scratch");
     }
 }
