@@ -227,6 +227,10 @@ impl Publisher {
             .breakers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Every publish looks its breaker up: no allocation once it exists.
+        if let Some(breaker) = breakers.get(key) {
+            return breaker.clone();
+        }
         breakers
             .entry(key.to_owned())
             .or_insert_with(|| {

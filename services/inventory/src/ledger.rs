@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bus::{Change, KvStore, Lease, StoreError};
 use events::Sku;
+use futures::FutureExt as _;
 use tokio::sync::{Notify, oneshot};
 
 use crate::stock::{Applied, StockOp, StockRecord};
@@ -198,6 +199,10 @@ impl Ledger {
                 }
                 let only_settles = pending.jobs.iter().all(|j| j.reply.is_none());
                 if only_settles {
+                    // A permit left by an urgent job of a batch already written would end the
+                    // wait at once; drop it here, under the lock, so only a job pushed after
+                    // this check (which must take the lock) can wake the wait.
+                    let _ = queue.urgent.notified().now_or_never();
                     None
                 } else {
                     Some(std::mem::take(&mut pending.jobs))
