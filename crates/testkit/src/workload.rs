@@ -344,6 +344,23 @@ pub async fn check_invariants(
         }
     }
 
+    // Why attempts went unanswered: a post-mortem line next to I2's violations.
+    let mut unanswered: BTreeMap<String, usize> = BTreeMap::new();
+    for attempt in &ledger.attempts {
+        match &attempt.outcome {
+            Outcome::Accepted(_) => {}
+            Outcome::Rejected(status) => {
+                *unanswered.entry(format!("HTTP {status}")).or_default() += 1
+            }
+            Outcome::Unknown(last) => *unanswered.entry(last.clone()).or_default() += 1,
+        }
+    }
+    if !unanswered.is_empty() && report.violations.iter().any(|v| v.starts_with("I2")) {
+        report.violations.push(format!(
+            "I2: attempts not accepted, by their last answer: {unanswered:?}"
+        ));
+    }
+
     // I6 — every consumer drained (waits for quiescence, which I3 and I4 need too).
     let nats = async_nats::connect(system.nats.url()).await;
     match nats {

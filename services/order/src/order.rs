@@ -197,11 +197,12 @@ impl Order {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use events::{Currency, CustomerId, LineItem, OrderId, Partitions, Shortfall, Sku};
 
-    fn placed() -> Order {
+    /// A just-placed order of one line (for tests elsewhere in the crate too).
+    pub(crate) fn placed() -> Order {
         let order = OrderCreated::new(
             OrderId::new(),
             CustomerId::new("c").unwrap(),

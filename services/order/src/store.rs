@@ -9,7 +9,8 @@
 //! are remembered as first guesses for the saga's next transition: only an append is ever
 //! decided on a guess, and its precondition proves the guess current.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bus::{AppendError, Appended, Bus, EventLog, KvBucket, KvStore, MsgId, ProvisionError};
@@ -17,6 +18,7 @@ use bus::{ReadError, StoreError};
 use events::layout::{self, History};
 use events::{CustomerId, Domain, Envelope, OrderId, OrderKey, Partitions};
 use futures::StreamExt as _;
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use crate::order::{Decision, Order};
@@ -26,6 +28,8 @@ const IDEMPOTENCY: &str = "idempotency";
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Rounds of "decide, append, find the history moved" before giving up for now.
 const ROUNDS: usize = 16;
+/// How many orders the process remembers as first guesses: a few seconds of its busiest rate.
+const RECENT_ORDERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(16_383);
 
 /// What an `Idempotency-Key` was first used for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +103,36 @@ impl From<OrderStoreError> for bus::HandlerError {
     }
 }
 
-type Recent = quick_cache::sync::Cache<OrderId, Order>;
+/// The orders this process created or changed last. An LRU on purpose: each entry is wanted
+/// once, moments after it was written (the saga's next transition), and never again — the very
+/// pattern a scan-resistant cache (such as the KV stores' `quick_cache`) evicts first, which
+/// turned the saga's confirm into a read whenever it took longer than a few dozen inserts.
+#[derive(Debug)]
+struct Recent(Mutex<LruCache<OrderId, Order>>);
+
+impl Recent {
+    fn new(capacity: NonZeroUsize) -> Self {
+        Self(Mutex::new(LruCache::new(capacity)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<OrderId, Order>> {
+        // A panic while holding the lock cannot leave an LRU half-updated in a way that matters
+        // here: every entry is only a first guess.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, order: &OrderId) -> Option<Order> {
+        self.lock().get(order).cloned()
+    }
+
+    fn insert(&self, order: OrderId, value: Order) {
+        self.lock().put(order, value);
+    }
+
+    fn remove(&self, order: &OrderId) {
+        self.lock().pop(order);
+    }
+}
 
 /// The order service's state: the order events and the idempotency bucket.
 #[derive(Debug, Clone)]
@@ -131,7 +164,7 @@ impl Store {
                 },
             )
             .await?,
-            recent: Arc::new(Recent::new(bus::RECENT_KEYS)),
+            recent: Arc::new(Recent::new(RECENT_ORDERS)),
         })
     }
 
@@ -344,6 +377,23 @@ fn recently_placed(order_id: OrderId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_order_written_last_is_remembered_however_many_were_written_before_it() {
+        let recent = Recent::new(RECENT_ORDERS);
+        for _ in 0..2 * RECENT_ORDERS.get() {
+            let older = crate::order::tests::placed();
+            recent.insert(older.key.order, older);
+        }
+        let first = crate::order::tests::placed();
+        recent.insert(first.key.order, first.clone());
+        // Up to the capacity, newer orders never push out an order not yet looked at again.
+        for _ in 1..RECENT_ORDERS.get() {
+            let newer = crate::order::tests::placed();
+            recent.insert(newer.key.order, newer);
+        }
+        assert_eq!(recent.get(&first.key.order), Some(first));
+    }
 
     #[test]
     fn only_an_order_placed_moments_ago_counts_as_recently_placed() {
