@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks that everything docker-compose.yml names exists: each depends_on target is a service,
-each named volume is declared, each bind-mounted path and build context is in the repository.
+each named volume is declared, each bind-mounted path and build context is in the repository —
+and that the services with admin endpoints get an admin token, with no well-known default.
 Exits non-zero with one line per problem."""
 import os
 import sys
@@ -8,6 +9,8 @@ import sys
 import yaml  # installed with yamllint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Services whose admin endpoints refuse every request without ADMIN_TOKEN / ADMIN_TOKEN_FILE.
+WITH_ADMIN = ("order-service", "inventory-service")
 
 
 def main() -> int:
@@ -37,6 +40,15 @@ def main() -> int:
         for env_file in service.get("env_file", []) if isinstance(service.get("env_file"), list) else []:
             if not os.path.isfile(os.path.join(ROOT, env_file)):
                 problems.append(f"{name}: env_file {env_file!r} does not exist")
+    for name in WITH_ADMIN:
+        env = (services.get(name) or {}).get("environment") or {}
+        if not {"ADMIN_TOKEN", "ADMIN_TOKEN_FILE"} & set(env):
+            problems.append(f"{name}: no ADMIN_TOKEN or ADMIN_TOKEN_FILE (its admin API is closed)")
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        token = str(env.get("ADMIN_TOKEN", "")) if isinstance(env, dict) else ""
+        if ":-" in token and not token.endswith(":-}"):
+            problems.append(f"{name}: ADMIN_TOKEN has a built-in default, which anyone can read here")
     for problem in problems:
         print(f"docker-compose.yml: {problem}", file=sys.stderr)
     if not problems:

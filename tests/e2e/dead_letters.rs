@@ -4,24 +4,16 @@
 use serde_json::Value;
 use testkit::System;
 
-use crate::support::{eventually, get_json, wait_for_status};
+use crate::support::{eventually, wait_for_status};
 use bus::{Bus, BusConfig, MsgId};
 use events::{
     Currency, CustomerId, Envelope, Event, EventKind, InventoryReserved, LineItem, OrderCreated,
     OrderId, ReservedLine, Sku,
 };
 
-const ADMIN_TOKEN: &str = "dlq-admin-token";
-
 /// GETs an admin URL with the token and parses the JSON answer.
 async fn admin_get(system: &System, url: &str) -> Value {
-    let response = system
-        .http
-        .get(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = system.as_admin(system.http.get(url)).send().await.unwrap();
     response.json().await.unwrap()
 }
 
@@ -30,7 +22,6 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     let system = System::builder()
         .env("CONSUMER_ACK_WAIT_MS", "1000")
         .env("CONSUMER_MAX_DELIVER", "2")
-        .admin_token(ADMIN_TOKEN)
         .start()
         .await;
     let bus = Bus::connect(&BusConfig::new("test").with_url(system.nats.url()))
@@ -56,7 +47,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
         .await
         .unwrap();
 
-    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN_TOKEN);
+    let admin = |request: reqwest::RequestBuilder| system.as_admin(request);
     let list_url = format!("{}/admin/dead-letters", system.order.url());
     assert_eq!(
         system.http.get(&list_url).send().await.unwrap().status(),
@@ -157,14 +148,17 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
     }
     let list_url = format!("{}/admin/dead-letters", system.order.url());
     eventually("three dead letters (inventory's consumer)", || async {
-        get_json(&system, &list_url).await["dead_letters"]
+        admin_get(&system, &list_url).await["dead_letters"]
             .as_array()
             .is_some_and(|l| l.len() == 3)
     })
     .await;
     let redriven: Value = system
-        .http
-        .post(format!("{list_url}/redrive?max=2&per_second=50"))
+        .as_admin(
+            system
+                .http
+                .post(format!("{list_url}/redrive?max=2&per_second=50")),
+        )
         .send()
         .await
         .unwrap()
@@ -174,7 +168,7 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
     assert_eq!(redriven["redriven"], 2);
     // Garbage stays garbage: redriven, it is dead-lettered again.
     eventually("the redriven poison is dead-lettered again", || async {
-        get_json(&system, &list_url).await["dead_letters"]
+        admin_get(&system, &list_url).await["dead_letters"]
             .as_array()
             .is_some_and(|l| l.len() == 3)
     })

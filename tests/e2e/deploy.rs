@@ -115,6 +115,20 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         stock.is_ok_and(|r| r.status() == 200)
     })
     .await;
+    // Closed by default: the stock admin API wants the token scripts/dev made and kept.
+    let stock_url = format!("http://127.0.0.1:{inventory}/v1/stock/SKU-DEV");
+    let body = serde_json::json!({ "available": 1 });
+    let anonymous = http.put(&stock_url).json(&body).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let admin = http
+        .put(&stock_url)
+        .bearer_auth(token.trim())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 200);
     let response = http
         .post(format!("{order_api}/v1/orders"))
         .json(&crate::support::order_body("devin", &[("SKU-MUG", 2)]))

@@ -3,10 +3,11 @@
 
 use std::process::Command;
 
-use testkit::{NatsServer, System, free_port, service_binary};
+use testkit::{ADMIN_TOKEN, NatsServer, System, free_port, service_binary};
 
 fn run_loadgen(args: &[&str]) -> serde_json::Value {
     let output = Command::new(service_binary("loadgen"))
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .args(args)
         .output()
         .unwrap();

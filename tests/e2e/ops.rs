@@ -63,7 +63,7 @@ async fn every_service_answers_health_readiness_metrics_and_openapi() {
 fn help_lists_every_setting_with_its_environment_variable() {
     for (binary, extra) in [
         ("order-service", &[][..]),
-        ("inventory-service", &["ADMIN_TOKEN"][..]),
+        ("inventory-service", &[][..]),
         (
             "notification-service",
             &["WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_TIMEOUT_MS"][..],
@@ -90,6 +90,8 @@ fn help_lists_every_setting_with_its_environment_variable() {
             "HTTP_BODY_LIMIT",
             "HTTP_REQUEST_TIMEOUT_MS",
             "SHUTDOWN_GRACE_MS",
+            "ADMIN_TOKEN",
+            "ADMIN_TOKEN_FILE",
         ];
         for var in common.iter().chain(extra) {
             assert!(
@@ -157,6 +159,29 @@ async fn stock_changes_need_the_admin_token_when_one_is_configured() {
     assert_eq!(admin.status(), 200);
     // Reading stays open.
     assert_eq!(system.http.get(&url).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn admin_endpoints_are_closed_when_no_token_is_configured() {
+    let system = System::builder().without_admin_token().start().await;
+    let stock = format!("{}/v1/stock/DESK", system.inventory[0].url());
+    let dead_letters = format!("{}/admin/dead-letters", system.order.url());
+    for request in [
+        system.http.put(&stock).json(&json!({ "available": 3 })),
+        system.http.get(&dead_letters),
+        system
+            .http
+            .get(&dead_letters)
+            .bearer_auth("any-token-at-all-0123"),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 403);
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(
+            problem["type"], "https://orderflow.dev/problems/admin-disabled",
+            "{problem}"
+        );
+    }
 }
 
 #[tokio::test]

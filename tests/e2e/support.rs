@@ -52,8 +52,11 @@ pub async fn metrics(system: &System, service: &testkit::ServiceProcess) -> Stri
 /// Sets the available stock of `sku`.
 pub async fn set_stock(system: &System, sku: &str, available: u64) {
     let response = system
-        .http
-        .put(format!("{}/v1/stock/{sku}", system.inventory[0].url()))
+        .as_admin(
+            system
+                .http
+                .put(format!("{}/v1/stock/{sku}", system.inventory[0].url())),
+        )
         .json(&json!({ "available": available }))
         .send()
         .await

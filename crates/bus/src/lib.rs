@@ -28,7 +28,7 @@ mod trace;
 
 pub use config::{BusConfig, ConfigError, NatsAuth, NatsTls, PublishPolicy, Secret};
 pub use connect::{Bus, ConnectError};
-pub use consume::{ConsumeError, Consumer, ConsumerSpec, SpecError};
+pub use consume::{ConsumeError, Consumer, ConsumerSpec, DEFAULT_MAX_DELIVER, SpecError};
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterReason, StoredDeadLetter};
 pub use event_log::{AppendError, Appended, EventLog, ReadError, Recorded};
 pub use handler::{Delivery, Handler, HandlerError, Lease};

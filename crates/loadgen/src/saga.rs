@@ -30,7 +30,7 @@ pub struct Endpoints {
     /// Base URL of inventory-service (to seed stock).
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8081")]
     pub inventory_url: String,
-    /// Bearer token for the stock admin API, if the services require one.
+    /// Bearer token of the stock admin API (the services' ADMIN_TOKEN).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// How long to wait after the last request for sagas still running.

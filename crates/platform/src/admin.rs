@@ -1,5 +1,7 @@
-//! Admin endpoints (setting stock, redriving dead letters) need `Authorization: Bearer
-//! <ADMIN_TOKEN>` when a token is configured: 401 without credentials, 403 with wrong ones.
+//! Admin endpoints (setting stock, reading and redriving dead letters) need `Authorization:
+//! Bearer <ADMIN_TOKEN>`: 401 without credentials, 403 with wrong ones — and 403 for everyone
+//! when the service was started without a token. Closed is the default: an operator who forgot
+//! the token finds an admin API that says so, not one that anybody can use.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,16 +9,36 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bus::Secret;
 
+use crate::config::{AdminTokenError, HttpArgs};
 use crate::problem::Problem;
 
-/// Middleware: lets the request through if no token is configured or the bearer token matches.
+/// The admin token of a service with admin endpoints, resolved from its settings; says at
+/// start when there is none, so an operator learns why the admin API refuses.
+pub fn token(http: &HttpArgs) -> Result<Option<Secret>, AdminTokenError> {
+    let token = http.admin_credential()?;
+    if token.is_none() {
+        tracing::warn!(
+            "ADMIN_TOKEN (or ADMIN_TOKEN_FILE) is not set: the admin endpoints refuse every request"
+        );
+    }
+    Ok(token)
+}
+
+/// Middleware: lets the request through only if a token is configured and the bearer token
+/// matches it.
 pub async fn require_token(
     State(token): State<Option<Secret>>,
     request: Request,
     next: Next,
 ) -> Response {
     let Some(expected) = token else {
-        return next.run(request).await;
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "admin-disabled",
+            "Admin endpoints are closed",
+        )
+        .with_detail("this service was started without ADMIN_TOKEN (or ADMIN_TOKEN_FILE)")
+        .into_response();
     };
     let presented = request
         .headers()

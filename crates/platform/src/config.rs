@@ -69,8 +69,9 @@ pub struct NatsArgs {
     /// How long NATS waits for a consumer to settle a message before redelivering it, ms.
     #[arg(long, env = "CONSUMER_ACK_WAIT_MS", default_value = "30000", value_parser = millis)]
     pub consumer_ack_wait: Duration,
-    /// Deliveries of a message before it is dead-lettered.
-    #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = 10)]
+    /// Deliveries of a message before it is dead-lettered (the default retries a failing
+    /// message for about 6.5 minutes).
+    #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = bus::DEFAULT_MAX_DELIVER)]
     pub consumer_max_deliver: i64,
 }
 
@@ -118,12 +119,38 @@ impl NatsArgs {
     }
 }
 
+/// Fewest characters an admin token may have: a guessable token is an open door.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// The admin token is set in a way the service cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    /// Both ways of giving the token were used.
+    #[error("set ADMIN_TOKEN or ADMIN_TOKEN_FILE, not both")]
+    Both,
+    /// The token file could not be read.
+    #[error("cannot read ADMIN_TOKEN_FILE {path}: {source}")]
+    Unreadable {
+        /// The file named.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The token is too short to keep anyone out.
+    #[error("the admin token must have at least {MIN_ADMIN_TOKEN_LEN} characters (it has {0})")]
+    TooShort(usize),
+}
+
 /// The HTTP edge's limits and the admin token.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpArgs {
-    /// Bearer token required by admin endpoints; unset means they are open (local use).
+    /// Bearer token the admin endpoints require (at least 16 characters). Without it (or
+    /// ADMIN_TOKEN_FILE) the admin endpoints are closed: they refuse every request.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
     pub admin_token: Option<Secret>,
+    /// File holding the admin token (a Docker or Kubernetes secret), instead of ADMIN_TOKEN.
+    #[arg(long, env = "ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "HTTP_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub http_body_limit: usize,
@@ -139,10 +166,38 @@ pub struct HttpArgs {
     pub shutdown_grace: Duration,
 }
 
+impl HttpArgs {
+    /// The admin token, from `ADMIN_TOKEN` or the file `ADMIN_TOKEN_FILE` names (one trailing
+    /// newline dropped); `None` if neither is set, and the admin endpoints stay closed.
+    pub fn admin_credential(&self) -> Result<Option<Secret>, AdminTokenError> {
+        let token = match (&self.admin_token, &self.admin_token_file) {
+            (Some(_), Some(_)) => return Err(AdminTokenError::Both),
+            (Some(token), None) => token.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    AdminTokenError::Unreadable {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                Secret::new(text.strip_suffix('\r').unwrap_or(text))
+            }
+            (None, None) => return Ok(None),
+        };
+        let length = token.expose().chars().count();
+        if length < MIN_ADMIN_TOKEN_LEN {
+            return Err(AdminTokenError::TooShort(length));
+        }
+        Ok(Some(token))
+    }
+}
+
 impl Default for HttpArgs {
     fn default() -> Self {
         Self {
             admin_token: None,
+            admin_token_file: None,
             http_body_limit: 64 * 1024,
             http_request_timeout: Duration::from_secs(10),
             http_rate_limit: 1000,
@@ -166,7 +221,61 @@ impl Default for NatsArgs {
             stream_replicas: 1,
             stream_partitions: Partitions::ONE,
             consumer_ack_wait: Duration::from_secs(30),
-            consumer_max_deliver: 10,
+            consumer_max_deliver: bus::DEFAULT_MAX_DELIVER,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(token: Option<&str>, file: Option<PathBuf>) -> HttpArgs {
+        HttpArgs {
+            admin_token: token.map(Secret::new),
+            admin_token_file: file,
+            ..HttpArgs::default()
+        }
+    }
+
+    #[test]
+    fn no_admin_token_means_none_and_the_admin_endpoints_stay_closed() {
+        assert!(http(None, None).admin_credential().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_admin_token_can_come_from_a_file_without_its_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        std::fs::write(&path, "0123456789abcdef-from-a-file\n").unwrap();
+        let token = http(None, Some(path)).admin_credential().unwrap().unwrap();
+        assert_eq!(token.expose(), "0123456789abcdef-from-a-file");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let error = http(Some("too-short"), None)
+            .admin_credential()
+            .unwrap_err();
+        assert!(matches!(error, AdminTokenError::TooShort(9)), "{error}");
+    }
+
+    #[test]
+    fn the_admin_token_and_a_token_file_together_are_refused() {
+        let error = http(Some("0123456789abcdef"), Some("/dev/null".into()))
+            .admin_credential()
+            .unwrap_err();
+        assert!(matches!(error, AdminTokenError::Both), "{error}");
+    }
+
+    #[test]
+    fn a_missing_token_file_is_an_error_that_names_it() {
+        let error = http(None, Some("/nonexistent/admin-token".into()))
+            .admin_credential()
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/admin-token"),
+            "{error}"
+        );
     }
 }

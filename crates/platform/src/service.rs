@@ -86,6 +86,9 @@ pub enum RunError {
     /// A service-specific setting is invalid.
     #[error("invalid configuration: {0}")]
     Settings(String),
+    /// The admin token is unusable.
+    #[error("invalid configuration: {0}")]
+    AdminToken(#[from] crate::config::AdminTokenError),
     /// NATS could not be set up.
     #[error(transparent)]
     Connect(#[from] bus::ConnectError),

@@ -153,8 +153,8 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
         .map(|(sku, units)| (*sku, units * scale))
         .collect();
     for &(sku, units) in &stock {
-        let response = client
-            .put(format!("{}/v1/stock/{sku}", system.inventory[0].url()))
+        let response = system
+            .as_admin(client.put(format!("{}/v1/stock/{sku}", system.inventory[0].url())))
             .json(&json!({ "available": units }))
             .send()
             .await

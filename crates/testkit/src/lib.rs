@@ -26,7 +26,7 @@ mod workload;
 pub use nats::{Builder, INSTALL_HINT, NatsServer, binary, free_port};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use proxy::FaultProxy;
-pub use system::{ServiceProcess, System, SystemBuilder, http_client, service_binary};
+pub use system::{ADMIN_TOKEN, ServiceProcess, System, SystemBuilder, http_client, service_binary};
 pub use tls::Pki;
 pub use webhook::{ReceivedWebhook, WebhookReceiver};
 pub use workload::{Attempt, Ledger, Outcome, Report, Workload, check_invariants};

@@ -211,6 +211,7 @@ pub struct System {
     pub notification: ServiceProcess,
     /// A client for the APIs.
     pub http: reqwest::Client,
+    admin_token: Option<String>,
     logs: Option<tempfile::TempDir>,
     log_path: PathBuf,
 }
@@ -239,13 +240,31 @@ pub struct SystemBuilder {
     service_env: Vec<(String, String, String)>,
 }
 
+/// The admin token a [`System`] gives its services unless told otherwise: admin endpoints are
+/// closed without one, as shipped.
+pub const ADMIN_TOKEN: &str = "testkit-admin-token-0123456789";
+
 impl System {
-    /// Options: one inventory replica, notifications to the log.
+    /// Options: one inventory replica, notifications to the log, [`ADMIN_TOKEN`].
     pub fn builder() -> SystemBuilder {
         SystemBuilder {
             inventory_replicas: 1,
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
             ..SystemBuilder::default()
         }
+    }
+
+    /// `request` with the admin token, if the services have one.
+    pub fn as_admin(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin_token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// The services' admin token, if they have one.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
     }
 
     /// Keeps the log directory after the system is gone (for a post-mortem) and returns it.
@@ -281,9 +300,15 @@ impl SystemBuilder {
         self
     }
 
-    /// Protects admin endpoints with `token`.
+    /// Protects admin endpoints with `token` instead of [`ADMIN_TOKEN`].
     pub fn admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_owned());
+        self
+    }
+
+    /// Starts the services without an admin token: their admin endpoints are closed.
+    pub fn without_admin_token(mut self) -> Self {
+        self.admin_token = None;
         self
     }
 
@@ -376,6 +401,7 @@ impl SystemBuilder {
             inventory,
             notification,
             http: http_client(),
+            admin_token: self.admin_token.clone(),
             logs: Some(logs),
             log_path,
         }

@@ -53,7 +53,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let service = InventoryService {
-        admin_token: config.http.admin_token.clone(),
+        admin_token: platform::admin::token(&config.http)?,
     };
     platform::service::run(service, config.nats, config.http, listener, shutdown).await
 }

@@ -52,7 +52,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     platform::service::run(
         OrderService {
-            admin_token: config.http.admin_token.clone(),
+            admin_token: platform::admin::token(&config.http)?,
         },
         config.nats,
         config.http,

@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use spec::{ConsumerSpec, SpecError};
+pub use spec::{ConsumerSpec, DEFAULT_MAX_DELIVER, SpecError};
 
 use crate::connect::Bus;
 use crate::dead_letter::{self, DeadLetterReason};

@@ -40,9 +40,15 @@ pub struct ConsumerSpec {
     pub handler_timeout: Duration,
 }
 
+/// Deliveries of a message before it is dead-lettered, by default: with the default nak
+/// delays (250 ms doubling to 30 s) a message that keeps failing is retried for 6.5 minutes,
+/// longer than the 2–2.5 minutes the fault suite measured for a cluster to recover from node
+/// loss (RELIABILITY.md) — an outage must not turn into dead letters and pending orders.
+pub const DEFAULT_MAX_DELIVER: i64 = 20;
+
 impl ConsumerSpec {
-    /// A spec with production defaults: ack_wait 30 s, 10 deliveries, nak 250 ms doubling to
-    /// 30 s, 32 handlers, 1000 pending.
+    /// A spec with production defaults: ack_wait 30 s, [`DEFAULT_MAX_DELIVER`] deliveries, nak
+    /// 250 ms doubling to 30 s, 32 handlers, 1000 pending.
     pub fn new(
         stream: impl Into<String>,
         durable: impl Into<String>,
@@ -53,7 +59,7 @@ impl ConsumerSpec {
             durable: durable.into(),
             filter_subjects: filter_subjects.iter().map(|s| (*s).to_owned()).collect(),
             ack_wait: Duration::from_secs(30),
-            max_deliver: 10,
+            max_deliver: DEFAULT_MAX_DELIVER,
             backoff: Vec::new(),
             nak_delay: Duration::from_millis(250),
             max_nak_delay: Duration::from_secs(30),
@@ -150,6 +156,16 @@ impl ConsumerSpec {
             .unwrap_or(self.ack_wait)
     }
 
+    /// How long a message that fails transiently on every delivery is retried before it is
+    /// dead-lettered: the sum of the nak delays between its deliveries (server backoff and
+    /// handler time not counted, so a lower bound).
+    pub fn retry_budget(&self) -> Duration {
+        let attempts = u64::try_from(self.max_deliver).unwrap_or(0);
+        (1..attempts)
+            .map(|attempt| self.nak_delay_after(attempt))
+            .sum()
+    }
+
     /// The nak delay after the `attempt`-th delivery failed transiently.
     pub(super) fn nak_delay_after(&self, attempt: u64) -> Duration {
         let doublings = attempt.saturating_sub(1).min(20) as u32;
@@ -242,6 +258,27 @@ mod tests {
 
     fn spec() -> ConsumerSpec {
         ConsumerSpec::new("ORDERS", "inventory", &["orders.created"])
+    }
+
+    #[test]
+    fn by_default_a_failing_message_is_retried_through_a_five_minute_outage() {
+        assert!(
+            spec().retry_budget() >= Duration::from_secs(300),
+            "{:?}",
+            spec().retry_budget()
+        );
+    }
+
+    #[test]
+    fn the_retry_budget_adds_the_doubling_nak_delays_up_to_their_cap() {
+        let spec = ConsumerSpec {
+            max_deliver: 5,
+            nak_delay: Duration::from_secs(1),
+            max_nak_delay: Duration::from_secs(3),
+            ..spec()
+        };
+        // Naks after deliveries 1–4: 1 + 2 + 3 + 3; the fifth failure dead-letters.
+        assert_eq!(spec.retry_budget(), Duration::from_secs(9));
     }
 
     #[test]
