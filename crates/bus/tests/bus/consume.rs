@@ -239,3 +239,48 @@ async fn progress_acks_keep_a_handler_longer_than_ack_wait_from_being_redelivere
         "the message was redelivered while being handled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_handler_frozen_past_ack_wait_does_not_nak_the_delivery_that_replaced_it() {
+    // Timeline (ack_wait 3 s): delivery 1 freezes at 0 s; the server hands the message to
+    // delivery 2 at 3 s, which works until 5 s (its first progress ack would be due at 5.5 s);
+    // delivery 1 wakes at 4 s and fails. Had it nak'd (delay 100 ms), the server would deliver
+    // the message a third time at ~4.1 s, while delivery 2 still works on it.
+    let h = Harness::start().await;
+    publish_orders(&h, 1).await;
+    let attempts: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let handler = {
+        let attempts = attempts.clone();
+        move |d: Delivery| {
+            let (attempts, done_tx) = (attempts.clone(), done_tx.clone());
+            async move {
+                attempts.lock().await.push(d.attempt);
+                if d.attempt == 1 {
+                    // Frozen: the thread is stuck, so not even a progress ack goes out.
+                    std::thread::sleep(Duration::from_secs(4));
+                    return Err(HandlerError::transient("woke up after the lease expired"));
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = done_tx.send(());
+                Ok(())
+            }
+        }
+    };
+    let spec = ConsumerSpec {
+        ack_wait: Duration::from_secs(3),
+        progress_every: Duration::from_millis(2500),
+        nak_delay: Duration::from_millis(100),
+        ..fast_spec(crate::support::ORDERS, "frozen", &[])
+    };
+    let run = Running::start(&h.bus, spec, handler).await;
+    tokio::time::timeout(PATIENCE, done.recv()).await.unwrap();
+    // Give a third delivery, if any, the time to show up.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    run.stop().await;
+    assert_eq!(
+        *attempts.lock().await,
+        [1, 2],
+        "the stale attempt's nak was applied to the live delivery"
+    );
+}
