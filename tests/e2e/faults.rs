@@ -57,6 +57,11 @@ async fn the_invariants_hold_on_a_three_node_cluster_with_r3_streams_while_nodes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invariants_hold_on_the_cluster_with_the_default_consumer_settings() {
+    holds_under(Fault::ClusterRestartsDefaults).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_invariants_hold_with_two_inventory_replicas_racing_on_the_same_skus() {
     holds_under(Fault::Contention).await;
 }

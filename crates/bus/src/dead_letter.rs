@@ -368,6 +368,19 @@ pub enum DeadLetterError {
     /// The message at that sequence is not a dead letter (no `Dlq-*` headers).
     #[error("DLQ message {0} is not a dead letter")]
     NotADeadLetter(u64),
+    /// Its original subject is not an event subject of its original stream: a letter that
+    /// did not come from a consumer of ours, and is not published anywhere.
+    #[error(
+        "DLQ message {sequence} cannot be redriven: {subject:?} is not an event subject of stream {stream:?}"
+    )]
+    NotRedrivable {
+        /// Its DLQ sequence.
+        sequence: u64,
+        /// The subject it names.
+        subject: String,
+        /// The stream it names.
+        stream: String,
+    },
     /// Republishing it failed.
     #[error(transparent)]
     Publish(#[from] PublishError),
@@ -440,6 +453,16 @@ impl Bus {
         let Some(stored) = self.dead_letter(sequence).await? else {
             return Ok(false);
         };
+        // Anyone who can publish to the DLQ can write these headers: redrive only onto the
+        // event subjects of the stream the letter says it came from, never onto a KV bucket,
+        // another stream or a reply subject.
+        if !events::layout::stream_holds(&stored.letter.stream, &stored.letter.subject) {
+            return Err(DeadLetterError::NotRedrivable {
+                sequence,
+                subject: stored.letter.subject.clone(),
+                stream: stored.letter.stream.clone(),
+            });
+        }
         let mut headers = HeaderMap::new();
         for (name, values) in stored.letter.headers.iter() {
             let name_str: &str = name.as_ref();

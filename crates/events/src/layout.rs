@@ -308,6 +308,22 @@ impl OrderKey {
     }
 }
 
+/// Whether `subject` is an event subject that `stream` holds in some layout: the domain's
+/// stream unpartitioned (`ORDERS` holds `orders.>`), or the stream of the subject's own
+/// partition (`ORDERS_2` holds `orders.2.>`). A dead letter is redriven only when this holds
+/// for its original subject and stream, so a forged letter cannot publish anywhere else.
+pub fn stream_holds(stream: &str, subject: &str) -> bool {
+    let Ok((key, kind)) = OrderKey::parse(subject) else {
+        return false;
+    };
+    let base = Domain::of(kind).stream_base();
+    stream == base
+        || stream
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|partition| partition == key.partition.to_string())
+}
+
 impl fmt::Display for OrderKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.partition, self.customer, self.order)
@@ -349,6 +365,25 @@ mod tests {
     use crate::notification::{Channel, NotificationSent};
     use crate::order::OrderConfirmed;
     use crate::{Currency, InventoryReserved};
+
+    #[test]
+    fn a_stream_holds_the_event_subjects_of_its_domain_and_partition_only() {
+        let key = key(Partitions::new(3).unwrap());
+        let partition = key.partition;
+        let subject = format!("orders.{partition}.alice.{}.confirmed", key.order);
+        assert!(stream_holds("ORDERS", &subject));
+        assert!(stream_holds(&format!("ORDERS_{partition}"), &subject));
+        assert!(!stream_holds(
+            &format!("ORDERS_{}", partition + 1),
+            &subject
+        ));
+        assert!(!stream_holds("INVENTORY", &subject));
+        assert!(!stream_holds("KV_stock", "$KV.stock.SKU-1"));
+        assert!(!stream_holds(
+            "ORDERS",
+            "orders.0.alice.not-an-order.created"
+        ));
+    }
 
     fn key(partitions: Partitions) -> OrderKey {
         OrderKey::new(

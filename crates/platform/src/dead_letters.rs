@@ -101,6 +101,8 @@ pub struct RedriveQuery {
 pub struct Redriven {
     /// Letters published again and removed from the DLQ.
     pub redriven: usize,
+    /// Letters left in the DLQ because their subject is not an event subject of their stream.
+    pub not_redrivable: usize,
 }
 
 impl From<DeadLetterError> for Problem {
@@ -110,6 +112,12 @@ impl From<DeadLetterError> for Problem {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "not-a-dead-letter",
                 "Not a dead letter",
+            )
+            .with_detail(error.to_string()),
+            DeadLetterError::NotRedrivable { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-redrivable",
+                "This dead letter cannot be redriven",
             )
             .with_detail(error.to_string()),
             DeadLetterError::Publish(e) => e.into(),
@@ -184,13 +192,17 @@ async fn inspect(
 #[utoipa::path(post, path = "/admin/dead-letters/{sequence}/redrive", security(("bearer" = [])),
     params(("sequence" = u64, Path, description = "DLQ sequence")),
     responses((status = 200, description = "Published again", body = Redriven),
-              (status = 404, description = "No such dead letter (or already redriven)", body = Problem)))]
+              (status = 404, description = "No such dead letter (or already redriven)", body = Problem),
+              (status = 422, description = "Not a dead letter, or its subject is not an event subject of its stream", body = Problem)))]
 async fn redrive_one(
     State(bus): State<Bus>,
     ApiPath(sequence): ApiPath<u64>,
 ) -> Result<axum::Json<Redriven>, Problem> {
     if bus.redrive(sequence).await? {
-        Ok(axum::Json(Redriven { redriven: 1 }))
+        Ok(axum::Json(Redriven {
+            redriven: 1,
+            not_redrivable: 0,
+        }))
     } else {
         Err(Problem::not_found(format!(
             "no dead letter {sequence} (already redriven?)"
@@ -208,14 +220,21 @@ async fn redrive_oldest(
     let max = bounded(query.max, 100, "max")?;
     let per_second = bounded(query.per_second.map(|n| n as usize), 20, "per_second")?;
     let mut pace = tokio::time::interval(Duration::from_secs(1) / per_second as u32);
-    let mut redriven = 0;
+    let (mut redriven, mut not_redrivable) = (0, 0);
     for stored in bus.dead_letters(0, max).await? {
         pace.tick().await;
-        if bus.redrive(stored.dlq_sequence).await? {
-            redriven += 1;
+        match bus.redrive(stored.dlq_sequence).await {
+            Ok(true) => redriven += 1,
+            Ok(false) => {}
+            // Skipped, not fatal: one forged letter must not block the redrive of the rest.
+            Err(DeadLetterError::NotRedrivable { .. }) => not_redrivable += 1,
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(axum::Json(Redriven { redriven }))
+    Ok(axum::Json(Redriven {
+        redriven,
+        not_redrivable,
+    }))
 }
 
 /// The OpenAPI document of the dead-letter routes, merged into the serving service's.

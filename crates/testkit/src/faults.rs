@@ -30,6 +30,10 @@ pub enum Fault {
     Network,
     /// A 3-node cluster with R3 streams, one node restarted after another.
     ClusterRestarts,
+    /// The same, with the services' default consumer settings (30 s ack window, 20
+    /// deliveries) instead of the short ones the other scenarios use to provoke redeliveries:
+    /// what a deployment that changed nothing gets.
+    ClusterRestartsDefaults,
     /// Two inventory replicas racing on the same SKUs at twice the rate: compare-and-set
     /// conflicts are the fault.
     Contention,
@@ -37,13 +41,14 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in the order the tool runs them.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::KillServices,
         Fault::KillNats,
         Fault::FreezeInventory,
         Fault::Poison,
         Fault::Network,
         Fault::ClusterRestarts,
+        Fault::ClusterRestartsDefaults,
         Fault::Contention,
     ];
 }
@@ -109,13 +114,16 @@ fn secret() -> String {
 /// Runs `fault` at `size` and checks the invariants.
 pub async fn run(fault: Fault, size: Size) -> Outcome {
     let receiver = WebhookReceiver::start().await;
-    // Short ack windows so redeliveries happen within the run; enough deliveries that no crash
-    // exhausts them.
     let mut builder: SystemBuilder = System::builder()
         .webhook(receiver.url(), &secret())
-        .env("CONSUMER_ACK_WAIT_MS", "2000")
-        .env("CONSUMER_MAX_DELIVER", "30")
         .env("HTTP_RATE_LIMIT", "0");
+    if fault != Fault::ClusterRestartsDefaults {
+        // Short ack windows so redeliveries happen within the run; enough deliveries that no
+        // crash exhausts them.
+        builder = builder
+            .env("CONSUMER_ACK_WAIT_MS", "2000")
+            .env("CONSUMER_MAX_DELIVER", "30");
+    }
     let mut cluster = Vec::new();
     let mut proxy = None;
     match fault {
@@ -127,7 +135,7 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
             builder = builder.nats(nats).nats_url(&fault_proxy.url());
             proxy = Some(fault_proxy);
         }
-        Fault::ClusterRestarts => {
+        Fault::ClusterRestarts | Fault::ClusterRestartsDefaults => {
             cluster = NatsServer::cluster(3);
             let urls = cluster
                 .iter()
@@ -228,7 +236,7 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
                 tokio::time::sleep(pause * 3).await;
                 injected = 1;
             }
-            Fault::ClusterRestarts => {
+            Fault::ClusterRestarts | Fault::ClusterRestartsDefaults => {
                 tokio::time::sleep(pause * 3).await;
                 match round % 3 {
                     0 => system.nats.restart(),

@@ -227,3 +227,47 @@ async fn a_message_dead_lettered_twice_is_stored_once_in_the_dead_letter_stream(
     }
     assert_eq!(h.stored(names::stream::DLQ).await, 1);
 }
+
+#[tokio::test]
+async fn a_forged_dead_letter_naming_a_kv_bucket_is_not_redriven() {
+    // Anyone who may publish to `dlq.>` can write the `Dlq-*` headers; a redrive must not
+    // turn them into a write to a bucket (or any subject that is not an event of its stream).
+    let h = Harness::start().await;
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        (names::header::DLQ_SUBJECT, "$KV.stock.SKU-1"),
+        (names::header::DLQ_STREAM, "KV_stock"),
+        (names::header::DLQ_SEQUENCE, "1"),
+        (names::header::DLQ_CONSUMER, "inventory"),
+        (names::header::DLQ_DELIVERIES, "1"),
+        (names::header::DLQ_REASON, "permanent"),
+        (names::header::DLQ_ERROR, "forged"),
+        (names::header::DLQ_TIME, "2026-12-02T00:00:00Z"),
+    ] {
+        headers.insert(name, value);
+    }
+    let sequence = h
+        .bus
+        .jetstream()
+        .publish_with_headers(
+            "dlq.forged",
+            headers,
+            br#"{"available":1000000}"#.to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+
+    let error = h.bus.redrive(sequence).await.unwrap_err();
+    assert!(
+        matches!(error, bus::DeadLetterError::NotRedrivable { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        h.stored(names::stream::DLQ).await,
+        1,
+        "the letter stays for inspection"
+    );
+}
