@@ -17,6 +17,7 @@ mod ops;
 mod properties;
 mod redelivery;
 mod saga;
+mod secrets;
 mod security;
 mod support;
 mod trace;

@@ -66,7 +66,12 @@ fn help_lists_every_setting_with_its_environment_variable() {
         ("inventory-service", &[][..]),
         (
             "notification-service",
-            &["WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_TIMEOUT_MS"][..],
+            &[
+                "WEBHOOK_URL",
+                "WEBHOOK_SECRET",
+                "WEBHOOK_TIMEOUT_MS",
+                "WEBHOOK_ALLOW_PRIVATE",
+            ][..],
         ),
     ] {
         let output = Command::new(service_binary(binary))
@@ -106,12 +111,29 @@ fn help_lists_every_setting_with_its_environment_variable() {
 fn a_bad_setting_stops_the_service_at_start_with_a_clear_message() {
     let output = Command::new(service_binary("notification-service"))
         .env("WEBHOOK_URL", "http://127.0.0.1:9/hook")
+        .env("WEBHOOK_ALLOW_PRIVATE", "true")
         .env("WEBHOOK_SECRET", "whsec_c2hvcnQ=")
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("WEBHOOK_SECRET must be"), "{stderr}");
+}
+
+#[test]
+fn a_webhook_to_a_loopback_address_stops_the_service_unless_private_networks_are_allowed() {
+    let output = Command::new(service_binary("notification-service"))
+        .env(
+            "WEBHOOK_URL",
+            "http://127.0.0.1:9/hook?token=s3cr3t-in-the-url",
+        )
+        .env("WEBHOOK_SECRET", format!("whsec_{}", "A".repeat(44)))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WEBHOOK_ALLOW_PRIVATE"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t-in-the-url"), "{stderr}");
 }
 
 #[tokio::test]

@@ -34,7 +34,10 @@ pub struct ReceivedSpan {
 pub struct OtlpReceiver {
     endpoint: String,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    exports: Arc<Mutex<Vec<Bytes>>>,
 }
+
+type Received = (Arc<Mutex<Vec<ReceivedSpan>>>, Arc<Mutex<Vec<Bytes>>>);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -44,15 +47,36 @@ impl OtlpReceiver {
     /// Starts the receiver.
     pub async fn start() -> Self {
         let spans = Arc::new(Mutex::new(Vec::new()));
+        let exports = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .route("/v1/traces", post(receive))
-            .with_state(spans.clone());
+            .with_state((spans.clone(), exports.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
         let endpoint = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { endpoint, spans }
+        Self {
+            endpoint,
+            spans,
+            exports,
+        }
+    }
+
+    /// Whether any export received so far holds `text` anywhere (names, attributes, events:
+    /// protobuf keeps strings as they are) — for proving a secret never left the process.
+    pub fn exports_contain(&self, text: &str) -> bool {
+        let needle = text.as_bytes();
+        self.exports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|body| body.windows(needle.len()).any(|w| w == needle))
+    }
+
+    /// How many exports arrived.
+    pub fn exports(&self) -> usize {
+        self.exports.lock().unwrap().len()
     }
 
     /// The base URL for `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -72,7 +96,8 @@ impl OtlpReceiver {
     }
 }
 
-async fn receive(State(spans): State<Arc<Mutex<Vec<ReceivedSpan>>>>, body: Bytes) -> StatusCode {
+async fn receive(State((spans, exports)): State<Received>, body: Bytes) -> StatusCode {
+    exports.lock().unwrap().push(body.clone());
     let Ok(request) = ExportTraceServiceRequest::decode(body) else {
         return StatusCode::BAD_REQUEST;
     };

@@ -361,6 +361,8 @@ impl SystemBuilder {
         if let Some((url, secret)) = &self.webhook {
             notification_env.push(("WEBHOOK_URL".into(), url.clone()));
             notification_env.push(("WEBHOOK_SECRET".into(), secret.clone()));
+            // Test receivers listen on loopback, which webhooks may not reach by default.
+            notification_env.push(("WEBHOOK_ALLOW_PRIVATE".into(), "true".into()));
         }
         let env_of = |service: &str, mut env: Vec<(String, String)>| {
             env.extend(

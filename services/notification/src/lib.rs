@@ -3,6 +3,7 @@
 //! tests start it in-process; `main.rs` only parses the configuration.
 
 mod api;
+mod egress;
 mod notification;
 mod saga;
 mod store;
@@ -39,8 +40,13 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8082")]
     pub http_addr: SocketAddr,
     /// Where to POST notifications (Standard Webhooks); unset: notifications go to the log.
-    #[arg(long, env = "WEBHOOK_URL")]
-    pub webhook_url: Option<String>,
+    /// Kept secret (it may carry a token): shown only as scheme, host and port.
+    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true, value_parser = platform::config::secret)]
+    pub webhook_url: Option<Secret>,
+    /// Lets webhooks reach private, loopback and link-local addresses (an internal receiver);
+    /// off, only public addresses are dialled.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
     /// Signing secret, `whsec_` + base64 of at least 24 random bytes (required with WEBHOOK_URL).
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = platform::config::secret)]
     pub webhook_secret: Option<Secret>,
@@ -58,7 +64,18 @@ pub struct Config {
 impl Config {
     /// Refuses a webhook without a strong secret.
     pub fn validate(&self) -> Result<(), WebhookConfigError> {
-        webhook::validate(self.webhook_url.as_deref(), self.webhook_secret.as_ref())
+        webhook::validate(
+            self.webhook_url.as_ref().map(Secret::expose),
+            self.webhook_secret.as_ref(),
+            self.egress(),
+        )
+    }
+
+    /// Where webhooks may connect.
+    pub fn egress(&self) -> egress::Egress {
+        egress::Egress {
+            allow_private: self.webhook_allow_private,
+        }
     }
 }
 
@@ -79,13 +96,15 @@ pub async fn run(
             .clone()
             .zip(config.webhook_secret.clone()),
         timeout: config.webhook_timeout,
+        egress: config.egress(),
     };
     platform::service::run(service, config.nats, config.http, listener, shutdown).await
 }
 
 struct NotificationService {
-    webhook: Option<(String, Secret)>,
+    webhook: Option<(Secret, Secret)>,
     timeout: Duration,
+    egress: egress::Egress,
 }
 
 impl platform::service::Service for NotificationService {
@@ -114,7 +133,7 @@ impl platform::service::Service for NotificationService {
                 )
                 .await?;
                 // Validated in `run`; a failure here is the HTTP client itself.
-                match webhook::Webhook::new(url, secret, self.timeout, endpoints) {
+                match webhook::Webhook::new(url, secret, self.timeout, self.egress, endpoints) {
                     Ok(webhook) => Some(webhook),
                     Err(e) => {
                         tracing::error!(error = %e, "webhook disabled: cannot set it up");

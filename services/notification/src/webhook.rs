@@ -4,6 +4,8 @@
 //! receiver joins the order's trace. 2xx is delivered; 408/429/5xx, timeouts and connection
 //! errors are retried; 410 disables the endpoint for every replica (recorded in KV); other
 //! 4xx fail for good. A circuit breaker stops hammering an endpoint that keeps failing.
+//! Redirects are not followed and only addresses [`crate::egress`] allows are dialled; the
+//! URL, which may carry a token, is only ever shown redacted.
 
 use std::time::Duration;
 
@@ -11,9 +13,12 @@ use base64::Engine as _;
 use bus::{KvStore, Secret, StoreError};
 use failsafe::futures::CircuitBreaker as _;
 use failsafe::{StateMachine, backoff, failure_policy};
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::egress::{self, Egress};
 
 /// Shortest accepted signing key, in bytes.
 pub const MIN_SECRET_BYTES: usize = 24;
@@ -21,9 +26,14 @@ pub const MIN_SECRET_BYTES: usize = 24;
 /// Why a webhook cannot be configured.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookConfigError {
-    /// The URL is not http(s).
-    #[error("WEBHOOK_URL {0:?} must be an http:// or https:// URL")]
-    Url(String),
+    /// The URL is not an http(s) URL. (The URL itself is not repeated: it may hold a token.)
+    #[error("WEBHOOK_URL must be an http:// or https:// URL")]
+    Url,
+    /// The URL names an address webhooks may not reach.
+    #[error(
+        "WEBHOOK_URL {0} is a private, loopback or link-local address; set WEBHOOK_ALLOW_PRIVATE=true to allow it"
+    )]
+    NotPublic(String),
     /// No secret with a URL.
     #[error("WEBHOOK_SECRET is required when WEBHOOK_URL is set")]
     MissingSecret,
@@ -70,7 +80,9 @@ type Breaker = StateMachine<failure_policy::ConsecutiveFailures<backoff::Exponen
 /// One configured webhook endpoint.
 #[derive(Clone)]
 pub struct Webhook {
-    url: String,
+    url: Url,
+    /// The URL as it may be shown.
+    shown: String,
     signer: std::sync::Arc<standardwebhooks::Webhook>,
     client: reqwest::Client,
     breaker: Breaker,
@@ -81,7 +93,7 @@ pub struct Webhook {
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhook")
-            .field("url", &self.url)
+            .field("url", &self.shown)
             .finish_non_exhaustive()
     }
 }
@@ -99,37 +111,65 @@ pub fn secret_key(secret: &Secret) -> Result<Vec<u8>, WebhookConfigError> {
     Ok(key)
 }
 
-/// Checks the webhook settings: a URL needs a strong secret.
-pub fn validate(url: Option<&str>, secret: Option<&Secret>) -> Result<(), WebhookConfigError> {
+/// Checks the webhook settings: an http(s) URL, with a strong secret, that does not name an
+/// address `egress` refuses.
+pub fn validate(
+    url: Option<&str>,
+    secret: Option<&Secret>,
+    egress: Egress,
+) -> Result<(), WebhookConfigError> {
     let Some(url) = url else { return Ok(()) };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(WebhookConfigError::Url(url.to_owned()));
-    }
+    parse(url, egress)?;
     secret_key(secret.ok_or(WebhookConfigError::MissingSecret)?)?;
     Ok(())
+}
+
+/// The URL, if it is http(s) and — when its host is an IP address, which is dialled without a
+/// resolver — an address `egress` allows.
+fn parse(url: &str, egress: Egress) -> Result<Url, WebhookConfigError> {
+    let url = Url::parse(url).map_err(|_| WebhookConfigError::Url)?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(WebhookConfigError::Url);
+    }
+    let literal = url
+        .host_str()
+        .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|host| host.parse::<std::net::IpAddr>().ok());
+    if literal.is_some_and(|ip| !egress.allows(ip)) {
+        return Err(WebhookConfigError::NotPublic(egress::redacted(&url)));
+    }
+    Ok(url)
 }
 
 impl Webhook {
     /// An endpoint at `url` signing with `secret`.
     pub fn new(
-        url: &str,
+        url: &Secret,
         secret: &Secret,
         timeout: Duration,
+        egress: Egress,
         endpoints: KvStore<EndpointState>,
     ) -> Result<Self, WebhookConfigError> {
-        validate(Some(url), Some(secret))?;
+        let endpoint_key = url_key(url.expose());
+        let url = parse(url.expose(), egress)?;
         let signer = standardwebhooks::Webhook::from_bytes(secret_key(secret)?)
             .map_err(|_| WebhookConfigError::WeakSecret)?;
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        // A redirect would lead the request to a URL nobody configured (and past the egress
+        // check of the configured one's literal address): not followed, it fails for good.
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(egress)
+            .build()?;
         let breaker = failsafe::Config::new()
             .failure_policy(failure_policy::consecutive_failures(
                 5,
                 backoff::exponential(Duration::from_secs(5), Duration::from_secs(60)),
             ))
             .build();
-        let endpoint_key = url_key(url);
         Ok(Self {
-            url: url.to_owned(),
+            shown: egress::redacted(&url),
+            url,
             signer: std::sync::Arc::new(signer),
             client,
             breaker,
@@ -149,7 +189,7 @@ impl Webhook {
             otel.kind = "client",
             otel.status_code = tracing::field::Empty,
             http.request.method = "POST",
-            url.full = %self.url,
+            url.full = %self.shown,
             http.response.status_code = tracing::field::Empty,
             webhook.id = id,
         );
@@ -170,10 +210,10 @@ impl Webhook {
         }
         if let Err(SendError::Gone) = &result {
             let state = EndpointState {
-                disabled_because: format!("{} answered 410 Gone", self.url),
+                disabled_because: format!("{} answered 410 Gone", self.shown),
             };
             self.endpoints.create(&self.endpoint_key, &state).await?;
-            tracing::warn!(url = %self.url, "webhook endpoint gone; disabled");
+            tracing::warn!(url = %self.shown, "webhook endpoint gone; disabled");
         }
         result
     }
@@ -207,12 +247,13 @@ impl Webhook {
         });
         let response = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(headers)
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| SendError::Retryable(e.to_string()))?;
+            // reqwest names the URL in its errors; this text reaches logs and outcome events.
+            .map_err(|e| SendError::Retryable(error_text(&e.without_url())))?;
         let status = response.status();
         span.record("http.response.status_code", status.as_u16());
         match status.as_u16() {
@@ -222,6 +263,18 @@ impl Webhook {
             other => Err(SendError::Refused(other)),
         }
     }
+}
+
+/// An error with its causes (reqwest's own text is only "error sending request").
+fn error_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A KV key for an endpoint URL (URLs hold characters keys may not).
@@ -237,6 +290,10 @@ fn url_key(url: &str) -> String {
 mod tests {
     use super::*;
 
+    const PUBLIC_ONLY: Egress = Egress {
+        allow_private: false,
+    };
+
     #[test]
     fn a_short_secret_is_refused() {
         let short = Secret::new(format!(
@@ -244,7 +301,7 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode([7u8; 16])
         ));
         assert!(matches!(
-            validate(Some("http://x"), Some(&short)),
+            validate(Some("http://x"), Some(&short), PUBLIC_ONLY),
             Err(WebhookConfigError::WeakSecret)
         ));
     }
@@ -252,7 +309,7 @@ mod tests {
     #[test]
     fn a_url_without_a_secret_is_refused() {
         assert!(matches!(
-            validate(Some("http://x"), None),
+            validate(Some("http://x"), None, PUBLIC_ONLY),
             Err(WebhookConfigError::MissingSecret)
         ));
     }
@@ -263,10 +320,38 @@ mod tests {
         assert!(
             validate(
                 Some("https://x"),
-                Some(&Secret::new(format!("whsec_{encoded}")))
+                Some(&Secret::new(format!("whsec_{encoded}"))),
+                PUBLIC_ONLY
             )
             .is_ok()
         );
-        assert!(validate(Some("https://x"), Some(&Secret::new(encoded))).is_ok());
+        assert!(validate(Some("https://x"), Some(&Secret::new(encoded)), PUBLIC_ONLY).is_ok());
+    }
+
+    fn strong() -> Secret {
+        Secret::new(base64::engine::general_purpose::STANDARD.encode([7u8; 32]))
+    }
+
+    #[test]
+    fn a_url_with_a_metadata_or_loopback_address_is_refused_without_saying_its_path() {
+        for url in [
+            "http://169.254.169.254/latest/meta-data?token=s3cr3t",
+            "http://127.0.0.1:9000/hook?token=s3cr3t",
+            "http://[::1]/hook",
+        ] {
+            let error = validate(Some(url), Some(&strong()), PUBLIC_ONLY).unwrap_err();
+            assert!(matches!(error, WebhookConfigError::NotPublic(_)), "{error}");
+            assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        }
+        let allowed = Egress {
+            allow_private: true,
+        };
+        assert!(validate(Some("http://127.0.0.1:9000/hook"), Some(&strong()), allowed).is_ok());
+    }
+
+    #[test]
+    fn a_url_that_is_not_http_is_refused_without_repeating_it() {
+        let error = validate(Some("ftp://s3cr3t@x"), Some(&strong()), PUBLIC_ONLY).unwrap_err();
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
     }
 }
