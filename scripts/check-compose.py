@@ -10,7 +10,7 @@ import yaml  # installed with yamllint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Services whose admin endpoints refuse every request without ADMIN_TOKEN / ADMIN_TOKEN_FILE.
-WITH_ADMIN = ("order-service", "inventory-service")
+WITH_ADMIN = ("order-service", "inventory-service", "notification-service")
 
 
 def main() -> int:

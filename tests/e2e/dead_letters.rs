@@ -4,18 +4,12 @@
 use serde_json::Value;
 use testkit::System;
 
-use crate::support::{eventually, wait_for_status};
+use crate::support::{admin_get_json, eventually, wait_for_status};
 use bus::{Bus, BusConfig, MsgId};
 use events::{
     Currency, CustomerId, Envelope, Event, EventKind, InventoryReserved, LineItem, OrderCreated,
     OrderId, ReservedLine, Sku,
 };
-
-/// GETs an admin URL with the token and parses the JSON answer.
-async fn admin_get(system: &System, url: &str) -> Value {
-    let response = system.as_admin(system.http.get(url)).send().await.unwrap();
-    response.json().await.unwrap()
-}
 
 #[tokio::test]
 async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed() {
@@ -56,7 +50,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     );
     let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
     let letters = loop {
-        let letters: Value = admin_get(&system, &list_url).await;
+        let letters: Value = admin_get_json(&system, &list_url).await;
         if letters["dead_letters"]
             .as_array()
             .is_some_and(|l| !l.is_empty())
@@ -79,7 +73,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     assert_eq!(letter["deliveries"], 2);
     assert_eq!(letter["payload"]["data"]["order_id"], order_id.to_string());
     let sequence = letter["dlq_sequence"].as_u64().unwrap();
-    let inspected: Value = admin_get(&system, &format!("{list_url}/{sequence}")).await;
+    let inspected: Value = admin_get_json(&system, &format!("{list_url}/{sequence}")).await;
     assert_eq!(inspected["error"], letter["error"]);
 
     // The cause is fixed: an operator restores the missing order's `created` event.
@@ -122,7 +116,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
         404,
         "redriven twice"
     );
-    let after: Value = admin_get(&system, &list_url).await;
+    let after: Value = admin_get_json(&system, &list_url).await;
     assert!(
         after["dead_letters"]
             .as_array()
@@ -148,7 +142,7 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
     }
     let list_url = format!("{}/admin/dead-letters", system.order.url());
     eventually("three dead letters (inventory's consumer)", || async {
-        admin_get(&system, &list_url).await["dead_letters"]
+        admin_get_json(&system, &list_url).await["dead_letters"]
             .as_array()
             .is_some_and(|l| l.len() == 3)
     })
@@ -168,7 +162,7 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
     assert_eq!(redriven["redriven"], 2);
     // Garbage stays garbage: redriven, it is dead-lettered again.
     eventually("the redriven poison is dead-lettered again", || async {
-        admin_get(&system, &list_url).await["dead_letters"]
+        admin_get_json(&system, &list_url).await["dead_letters"]
             .as_array()
             .is_some_and(|l| l.len() == 3)
     })

@@ -97,6 +97,7 @@ fn help_lists_every_setting_with_its_environment_variable() {
             "SHUTDOWN_GRACE_MS",
             "ADMIN_TOKEN",
             "ADMIN_TOKEN_FILE",
+            "HTTP_TRUST_TRACE_CONTEXT",
         ];
         for var in common.iter().chain(extra) {
             assert!(

@@ -36,6 +36,12 @@ pub async fn get_json(system: &System, url: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// GETs an admin URL with the admin token and parses the JSON answer.
+pub async fn admin_get_json(system: &System, url: &str) -> Value {
+    let response = system.as_admin(system.http.get(url)).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 /// The Prometheus exposition of one service's `/metrics`.
 pub async fn metrics(system: &System, service: &testkit::ServiceProcess) -> String {
     system

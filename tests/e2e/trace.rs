@@ -1,5 +1,7 @@
 //! One order, one trace: spans from all three services reach an OTLP receiver with the trace
-//! id of the POST, and form one tree under it.
+//! id of the POST, and form one tree under it. A caller's trace context is joined only when
+//! the edge trusts it; an untrusted caller cannot force sampling, and no caller's baggage
+//! reaches a webhook.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,6 +19,7 @@ async fn an_order_is_one_trace_across_all_three_services() {
     let system = System::builder()
         .otlp(otlp.endpoint())
         .webhook(webhooks.url(), &webhook_secret())
+        .env("HTTP_TRUST_TRACE_CONTEXT", "true")
         .start()
         .await;
     set_stock(&system, "TRACED", 5).await;
@@ -25,6 +28,7 @@ async fn an_order_is_one_trace_across_all_three_services() {
         .http
         .post(format!("{}/v1/orders", system.order.url()))
         .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"))
+        .header("baggage", "planted=by-the-caller")
         .json(&order_body("tracy", &[("TRACED", 1)]))
         .send()
         .await
@@ -39,6 +43,11 @@ async fn an_order_is_one_trace_across_all_three_services() {
         webhooks.received()[0]
             .header("traceparent")
             .is_some_and(|t| t.contains(TRACE_ID))
+    );
+    assert_eq!(
+        webhooks.received()[0].header("baggage"),
+        None,
+        "baggage left for a third party's endpoint"
     );
 
     // Each service exports in its own batches, so a child may arrive before its parent: wait
@@ -93,6 +102,43 @@ async fn an_order_is_one_trace_across_all_three_services() {
             "{name}'s parent is not a PRODUCER span"
         );
     }
+}
+
+/// Places an order as a caller whose `traceparent` says *sampled*, on a system that samples
+/// nothing of its own (ratio 0), and returns how many spans of the caller's trace arrive.
+async fn spans_of_a_sampled_caller(trust_callers: bool) -> usize {
+    let otlp = OtlpReceiver::start().await;
+    let system = System::builder()
+        .otlp(otlp.endpoint())
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0")
+        .env("HTTP_TRUST_TRACE_CONTEXT", &trust_callers.to_string())
+        .start()
+        .await;
+    set_stock(&system, "RATIO", 1).await;
+    let response = system
+        .http
+        .post(format!("{}/v1/orders", system.order.url()))
+        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"))
+        .json(&order_body("sam", &[("RATIO", 1)]))
+        .send()
+        .await
+        .unwrap();
+    let order_id = crate::support::accepted_order_id(response).await;
+    wait_for_status(&system, &order_id, "confirmed").await;
+    // Spans are exported within 100 ms of their end (OTEL_BSP_SCHEDULE_DELAY in the testkit).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    otlp.trace(TRACE_ID).len()
+}
+
+#[tokio::test]
+async fn a_trusted_callers_sampled_trace_is_joined_even_at_a_zero_ratio() {
+    assert!(spans_of_a_sampled_caller(true).await > 0);
+}
+
+#[tokio::test]
+async fn an_untrusted_caller_cannot_force_sampling_beyond_the_configured_ratio() {
+    assert_eq!(spans_of_a_sampled_caller(false).await, 0);
 }
 
 /// The spans whose parent is neither the client's span nor another span of the trace.

@@ -274,6 +274,15 @@ impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
         })
     }
 
+    /// Deletes `key` (a delete marker; absent to every reader from now on).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.forget(key);
+        self.kv
+            .delete(key)
+            .await
+            .map_err(|e| self.unavailable(key, e))
+    }
+
     /// Writes `value` only if `key` is still at `revision`; `Ok(None)` if someone wrote first.
     pub async fn update(
         &self,

@@ -161,6 +161,11 @@ pub struct HttpArgs {
     /// it, 429 with `Retry-After`. 0 turns the limit off (load tests from one machine).
     #[arg(long, env = "HTTP_RATE_LIMIT", default_value_t = 1000)]
     pub http_rate_limit: u32,
+    /// Callers' `traceparent` and `baggage` are trusted: the request joins the caller's trace
+    /// (and its sampling decision). Off (the default, for a public edge), the request starts
+    /// its own trace, sampled at the configured ratio, linked to the caller's.
+    #[arg(long, env = "HTTP_TRUST_TRACE_CONTEXT")]
+    pub http_trust_trace_context: bool,
     /// How long shutdown waits for in-flight work, in milliseconds.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value = "20000", value_parser = millis)]
     pub shutdown_grace: Duration,
@@ -201,6 +206,7 @@ impl Default for HttpArgs {
             http_body_limit: 64 * 1024,
             http_request_timeout: Duration::from_secs(10),
             http_rate_limit: 1000,
+            http_trust_trace_context: false,
             shutdown_grace: Duration::from_secs(20),
         }
     }

@@ -19,6 +19,7 @@ use bus::CancellationToken;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
+use opentelemetry::trace::TraceContextExt as _;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -76,7 +77,10 @@ pub fn router(api: Router, edge: Edge) -> Router {
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             with_timeout(timeout, request, next)
         }))
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(
+            edge.limits.http_trust_trace_context,
+            observe,
+        ))
 }
 
 /// Serves `router` on `listener` until `shutdown`, then waits for in-flight requests.
@@ -188,9 +192,15 @@ async fn with_timeout(timeout: Duration, request: Request, next: Next) -> Respon
     }
 }
 
-/// A SERVER span per request (OTel HTTP conventions; parent from `traceparent`) and the
+/// A SERVER span per request (OTel HTTP conventions) and the
 /// `http_server_request_duration_seconds` histogram.
-async fn observe(request: Request, next: Next) -> Response {
+///
+/// A trusted caller's `traceparent` is the span's parent, and its `baggage` rides along. An
+/// untrusted caller (the default: the public internet) could otherwise force every request
+/// to be sampled by sending the sampled flag, and plant baggage that travels to every service
+/// — so its context is only *linked*: the request starts a trace of its own, sampled at the
+/// configured ratio, that still points at the caller's.
+async fn observe(State(trusted): State<bool>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request
@@ -207,10 +217,17 @@ async fn observe(request: Request, next: Next) -> Response {
         url.path = %request.uri().path(),
         http.response.status_code = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+    let caller = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
     });
-    let _ = span.set_parent(parent);
+    if trusted {
+        let _ = span.set_parent(caller);
+    } else {
+        let linked = caller.span().span_context().clone();
+        if linked.is_valid() {
+            span.add_link(linked);
+        }
+    }
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());

@@ -1,21 +1,31 @@
-//! The notification API: what was sent (or not) for an order.
+//! The notification API: what was sent (or not) for an order; and, for admins, the webhook
+//! endpoint's state — a `410 Gone` disables it for every replica until an admin enables it.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use bus::Secret;
 use events::OrderId;
 use platform::problem::{ApiQuery, FieldError, Problem};
 use platform::service::Started;
-use serde::Deserialize;
-use utoipa::{IntoParams, OpenApi};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::notification::Notification;
 use crate::store::Store;
 
-/// The API routes.
-pub fn routes(state: Started<Store>) -> Router {
+/// The API routes; `/admin/webhook*` need the admin token.
+pub fn routes(state: Started<Store>, admin_token: Option<Secret>) -> Router {
+    let admin = Router::new()
+        .route("/admin/webhook", get(webhook_state))
+        .route("/admin/webhook/enable", post(enable_webhook))
+        .route_layer(middleware::from_fn_with_state(
+            admin_token,
+            platform::admin::require_token,
+        ));
     Router::new()
         .route("/v1/notifications", get(list_notifications))
+        .merge(admin)
         .with_state(state)
 }
 
@@ -26,8 +36,8 @@ pub fn routes(state: Started<Store>) -> Router {
         title = "orderflow notification-service",
         description = "Notifications sent for orders."
     ),
-    paths(list_notifications),
-    components(schemas(Problem, FieldError, Notification))
+    paths(list_notifications, webhook_state, enable_webhook),
+    components(schemas(Problem, FieldError, Notification, WebhookView))
 )]
 pub struct ApiDoc;
 
@@ -65,4 +75,57 @@ async fn list_notifications(
         Problem::unavailable(1)
     })?;
     Ok(axum::Json(found))
+}
+
+/// The webhook endpoint as admins see it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WebhookView {
+    /// Scheme, host and port of the endpoint (the rest of the URL is kept secret).
+    pub endpoint: String,
+    /// Why it is disabled; absent while notifications are sent to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_because: Option<String>,
+}
+
+fn webhook_of(state: &Started<Store>) -> Result<&crate::webhook::Webhook, Problem> {
+    state
+        .get()?
+        .webhook
+        .as_ref()
+        .ok_or_else(|| Problem::not_found("no webhook is configured (WEBHOOK_URL)"))
+}
+
+fn unavailable(error: bus::StoreError) -> Problem {
+    tracing::warn!(error = %error, "webhook endpoint state unavailable");
+    Problem::unavailable(1)
+}
+
+/// The webhook endpoint and whether it is disabled.
+#[utoipa::path(get, path = "/admin/webhook", security(("bearer" = [])),
+    responses((status = 200, description = "The endpoint", body = WebhookView),
+              (status = 404, description = "No webhook configured", body = Problem, content_type = "application/problem+json")))]
+async fn webhook_state(
+    State(state): State<Started<Store>>,
+) -> Result<axum::Json<WebhookView>, Problem> {
+    let webhook = webhook_of(&state)?;
+    Ok(axum::Json(WebhookView {
+        endpoint: webhook.endpoint().to_owned(),
+        disabled_because: webhook.disabled().await.map_err(unavailable)?,
+    }))
+}
+
+/// Send to the webhook endpoint again after it was disabled by a `410 Gone` (for every
+/// replica). Notifications that failed while it was disabled stay failed.
+#[utoipa::path(post, path = "/admin/webhook/enable", security(("bearer" = [])),
+    responses((status = 200, description = "The endpoint, enabled", body = WebhookView),
+              (status = 404, description = "No webhook configured", body = Problem, content_type = "application/problem+json")))]
+async fn enable_webhook(
+    State(state): State<Started<Store>>,
+) -> Result<axum::Json<WebhookView>, Problem> {
+    let webhook = webhook_of(&state)?;
+    webhook.enable().await.map_err(unavailable)?;
+    Ok(axum::Json(WebhookView {
+        endpoint: webhook.endpoint().to_owned(),
+        disabled_because: None,
+    }))
 }

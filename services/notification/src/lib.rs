@@ -97,6 +97,7 @@ pub async fn run(
             .zip(config.webhook_secret.clone()),
         timeout: config.webhook_timeout,
         egress: config.egress(),
+        admin_token: platform::admin::token(&config.http)?,
     };
     platform::service::run(service, config.nats, config.http, listener, shutdown).await
 }
@@ -105,6 +106,7 @@ struct NotificationService {
     webhook: Option<(Secret, Secret)>,
     timeout: Duration,
     egress: egress::Egress,
+    admin_token: Option<Secret>,
 }
 
 impl platform::service::Service for NotificationService {
@@ -117,7 +119,7 @@ impl platform::service::Service for NotificationService {
     }
 
     fn routes(&self, store: Started<store::Store>, _bus: &Bus) -> Router {
-        api::routes(store)
+        api::routes(store, self.admin_token.clone())
     }
 
     async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<store::Store, ProvisionError> {

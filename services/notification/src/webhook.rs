@@ -178,6 +178,31 @@ impl Webhook {
         })
     }
 
+    /// The endpoint as it may be shown (scheme, host, port).
+    pub fn endpoint(&self) -> &str {
+        &self.shown
+    }
+
+    /// Why the endpoint is disabled, if it is (a `410 Gone`, for every replica).
+    pub async fn disabled(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .endpoints
+            .get(&self.endpoint_key)
+            .await?
+            .map(|state| state.value.disabled_because))
+    }
+
+    /// Sends to the endpoint again, for every replica — once its owner has fixed it. Returns
+    /// whether it was disabled.
+    pub async fn enable(&self) -> Result<bool, StoreError> {
+        let was = self.disabled().await?.is_some();
+        if was {
+            self.endpoints.delete(&self.endpoint_key).await?;
+            tracing::info!(url = %self.shown, "webhook endpoint enabled again");
+        }
+        Ok(was)
+    }
+
     /// POSTs `body` as notification `id`, signed, inside a CLIENT span.
     pub async fn send(&self, id: &str, body: &[u8]) -> Result<(), SendError> {
         if let Some(state) = self.endpoints.get(&self.endpoint_key).await? {
@@ -241,10 +266,13 @@ impl Webhook {
             standardwebhooks::HEADER_WEBHOOK_SIGNATURE,
             value(&signature)?,
         );
-        let cx = span.context();
-        opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(&mut headers));
-        });
+        // Trace context only: baggage is for our own services, never for a third party's
+        // endpoint (it may carry what a caller or a service put there).
+        opentelemetry::propagation::TextMapPropagator::inject_context(
+            &opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            &span.context(),
+            &mut opentelemetry_http::HeaderInjector(&mut headers),
+        );
         let response = self
             .client
             .post(self.url.clone())
