@@ -98,6 +98,7 @@ fn help_lists_every_setting_with_its_environment_variable() {
             "ADMIN_TOKEN",
             "ADMIN_TOKEN_FILE",
             "HTTP_TRUST_TRACE_CONTEXT",
+            "HTTP_TRUSTED_PROXIES",
         ];
         for var in common.iter().chain(extra) {
             assert!(

@@ -1,5 +1,6 @@
-//! The HTTP edge defends itself: a per-client rate limit (429 + Retry-After), a request
-//! timeout (503, never a hang), and no internal error text in any answer.
+//! The HTTP edge defends itself: a per-client rate limit (429 + Retry-After; kept per client
+//! behind a trusted proxy; probes exempt), a request timeout (503, never a hang), and no
+//! internal error text in any answer.
 
 use serde_json::Value;
 use testkit::System;
@@ -73,6 +74,47 @@ async fn a_request_that_cannot_finish_in_time_is_answered_503_without_internals(
         assert!(
             !body.contains(internal),
             "internal detail {internal:?} leaked: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget_and_probes_none() {
+    let system = System::builder()
+        .env("HTTP_RATE_LIMIT", "5")
+        .env("HTTP_TRUSTED_PROXIES", "127.0.0.1/32")
+        .start()
+        .await;
+    let orders = format!("{}/v1/orders?customer_id=greedy", system.order.url());
+    let health = format!("{}/healthz", system.order.url());
+    let from = |url: &str, client: &str| {
+        system
+            .http
+            .get(url)
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    let mut limited = false;
+    for _ in 0..40 {
+        if from(&orders, "198.51.100.1").await.unwrap().status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(
+        limited,
+        "the greedy client behind the proxy was never limited"
+    );
+    assert_ne!(
+        from(&orders, "198.51.100.2").await.unwrap().status(),
+        429,
+        "another client behind the same proxy paid for the greedy one"
+    );
+    for _ in 0..40 {
+        assert_eq!(
+            from(&health, "198.51.100.1").await.unwrap().status(),
+            200,
+            "a probe was rate limited"
         );
     }
 }

@@ -21,6 +21,15 @@ pub fn partitions(value: &str) -> Result<Partitions, String> {
     Partitions::new(count).map_err(|e| e.to_string())
 }
 
+/// clap value parser: an IP network (`10.0.0.0/8`), or one address (`127.0.0.1`).
+pub fn network(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{value:?} is not an IP network (such as 10.0.0.0/8) or address"))
+}
+
 /// clap value parser: a duration given in milliseconds.
 pub fn millis(value: &str) -> Result<Duration, String> {
     value
@@ -161,6 +170,11 @@ pub struct HttpArgs {
     /// it, 429 with `Retry-After`. 0 turns the limit off (load tests from one machine).
     #[arg(long, env = "HTTP_RATE_LIMIT", default_value_t = 1000)]
     pub http_rate_limit: u32,
+    /// Proxies (IP networks, comma separated, e.g. `10.0.0.0/8,127.0.0.1/32`) whose
+    /// `X-Forwarded-For` names the client: the rate limit is then kept per client behind them,
+    /// not per proxy. Empty: the peer address is the client.
+    #[arg(long, env = "HTTP_TRUSTED_PROXIES", value_delimiter = ',', value_parser = network)]
+    pub http_trusted_proxies: Vec<ipnet::IpNet>,
     /// Callers' `traceparent` and `baggage` are trusted: the request joins the caller's trace
     /// (and its sampling decision). Off (the default, for a public edge), the request starts
     /// its own trace, sampled at the configured ratio, linked to the caller's.
@@ -206,6 +220,7 @@ impl Default for HttpArgs {
             http_body_limit: 64 * 1024,
             http_request_timeout: Duration::from_secs(10),
             http_rate_limit: 1000,
+            http_trusted_proxies: Vec::new(),
             http_trust_trace_context: false,
             shutdown_grace: Duration::from_secs(20),
         }

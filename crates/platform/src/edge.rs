@@ -18,6 +18,7 @@ use axum::routing::get;
 use bus::CancellationToken;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
 use opentelemetry::trace::TraceContextExt as _;
 use tokio::net::TcpListener;
@@ -71,7 +72,10 @@ pub fn router(api: Router, edge: Edge) -> Router {
         })
         .layer(DefaultBodyLimit::max(edge.limits.http_body_limit))
         .layer(middleware::from_fn_with_state(
-            RateLimit::new(edge.limits.http_rate_limit),
+            RateLimit::new(
+                edge.limits.http_rate_limit,
+                edge.limits.http_trusted_proxies.clone(),
+            ),
             limit_rate,
         ))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
@@ -98,12 +102,24 @@ pub async fn serve(
 
 /// A per-client (IP) request budget; `None` when turned off.
 #[derive(Clone)]
-struct RateLimit(Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>);
+struct RateLimit {
+    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    trusted_proxies: Arc<[IpNet]>,
+}
+
+/// Probes and scrapes are never limited: an orchestrator or Prometheus behind the same proxy
+/// as the customers must not be locked out by them.
+const UNLIMITED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 impl RateLimit {
-    fn new(per_second: u32) -> Self {
+    fn new(per_second: u32, trusted_proxies: Vec<IpNet>) -> Self {
+        let trusted_proxies: Arc<[IpNet]> = trusted_proxies.into();
         let Some(rate) = NonZeroU32::new(per_second) else {
-            return Self(None);
+            return Self {
+                limiter: None,
+                trusted_proxies,
+            };
         };
         let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
         let limiter = Arc::new(RateLimiter::keyed(
@@ -121,13 +137,41 @@ impl RateLimit {
                 limiter.retain_recent();
             }
         });
-        Self(Some(limiter))
+        Self {
+            limiter: Some(limiter),
+            trusted_proxies,
+        }
     }
+}
+
+/// The client a request comes from: the peer, unless the peer is a trusted proxy — then the
+/// right-most `X-Forwarded-For` address that is not a trusted proxy itself (addresses left of
+/// it were written by the client and prove nothing).
+fn client_address(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    let mut client = peer;
+    for hop in header.rsplit(',') {
+        let Ok(hop) = hop.trim().parse::<IpAddr>() else {
+            // A hop that is not an address: stop at the last one known.
+            return client;
+        };
+        client = hop;
+        if !is_trusted(&hop) {
+            return hop;
+        }
+    }
+    client
 }
 
 async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next) -> Response {
     let (Some(limiter), Some(ConnectInfo(peer))) = (
-        &limit.0,
+        &limit.limiter,
         request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -135,7 +179,15 @@ async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next
     ) else {
         return next.run(request).await;
     };
-    match limiter.check_key(&peer.ip()) {
+    if UNLIMITED.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let forwarded_for = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let client = client_address(peer.ip(), forwarded_for, &limit.trusted_proxies);
+    match limiter.check_key(&client) {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -242,4 +294,68 @@ async fn observe(State(trusted): State<bool>, request: Request, next: Next) -> R
     )
     .record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter()
+            .map(|n| crate::config::network(n).unwrap())
+            .collect()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_peer_is_the_client_whatever_it_forwards() {
+        assert_eq!(
+            client_address(ip("203.0.113.9"), Some("198.51.100.1"), &[]),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_forwarded_client_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_address(ip("10.1.1.1"), Some("198.51.100.1"), &trusted),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn addresses_a_client_wrote_itself_are_not_believed() {
+        // The client sent "X-Forwarded-For: 1.2.3.4"; the trusted proxy appended the real one.
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_address(ip("10.1.1.1"), Some("1.2.3.4, 198.51.100.1"), &trusted),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn a_chain_of_trusted_proxies_is_walked_back_to_the_client() {
+        let trusted = nets(&["10.0.0.0/8", "192.0.2.7"]);
+        assert_eq!(
+            client_address(
+                ip("10.1.1.1"),
+                Some("198.51.100.1, 192.0.2.7, 10.2.2.2"),
+                &trusted
+            ),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn a_header_that_is_not_an_address_leaves_the_last_known_hop() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_address(ip("10.1.1.1"), Some("unknown"), &trusted),
+            ip("10.1.1.1")
+        );
+    }
 }
