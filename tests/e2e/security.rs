@@ -118,3 +118,46 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget_and_pro
         );
     }
 }
+
+#[tokio::test]
+async fn every_stream_and_bucket_the_system_creates_is_bounded() {
+    let system = System::builder()
+        .webhook(
+            testkit::WebhookReceiver::start().await.url(),
+            &crate::support::webhook_secret(),
+        )
+        .start()
+        .await;
+    let nats = async_nats::connect(system.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let names: Vec<String> = futures::StreamExt::collect::<Vec<_>>(js.stream_names())
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for expected in [
+        "ORDERS",
+        "DLQ",
+        "KV_idempotency",
+        "KV_stock",
+        "KV_webhook_endpoints",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    for name in &names {
+        let config = js
+            .get_stream(name)
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone();
+        assert!(
+            !config.max_age.is_zero() || config.max_bytes > 0,
+            "{name} keeps everything forever: {config:?}"
+        );
+    }
+}

@@ -44,17 +44,21 @@ pub struct KvBucket {
     pub history: i64,
     /// Entries expire after this long (`None`: never) — idempotency keys use it.
     pub ttl: Option<Duration>,
+    /// Most bytes the bucket may hold (`None`: unbounded); a write beyond it is refused, so
+    /// a bucket of state (not of expiring entries) never loses what it holds.
+    pub max_bytes: Option<u64>,
     /// Copies in a cluster.
     pub replicas: usize,
 }
 
 impl KvBucket {
-    /// A bucket with one revision per key, no TTL, one replica.
+    /// A bucket with one revision per key, no TTL, no size bound, one replica.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             history: 1,
             ttl: None,
+            max_bytes: None,
             replicas: 1,
         }
     }
@@ -142,6 +146,9 @@ impl Bus {
             bucket: bucket.name.clone(),
             history: bucket.history,
             max_age: bucket.ttl.unwrap_or_default(),
+            max_bytes: bucket
+                .max_bytes
+                .map_or(-1, |bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
             num_replicas: bucket.replicas,
             storage: stream::StorageType::File,
             ..Default::default()

@@ -42,6 +42,8 @@ impl Store {
             bus,
             &KvBucket {
                 replicas,
+                // One record per SKU, marks included: room for about a million SKUs.
+                max_bytes: Some(256 << 20),
                 ..KvBucket::new(STOCK)
             },
         )

@@ -130,6 +130,8 @@ impl platform::service::Service for NotificationService {
                     bus,
                     &KvBucket {
                         replicas: nats.stream_replicas,
+                        // One small record per disabled endpoint.
+                        max_bytes: Some(1 << 20),
                         ..KvBucket::new("webhook_endpoints")
                     },
                 )
