@@ -36,6 +36,10 @@ async fn every_service_answers_health_readiness_metrics_and_openapi() {
             "{path} missing from {}",
             openapi["paths"]
         );
+        assert_eq!(
+            openapi["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+            "the admin routes' security scheme is not declared"
+        );
         let names = [
             "http_server_request_duration_seconds_bucket",
             "orderflow_events_consumed_total",

@@ -148,9 +148,12 @@ impl NatsServer {
                 NatsServer::builder()
                     .port(clients[i])
                     .sync_always()
+                    // A name of its own: a node left running by an earlier cluster keeps
+                    // dialling its old route ports, which a later cluster may have been given;
+                    // with the same name it would join that cluster and break its quorum.
                     .config(&format!(
-                        "cluster {{\n  name: orderflow\n  listen: 127.0.0.1:{}\n  routes: [{route_list}]\n}}",
-                        routes[i]
+                        "cluster {{\n  name: orderflow-{}\n  listen: 127.0.0.1:{}\n  routes: [{route_list}]\n}}",
+                        clients[0], routes[i]
                     ))
                     .start()
             })
