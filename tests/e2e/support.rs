@@ -6,8 +6,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use testkit::System;
 
-/// How long a test waits for the saga to settle.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub use testkit::{PATIENCE, eventually};
 
 /// The webhook signing key every test system uses.
 pub const WEBHOOK_KEY: [u8; 32] = [0x5a; 32];
@@ -162,22 +161,6 @@ pub async fn wait_for_status(system: &System, order_id: &str, status: &str) -> V
             tokio::time::Instant::now() < deadline,
             "order {order_id} never became {status}: {order}\nlogs in {}",
             system.log_dir().display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until `condition` holds.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -7,8 +7,24 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use plotters::prelude::*;
 
-use crate::saga::Load;
-use crate::sweep::Sweep;
+/// The columns of a sweep's CSV, in order: `sweep --csv` writes them, [`Curve::read`] reads
+/// the ones a curve needs — one list, so the two cannot drift apart.
+pub const CSV_COLUMNS: [&str; 14] = [
+    "offered_per_sec",
+    "ended_per_sec",
+    "errors",
+    "accept_p50_ms",
+    "accept_p99_ms",
+    "confirmed_p50_ms",
+    "confirmed_p90_ms",
+    "confirmed_p99_ms",
+    "confirmed_p999_ms",
+    "confirmed_max_ms",
+    "notified_p50_ms",
+    "notified_p99_ms",
+    "writes_per_order",
+    "r",
+];
 
 /// One step of a curve.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,27 +43,6 @@ pub struct Curve {
 }
 
 impl Curve {
-    /// The curve of a sweep just run.
-    pub fn of(label: &str, sweep: &Sweep) -> Self {
-        let points = sweep
-            .steps
-            .iter()
-            .filter_map(|step| match step.load {
-                Load::Open { rate } => Some(Point {
-                    offered: rate,
-                    ended: step.orders_per_sec,
-                    confirmed_p50_ms: step.latency_ms.confirmed.p50,
-                    confirmed_p99_ms: step.latency_ms.confirmed.p99,
-                }),
-                Load::Closed { .. } | Load::Burst { .. } => None,
-            })
-            .collect();
-        Self {
-            label: label.to_owned(),
-            points,
-        }
-    }
-
     /// A curve from the CSV `sweep --csv` writes, named after the file.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text =
@@ -65,10 +60,10 @@ impl Curve {
                 .with_context(|| format!("no column {name}"))
         };
         let (offered, ended, p50, p99) = (
-            column("offered_per_sec")?,
-            column("ended_per_sec")?,
-            column("confirmed_p50_ms")?,
-            column("confirmed_p99_ms")?,
+            column(CSV_COLUMNS[0])?,
+            column(CSV_COLUMNS[1])?,
+            column(CSV_COLUMNS[5])?,
+            column(CSV_COLUMNS[7])?,
         );
         let points = lines
             .enumerate()

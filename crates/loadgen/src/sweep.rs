@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::ceiling::Ceiling;
+use crate::plot::{self, Curve, Point};
 use crate::saga::{Driver, Load, Report};
 
 /// The rates to step through and when to call a step saturated.
@@ -51,6 +52,29 @@ pub struct Sweep {
     /// Orders/s ended at that step.
     pub max_sustained_orders_per_sec: f64,
     pub ceiling: Option<Ceiling>,
+}
+
+impl Sweep {
+    /// The throughput/latency curve of this sweep (its open-loop steps).
+    pub fn curve(&self, label: &str) -> Curve {
+        let points = self
+            .steps
+            .iter()
+            .filter_map(|step| match step.load {
+                Load::Open { rate } => Some(Point {
+                    offered: rate,
+                    ended: step.orders_per_sec,
+                    confirmed_p50_ms: step.latency_ms.confirmed.p50,
+                    confirmed_p99_ms: step.latency_ms.confirmed.p99,
+                }),
+                Load::Closed { .. } | Load::Burst { .. } => None,
+            })
+            .collect();
+        Curve {
+            label: label.to_owned(),
+            points,
+        }
+    }
 }
 
 impl Steps {
@@ -125,18 +149,14 @@ pub async fn run(
         write_csv(path, &sweep).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &steps.svg {
-        let curve = crate::plot::Curve::of(&crate::plot::label_of(path), &sweep);
-        crate::plot::draw(&[curve], path)?;
+        plot::draw(&[sweep.curve(&plot::label_of(path))], path)?;
     }
     Ok(sweep)
 }
 
 fn write_csv(path: &PathBuf, sweep: &Sweep) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(
-        out,
-        "offered_per_sec,ended_per_sec,errors,accept_p50_ms,accept_p99_ms,confirmed_p50_ms,confirmed_p90_ms,confirmed_p99_ms,confirmed_p999_ms,confirmed_max_ms,notified_p50_ms,notified_p99_ms,writes_per_order,r"
-    )?;
+    writeln!(out, "{}", plot::CSV_COLUMNS.join(","))?;
     for step in &sweep.steps {
         let offered = match step.load {
             Load::Open { rate } => rate,

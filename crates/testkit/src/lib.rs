@@ -7,9 +7,10 @@
 //!   signature check written independently of the one that signs;
 //! - [`OtlpReceiver`]: an HTTP server decoding OTLP/protobuf trace exports;
 //! - [`FaultProxy`]: a TCP proxy that adds latency and resets connections;
-//! - [`NatsCluster`]: three nats-servers clustered on loopback ports, for R3 streams;
+//! - [`NatsServer::cluster`]: three nats-servers clustered on loopback ports, for R3 streams;
 //! - [`Workload`] and [`check_invariants`]: steady order traffic with a ledger of every
-//!   attempt, and the system's invariants checked against it once the faults stop.
+//!   attempt, and the system's invariants checked against it once the faults stop;
+//! - [`eventually`] and [`PATIENCE`]: the one way every test waits.
 
 // A test-support crate: failing loudly with a message *is* the error handling.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -20,6 +21,7 @@ mod otlp;
 mod proxy;
 mod system;
 mod tls;
+mod wait;
 mod webhook;
 mod workload;
 
@@ -28,5 +30,6 @@ pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use proxy::FaultProxy;
 pub use system::{ADMIN_TOKEN, ServiceProcess, System, SystemBuilder, http_client, service_binary};
 pub use tls::Pki;
+pub use wait::{PATIENCE, eventually};
 pub use webhook::{ReceivedWebhook, WebhookReceiver};
 pub use workload::{Attempt, Ledger, Outcome, Report, Workload, check_invariants};

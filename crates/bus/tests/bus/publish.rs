@@ -141,7 +141,7 @@ async fn publishing_while_nats_is_down_fails_fast_once_the_breaker_opens_and_rec
         .await
         .unwrap();
     server.kill();
-    support::wait_until("disconnected", || !bus.is_connected()).await;
+    support::eventually("disconnected", || async { !bus.is_connected() }).await;
 
     let envelope = order_created(OrderId::new());
     let msg_id = MsgId::new(EventKind::OrderCreated, envelope.correlation_id);
@@ -162,7 +162,7 @@ async fn publishing_while_nats_is_down_fails_fast_once_the_breaker_opens_and_rec
     );
 
     server.start_again();
-    support::wait_until("reconnected", || bus.is_connected()).await;
+    support::eventually("reconnected", || async { bus.is_connected() }).await;
     let deadline = tokio::time::Instant::now() + support::PATIENCE;
     loop {
         match bus

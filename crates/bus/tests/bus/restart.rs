@@ -78,7 +78,7 @@ async fn readiness_follows_the_connection() {
     let mut h = Harness::start().await;
     assert!(h.bus.is_connected());
     h.server.kill();
-    crate::support::wait_until("not ready", || !h.bus.is_connected()).await;
+    crate::support::eventually("not ready", || async { !h.bus.is_connected() }).await;
     h.server.start_again();
-    crate::support::wait_until("ready again", || h.bus.is_connected()).await;
+    crate::support::eventually("ready again", || async { h.bus.is_connected() }).await;
 }

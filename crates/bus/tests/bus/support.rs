@@ -47,8 +47,7 @@ pub fn subject_of_bytes(bytes: &[u8]) -> String {
     }
 }
 
-/// How long a test waits for something that should happen in milliseconds.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub use testkit::{PATIENCE, eventually};
 
 pub struct Harness {
     pub server: NatsServer,
@@ -120,19 +119,8 @@ pub async fn connect(server: &NatsServer, config: BusConfig) -> Bus {
     let bus = Bus::connect(&config.with_url(server.url()))
         .await
         .expect("connect");
-    wait_until("connected", || bus.is_connected()).await;
+    eventually("connected", || async { bus.is_connected() }).await;
     bus
-}
-
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A spec that retries quickly so tests finish in seconds.

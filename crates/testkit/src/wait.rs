@@ -1,0 +1,26 @@
+//! Waiting for something that should happen soon: one helper and one patience for every test,
+//! so a slow machine is given the same time everywhere and a failure always names what it
+//! waited for.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a test waits for something that should take milliseconds to a few seconds.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits until `condition` holds, checking every 20 ms; panics naming `what` after
+/// [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
