@@ -145,9 +145,12 @@ impl NatsServer {
             .join(", ");
         (0..size)
             .map(|i| {
+                // No fsync per write (unlike the single server of KillNats): the scenario kills
+                // processes, whose writes the page cache keeps, and RAFT replicates every
+                // write to two other nodes; an fsync on every meta and stream write of three
+                // nodes made each stream creation take over 5 s on a busy CI disk.
                 NatsServer::builder()
                     .port(clients[i])
-                    .sync_always()
                     // A name of its own: a node left running by an earlier cluster keeps
                     // dialling its old route ports, which a later cluster may have been given;
                     // with the same name it would join that cluster and break its quorum.
