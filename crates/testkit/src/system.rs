@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::nats::{NatsServer, free_port};
 
-// Generous: on a fresh 3-node cluster every stream and bucket is an R3 raft group to elect.
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
+// Generous: on a fresh 3-node cluster every stream and bucket is an R3 raft group to elect,
+// and in CI the first cluster starts while a score of other tests start their systems: there
+// a stream creation was seen to take 5–8 s, 16 streams and buckets more than 90 s in all.
+const READY_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// An HTTP client for tests (installs the TLS provider reqwest is built without).
 pub fn http_client() -> reqwest::Client {
