@@ -102,10 +102,13 @@ pub async fn serve(
 
 /// A per-client (IP) request budget; `None` when turned off.
 #[derive(Clone)]
-struct RateLimit {
-    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+struct RateLimit(Option<Arc<Budget>>);
+
+/// The budgets, and whom to believe about who the client is.
+struct Budget {
+    per_client: DefaultKeyedRateLimiter<IpAddr>,
     /// Proxies whose `X-Forwarded-For` is believed.
-    trusted_proxies: Arc<[IpNet]>,
+    trusted_proxies: Vec<IpNet>,
 }
 
 /// Probes and scrapes are never limited: an orchestrator or Prometheus behind the same proxy
@@ -114,33 +117,27 @@ const UNLIMITED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 impl RateLimit {
     fn new(per_second: u32, trusted_proxies: Vec<IpNet>) -> Self {
-        let trusted_proxies: Arc<[IpNet]> = trusted_proxies.into();
         let Some(rate) = NonZeroU32::new(per_second) else {
-            return Self {
-                limiter: None,
-                trusted_proxies,
-            };
+            return Self(None);
         };
         let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-        let limiter = Arc::new(RateLimiter::keyed(
-            Quota::per_second(rate).allow_burst(burst),
-        ));
+        let budget = Arc::new(Budget {
+            per_client: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            trusted_proxies,
+        });
         // Forget idle clients now and then, so the table does not grow with every address seen.
-        let weak = Arc::downgrade(&limiter);
+        let weak = Arc::downgrade(&budget);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
             loop {
                 every.tick().await;
-                let Some(limiter) = weak.upgrade() else {
+                let Some(budget) = weak.upgrade() else {
                     return;
                 };
-                limiter.retain_recent();
+                budget.per_client.retain_recent();
             }
         });
-        Self {
-            limiter: Some(limiter),
-            trusted_proxies,
-        }
+        Self(Some(budget))
     }
 }
 
@@ -170,8 +167,8 @@ fn client_address(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) 
 }
 
 async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next) -> Response {
-    let (Some(limiter), Some(ConnectInfo(peer))) = (
-        &limit.limiter,
+    let (Some(budget), Some(ConnectInfo(peer))) = (
+        &limit.0,
         request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -186,8 +183,8 @@ async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    let client = client_address(peer.ip(), forwarded_for, &limit.trusted_proxies);
-    match limiter.check_key(&client) {
+    let client = client_address(peer.ip(), forwarded_for, &budget.trusted_proxies);
+    match budget.per_client.check_key(&client) {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());

@@ -51,6 +51,14 @@ impl Fault {
         Fault::ClusterRestartsDefaults,
         Fault::Contention,
     ];
+
+    /// Whether the scenario runs on a 3-node cluster.
+    fn is_cluster(self) -> bool {
+        matches!(
+            self,
+            Fault::ClusterRestarts | Fault::ClusterRestartsDefaults
+        )
+    }
 }
 
 /// How big a run is.
@@ -112,17 +120,15 @@ fn secret() -> String {
 }
 
 /// One 3-node cluster scenario at a time per process: two clusters that start together (six
-/// nats-servers fsyncing every write, beside the other tests) were seen to take more than
-/// 5 s per stream creation on a 2-core CI machine, and the services' start-up ran out of time.
+/// nats-servers, beside the other tests) were seen to take more than 5 s per stream creation
+/// on a 2-core CI machine, and the services' start-up ran out of time.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `fault` at `size` and checks the invariants.
 pub async fn run(fault: Fault, size: Size) -> Outcome {
-    let _cluster = match fault {
-        Fault::ClusterRestarts | Fault::ClusterRestartsDefaults => {
-            Some(ONE_CLUSTER_AT_A_TIME.lock().await)
-        }
-        _ => None,
+    let _cluster = match fault.is_cluster() {
+        true => Some(ONE_CLUSTER_AT_A_TIME.lock().await),
+        false => None,
     };
     let receiver = WebhookReceiver::start().await;
     let mut builder: SystemBuilder = System::builder()

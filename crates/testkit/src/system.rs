@@ -264,11 +264,6 @@ impl System {
         }
     }
 
-    /// The services' admin token, if they have one.
-    pub fn admin_token(&self) -> Option<&str> {
-        self.admin_token.as_deref()
-    }
-
     /// Keeps the log directory after the system is gone (for a post-mortem) and returns it.
     pub fn keep_logs(&mut self) -> PathBuf {
         if let Some(logs) = self.logs.take() {

@@ -192,21 +192,18 @@ impl Webhook {
             .map(|state| state.value.disabled_because))
     }
 
-    /// Sends to the endpoint again, for every replica — once its owner has fixed it. Returns
-    /// whether it was disabled.
-    pub async fn enable(&self) -> Result<bool, StoreError> {
-        let was = self.disabled().await?.is_some();
-        if was {
-            self.endpoints.delete(&self.endpoint_key).await?;
-            tracing::info!(url = %self.shown, "webhook endpoint enabled again");
-        }
-        Ok(was)
+    /// Sends to the endpoint again, for every replica — once its owner has fixed it. Enabling
+    /// an endpoint that is not disabled changes nothing.
+    pub async fn enable(&self) -> Result<(), StoreError> {
+        self.endpoints.delete(&self.endpoint_key).await?;
+        tracing::info!(url = %self.shown, "webhook endpoint enabled");
+        Ok(())
     }
 
     /// POSTs `body` as notification `id`, signed, inside a CLIENT span.
     pub async fn send(&self, id: &str, body: &[u8]) -> Result<(), SendError> {
-        if let Some(state) = self.endpoints.get(&self.endpoint_key).await? {
-            return Err(SendError::Disabled(state.value.disabled_because));
+        if let Some(because) = self.disabled().await? {
+            return Err(SendError::Disabled(because));
         }
         let span = tracing::info_span!(
             "webhook",
