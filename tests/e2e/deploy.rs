@@ -1,5 +1,6 @@
-//! The deployment artefacts against the real thing: the Grafana dashboard asks only for
-//! metrics the services export, and the Docker-free run (`scripts/dev`) works end to end.
+//! The deployment artefacts against the real thing: the Grafana dashboard and the alerting
+//! rules ask only for metrics the services export (or the rules record), and the Docker-free
+//! run (`scripts/dev`) works end to end.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,12 +18,68 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// Metric names in a PromQL expression (ours all start with `orderflow_` or `http_server_`).
-fn metric_names(expr: &str) -> Vec<String> {
-    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .filter(|token| token.starts_with("orderflow_") || token.starts_with("http_server_"))
+/// Metric names in PromQL or in rule files: ours all start with `orderflow_` or
+/// `http_server_`, and the series our rules record are named `slo:<what>:<how>` (rule groups
+/// and labels are named `slo:<name>` and `slo`, and are skipped).
+fn metric_names(promql: &str) -> BTreeSet<String> {
+    promql
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|token| {
+            token.starts_with("orderflow_")
+                || token.starts_with("http_server_")
+                || (token.starts_with("slo:") && token.matches(':').count() == 2)
+        })
         .map(str::to_owned)
         .collect()
+}
+
+/// The alerting and recording rules, as text.
+fn rules() -> String {
+    ["slos.rules.yaml", "causes.rules.yaml"]
+        .iter()
+        .map(|file| {
+            std::fs::read_to_string(repo().join("deploy/prometheus/rules").join(file)).unwrap()
+        })
+        .collect()
+}
+
+/// Of `names`, those recorded by a rule are checked against the rules, and the others are
+/// scraped from a running system that has just confirmed (and notified) an order until all
+/// show up. Returns the names nobody produces.
+async fn unproduced(names: &BTreeSet<String>) -> Vec<String> {
+    let rules = rules();
+    let recorded: BTreeSet<&str> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- record: "))
+        .map(str::trim)
+        .collect();
+    let system = System::builder().start().await;
+    set_stock(&system, "DASH", 1).await;
+    let confirmed = place(&system, "dana", &[("DASH", 1)]).await;
+    wait_for_status(&system, &confirmed, "confirmed").await;
+    // Metrics are recorded just after the state they describe changes: scrape until every
+    // name shows up, or report the ones that never do.
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    loop {
+        let mut exported = String::new();
+        for service in [&system.order, &system.inventory[0], &system.notification] {
+            exported += &crate::support::metrics(&system, service).await;
+        }
+        let exported: BTreeSet<&str> = exported
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .collect();
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|name| !exported.contains(name.as_str()) && !recorded.contains(name.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() || tokio::time::Instant::now() > deadline {
+            return missing;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -39,40 +96,24 @@ async fn the_grafana_dashboard_queries_only_metrics_the_services_export() {
         .flat_map(|target| metric_names(target["expr"].as_str().unwrap()))
         .collect();
     assert!(
-        queried.len() >= 8,
+        queried.len() >= 8 && queried.iter().any(|name| name.starts_with("slo:")),
         "the dashboard queries too little: {queried:?}"
     );
-
-    let system = System::builder().start().await;
-    set_stock(&system, "DASH", 1).await;
-    let confirmed = place(&system, "dana", &[("DASH", 1)]).await;
-    wait_for_status(&system, &confirmed, "confirmed").await;
-    // Metrics are recorded just after the state they describe changes: scrape until every
-    // queried name shows up, or report the ones that never do.
-    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
-    let missing = loop {
-        let mut exported = String::new();
-        for service in [&system.order, &system.inventory[0], &system.notification] {
-            exported += &crate::support::metrics(&system, service).await;
-        }
-        let exported: BTreeSet<&str> = exported
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| line.split(['{', ' ']).next())
-            .collect();
-        let missing: Vec<String> = queried
-            .iter()
-            .filter(|name| !exported.contains(name.as_str()))
-            .cloned()
-            .collect();
-        if missing.is_empty() || tokio::time::Instant::now() > deadline {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let missing = unproduced(&queried).await;
     assert!(
         missing.is_empty(),
         "the dashboard queries metrics nobody exports: {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_alerting_rules_read_only_metrics_the_services_export() {
+    let read = metric_names(&rules());
+    assert!(read.len() >= 8, "the rules read too little: {read:?}");
+    let missing = unproduced(&read).await;
+    assert!(
+        missing.is_empty(),
+        "the alerting rules read metrics nobody exports: {missing:?}"
     );
 }
 

@@ -46,6 +46,7 @@ async fn every_service_answers_health_readiness_metrics_and_openapi() {
             "orderflow_handler_duration_seconds_bucket",
             "orderflow_consumer_pending",
             "orderflow_nats_connected",
+            "orderflow_ready 1",
         ];
         // A handler's metrics are recorded as it finishes, just after the state it changed.
         crate::support::eventually("every metric is exported", || async {

@@ -1,7 +1,7 @@
 //! One order, one trace: spans from all three services reach an OTLP receiver with the trace
 //! id of the POST, and form one tree under it. A caller's trace context is joined only when
 //! the edge trusts it; an untrusted caller cannot force sampling, and no caller's baggage
-//! reaches a webhook.
+//! reaches a webhook. Probes and scrapes make no spans at all.
 
 use std::collections::{HashMap, HashSet};
 
@@ -140,6 +140,69 @@ async fn a_trusted_callers_sampled_trace_is_joined_even_at_a_zero_ratio() {
 async fn an_untrusted_caller_cannot_force_sampling_beyond_the_configured_ratio() {
     assert_eq!(spans_of_a_sampled_caller(false).await, 0);
 }
+
+#[tokio::test]
+async fn probes_and_scrapes_create_no_spans_but_are_still_counted() {
+    let otlp = OtlpReceiver::start().await;
+    let system = System::builder().otlp(otlp.endpoint()).start().await;
+    let services = [
+        system.order.url(),
+        system.inventory[0].url(),
+        system.notification.url(),
+    ];
+    for _ in 0..3 {
+        for url in &services {
+            for path in PROBES {
+                let response = system
+                    .http
+                    .get(format!("{url}{path}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{url}{path}");
+            }
+        }
+    }
+    // An order's spans prove the exporter works and has flushed what came before them.
+    set_stock(&system, "PROBED", 1).await;
+    let response = system
+        .http
+        .post(format!("{}/v1/orders", system.order.url()))
+        .json(&order_body("pat", &[("PROBED", 1)]))
+        .send()
+        .await
+        .unwrap();
+    let order_id = crate::support::accepted_order_id(response).await;
+    wait_for_status(&system, &order_id, "confirmed").await;
+    eventually("the order's server span arrives", || async {
+        otlp.span_names().iter().any(|n| n == "POST /v1/orders")
+    })
+    .await;
+
+    let traced: Vec<String> = otlp
+        .span_names()
+        .into_iter()
+        .filter(|name| PROBES.iter().any(|path| name.ends_with(path)))
+        .collect();
+    assert_eq!(traced, Vec::<String>::new(), "probes were traced");
+    let metrics = system
+        .http
+        .get(format!("{}/metrics", system.order.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for path in PROBES {
+        assert!(
+            metrics.contains(&format!("route=\"{path}\"")),
+            "{path} is missing from the request metrics"
+        );
+    }
+}
+
+const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// The spans whose parent is neither the client's span nor another span of the trace.
 fn orphans(spans: &[testkit::ReceivedSpan]) -> Vec<String> {

@@ -231,6 +231,8 @@ impl Publisher {
         if let Some(breaker) = breakers.get(key) {
             return breaker.clone();
         }
+        // A closed breaker is a series too, so dashboards and alerts see every stream's.
+        metrics::gauge!("orderflow_publish_circuit_open", "stream" => key.to_owned()).set(0.0);
         breakers
             .entry(key.to_owned())
             .or_insert_with(|| {

@@ -17,6 +17,16 @@ pub enum Channel {
     Webhook,
 }
 
+impl Channel {
+    /// The name on the wire (as serialized), for metric labels and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
 /// Which order state change a notification announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -57,4 +67,19 @@ pub struct NotificationFailed {
     pub attempts: u32,
     /// The last error.
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channels_label_is_its_name_on_the_wire() {
+        for channel in [Channel::Log, Channel::Webhook] {
+            assert_eq!(
+                serde_json::to_value(channel).unwrap(),
+                serde_json::Value::from(channel.as_str())
+            );
+        }
+    }
 }

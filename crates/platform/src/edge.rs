@@ -1,7 +1,7 @@
 //! The HTTP edge every service shares: its API routes plus `/healthz` (alive), `/readyz` (NATS
 //! connected and consumers running), `/metrics` (Prometheus) and `/openapi.json`, wrapped in a
-//! server span per request, request metrics, a body-size limit and a request timeout, with
-//! 404/405 as problem JSON. [`serve`] stops accepting on shutdown and lets in-flight requests
+//! server span per request (none for probes and scrapes), request metrics, a body-size limit
+//! and a request timeout, with 404/405 as problem JSON. [`serve`] stops accepting on shutdown and lets in-flight requests
 //! finish.
 
 use std::net::{IpAddr, SocketAddr};
@@ -111,9 +111,12 @@ struct Budget {
     trusted_proxies: Vec<IpNet>,
 }
 
-/// Probes and scrapes are never limited: an orchestrator or Prometheus behind the same proxy
-/// as the customers must not be locked out by them.
-const UNLIMITED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Probes and scrapes. They are never rate-limited: an orchestrator or Prometheus behind the
+/// same proxy as the customers must not be locked out by them. They are never traced: a
+/// trace per scrape and per probe (several a second across replicas) would bury the orders'
+/// traces and cost the exporter more than the orders do. They are still counted in the
+/// request metrics.
+const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 impl RateLimit {
     fn new(per_second: u32, trusted_proxies: Vec<IpNet>) -> Self {
@@ -176,7 +179,7 @@ async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next
     ) else {
         return next.run(request).await;
     };
-    if UNLIMITED.contains(&request.uri().path()) {
+    if PROBES.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let forwarded_for = request
@@ -211,6 +214,8 @@ async fn readyz(State(edge): State<Edge>) -> Response {
 }
 
 async fn metrics(State(edge): State<Edge>) -> Response {
+    // Readiness as of this scrape, so "up but not ready" can alert without probing.
+    metrics::gauge!("orderflow_ready").set(if (edge.ready)() { 1.0 } else { 0.0 });
     (
         [(
             header::CONTENT_TYPE,
@@ -241,7 +246,7 @@ async fn with_timeout(timeout: Duration, request: Request, next: Next) -> Respon
     }
 }
 
-/// A SERVER span per request (OTel HTTP conventions) and the
+/// A SERVER span per request (OTel HTTP conventions; none for [`PROBES`]) and the
 /// `http_server_request_duration_seconds` histogram.
 ///
 /// A trusted caller's `traceparent` is the span's parent, and its `baggage` rides along. An
@@ -256,6 +261,11 @@ async fn observe(State(trusted): State<bool>, request: Request, next: Next) -> R
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    if PROBES.contains(&route.as_str()) {
+        let response = next.run(request).await;
+        record_request(&method, route, response.status(), started);
+        return response;
+    }
     let span = tracing::info_span!(
         "http request",
         otel.name = format!("{method} {route}"),
@@ -283,6 +293,16 @@ async fn observe(State(trusted): State<bool>, request: Request, next: Next) -> R
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
+    record_request(&method, route, status, started);
+    response
+}
+
+fn record_request(
+    method: &axum::http::Method,
+    route: String,
+    status: StatusCode,
+    started: Instant,
+) {
     metrics::histogram!(
         "http_server_request_duration_seconds",
         "method" => method.to_string(),
@@ -290,7 +310,6 @@ async fn observe(State(trusted): State<bool>, request: Request, next: Next) -> R
         "status" => status.as_u16().to_string(),
     )
     .record(started.elapsed().as_secs_f64());
-    response
 }
 
 #[cfg(test)]

@@ -84,6 +84,16 @@ impl OtlpReceiver {
         &self.endpoint
     }
 
+    /// The names of every span received so far, of any trace.
+    pub fn span_names(&self) -> Vec<String> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     /// The spans of one trace received so far.
     pub fn trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
         self.spans

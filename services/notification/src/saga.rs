@@ -82,16 +82,21 @@ impl bus::Handler for Saga {
         // Another replica may have recorded it first: the first outcome stands.
         if self.store.record(key, kind, &outcome).await? {
             count(channel, status);
+            // State change → notification settled: the notification SLO's latency.
+            if let Ok(delay) = (chrono::Utc::now() - cause.time).to_std() {
+                metrics::histogram!(
+                    "orderflow_notification_delay_seconds",
+                    "channel" => channel.as_str(),
+                    "status" => status
+                )
+                .record(delay.as_secs_f64());
+            }
         }
         Ok(())
     }
 }
 
 fn count(channel: Channel, status: &'static str) {
-    let channel = match channel {
-        Channel::Log => "log",
-        Channel::Webhook => "webhook",
-    };
-    metrics::counter!("orderflow_notifications_total", "channel" => channel, "status" => status)
+    metrics::counter!("orderflow_notifications_total", "channel" => channel.as_str(), "status" => status)
         .increment(1);
 }

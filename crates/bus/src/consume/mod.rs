@@ -112,7 +112,7 @@ impl Consumer {
         }
         let lag = tokio::spawn(report_lag(
             self.consumer.clone(),
-            self.spec.durable.clone(),
+            [self.spec.stream.clone(), self.spec.durable.clone()],
             shutdown.clone(),
         ));
         let handler = Arc::new(handler);
@@ -207,7 +207,12 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// Exports the consumer's lag (`num_pending`, not yet delivered) and its unacked count as
 /// gauges, read from the server, so a stuck consumer shows even when nothing is delivered.
-async fn report_lag(consumer: PullConsumer, durable: String, shutdown: CancellationToken) {
+/// Labelled with the stream too: a partitioned consumer has one durable name per stream.
+async fn report_lag(
+    consumer: PullConsumer,
+    [stream, durable]: [String; 2],
+    shutdown: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(LAG_EVERY);
     loop {
         tokio::select! {
@@ -216,9 +221,9 @@ async fn report_lag(consumer: PullConsumer, durable: String, shutdown: Cancellat
         }
         match consumer.get_info().await {
             Ok(info) => {
-                metrics::gauge!("orderflow_consumer_pending", "consumer" => durable.clone())
-                    .set(info.num_pending as f64);
-                metrics::gauge!("orderflow_consumer_ack_pending", "consumer" => durable.clone())
+                let labels = [("stream", stream.clone()), ("consumer", durable.clone())];
+                metrics::gauge!("orderflow_consumer_pending", &labels).set(info.num_pending as f64);
+                metrics::gauge!("orderflow_consumer_ack_pending", &labels)
                     .set(info.num_ack_pending as f64);
             }
             Err(e) => tracing::debug!(durable, error = %e, "cannot read consumer info"),
