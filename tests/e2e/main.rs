@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod contention;
+mod contract;
 mod dead_letters;
 mod deploy;
 mod faults;

@@ -423,6 +423,10 @@ impl Bus {
         &self,
         sequence: u64,
     ) -> Result<Option<StoredDeadLetter>, DeadLetterError> {
+        // Stream sequences start at 1; the server answers 0 with an error, not "no message".
+        if sequence == 0 {
+            return Ok(None);
+        }
         let dlq = self.dlq().await?;
         match dlq.get_raw_message(sequence).await {
             Ok(message) => DeadLetter::from_parts(message.headers, message.payload)

@@ -124,11 +124,15 @@ macro_rules! token_id {
     };
 }
 
-const TOKEN_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+/// What a token identifier ([`Sku`], [`CustomerId`]) may be, as a regular expression (for the
+/// JSON Schemas and the OpenAPI documents; [`is_token`] is the same rule, tested to agree).
+pub const TOKEN_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+/// The longest token identifier.
+pub const TOKEN_MAX_LEN: usize = 64;
 const TOKEN_RULE: &str = "1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'";
 
 fn is_token(value: &str) -> bool {
-    (1..=64).contains(&value.len())
+    (1..=TOKEN_MAX_LEN).contains(&value.len())
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -220,6 +224,17 @@ mod tests {
         assert!(Currency::new("EUR").is_ok());
         assert!(Currency::new("eur").is_err());
         assert!(Currency::new("EURO").is_err());
+    }
+
+    proptest::proptest! {
+        /// The documents publish the pattern; the types enforce `is_token`: they must agree.
+        #[test]
+        fn the_token_pattern_accepts_exactly_what_the_types_accept(
+            value in "[A-Za-z0-9_\\-.* >ü\n]{0,70}"
+        ) {
+            let pattern = regex::Regex::new(TOKEN_PATTERN).unwrap();
+            proptest::prop_assert_eq!(pattern.is_match(&value), Sku::new(value.clone()).is_ok());
+        }
     }
 
     #[test]

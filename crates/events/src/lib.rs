@@ -19,7 +19,7 @@ mod order;
 pub mod schema;
 
 pub use envelope::{DecodeError, Envelope, Event, EventKind, SPEC_VERSION};
-pub use id::{Currency, CustomerId, InvalidId, OrderId, Sku};
+pub use id::{Currency, CustomerId, InvalidId, OrderId, Sku, TOKEN_MAX_LEN, TOKEN_PATTERN};
 pub use inventory::{
     InventoryRejected, InventoryReleased, InventoryReserved, ReservedLine, Shortfall,
 };

@@ -13,7 +13,10 @@ use axum::routing::{get, post};
 use bus::{Bus, DeadLetterError, Secret, StoredDeadLetter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
+
+use crate::openapi::{integer_schema, parameter};
 
 use crate::problem::{ApiPath, ApiQuery, Problem};
 
@@ -42,7 +45,7 @@ pub struct DeadLetterView {
     /// When it was dead-lettered.
     pub time: String,
     /// The payload: JSON when it parses, else its text (lossy).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub payload: Value,
 }
 
@@ -77,7 +80,7 @@ pub struct DeadLetterPage {
 }
 
 /// Query of the list.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only letters after this DLQ sequence.
@@ -86,14 +89,64 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
+/// The highest DLQ sequence the API takes: 2^53, exact in every JSON number and far beyond
+/// any stream's.
+const MAX_SEQUENCE: u64 = 1 << 53;
+
+impl IntoParams for ListQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            parameter(
+                "after",
+                ParameterIn::Query,
+                false,
+                "Only letters after this DLQ sequence",
+                integer_schema(0, MAX_SEQUENCE),
+            ),
+            parameter(
+                "limit",
+                ParameterIn::Query,
+                false,
+                "Page size (default 50)",
+                batch_schema(),
+            ),
+        ]
+    }
+}
+
 /// Query of a bulk redrive.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedriveQuery {
     /// How many of the oldest letters, 1–1000 (default 100).
     pub max: Option<usize>,
     /// Letters per second, 1–1000 (default 20).
     pub per_second: Option<u32>,
+}
+
+impl IntoParams for RedriveQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            parameter(
+                "max",
+                ParameterIn::Query,
+                false,
+                "How many of the oldest letters (default 100)",
+                batch_schema(),
+            ),
+            parameter(
+                "per_second",
+                ParameterIn::Query,
+                false,
+                "Letters per second (default 20)",
+                batch_schema(),
+            ),
+        ]
+    }
+}
+
+fn batch_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    integer_schema(1, MAX_BATCH as u64)
 }
 
 /// What a redrive did.
@@ -163,7 +216,14 @@ async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<DeadLetterPage>, Problem> {
     let limit = bounded(query.limit, 50, "limit")?;
-    let letters = bus.dead_letters(query.after.unwrap_or(0), limit).await?;
+    let after = query.after.unwrap_or(0);
+    if after > MAX_SEQUENCE {
+        return Err(Problem::validation(vec![crate::problem::FieldError::new(
+            "after",
+            format!("must be at most {MAX_SEQUENCE}"),
+        )]));
+    }
+    let letters = bus.dead_letters(after, limit).await?;
     let next_after = (letters.len() == limit)
         .then(|| letters.last().map(|l| l.dlq_sequence))
         .flatten();
@@ -175,7 +235,7 @@ async fn list(
 
 /// Inspect one dead letter.
 #[utoipa::path(get, path = "/admin/dead-letters/{sequence}", security(("bearer" = [])),
-    params(("sequence" = u64, Path, description = "DLQ sequence")),
+    params(("sequence" = u64, Path, minimum = 1, description = "DLQ sequence")),
     responses((status = 200, description = "The dead letter", body = DeadLetterView),
               (status = 404, description = "No such dead letter (or already redriven)", body = Problem)))]
 async fn inspect(
@@ -190,7 +250,7 @@ async fn inspect(
 
 /// Redrive one dead letter.
 #[utoipa::path(post, path = "/admin/dead-letters/{sequence}/redrive", security(("bearer" = [])),
-    params(("sequence" = u64, Path, description = "DLQ sequence")),
+    params(("sequence" = u64, Path, minimum = 1, description = "DLQ sequence")),
     responses((status = 200, description = "Published again", body = Redriven),
               (status = 404, description = "No such dead letter (or already redriven)", body = Problem),
               (status = 422, description = "Not a dead letter, or its subject is not an event subject of its stream", body = Problem)))]

@@ -36,8 +36,8 @@ pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 pub struct Edge {
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-    /// Served at `/openapi.json`.
-    pub openapi: Arc<utoipa::openapi::OpenApi>,
+    /// Served at `/openapi.json` (see [`crate::openapi::complete`]).
+    pub openapi: Arc<serde_json::Value>,
     /// Backs `/readyz`.
     pub ready: Readiness,
     /// Limits and timeouts.

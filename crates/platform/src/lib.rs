@@ -17,6 +17,8 @@ pub mod admin;
 pub mod config;
 pub mod dead_letters;
 pub mod edge;
+pub mod json;
+pub mod openapi;
 pub mod probe;
 pub mod problem;
 pub mod service;

@@ -100,20 +100,6 @@ pub enum RunError {
     Http(#[from] std::io::Error),
 }
 
-/// `doc` with the `bearer` security scheme its admin routes require (`security(("bearer" =
-/// []))` names it; the document must also declare it).
-fn with_admin_security(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-    let bearer = HttpBuilder::new()
-        .scheme(HttpAuthScheme::Bearer)
-        .description(Some("The service's ADMIN_TOKEN (admin endpoints only)"))
-        .build();
-    doc.components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme("bearer", SecurityScheme::Http(bearer));
-    doc
-}
-
 /// Runs `service` on `listener` until `shutdown`.
 pub async fn run<S: Service>(
     service: S,
@@ -127,7 +113,7 @@ pub async fn run<S: Service>(
     let started = Started::<S::State>::default();
     let edge = Edge {
         metrics: telemetry::metrics_handle(),
-        openapi: Arc::new(with_admin_security(service.openapi())),
+        openapi: Arc::new(crate::openapi::complete(service.openapi())),
         ready: {
             let (bus, ready) = (bus.clone(), ready.clone());
             Arc::new(move || bus.is_connected() && ready.load(Ordering::Relaxed))

@@ -87,7 +87,13 @@ impl StockView {
 #[serde(deny_unknown_fields)]
 pub struct SetStock {
     /// Units available for new reservations, 0–1000000000.
+    #[schema(schema_with = available_schema)]
+    #[serde(deserialize_with = "platform::json::whole_number")]
     pub available: u64,
+}
+
+fn available_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    platform::openapi::integer_schema(0, MAX_AVAILABLE)
 }
 
 fn parse_sku(raw: String) -> Result<Sku, Problem> {
@@ -121,7 +127,7 @@ async fn list_stock(
 #[utoipa::path(
     get,
     path = "/v1/stock/{sku}",
-    params(("sku" = String, Path, description = "The SKU")),
+    params(platform::openapi::SkuPath),
     responses(
         (status = 200, description = "Its stock", body = StockView),
         (status = 404, description = "Never stocked", body = Problem, content_type = "application/problem+json"),
@@ -145,7 +151,7 @@ async fn get_stock(
 #[utoipa::path(
     put,
     path = "/v1/stock/{sku}",
-    params(("sku" = String, Path, description = "The SKU")),
+    params(platform::openapi::SkuPath),
     request_body = SetStock,
     security(("bearer" = [])),
     responses(
@@ -182,7 +188,7 @@ async fn set_stock(
 #[utoipa::path(
     get,
     path = "/v1/reservations/{order_id}",
-    params(("order_id" = String, Path, description = "The order id (UUID)")),
+    params(("order_id" = uuid::Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "The reservation", body = ReservationView),
         (status = 404, description = "Inventory has not seen this order", body = Problem, content_type = "application/problem+json"),

@@ -42,11 +42,25 @@ pub fn routes(state: Started<Store>, admin_token: Option<Secret>) -> Router {
 pub struct ApiDoc;
 
 /// Query of `GET /v1/notifications`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationQuery {
     /// The order.
     pub order_id: String,
+}
+
+impl IntoParams for NotificationQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![platform::openapi::parameter(
+            "order_id",
+            utoipa::openapi::path::ParameterIn::Query,
+            true,
+            "The order",
+            platform::openapi::order_id_schema(),
+        )]
+    }
 }
 
 /// The outcomes of an order's notifications (at most one per state change); a notification

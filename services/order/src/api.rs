@@ -30,6 +30,8 @@ pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: u32 = 1_000;
 /// Highest unit price, in minor units.
 pub const MAX_UNIT_PRICE_CENTS: u64 = 100_000_000;
+/// Largest page of a customer's orders.
+pub const MAX_PAGE: usize = 100;
 
 /// What the handlers share. The store exists once start-up provisioning is done; until then
 /// the API answers 503.
@@ -83,10 +85,13 @@ pub struct ApiDoc;
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     /// Who orders: 1–64 of `A-Z a-z 0-9 _ -`.
+    #[schema(schema_with = platform::openapi::token_schema)]
     pub customer_id: String,
-    /// 1–100 lines, one per SKU.
+    /// 1–100 lines, each SKU on one line only.
+    #[schema(schema_with = lines_schema)]
     pub items: Vec<OrderLine>,
     /// ISO 4217 code, one of the supported currencies.
+    #[schema(schema_with = currency_schema)]
     pub currency: String,
 }
 
@@ -95,11 +100,33 @@ pub struct CreateOrder {
 #[serde(deny_unknown_fields)]
 pub struct OrderLine {
     /// 1–64 of `A-Z a-z 0-9 _ -`.
+    #[schema(schema_with = platform::openapi::token_schema)]
     pub sku: String,
     /// 1–1000.
+    #[schema(schema_with = quantity_schema)]
+    #[serde(deserialize_with = "platform::json::whole_number")]
     pub quantity: u32,
     /// Price of one unit in minor units, 1–100000000.
+    #[schema(schema_with = unit_price_schema)]
+    #[serde(deserialize_with = "platform::json::whole_number")]
     pub unit_price_cents: u64,
+}
+
+// The documented constraints, from the constants `validate` checks against.
+fn lines_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    platform::openapi::list_schema("OrderLine", MAX_LINES)
+}
+fn currency_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    platform::openapi::enum_schema(CURRENCIES)
+}
+fn quantity_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    platform::openapi::integer_schema(1, MAX_QUANTITY.into())
+}
+fn unit_price_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    platform::openapi::integer_schema(1, MAX_UNIT_PRICE_CENTS)
+}
+fn page_size_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    platform::openapi::integer_schema(1, MAX_PAGE as u64)
 }
 
 /// The answer to an accepted create or cancel.
@@ -180,7 +207,7 @@ pub struct OrderPage {
 }
 
 /// Query of `GET /v1/orders`.
-#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Whose orders.
@@ -189,6 +216,32 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// Only orders older than this order id (the previous page's `next_before`).
     pub before: Option<String>,
+}
+
+impl IntoParams for ListQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use platform::openapi::{order_id_schema, parameter, token_schema};
+        use utoipa::openapi::path::ParameterIn::Query;
+        vec![
+            parameter("customer_id", Query, true, "Whose orders", token_schema()),
+            parameter(
+                "limit",
+                Query,
+                false,
+                "Page size (default 20)",
+                page_size_schema(),
+            ),
+            parameter(
+                "before",
+                Query,
+                false,
+                "Only orders older than this order id (the previous page's `next_before`)",
+                order_id_schema(),
+            ),
+        ]
+    }
 }
 
 fn accepted(order_id: OrderId, status: Status, replayed: bool) -> Response {
@@ -277,10 +330,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get("Idempotency-Key") else {
         return Ok(None);
     };
+    // Visible ASCII without spaces, as the document's pattern says.
     let key = value
         .to_str()
         .ok()
-        .filter(|k| (1..=255).contains(&k.len()))
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -305,9 +359,12 @@ fn hex(bytes: &[u8]) -> String {
     post,
     path = "/v1/orders",
     request_body = CreateOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body, same order")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$", description = "Makes retries safe: same key and body, same order. 1–255 visible ASCII characters")),
     responses(
-        (status = 202, description = "Accepted; the saga runs", body = Accepted),
+        (status = 202, description = "Accepted; the saga runs", body = Accepted, headers(
+            ("Location" = String, description = "The order's URL"),
+            ("Idempotent-Replayed" = String, description = "`true` when this answers a retry of an earlier request with the same Idempotency-Key"),
+        )),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -368,7 +425,7 @@ async fn create_order(
 #[utoipa::path(
     get,
     path = "/v1/orders/{order_id}",
-    params(("order_id" = String, Path, description = "The order id (UUID)")),
+    params(("order_id" = uuid::Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "The order", body = OrderView),
         (status = 400, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
@@ -406,8 +463,8 @@ async fn list_orders(
         .map_err(|e| errors.push(FieldError::new("customer_id", e.to_string())))
         .ok();
     let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        errors.push(FieldError::new("limit", "must be 1 to 100"));
+    if !(1..=MAX_PAGE).contains(&limit) {
+        errors.push(FieldError::new("limit", format!("must be 1 to {MAX_PAGE}")));
     }
     let before = match query
         .before
@@ -444,9 +501,11 @@ async fn list_orders(
 #[utoipa::path(
     post,
     path = "/v1/orders/{order_id}/cancel",
-    params(("order_id" = String, Path, description = "The order id (UUID)")),
+    params(("order_id" = uuid::Uuid, Path, description = "The order id")),
     responses(
-        (status = 202, description = "Cancelled; the stock release and the notification follow", body = Accepted),
+        (status = 202, description = "Cancelled; the stock release and the notification follow", body = Accepted, headers(
+            ("Location" = String, description = "The order's URL"),
+        )),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Event bus unavailable; retry", body = Problem, content_type = "application/problem+json"),

@@ -1,0 +1,164 @@
+//! The HTTP contracts hold: schemathesis (PyPI, pinned in `tests/contract/requirements.txt`)
+//! fuzzes each service against the OpenAPI document it serves — examples, coverage, fuzzing
+//! and the stateful phase, with `--checks all`, a bounded number of cases — and finds
+//! nothing. Then what it found once, kept as regression tests.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use testkit::{ADMIN_TOKEN, ServiceProcess, System};
+
+use crate::support::set_stock;
+
+/// Cases per operation and phase: enough to cover every constraint, bounded for CI.
+const EXAMPLES: &str = "25";
+
+fn contract_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("contract")
+}
+
+/// Runs schemathesis against `service` and fails with its report when it finds anything.
+async fn fuzz(service: fn(&System) -> &ServiceProcess) {
+    let schemathesis = std::env::var("SCHEMATHESIS_BIN").unwrap_or_else(|_| "schemathesis".into());
+    let system = System::builder().start().await;
+    set_stock(&system, "0", 1_000_000).await;
+    let url = service(&system).url();
+    let mut command = std::process::Command::new(&schemathesis);
+    command
+        .current_dir(contract_dir())
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PYTHONPATH", contract_dir())
+        .env("NO_COLOR", "1")
+        .args(["run", &format!("{url}/openapi.json"), "--checks", "all"])
+        .args(["--max-examples", EXAMPLES])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")]);
+    // Off the runtime's thread: the test's own tasks keep running while it fuzzes.
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap();
+    let output = output.unwrap_or_else(|e| {
+        panic!(
+            "cannot run {schemathesis} ({e}): run scripts/test, or \
+             `pip install -r tests/contract/requirements.txt`"
+        )
+    });
+    assert!(
+        output.status.success(),
+        "schemathesis found contract failures on {url}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn schemathesis_finds_nothing_on_the_order_service() {
+    fuzz(|system| &system.order).await;
+}
+
+#[tokio::test]
+async fn schemathesis_finds_nothing_on_the_inventory_service() {
+    fuzz(|system| &system.inventory[0]).await;
+}
+
+#[tokio::test]
+async fn schemathesis_finds_nothing_on_the_notification_service() {
+    fuzz(|system| &system.notification).await;
+}
+
+/// Status, media type and JSON body of the answer to `request`.
+async fn answer(request: reqwest::RequestBuilder) -> (u16, String, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let media = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, media, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_quantity_written_with_a_zero_fraction_is_a_whole_number() {
+    let system = System::builder().start().await;
+    set_stock(&system, "WHOLE", 5).await;
+    let body = json!({
+        "customer_id": "fay",
+        "currency": "EUR",
+        "items": [{"sku": "WHOLE", "quantity": 2.0, "unit_price_cents": 100.0}],
+    });
+    let request = system
+        .http
+        .post(format!("{}/v1/orders", system.order.url()))
+        .json(&body);
+    let (status, _, _) = answer(request).await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test]
+async fn a_malformed_order_id_is_a_documented_400_problem() {
+    let system = System::builder().start().await;
+    let request = system
+        .http
+        .post(format!("{}/v1/orders/0/cancel", system.order.url()));
+    let (status, media, problem) = answer(request).await;
+    assert_eq!((status, media.as_str()), (400, "application/problem+json"));
+    assert_eq!(
+        problem["type"],
+        "https://orderflow.dev/problems/invalid-path"
+    );
+}
+
+#[tokio::test]
+async fn dead_letter_zero_does_not_exist_rather_than_failing() {
+    let system = System::builder().start().await;
+    let request = system
+        .http
+        .get(format!("{}/admin/dead-letters/0", system.order.url()))
+        .bearer_auth(ADMIN_TOKEN);
+    let (status, media, _) = answer(request).await;
+    assert_eq!((status, media.as_str()), (404, "application/problem+json"));
+}
+
+#[tokio::test]
+async fn a_dead_letter_page_after_the_largest_sequence_is_refused() {
+    let system = System::builder().start().await;
+    let request = system
+        .http
+        .get(format!(
+            "{}/admin/dead-letters?after=9223372036854775808",
+            system.order.url()
+        ))
+        .bearer_auth(ADMIN_TOKEN);
+    let (status, _, problem) = answer(request).await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["errors"][0]["field"], "after");
+}
+
+#[tokio::test]
+async fn every_documented_error_is_problem_json_with_its_headers() {
+    let system = System::builder().start().await;
+    let openapi: Value = system
+        .http
+        .get(format!("{}/openapi.json", system.order.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let create = &openapi["paths"]["/v1/orders"]["post"]["responses"];
+    for status in ["400", "413", "415", "422", "429", "500", "503"] {
+        assert!(
+            create[status]["content"]["application/problem+json"].is_object(),
+            "POST /v1/orders {status} is not declared as problem JSON: {create}"
+        );
+    }
+    assert!(create["429"]["headers"]["Retry-After"].is_object());
+    assert!(create["202"]["headers"]["Location"].is_object());
+    assert!(create["202"]["headers"]["Idempotent-Replayed"].is_object());
+    let list = &openapi["paths"]["/admin/dead-letters"]["get"]["responses"];
+    for status in ["401", "403"] {
+        assert!(list[status]["content"]["application/problem+json"].is_object());
+    }
+}
