@@ -1,7 +1,9 @@
-//! The HTTP contracts hold: schemathesis (PyPI, pinned in `tests/contract/requirements.txt`)
-//! fuzzes each service against the OpenAPI document it serves — examples, coverage, fuzzing
-//! and the stateful phase, with `--checks all`, a bounded number of cases — and finds
-//! nothing. Then what it found once, kept as regression tests.
+//! The HTTP contracts hold: schemathesis fuzzes each service against the OpenAPI document it
+//! serves — examples, coverage, fuzzing and the stateful phase, with `--checks all`, a bounded
+//! number of cases — and finds nothing; a client generated from the order service's document
+//! by openapi-python-client runs the README's flow. Then what the fuzzer found once, kept as
+//! regression tests. The tools are pinned in `tests/contract/requirements.txt`; scripts/test
+//! installs them and names their directory in `CONTRACT_TOOLS_BIN`.
 
 use std::path::{Path, PathBuf};
 
@@ -17,13 +19,50 @@ fn contract_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("contract")
 }
 
+/// A contract tool: from `CONTRACT_TOOLS_BIN` when set, else from `PATH`.
+fn tool(name: &str) -> std::process::Command {
+    let path = std::env::var_os("CONTRACT_TOOLS_BIN")
+        .map(|dir| PathBuf::from(dir).join(name))
+        .unwrap_or_else(|| name.into());
+    let mut command = std::process::Command::new(path);
+    if let Some(dir) = std::env::var_os("CONTRACT_TOOLS_BIN") {
+        // The client generator formats its output with the venv's ruff.
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![PathBuf::from(dir)];
+        dirs.extend(std::env::split_paths(&path));
+        command.env("PATH", std::env::join_paths(dirs).unwrap());
+    }
+    command
+}
+
+/// Runs `command` off the runtime's thread (the test's own tasks keep running) and fails
+/// with its output unless it succeeds.
+async fn succeeds(mut command: std::process::Command, what: &str) -> String {
+    let shown = format!("{command:?}");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {shown} ({e}): run scripts/test, or \
+                 `pip install -r tests/contract/requirements.txt`"
+            )
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what}:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Runs schemathesis against `service` and fails with its report when it finds anything.
 async fn fuzz(service: fn(&System) -> &ServiceProcess) {
-    let schemathesis = std::env::var("SCHEMATHESIS_BIN").unwrap_or_else(|_| "schemathesis".into());
     let system = System::builder().start().await;
     set_stock(&system, "0", 1_000_000).await;
     let url = service(&system).url();
-    let mut command = std::process::Command::new(&schemathesis);
+    let mut command = tool("schemathesis");
     command
         .current_dir(contract_dir())
         .env("SCHEMATHESIS_HOOKS", "hooks")
@@ -32,22 +71,11 @@ async fn fuzz(service: fn(&System) -> &ServiceProcess) {
         .args(["run", &format!("{url}/openapi.json"), "--checks", "all"])
         .args(["--max-examples", EXAMPLES])
         .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")]);
-    // Off the runtime's thread: the test's own tasks keep running while it fuzzes.
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap();
-    let output = output.unwrap_or_else(|e| {
-        panic!(
-            "cannot run {schemathesis} ({e}): run scripts/test, or \
-             `pip install -r tests/contract/requirements.txt`"
-        )
-    });
-    assert!(
-        output.status.success(),
-        "schemathesis found contract failures on {url}:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeds(
+        command,
+        &format!("schemathesis found contract failures on {url}"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -63,6 +91,42 @@ async fn schemathesis_finds_nothing_on_the_inventory_service() {
 #[tokio::test]
 async fn schemathesis_finds_nothing_on_the_notification_service() {
     fuzz(|system| &system.notification).await;
+}
+
+#[tokio::test]
+async fn a_client_generated_from_the_order_document_runs_the_readme_flow() {
+    let system = System::builder().start().await;
+    set_stock(&system, "SKU-MUG", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let document = system
+        .http
+        .get(format!("{}/openapi.json", system.order.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join("openapi.json"), &document).unwrap();
+
+    let mut generate = tool("openapi-python-client");
+    generate.current_dir(dir.path()).args([
+        "generate",
+        "--path",
+        "openapi.json",
+        "--output-path",
+        "client",
+    ]);
+    succeeds(generate, "openapi-python-client cannot generate a client").await;
+    let mut flow = tool("python3");
+    flow.env("PYTHONPATH", dir.path().join("client"))
+        .arg(contract_dir().join("readme_flow.py"))
+        .args([&system.order.url(), "SKU-MUG"]);
+    let said = succeeds(flow, "the generated client's README flow failed").await;
+    assert!(
+        said.contains("history: pending, confirmed, cancelled"),
+        "{said}"
+    );
 }
 
 /// Status, media type and JSON body of the answer to `request`.

@@ -209,7 +209,8 @@ fn bounded(value: Option<usize>, default: usize, field: &str) -> Result<usize, P
 }
 
 /// List dead letters, oldest first.
-#[utoipa::path(get, path = "/admin/dead-letters", params(ListQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/dead-letters", tag = "admin", operation_id = "list_dead_letters",
+    params(ListQuery), security(("bearer" = [])),
     responses((status = 200, description = "A page of dead letters", body = DeadLetterPage)))]
 async fn list(
     State(bus): State<Bus>,
@@ -234,7 +235,7 @@ async fn list(
 }
 
 /// Inspect one dead letter.
-#[utoipa::path(get, path = "/admin/dead-letters/{sequence}", security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/dead-letters/{sequence}", tag = "admin", operation_id = "get_dead_letter", security(("bearer" = [])),
     params(("sequence" = u64, Path, minimum = 1, description = "DLQ sequence")),
     responses((status = 200, description = "The dead letter", body = DeadLetterView),
               (status = 404, description = "No such dead letter (or already redriven)", body = Problem)))]
@@ -249,7 +250,7 @@ async fn inspect(
 }
 
 /// Redrive one dead letter.
-#[utoipa::path(post, path = "/admin/dead-letters/{sequence}/redrive", security(("bearer" = [])),
+#[utoipa::path(post, path = "/admin/dead-letters/{sequence}/redrive", tag = "admin", operation_id = "redrive_dead_letter", security(("bearer" = [])),
     params(("sequence" = u64, Path, minimum = 1, description = "DLQ sequence")),
     responses((status = 200, description = "Published again", body = Redriven),
               (status = 404, description = "No such dead letter (or already redriven)", body = Problem),
@@ -271,7 +272,8 @@ async fn redrive_one(
 }
 
 /// Redrive the oldest dead letters at a bounded rate.
-#[utoipa::path(post, path = "/admin/dead-letters/redrive", params(RedriveQuery), security(("bearer" = [])),
+#[utoipa::path(post, path = "/admin/dead-letters/redrive", tag = "admin", operation_id = "redrive_dead_letters",
+    params(RedriveQuery), security(("bearer" = [])),
     responses((status = 200, description = "How many were published again", body = Redriven)))]
 async fn redrive_oldest(
     State(bus): State<Bus>,

@@ -101,7 +101,7 @@ fn parse_sku(raw: String) -> Result<Sku, Problem> {
 }
 
 /// List the stock of every SKU.
-#[utoipa::path(get, path = "/v1/stock", responses((status = 200, description = "Every SKU", body = Vec<StockView>)))]
+#[utoipa::path(get, path = "/v1/stock", tag = "stock", responses((status = 200, description = "Every SKU", body = Vec<StockView>)))]
 async fn list_stock(
     AxumState(stores): AxumState<Started<Stores>>,
 ) -> Result<axum::Json<Vec<StockView>>, Problem> {
@@ -127,6 +127,7 @@ async fn list_stock(
 #[utoipa::path(
     get,
     path = "/v1/stock/{sku}",
+    tag = "stock",
     params(platform::openapi::SkuPath),
     responses(
         (status = 200, description = "Its stock", body = StockView),
@@ -151,6 +152,7 @@ async fn get_stock(
 #[utoipa::path(
     put,
     path = "/v1/stock/{sku}",
+    tag = "stock",
     params(platform::openapi::SkuPath),
     request_body = SetStock,
     security(("bearer" = [])),
@@ -188,6 +190,7 @@ async fn set_stock(
 #[utoipa::path(
     get,
     path = "/v1/reservations/{order_id}",
+    tag = "reservations",
     params(("order_id" = uuid::Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "The reservation", body = ReservationView),

@@ -68,6 +68,7 @@ impl IntoParams for NotificationQuery {
 #[utoipa::path(
     get,
     path = "/v1/notifications",
+    tag = "notifications",
     params(NotificationQuery),
     responses(
         (status = 200, description = "The outcomes of its notifications, oldest first", body = Vec<Notification>),
@@ -115,7 +116,7 @@ fn unavailable(error: bus::StoreError) -> Problem {
 }
 
 /// The webhook endpoint and whether it is disabled.
-#[utoipa::path(get, path = "/admin/webhook", security(("bearer" = [])),
+#[utoipa::path(get, path = "/admin/webhook", tag = "admin", operation_id = "get_webhook", security(("bearer" = [])),
     responses((status = 200, description = "The endpoint", body = WebhookView),
               (status = 404, description = "No webhook configured", body = Problem, content_type = "application/problem+json")))]
 async fn webhook_state(
@@ -130,7 +131,7 @@ async fn webhook_state(
 
 /// Send to the webhook endpoint again after it was disabled by a `410 Gone` (for every
 /// replica). Notifications that failed while it was disabled stay failed.
-#[utoipa::path(post, path = "/admin/webhook/enable", security(("bearer" = [])),
+#[utoipa::path(post, path = "/admin/webhook/enable", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "The endpoint, enabled", body = WebhookView),
               (status = 404, description = "No webhook configured", body = Problem, content_type = "application/problem+json")))]
 async fn enable_webhook(

@@ -358,6 +358,7 @@ fn hex(bytes: &[u8]) -> String {
 #[utoipa::path(
     post,
     path = "/v1/orders",
+    tag = "orders",
     request_body = CreateOrder,
     params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$", description = "Makes retries safe: same key and body, same order. 1–255 visible ASCII characters")),
     responses(
@@ -425,6 +426,7 @@ async fn create_order(
 #[utoipa::path(
     get,
     path = "/v1/orders/{order_id}",
+    tag = "orders",
     params(("order_id" = uuid::Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "The order", body = OrderView),
@@ -447,6 +449,7 @@ async fn get_order(
 #[utoipa::path(
     get,
     path = "/v1/orders",
+    tag = "orders",
     params(ListQuery),
     responses(
         (status = 200, description = "A page of orders", body = OrderPage),
@@ -501,6 +504,7 @@ async fn list_orders(
 #[utoipa::path(
     post,
     path = "/v1/orders/{order_id}/cancel",
+    tag = "orders",
     params(("order_id" = uuid::Uuid, Path, description = "The order id")),
     responses(
         (status = 202, description = "Cancelled; the stock release and the notification follow", body = Accepted, headers(
