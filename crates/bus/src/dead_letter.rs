@@ -37,10 +37,11 @@ pub enum DeadLetterReason {
 impl DeadLetterReason {
     /// The value of the `Dlq-Reason` header.
     pub const fn as_str(self) -> &'static str {
+        use events::names::dead_letter_reason as reason;
         match self {
-            Self::Permanent => "permanent",
-            Self::RetriesExhausted => "retries_exhausted",
-            Self::AckTimeout => "ack_timeout",
+            Self::Permanent => reason::PERMANENT,
+            Self::RetriesExhausted => reason::RETRIES_EXHAUSTED,
+            Self::AckTimeout => reason::ACK_TIMEOUT,
         }
     }
 

@@ -9,6 +9,7 @@
 //! the current one on decode ([`Envelope::decode`]); an unknown version is a [`DecodeError`],
 //! never a guess. Payloads ignore unknown fields (a newer producer may add optional ones).
 
+pub mod asyncapi;
 mod envelope;
 mod id;
 mod inventory;
@@ -17,6 +18,7 @@ pub mod names;
 mod notification;
 mod order;
 pub mod schema;
+pub mod topology;
 
 pub use envelope::{DecodeError, Envelope, Event, EventKind, SPEC_VERSION};
 pub use id::{Currency, CustomerId, InvalidId, OrderId, Sku, TOKEN_MAX_LEN, TOKEN_PATTERN};

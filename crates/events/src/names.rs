@@ -61,7 +61,7 @@ pub mod header {
     pub const DLQ_CONSUMER: &str = "Dlq-Consumer";
     /// Dead letter: how many times it was delivered.
     pub const DLQ_DELIVERIES: &str = "Dlq-Delivery-Count";
-    /// Dead letter: why it was given up (`permanent`, `max_deliver`, `ack_timeout`).
+    /// Dead letter: why it was given up (one of [`super::dead_letter_reason::ALL`]).
     pub const DLQ_REASON: &str = "Dlq-Reason";
     /// Dead letter: the error text.
     pub const DLQ_ERROR: &str = "Dlq-Error";
@@ -69,4 +69,16 @@ pub mod header {
     pub const DLQ_TIME: &str = "Dlq-Time";
     /// Dead letter: the original `Nats-Msg-Id`, kept because the dead letter needs its own.
     pub const DLQ_MSG_ID: &str = "Dlq-Original-Msg-Id";
+}
+
+/// The values of the `Dlq-Reason` header.
+pub mod dead_letter_reason {
+    /// The message can never succeed: undecodable, unknown version, or a permanent error.
+    pub const PERMANENT: &str = "permanent";
+    /// The handler failed transiently on every allowed delivery.
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    /// Every delivery ended in an ack timeout: the handler hung or its process died.
+    pub const ACK_TIMEOUT: &str = "ack_timeout";
+    /// Every reason.
+    pub const ALL: [&str; 3] = [PERMANENT, RETRIES_EXHAUSTED, ACK_TIMEOUT];
 }

@@ -201,3 +201,48 @@ fn every_schema_file_belongs_to_a_known_event_version() {
         );
     }
 }
+
+#[test]
+fn the_checked_in_asyncapi_document_matches_the_code() {
+    let path = crate_dir().join("asyncapi.json");
+    let expected = serde_json::to_string_pretty(&events::asyncapi::document()).unwrap() + "\n";
+    if std::env::var_os("ORDERFLOW_BLESS").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(&path).ok().as_deref() == Some(expected.as_str()),
+        "asyncapi.json is stale: run `ORDERFLOW_BLESS=1 cargo test -p events` and commit"
+    );
+}
+
+#[test]
+fn the_asyncapi_document_has_a_channel_and_a_message_per_event_version() {
+    let document = events::asyncapi::document();
+    for kind in EventKind::ALL {
+        let channel = &document["channels"][kind.type_name()];
+        assert!(
+            channel["address"]
+                .as_str()
+                .unwrap()
+                .ends_with(events::layout::verb(kind))
+        );
+        for &version in kind.versions() {
+            let id = format!("{}.v{version}", kind.type_name());
+            assert!(document["components"]["messages"][&id].is_object(), "{id}");
+            assert!(
+                schema::all()
+                    .iter()
+                    .any(|s| s.file_name() == format!("{id}.json"))
+            );
+        }
+    }
+    for subscription in events::topology::SUBSCRIPTIONS {
+        for kind in subscription.kinds {
+            let operation = format!("{}.receives.{}", subscription.service, kind.type_name());
+            assert_eq!(
+                document["operations"][&operation]["action"], "receive",
+                "{operation}"
+            );
+        }
+    }
+}

@@ -18,8 +18,7 @@ use std::collections::BTreeMap;
 
 use bus::{ConsumerSpec, Delivery, HandlerError, Lease};
 use events::{
-    Envelope, Event, EventKind, OrderCreated, OrderId, OrderKey, Partitions, ReservedLine,
-    Shortfall, Sku,
+    Envelope, Event, OrderCreated, OrderId, OrderKey, Partitions, ReservedLine, Shortfall, Sku,
 };
 use uuid::Uuid;
 
@@ -27,18 +26,13 @@ use crate::reservation::{self, Decision, Reservation};
 use crate::stock::{Applied, StockOp};
 use crate::store::Store;
 
-/// Durable consumer of order events.
-pub const CONSUMER: &str = "inventory";
 /// Rounds of "decide, append, find the history moved" before a redelivery is asked for.
 const ROUNDS: usize = 8;
 
 /// The inventory service's consumers: one per partition.
 pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
-    ConsumerSpec::per_partition(
-        CONSUMER,
-        &[EventKind::OrderCreated, EventKind::OrderCancelled],
-        partitions,
-    )
+    let subscription = events::topology::INVENTORY;
+    ConsumerSpec::per_partition(subscription.durable, subscription.kinds, partitions)
 }
 
 /// Handles `orders.created` and `orders.cancelled`.

@@ -6,23 +6,17 @@
 //! outcome and sends nothing if there is one.
 
 use bus::{ConsumerSpec, Delivery, HandlerError};
-use events::{Channel, Event, EventKind, NotificationKind, Partitions};
+use events::{Channel, Event, NotificationKind, Partitions};
 use serde_json::json;
 
 use crate::notification::{self, notification_id};
 use crate::store::Store;
 use crate::webhook::SendError;
 
-/// Durable consumer of order outcomes.
-pub const CONSUMER: &str = "notification";
-
 /// The notification service's consumers: one per partition.
 pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
-    ConsumerSpec::per_partition(
-        CONSUMER,
-        &[EventKind::OrderConfirmed, EventKind::OrderCancelled],
-        partitions,
-    )
+    let subscription = events::topology::NOTIFICATION;
+    ConsumerSpec::per_partition(subscription.durable, subscription.kinds, partitions)
 }
 
 /// Delivers notifications.

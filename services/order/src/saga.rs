@@ -8,21 +8,15 @@
 //! transition if an earlier attempt made it, and does nothing.
 
 use bus::{ConsumerSpec, Delivery, HandlerError};
-use events::{CancelReason, Event, EventKind, Partitions};
+use events::{CancelReason, Event, Partitions};
 
 use crate::order::Decision;
 use crate::store::{Basis, Store, Transitioned};
 
-/// Durable consumer of inventory decisions.
-pub const CONSUMER: &str = "order-saga";
-
 /// The consumer specs of the order service: one per partition.
 pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
-    ConsumerSpec::per_partition(
-        CONSUMER,
-        &[EventKind::InventoryReserved, EventKind::InventoryRejected],
-        partitions,
-    )
+    let subscription = events::topology::ORDER_SAGA;
+    ConsumerSpec::per_partition(subscription.durable, subscription.kinds, partitions)
 }
 
 /// Handles every event the order service consumes.

@@ -1,0 +1,76 @@
+//! Who writes and who reads each event: the saga's wiring in one place. The services build
+//! their consumers from it, and the AsyncAPI document ([`crate::asyncapi`]) states it, so the
+//! two cannot drift.
+
+use crate::envelope::EventKind;
+use crate::layout::Domain;
+
+/// A service's durable consumer: its name, and the events it handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// The service.
+    pub service: &'static str,
+    /// The durable consumer's name (one per partition stream, all named alike).
+    pub durable: &'static str,
+    /// What it does with them, for the documentation.
+    pub purpose: &'static str,
+    /// The events it is sent; all from one domain.
+    pub kinds: &'static [EventKind],
+}
+
+/// order-service confirms or cancels an order on inventory's decision.
+pub const ORDER_SAGA: Subscription = Subscription {
+    service: "order-service",
+    durable: "order-saga",
+    purpose: "confirms the order when its stock is reserved, cancels it when it is rejected",
+    kinds: &[EventKind::InventoryReserved, EventKind::InventoryRejected],
+};
+
+/// inventory-service reserves stock for a new order and releases it for a cancelled one.
+pub const INVENTORY: Subscription = Subscription {
+    service: "inventory-service",
+    durable: "inventory",
+    purpose: "reserves stock for a new order (or rejects it), releases it when the order is cancelled",
+    kinds: &[EventKind::OrderCreated, EventKind::OrderCancelled],
+};
+
+/// notification-service tells the customer about the order's outcome.
+pub const NOTIFICATION: Subscription = Subscription {
+    service: "notification-service",
+    durable: "notification",
+    purpose: "notifies the customer (log or webhook) and records the outcome",
+    kinds: &[EventKind::OrderConfirmed, EventKind::OrderCancelled],
+};
+
+/// Every subscription.
+pub const SUBSCRIPTIONS: [Subscription; 3] = [ORDER_SAGA, INVENTORY, NOTIFICATION];
+
+/// The one service that writes `domain`'s events.
+pub const fn writer(domain: Domain) -> &'static str {
+    match domain {
+        Domain::Orders => "order-service",
+        Domain::Inventory => "inventory-service",
+        Domain::Notifications => "notification-service",
+    }
+}
+
+/// The subscriptions that are sent `kind`.
+pub fn readers(kind: EventKind) -> impl Iterator<Item = &'static Subscription> {
+    SUBSCRIPTIONS
+        .iter()
+        .filter(move |s| s.kinds.contains(&kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_subscription_reads_one_domain_written_by_another_service() {
+        for subscription in SUBSCRIPTIONS {
+            let domain = Domain::of(subscription.kinds[0]);
+            assert!(subscription.kinds.iter().all(|k| Domain::of(*k) == domain));
+            assert_ne!(writer(domain), subscription.service);
+        }
+    }
+}
