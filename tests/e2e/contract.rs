@@ -202,15 +202,7 @@ async fn a_dead_letter_page_after_the_largest_sequence_is_refused() {
 #[tokio::test]
 async fn every_documented_error_is_problem_json_with_its_headers() {
     let system = System::builder().start().await;
-    let openapi: Value = system
-        .http
-        .get(format!("{}/openapi.json", system.order.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi = crate::support::order_openapi(&system).await;
     let create = &openapi["paths"]["/v1/orders"]["post"]["responses"];
     for status in ["400", "413", "415", "422", "429", "500", "503"] {
         assert!(

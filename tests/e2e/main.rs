@@ -7,6 +7,7 @@
 mod bad_input;
 mod contention;
 mod contract;
+mod customer_auth;
 mod dead_letters;
 mod deploy;
 mod faults;

@@ -67,7 +67,15 @@ async fn every_service_answers_health_readiness_metrics_and_openapi() {
 #[test]
 fn help_lists_every_setting_with_its_environment_variable() {
     for (binary, extra) in [
-        ("order-service", &[][..]),
+        (
+            "order-service",
+            &[
+                "AUTH_JWKS_URL",
+                "AUTH_JWKS_FILE",
+                "AUTH_ISSUER",
+                "AUTH_AUDIENCE",
+            ][..],
+        ),
         ("inventory-service", &[][..]),
         (
             "notification-service",

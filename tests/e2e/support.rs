@@ -41,6 +41,19 @@ pub async fn admin_get_json(system: &System, url: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// The OpenAPI document the order service serves.
+pub async fn order_openapi(system: &System) -> Value {
+    system
+        .http
+        .get(format!("{}/openapi.json", system.order.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The Prometheus exposition of one service's `/metrics`.
 pub async fn metrics(system: &System, service: &testkit::ServiceProcess) -> String {
     system

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod customer_auth;
 pub mod dead_letters;
 pub mod edge;
 pub mod json;

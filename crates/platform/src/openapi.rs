@@ -84,10 +84,11 @@ fn complete_operation(operation: &mut Value) {
     }
     if operation.get("security").is_some() {
         answers.extend([
-            ("401", "No admin token, or not a bearer token"),
+            ("401", "No bearer token, or an invalid or expired one"),
             (
                 "403",
-                "Wrong admin token, or the admin endpoints are disabled (no ADMIN_TOKEN)",
+                "The token does not allow this: a wrong admin token, admin endpoints disabled \
+                 (no ADMIN_TOKEN), or another customer's id in the request",
             ),
         ]);
     }
@@ -104,6 +105,12 @@ fn complete_operation(operation: &mut Value) {
         if status.starts_with('4') || status.starts_with('5') {
             response["content"] = json!({
                 PROBLEM_JSON: { "schema": { "$ref": "#/components/schemas/Problem" } }
+            });
+        }
+        if status == "401" {
+            response["headers"]["WWW-Authenticate"] = json!({
+                "description": "How to authenticate (sent on the customer routes)",
+                "schema": { "type": "string" },
             });
         }
         if status == "429" || status == "503" {

@@ -33,6 +33,9 @@ pub struct Problem {
     /// Seconds to wait before retrying (sent as `Retry-After`).
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// Whether to ask for a bearer token (`WWW-Authenticate`, RFC 6750).
+    #[serde(skip)]
+    pub bearer_challenge: bool,
 }
 
 /// One invalid field of a request.
@@ -64,6 +67,7 @@ impl Problem {
             detail: None,
             errors: Vec::new(),
             retry_after: None,
+            bearer_challenge: false,
         }
     }
 
@@ -94,6 +98,18 @@ impl Problem {
         )
         .with_detail("one or more fields are invalid; see `errors`")
         .with_errors(errors)
+    }
+
+    /// 401: no valid customer token; `WWW-Authenticate` says which scheme (RFC 6750).
+    pub fn unauthenticated(detail: &str) -> Self {
+        let mut problem = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+        )
+        .with_detail(detail);
+        problem.bearer_challenge = true;
+        problem
     }
 
     /// 404 for a resource that does not exist.
@@ -131,7 +147,7 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        let retry_after = self.retry_after;
+        let (retry_after, bearer_challenge) = (self.retry_after, self.bearer_challenge);
         let mut response = (status, axum::Json(self)).into_response();
         let headers = response.headers_mut();
         headers.insert(
@@ -140,6 +156,12 @@ impl IntoResponse for Problem {
         );
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if bearer_challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
         }
         response
     }

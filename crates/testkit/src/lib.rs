@@ -16,6 +16,7 @@
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
 pub mod faults;
+mod identity;
 mod nats;
 mod otlp;
 mod proxy;
@@ -25,6 +26,7 @@ mod wait;
 mod webhook;
 mod workload;
 
+pub use identity::{AUDIENCE, ISSUER, IdentityProvider, Signer};
 pub use nats::{Builder, INSTALL_HINT, NatsServer, binary, free_port};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use proxy::FaultProxy;

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use events::{
     CancelReason, Currency, CustomerId, Envelope, Event, LineItem, OrderCreated, OrderId, Sku,
 };
+use platform::customer_auth::{self, Customers};
 use platform::problem::{ApiJson, ApiPath, ApiQuery, FieldError, Problem};
 use platform::service::Started;
 use serde::{Deserialize, Serialize};
@@ -38,11 +39,63 @@ pub const MAX_PAGE: usize = 100;
 #[derive(Debug, Clone)]
 pub struct App {
     pub(crate) store: Started<Store>,
+    /// Customer authentication, when on.
+    pub(crate) customers: Option<Customers>,
 }
 
 impl App {
     fn store(&self) -> Result<&Store, Problem> {
         self.store.get()
+    }
+
+    /// The authenticated customer (authentication on), `None` when off; `claimed` is the id
+    /// the request names, which must then be the token's.
+    async fn caller(
+        &self,
+        headers: &HeaderMap,
+        claimed: Option<&str>,
+    ) -> Result<Option<CustomerId>, Problem> {
+        customer_auth::customer(self.customers.as_ref(), headers, claimed).await
+    }
+}
+
+/// Marks the order routes as needing a customer token (authentication on): the `customer`
+/// bearer scheme, and `customer_id` no longer required in the body or the query.
+pub(crate) fn require_customer_tokens(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    use utoipa::openapi::{RefOr, Required, schema::Schema};
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "customer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "A customer's token from the identity provider (RS256 or ES256)",
+                ))
+                .build(),
+        ),
+    );
+    if let Some(RefOr::T(Schema::Object(create))) = components.schemas.get_mut("CreateOrder") {
+        create.required.retain(|field| field != "customer_id");
+    }
+    for item in doc.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            operation.security = Some(vec![SecurityRequirement::new(
+                "customer",
+                Vec::<String>::new(),
+            )]);
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let RefOr::T(parameter) = parameter
+                    && parameter.name == "customer_id"
+                {
+                    parameter.required = Required::False;
+                }
+            }
+        }
     }
 }
 
@@ -84,9 +137,11 @@ pub struct ApiDoc;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
-    /// Who orders: 1–64 of `A-Z a-z 0-9 _ -`.
-    #[schema(schema_with = platform::openapi::token_schema)]
-    pub customer_id: String,
+    /// Who orders: 1–64 of `A-Z a-z 0-9 _ -`. With customer authentication on, the customer
+    /// is the token's subject: leave this out, or give that same id.
+    #[schema(schema_with = platform::openapi::token_schema, required = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
     /// 1–100 lines, each SKU on one line only.
     #[schema(schema_with = lines_schema)]
     pub items: Vec<OrderLine>,
@@ -210,8 +265,8 @@ pub struct OrderPage {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Whose orders.
-    pub customer_id: String,
+    /// Whose orders (with customer authentication on: the token's subject).
+    pub customer_id: Option<String>,
     /// Page size, 1–100 (default 20).
     pub limit: Option<usize>,
     /// Only orders older than this order id (the previous page's `next_before`).
@@ -269,8 +324,8 @@ fn accepted(order_id: OrderId, status: Status, replayed: bool) -> Response {
 /// Checks a new order and turns it into the event payload (without its id).
 fn validate(request: &CreateOrder) -> Result<(CustomerId, Vec<LineItem>, Currency), Problem> {
     let mut errors = Vec::new();
-    let customer = CustomerId::new(request.customer_id.clone())
-        .map_err(|e| errors.push(FieldError::new("customer_id", e.to_string())))
+    let customer = claimed_customer(request.customer_id.as_deref())
+        .map_err(|e| errors.push(e))
         .ok();
     let currency = match Currency::new(request.currency.clone()) {
         Ok(c) if CURRENCIES.contains(&c.as_str()) => Some(c),
@@ -325,8 +380,15 @@ fn validate(request: &CreateOrder) -> Result<(CustomerId, Vec<LineItem>, Currenc
     }
 }
 
-/// The storage key of an `Idempotency-Key` header, or a problem if the header is unusable.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+/// The customer a request names (customer authentication off), or the field error.
+fn claimed_customer(claimed: Option<&str>) -> Result<CustomerId, FieldError> {
+    let claimed = claimed.ok_or_else(|| FieldError::new("customer_id", "is required"))?;
+    CustomerId::new(claimed).map_err(|e| FieldError::new("customer_id", e.to_string()))
+}
+
+/// The storage key of an `Idempotency-Key` header — per customer, so one customer's key never
+/// answers for another — or a problem if the header is unusable.
+fn idempotency_key(headers: &HeaderMap, customer: &CustomerId) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get("Idempotency-Key") else {
         return Ok(None);
     };
@@ -343,7 +405,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
             )
             .with_detail("must be 1 to 255 visible ASCII characters")
         })?;
-    Ok(Some(hex(&Sha256::digest(key.as_bytes()))))
+    let mut digest = Sha256::new();
+    digest.update(customer.as_str().as_bytes());
+    digest.update(b"\n");
+    digest.update(key.as_bytes());
+    Ok(Some(hex(&digest.finalize())))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -377,13 +443,17 @@ fn hex(bytes: &[u8]) -> String {
 async fn create_order(
     State(app): State<App>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<CreateOrder>,
+    ApiJson(mut request): ApiJson<CreateOrder>,
 ) -> Result<Response, Problem> {
+    let caller = app.caller(&headers, request.customer_id.as_deref()).await?;
+    if let Some(caller) = caller {
+        request.customer_id = Some(caller.to_string());
+    }
     let (customer_id, items, currency) = validate(&request)?;
     let store = app.store()?;
     let mut order_id = OrderId::new();
     let mut replayed = false;
-    if let Some(key) = idempotency_key(&headers)? {
+    if let Some(key) = idempotency_key(&headers, &customer_id)? {
         let request_hash = hex(&Sha256::digest(
             serde_json::to_vec(&request).unwrap_or_default(),
         ));
@@ -436,13 +506,22 @@ async fn create_order(
 )]
 async fn get_order(
     State(app): State<App>,
+    headers: HeaderMap,
     ApiPath(order_id): ApiPath<OrderId>,
 ) -> Result<axum::Json<OrderView>, Problem> {
+    let caller = app.caller(&headers, None).await?;
     app.store()?
         .find(order_id)
         .await?
+        .filter(|order| visible_to(order, caller.as_ref()))
         .map(|order| axum::Json(OrderView::from(order)))
         .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
+}
+
+/// Whether `caller` may see `order`: anyone when customer authentication is off; else only its
+/// customer — to anyone else another customer's order does not exist (404, not 403).
+fn visible_to(order: &Order, caller: Option<&CustomerId>) -> bool {
+    caller.is_none_or(|caller| *caller == order.created.customer_id)
 }
 
 /// List a customer's orders, newest first.
@@ -459,12 +538,17 @@ async fn get_order(
 )]
 async fn list_orders(
     State(app): State<App>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<OrderPage>, Problem> {
+    let caller = app.caller(&headers, query.customer_id.as_deref()).await?;
     let mut errors = Vec::new();
-    let customer = CustomerId::new(query.customer_id.clone())
-        .map_err(|e| errors.push(FieldError::new("customer_id", e.to_string())))
-        .ok();
+    let customer = match caller {
+        Some(caller) => Some(caller),
+        None => claimed_customer(query.customer_id.as_deref())
+            .map_err(|e| errors.push(e))
+            .ok(),
+    };
     let limit = query.limit.unwrap_or(20);
     if !(1..=MAX_PAGE).contains(&limit) {
         errors.push(FieldError::new("limit", format!("must be 1 to {MAX_PAGE}")));
@@ -518,11 +602,17 @@ async fn list_orders(
 #[tracing::instrument(name = "cancel order", skip_all, fields(order_id = %order_id))]
 async fn cancel_order(
     State(app): State<App>,
+    headers: HeaderMap,
     ApiPath(order_id): ApiPath<OrderId>,
 ) -> Result<Response, Problem> {
+    let caller = app.caller(&headers, None).await?;
     let store = app.store()?;
     let not_found = || Problem::not_found(format!("no order {order_id}"));
-    let order = store.find(order_id).await?.ok_or_else(not_found)?;
+    let order = store
+        .find(order_id)
+        .await?
+        .filter(|order| visible_to(order, caller.as_ref()))
+        .ok_or_else(not_found)?;
     let key = order.key.clone();
     let transitioned = store
         .transition(&key, Basis::Known(Box::new(order)), |order| {
@@ -548,7 +638,7 @@ mod tests {
 
     fn request() -> CreateOrder {
         CreateOrder {
-            customer_id: "c-1".into(),
+            customer_id: Some("c-1".into()),
             items: vec![OrderLine {
                 sku: "SKU-1".into(),
                 quantity: 1,
@@ -570,7 +660,7 @@ mod tests {
     #[test]
     fn every_invalid_field_is_reported_at_once() {
         let mut bad = request();
-        bad.customer_id = "a.b".into();
+        bad.customer_id = Some("a.b".into());
         bad.currency = "XXX".into();
         bad.items[0].quantity = 0;
         bad.items[0].unit_price_cents = 0;

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use bus::{Bus, CancellationToken, ConsumerSpec, ProvisionError};
 use platform::config::{HttpArgs, NatsArgs};
+use platform::customer_auth::{AuthArgs, Customers};
 use platform::service::{RunError, Started};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
@@ -42,6 +43,9 @@ pub struct Config {
     /// HTTP limits.
     #[command(flatten)]
     pub http: HttpArgs,
+    /// Customer authentication (off unless a JWKS is given).
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// Runs the service on `listener` until `shutdown`.
@@ -53,6 +57,7 @@ pub async fn run(
     platform::service::run(
         OrderService {
             admin_token: platform::admin::token(&config.http)?,
+            customers: customers(&config.auth).await?,
         },
         config.nats,
         config.http,
@@ -62,8 +67,22 @@ pub async fn run(
     .await
 }
 
+async fn customers(args: &AuthArgs) -> Result<Option<Customers>, RunError> {
+    let customers = Customers::from_args(args)
+        .await
+        .map_err(|e| RunError::Settings(e.to_string()))?;
+    if customers.is_none() {
+        tracing::warn!(
+            "customer authentication is off (no AUTH_JWKS_URL or AUTH_JWKS_FILE): the API trusts \
+             the customer id in each request — for a trusted network only"
+        );
+    }
+    Ok(customers)
+}
+
 struct OrderService {
     admin_token: Option<bus::Secret>,
+    customers: Option<Customers>,
 }
 
 impl platform::service::Service for OrderService {
@@ -73,12 +92,19 @@ impl platform::service::Service for OrderService {
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
         let mut doc = api::ApiDoc::openapi();
+        if self.customers.is_some() {
+            api::require_customer_tokens(&mut doc);
+        }
         doc.merge(platform::dead_letters::ApiDoc::openapi());
         doc
     }
 
     fn routes(&self, store: Started<store::Store>, bus: &Bus) -> Router {
-        api::routes(api::App { store }).merge(platform::dead_letters::routes(
+        api::routes(api::App {
+            store,
+            customers: self.customers.clone(),
+        })
+        .merge(platform::dead_letters::routes(
             bus.clone(),
             self.admin_token.clone(),
         ))

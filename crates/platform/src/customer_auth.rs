@@ -1,0 +1,376 @@
+//! Customer authentication for the public API. When configured (`AUTH_JWKS_URL` or
+//! `AUTH_JWKS_FILE`, with `AUTH_ISSUER` and `AUTH_AUDIENCE`), a request needs a bearer JWT
+//! signed with RS256 or ES256 by a key of that JWKS, issued by that issuer for that audience,
+//! unexpired; the customer is its `sub`. Any other algorithm — `none` and the HMAC family
+//! included, which would let a public key serve as a shared secret — is refused before a key
+//! is looked at. Off, the API takes the customer from the request: for a trusted network only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, header};
+use events::CustomerId;
+use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+use crate::problem::Problem;
+
+/// How customers are authenticated.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// JWKS URL of the customers' identity provider (`https://…/.well-known/jwks.json`); turns
+    /// customer authentication on. Without it (or AUTH_JWKS_FILE) the API trusts the customer
+    /// id in each request: for a trusted network only.
+    #[arg(long, env = "AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// A JWKS file instead of a URL (read at start).
+    #[arg(long, env = "AUTH_JWKS_FILE")]
+    pub auth_jwks_file: Option<PathBuf>,
+    /// The `iss` every customer token must carry (required with a JWKS).
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// The `aud` every customer token must carry (required with a JWKS).
+    #[arg(long, env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+}
+
+/// Customer authentication cannot be set up as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// Both key sources were given.
+    #[error("set AUTH_JWKS_URL or AUTH_JWKS_FILE, not both")]
+    TwoSources,
+    /// A JWKS without the claims to check.
+    #[error("customer authentication needs AUTH_ISSUER and AUTH_AUDIENCE with its JWKS")]
+    MissingClaims,
+    /// Issuer or audience without a JWKS.
+    #[error("AUTH_ISSUER and AUTH_AUDIENCE need AUTH_JWKS_URL or AUTH_JWKS_FILE")]
+    NoKeys,
+    /// The URL is not http(s).
+    #[error("AUTH_JWKS_URL must be an http:// or https:// URL")]
+    BadUrl,
+    /// The file cannot be read or is not a JWKS.
+    #[error("cannot load the JWKS file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a token was refused; logged, and never more precise than "invalid" towards the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No `Authorization: Bearer` header.
+    #[error("no bearer token")]
+    Missing,
+    /// Not RS256 or ES256, or not a JWT at all.
+    #[error("algorithm not accepted or malformed token: {0}")]
+    Algorithm(String),
+    /// No published key has the token's `kid`.
+    #[error("no key {0:?} in the JWKS")]
+    UnknownKey(Option<String>),
+    /// Signature, expiry, issuer, audience or a required claim.
+    #[error("{0}")]
+    Invalid(jsonwebtoken::errors::Error),
+    /// `sub` is not a customer id.
+    #[error("the subject is not a customer id")]
+    Subject,
+}
+
+/// Verifies customer tokens; cheap to clone.
+#[derive(Clone)]
+pub struct Customers(Arc<Inner>);
+
+struct Inner {
+    url: Option<String>,
+    issuer: String,
+    audience: String,
+    keys: RwLock<Keys>,
+    http: reqwest::Client,
+}
+
+struct Keys {
+    set: JwkSet,
+    fetched: Option<Instant>,
+}
+
+impl std::fmt::Debug for Customers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Customers")
+            .field("issuer", &self.0.issuer)
+            .field("audience", &self.0.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fetch of the JWKS is not repeated more often than this, whatever tokens arrive.
+const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+/// The accepted algorithms.
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+impl Customers {
+    /// The verifier `args` configure, or `None` when customer authentication is off.
+    pub async fn from_args(args: &AuthArgs) -> Result<Option<Self>, AuthConfigError> {
+        let (issuer, audience) = (args.auth_issuer.clone(), args.auth_audience.clone());
+        let set = match (&args.auth_jwks_url, &args.auth_jwks_file) {
+            (Some(_), Some(_)) => return Err(AuthConfigError::TwoSources),
+            (None, None) if issuer.is_some() || audience.is_some() => {
+                return Err(AuthConfigError::NoKeys);
+            }
+            (None, None) => return Ok(None),
+            (Some(url), None) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                return Err(AuthConfigError::BadUrl);
+            }
+            (Some(_), None) => None,
+            (None, Some(path)) => Some(read_file(path)?),
+        };
+        let (Some(issuer), Some(audience)) = (issuer, audience) else {
+            return Err(AuthConfigError::MissingClaims);
+        };
+        // The JWKS is fetched over HTTPS; one process-wide TLS provider (a no-op when set).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let customers = Self(Arc::new(Inner {
+            url: args.auth_jwks_url.clone(),
+            issuer,
+            audience,
+            keys: RwLock::new(Keys {
+                set: set.unwrap_or(JwkSet { keys: Vec::new() }),
+                fetched: None,
+            }),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        }));
+        // A provider that is down at start must not keep the API down: the keys are fetched
+        // again when a token names one we do not have.
+        customers.refresh().await;
+        Ok(Some(customers))
+    }
+
+    /// The customer `headers` authenticate.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<CustomerId, Refusal> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Refusal::Missing)?;
+        self.verify(token.trim()).await
+    }
+
+    /// The customer `token` names, if it is valid.
+    pub async fn verify(&self, token: &str) -> Result<CustomerId, Refusal> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| Refusal::Algorithm(e.to_string()))?;
+        if !ALGORITHMS.contains(&header.alg) {
+            return Err(Refusal::Algorithm(format!("{:?}", header.alg)));
+        }
+        let key = match self.key(header.kid.as_deref(), header.alg).await {
+            Some(key) => key,
+            None => {
+                self.refresh().await;
+                self.key(header.kid.as_deref(), header.alg)
+                    .await
+                    .ok_or(Refusal::UnknownKey(header.kid.clone()))?
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.0.issuer]);
+        validation.set_audience(&[&self.0.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(Refusal::Invalid)?
+            .claims;
+        CustomerId::new(claims.sub).map_err(|_| Refusal::Subject)
+    }
+
+    /// The published key `kid` names (or the only key, when the token names none), if it is
+    /// meant for `alg`.
+    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
+        let keys = self.0.keys.read().await;
+        let jwk = match kid {
+            Some(kid) => keys.set.find(kid)?,
+            None if keys.set.keys.len() == 1 => &keys.set.keys[0],
+            None => return None,
+        };
+        // A key published for another algorithm is not this token's key.
+        if let Some(published) = jwk.common.key_algorithm {
+            let published = match published {
+                KeyAlgorithm::RS256 => Some(Algorithm::RS256),
+                KeyAlgorithm::ES256 => Some(Algorithm::ES256),
+                _ => None,
+            };
+            if published != Some(alg) {
+                return None;
+            }
+        }
+        DecodingKey::from_jwk(jwk).ok()
+    }
+
+    /// Fetches the JWKS again (from a URL only, at most every [`REFRESH_AT_MOST_EVERY`]).
+    async fn refresh(&self) {
+        let Some(url) = &self.0.url else {
+            return;
+        };
+        let mut keys = self.0.keys.write().await;
+        if keys
+            .fetched
+            .is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY)
+        {
+            return;
+        }
+        keys.fetched = Some(Instant::now());
+        let fetched = async {
+            let response = self.0.http.get(url).send().await?.error_for_status()?;
+            response.json::<JwkSet>().await
+        };
+        match fetched.await {
+            Ok(set) => {
+                tracing::info!(keys = set.keys.len(), "customer JWKS loaded");
+                keys.set = set;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch the customer JWKS; keeping the keys we have")
+            }
+        }
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<JwkSet, AuthConfigError> {
+    let error = |reason: String| AuthConfigError::File {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| error(e.to_string()))
+}
+
+/// The customer a request is made for: the token's subject when authentication is on; else
+/// `claimed`, the id the request itself names (a trusted network's caller).
+pub async fn customer(
+    customers: Option<&Customers>,
+    headers: &HeaderMap,
+    claimed: Option<&str>,
+) -> Result<Option<CustomerId>, Problem> {
+    let Some(customers) = customers else {
+        return Ok(None);
+    };
+    match customers.authenticate(headers).await {
+        Ok(customer) => match claimed {
+            Some(claimed) if claimed != customer.as_str() => Err(Problem::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "not-your-customer-id",
+                "The request names another customer",
+            )
+            .with_detail("leave customer_id out, or give the one your token is for")),
+            _ => Ok(Some(customer)),
+        },
+        Err(refusal) => {
+            tracing::info!(reason = %refusal, "customer token refused");
+            Err(Problem::unauthenticated(match refusal {
+                Refusal::Missing => {
+                    "send `Authorization: Bearer <token>` from the identity provider"
+                }
+                _ => "the bearer token is invalid or expired",
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: Option<&str>, file: Option<&str>, issuer: bool, audience: bool) -> AuthArgs {
+        AuthArgs {
+            auth_jwks_url: url.map(str::to_owned),
+            auth_jwks_file: file.map(PathBuf::from),
+            auth_issuer: issuer.then(|| "https://id.example/".to_owned()),
+            auth_audience: audience.then(|| "orderflow-api".to_owned()),
+        }
+    }
+
+    async fn setup(args: AuthArgs) -> Result<bool, String> {
+        Customers::from_args(&args)
+            .await
+            .map(|c| c.is_some())
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn without_a_jwks_authentication_is_off() {
+        assert_eq!(setup(args(None, None, false, false)).await, Ok(false));
+    }
+
+    #[tokio::test]
+    async fn an_issuer_or_audience_without_keys_is_refused() {
+        assert!(setup(args(None, None, true, true)).await.is_err());
+        assert!(setup(args(None, None, false, true)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_jwks_needs_both_issuer_and_audience() {
+        let url = Some("https://id.example/jwks.json");
+        assert!(setup(args(url, None, true, false)).await.is_err());
+        assert!(setup(args(url, None, false, true)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_url_and_a_file_together_or_a_non_http_url_are_refused() {
+        let file = Some("keys.json");
+        assert!(
+            setup(args(Some("https://id.example/jwks.json"), file, true, true))
+                .await
+                .is_err()
+        );
+        assert!(
+            setup(args(Some("ftp://id.example/jwks.json"), None, true, true))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_jwks_file_is_read_at_start() {
+        let jwks = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testkit/keys/issuer-jwks.json"
+        );
+        assert_eq!(setup(args(None, Some(jwks), true, true)).await, Ok(true));
+        let error = setup(args(None, Some("/nonexistent/jwks.json"), true, true)).await;
+        assert!(error.unwrap_err().contains("/nonexistent/jwks.json"));
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_or_hmac_token_is_refused_before_any_key_is_looked_at() {
+        let jwks = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testkit/keys/issuer-jwks.json"
+        );
+        let Ok(Some(customers)) = Customers::from_args(&args(None, Some(jwks), true, true)).await
+        else {
+            panic!("no verifier");
+        };
+        // {"alg":"none"} and {"alg":"HS256","kid":"es-1"}, each with a payload and a signature.
+        for token in [
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
+            "eyJhbGciOiJIUzI1NiIsImtpZCI6ImVzLTEifQ.eyJzdWIiOiJ4In0.c2ln",
+        ] {
+            assert!(matches!(
+                customers.verify(token).await,
+                Err(Refusal::Algorithm(_))
+            ));
+        }
+    }
+}

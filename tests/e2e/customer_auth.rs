@@ -1,0 +1,212 @@
+//! Customers authenticated: with a JWKS configured, the order API needs a bearer JWT from that
+//! provider (RS256 or ES256, right issuer and audience, unexpired); the customer is the token's
+//! subject; each customer sees and cancels only their own orders, and owns their
+//! Idempotency-Keys. The provider is a real JWKS server on loopback (testkit).
+
+use serde_json::{Value, json};
+use testkit::{IdentityProvider, Signer, System};
+
+use crate::support::{accepted_order_id, set_stock};
+
+async fn system_trusting(provider: &IdentityProvider) -> System {
+    let mut builder = System::builder();
+    for (key, value) in provider.service_env() {
+        builder = builder.env(key, &value);
+    }
+    let system = builder.start().await;
+    set_stock(&system, "SKU-AUTH", 100).await;
+    system
+}
+
+/// An order of one SKU-AUTH, naming no customer: the token does.
+fn order() -> Value {
+    json!({ "items": [{ "sku": "SKU-AUTH", "quantity": 1, "unit_price_cents": 100 }], "currency": "EUR" })
+}
+
+async fn place_as(system: &System, token: &str, body: &Value) -> reqwest::Response {
+    system
+        .http
+        .post(format!("{}/v1/orders", system.order.url()))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_as(system: &System, token: &str, path: &str) -> reqwest::Response {
+    system
+        .http
+        .get(format!("{}{path}", system.order.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_customers_token_places_reads_and_lists_their_own_orders() {
+    let provider = IdentityProvider::start().await;
+    let system = system_trusting(&provider).await;
+    let token = provider.token("carol");
+
+    let order_id = accepted_order_id(place_as(&system, &token, &order()).await).await;
+    let view: Value = get_as(&system, &token, &format!("/v1/orders/{order_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["customer_id"], "carol");
+    let page: Value = get_as(&system, &token, "/v1/orders")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["orders"][0]["order_id"], order_id.as_str());
+}
+
+#[tokio::test]
+async fn another_customers_orders_do_not_exist_for_you() {
+    let provider = IdentityProvider::start().await;
+    let system = system_trusting(&provider).await;
+    let order_id =
+        accepted_order_id(place_as(&system, &provider.token("dave"), &order()).await).await;
+    let eve = provider.token("eve");
+
+    let read = get_as(&system, &eve, &format!("/v1/orders/{order_id}")).await;
+    assert_eq!(read.status(), 404);
+    let cancel = system
+        .http
+        .post(format!(
+            "{}/v1/orders/{order_id}/cancel",
+            system.order.url()
+        ))
+        .bearer_auth(&eve)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 404);
+    let listed = get_as(&system, &eve, "/v1/orders?customer_id=dave").await;
+    assert_eq!(listed.status(), 403, "eve listed dave's orders");
+    let own: Value = get_as(&system, &eve, "/v1/orders")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["orders"], json!([]));
+}
+
+#[tokio::test]
+async fn an_order_for_another_customer_id_than_the_tokens_is_refused() {
+    let provider = IdentityProvider::start().await;
+    let system = system_trusting(&provider).await;
+    let mut body = order();
+    body["customer_id"] = json!("mallory");
+    let response = place_as(&system, &provider.token("frank"), &body).await;
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_one_customer() {
+    let provider = IdentityProvider::start().await;
+    let system = system_trusting(&provider).await;
+    let mut ids = Vec::new();
+    for (customer, quantity) in [("gina", 1), ("hank", 2)] {
+        let mut body = order();
+        body["items"][0]["quantity"] = json!(quantity);
+        let response = system
+            .http
+            .post(format!("{}/v1/orders", system.order.url()))
+            .bearer_auth(provider.token(customer))
+            .header("Idempotency-Key", "checkout-1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        ids.push(accepted_order_id(response).await);
+    }
+    assert_ne!(ids[0], ids[1], "one customer's key answered for another");
+}
+
+#[tokio::test]
+async fn an_rs256_token_is_accepted_too() {
+    let provider = IdentityProvider::start().await;
+    let system = system_trusting(&provider).await;
+    let token = provider.token_with(Signer::Rs256, provider.claims("ivy"));
+    assert_eq!(place_as(&system, &token, &order()).await.status(), 202);
+}
+
+#[tokio::test]
+async fn missing_expired_misaddressed_forged_and_unsigned_tokens_are_refused() {
+    let provider = IdentityProvider::start().await;
+    let system = system_trusting(&provider).await;
+    let claims = provider.claims("judy");
+    let altered = |key: &str, value: Value| {
+        let mut claims = claims.clone();
+        claims[key] = value;
+        claims
+    };
+    let now = claims["iat"].as_u64().unwrap();
+    let refused = [
+        (
+            "expired",
+            provider.token_with(Signer::Es256, altered("exp", json!(now - 3600))),
+        ),
+        (
+            "wrong audience",
+            provider.token_with(Signer::Es256, altered("aud", json!("another-api"))),
+        ),
+        (
+            "wrong issuer",
+            provider.token_with(Signer::Es256, altered("iss", json!("https://evil.test/"))),
+        ),
+        (
+            "wrong key",
+            provider.token_with(Signer::Forger, claims.clone()),
+        ),
+        (
+            "alg none",
+            provider.token_with(Signer::Unsigned, claims.clone()),
+        ),
+        (
+            "not a customer id",
+            provider.token_with(Signer::Es256, altered("sub", json!("a.b"))),
+        ),
+        ("not a JWT", "definitely-not-a-jwt".to_owned()),
+    ];
+    for (what, token) in refused {
+        let response = place_as(&system, &token, &order()).await;
+        assert_eq!(
+            response.status(),
+            401,
+            "a token with {what} was not refused"
+        );
+        assert!(
+            response.headers().contains_key("www-authenticate"),
+            "{what}"
+        );
+    }
+    let anonymous = system
+        .http
+        .get(format!("{}/v1/orders?customer_id=judy", system.order.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn the_document_declares_the_customer_scheme_when_it_is_on() {
+    let provider = IdentityProvider::start().await;
+    let system = system_trusting(&provider).await;
+    let openapi = crate::support::order_openapi(&system).await;
+    assert_eq!(
+        openapi["components"]["securitySchemes"]["customer"]["bearerFormat"],
+        "JWT"
+    );
+    let create = &openapi["paths"]["/v1/orders"]["post"];
+    assert_eq!(create["security"][0]["customer"], json!([]));
+    assert!(create["responses"]["401"].is_object());
+    let required = openapi["components"]["schemas"]["CreateOrder"]["required"].clone();
+    assert!(!required.as_array().unwrap().contains(&json!("customer_id")));
+}
