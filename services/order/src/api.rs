@@ -386,9 +386,14 @@ fn claimed_customer(claimed: Option<&str>) -> Result<CustomerId, FieldError> {
     CustomerId::new(claimed).map_err(|e| FieldError::new("customer_id", e.to_string()))
 }
 
-/// The storage key of an `Idempotency-Key` header — per customer, so one customer's key never
-/// answers for another — or a problem if the header is unusable.
-fn idempotency_key(headers: &HeaderMap, customer: &CustomerId) -> Result<Option<String>, Problem> {
+/// The storage key of an `Idempotency-Key` header, or a problem if the header is unusable. With
+/// customer authentication on, keys are per customer (`owner`), so one customer's key never
+/// answers for another; off, the request's customer id is the caller's say-so, and keys stay
+/// global (stored as before, so an upgrade does not forget the keys of in-flight retries).
+fn idempotency_key(
+    headers: &HeaderMap,
+    owner: Option<&CustomerId>,
+) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get("Idempotency-Key") else {
         return Ok(None);
     };
@@ -406,8 +411,10 @@ fn idempotency_key(headers: &HeaderMap, customer: &CustomerId) -> Result<Option<
             .with_detail("must be 1 to 255 visible ASCII characters")
         })?;
     let mut digest = Sha256::new();
-    digest.update(customer.as_str().as_bytes());
-    digest.update(b"\n");
+    if let Some(owner) = owner {
+        digest.update(owner.as_str().as_bytes());
+        digest.update(b"\n");
+    }
     digest.update(key.as_bytes());
     Ok(Some(hex(&digest.finalize())))
 }
@@ -446,14 +453,14 @@ async fn create_order(
     ApiJson(mut request): ApiJson<CreateOrder>,
 ) -> Result<Response, Problem> {
     let caller = app.caller(&headers, request.customer_id.as_deref()).await?;
-    if let Some(caller) = caller {
+    if let Some(caller) = &caller {
         request.customer_id = Some(caller.to_string());
     }
     let (customer_id, items, currency) = validate(&request)?;
     let store = app.store()?;
     let mut order_id = OrderId::new();
     let mut replayed = false;
-    if let Some(key) = idempotency_key(&headers, &customer_id)? {
+    if let Some(key) = idempotency_key(&headers, caller.as_ref())? {
         let request_hash = hex(&Sha256::digest(
             serde_json::to_vec(&request).unwrap_or_default(),
         ));
