@@ -1,6 +1,7 @@
 //! NATS as production should run it: TLS with client certificates, and one user per service
-//! with the permissions in `deploy/nats/permissions.conf`. The saga works end to end with them,
-//! and a service publishing outside its permissions is refused — and the server says so.
+//! with the permissions in `deploy/nats/permissions.conf`. The saga works end to end with them
+//! (each service receiving replies under its own inbox prefix), a service publishing outside its
+//! permissions is refused, and one cannot listen to another's replies — and the server says so.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,7 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
     let seen = errors.clone();
     let client = async_nats::ConnectOptions::new()
         .user_and_password("inventory-service".into(), "inventory-secret-2".into())
+        .custom_inbox_prefix("_INBOX_inventory-service")
         .add_root_certificates(pki.ca.clone())
         .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
         .require_tls(true)
@@ -89,7 +91,7 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
         .unwrap();
     let js = async_nats::jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(1))
-        .build(client);
+        .build(client.clone());
     let refused = js
         .publish(
             format!("orders.0.mallory.{}.confirmed", events::OrderId::new()),
@@ -100,11 +102,21 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
         .await;
     assert!(refused.is_err(), "a forged orders.confirmed was stored");
     crate::support::eventually("the server reports the violation", || async {
-        errors
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e.to_lowercase().contains("permissions violation"))
+        errors.lock().unwrap().iter().any(|e| {
+            e.to_lowercase()
+                .contains("permissions violation for publish")
+        })
+    })
+    .await;
+
+    // Nor may they listen to the order service's replies (its reads of orders and keys).
+    let _eavesdrop = client.subscribe("_INBOX_order-service.>").await.unwrap();
+    crate::support::eventually("the server refuses the subscription", || async {
+        errors.lock().unwrap().iter().any(|e| {
+            let e = e.to_lowercase();
+            e.contains("permissions violation for subscription")
+                && e.contains("_inbox_order-service")
+        })
     })
     .await;
 }

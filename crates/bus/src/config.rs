@@ -138,6 +138,23 @@ pub struct BusConfig {
 }
 
 impl BusConfig {
+    /// Where this connection receives replies: `_INBOX_<name>`, so a server can let each
+    /// service's user receive only its own replies (`_INBOX_order-service.>`, not `_INBOX.>`).
+    pub fn inbox_prefix(&self) -> String {
+        let name: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("_INBOX_{name}")
+    }
+
     /// Local defaults: `nats://127.0.0.1:4222`, no auth, no TLS.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
@@ -201,6 +218,16 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_connection_receives_replies_under_its_own_inbox_prefix() {
+        assert_eq!(
+            BusConfig::new("order-service").inbox_prefix(),
+            "_INBOX_order-service"
+        );
+        // Whatever the name, the prefix is one subject token.
+        assert_eq!(BusConfig::new("a.b >*").inbox_prefix(), "_INBOX_a_b___");
+    }
 
     #[test]
     fn no_credentials_means_no_auth() {

@@ -130,6 +130,7 @@ async fn options(config: &BusConfig) -> Result<ConnectOptions, ConnectError> {
     let name = config.name.clone();
     let mut options = ConnectOptions::new()
         .name(&config.name)
+        .custom_inbox_prefix(config.inbox_prefix())
         .retry_on_initial_connect()
         .max_reconnects(None)
         .event_callback(move |event| {
