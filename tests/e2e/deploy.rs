@@ -210,4 +210,22 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         })
         .await;
     }
+    // Nor does anything it started outlive it — its log view included.
+    let dir_name = dir.path().to_string_lossy().into_owned();
+    eventually("no process of scripts/dev is left", || async {
+        processes_mentioning(&dir_name).is_empty()
+    })
+    .await;
+}
+
+/// The command lines of running processes that mention `text`.
+fn processes_mentioning(text: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(text))
+        .collect()
 }
