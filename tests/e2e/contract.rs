@@ -98,16 +98,8 @@ async fn a_client_generated_from_the_order_document_runs_the_readme_flow() {
     let system = System::builder().start().await;
     set_stock(&system, "SKU-MUG", 10).await;
     let dir = tempfile::tempdir().unwrap();
-    let document = system
-        .http
-        .get(format!("{}/openapi.json", system.order.url()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    std::fs::write(dir.path().join("openapi.json"), &document).unwrap();
+    let document = crate::support::order_openapi(&system).await;
+    std::fs::write(dir.path().join("openapi.json"), document.to_string()).unwrap();
 
     let mut generate = tool("openapi-python-client");
     generate.current_dir(dir.path()).args([

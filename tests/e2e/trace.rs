@@ -185,15 +185,7 @@ async fn probes_and_scrapes_create_no_spans_but_are_still_counted() {
         .filter(|name| PROBES.iter().any(|path| name.ends_with(path)))
         .collect();
     assert_eq!(traced, Vec::<String>::new(), "probes were traced");
-    let metrics = system
-        .http
-        .get(format!("{}/metrics", system.order.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::support::metrics(&system, &system.order).await;
     for path in PROBES {
         assert!(
             metrics.contains(&format!("route=\"{path}\"")),

@@ -40,12 +40,7 @@ pub async fn require_token(
         .with_detail("this service was started without ADMIN_TOKEN (or ADMIN_TOKEN_FILE)")
         .into_response();
     };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
+    match crate::problem::bearer_token(request.headers()) {
         None => {
             let mut response = Problem::new(
                 StatusCode::UNAUTHORIZED,

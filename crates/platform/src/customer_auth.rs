@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use events::CustomerId;
 use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -90,13 +90,60 @@ struct Inner {
     url: Option<String>,
     issuer: String,
     audience: String,
+    /// What a token must satisfy, per accepted algorithm (same order as [`ALGORITHMS`]).
+    validations: [Validation; 2],
     keys: RwLock<Keys>,
     http: reqwest::Client,
 }
 
+/// The published keys, parsed once per JWKS load rather than once per request.
 struct Keys {
-    set: JwkSet,
+    usable: Vec<Key>,
+    /// How many keys the JWKS published (a token without `kid` needs exactly one).
+    published: usize,
     fetched: Option<Instant>,
+}
+
+struct Key {
+    kid: Option<String>,
+    /// The algorithm it was published for; `None`: any accepted one.
+    alg: Option<Algorithm>,
+    key: DecodingKey,
+}
+
+/// The keys of `set` a token may be verified with, parsed.
+fn usable_keys(set: &JwkSet) -> Vec<Key> {
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let alg = match jwk.common.key_algorithm {
+                None => None,
+                Some(KeyAlgorithm::RS256) => Some(Algorithm::RS256),
+                Some(KeyAlgorithm::ES256) => Some(Algorithm::ES256),
+                // Published for an algorithm we do not accept: never this token's key.
+                Some(_) => return None,
+            };
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some(Key {
+                kid: jwk.common.key_id.clone(),
+                alg,
+                key,
+            })
+        })
+        .collect()
+}
+
+impl Keys {
+    /// The key `kid` names (or the only key, when the token names none), if it is meant for
+    /// `alg`.
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&DecodingKey> {
+        let key = match kid {
+            Some(kid) => self.usable.iter().find(|k| k.kid.as_deref() == Some(kid))?,
+            None if self.published == 1 => self.usable.first()?,
+            None => return None,
+        };
+        key.alg.is_none_or(|a| a == alg).then_some(&key.key)
+    }
 }
 
 impl std::fmt::Debug for Customers {
@@ -139,12 +186,22 @@ impl Customers {
         };
         // The JWKS is fetched over HTTPS; one process-wide TLS provider (a no-op when set).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let validations = ALGORITHMS.map(|alg| {
+            let mut validation = Validation::new(alg);
+            validation.set_issuer(&[&issuer]);
+            validation.set_audience(&[&audience]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.leeway = 30;
+            validation
+        });
         let customers = Self(Arc::new(Inner {
             url: args.auth_jwks_url.clone(),
             issuer,
             audience,
+            validations,
             keys: RwLock::new(Keys {
-                set: set.unwrap_or(JwkSet { keys: Vec::new() }),
+                usable: set.as_ref().map(usable_keys).unwrap_or_default(),
+                published: set.as_ref().map_or(0, |set| set.keys.len()),
                 fetched: None,
             }),
             http: reqwest::Client::builder()
@@ -160,11 +217,7 @@ impl Customers {
 
     /// The customer `headers` authenticate.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<CustomerId, Refusal> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(Refusal::Missing)?;
+        let token = crate::problem::bearer_token(headers).ok_or(Refusal::Missing)?;
         self.verify(token.trim()).await
     }
 
@@ -172,50 +225,28 @@ impl Customers {
     pub async fn verify(&self, token: &str) -> Result<CustomerId, Refusal> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| Refusal::Algorithm(e.to_string()))?;
-        if !ALGORITHMS.contains(&header.alg) {
+        let Some(validation) = ALGORITHMS
+            .iter()
+            .position(|alg| *alg == header.alg)
+            .map(|i| &self.0.validations[i])
+        else {
             return Err(Refusal::Algorithm(format!("{:?}", header.alg)));
-        }
-        let key = match self.key(header.kid.as_deref(), header.alg).await {
-            Some(key) => key,
+        };
+        let kid = header.kid.as_deref();
+        let decode = |keys: &Keys| {
+            keys.find(kid, header.alg)
+                .map(|key| jsonwebtoken::decode::<Claims>(token, key, validation))
+        };
+        let decoded = match decode(&*self.0.keys.read().await) {
+            Some(decoded) => decoded,
             None => {
                 self.refresh().await;
-                self.key(header.kid.as_deref(), header.alg)
-                    .await
-                    .ok_or(Refusal::UnknownKey(header.kid.clone()))?
+                decode(&*self.0.keys.read().await)
+                    .ok_or_else(|| Refusal::UnknownKey(header.kid.clone()))?
             }
         };
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&self.0.issuer]);
-        validation.set_audience(&[&self.0.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map_err(Refusal::Invalid)?
-            .claims;
+        let claims = decoded.map_err(Refusal::Invalid)?.claims;
         CustomerId::new(claims.sub).map_err(|_| Refusal::Subject)
-    }
-
-    /// The published key `kid` names (or the only key, when the token names none), if it is
-    /// meant for `alg`.
-    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
-        let keys = self.0.keys.read().await;
-        let jwk = match kid {
-            Some(kid) => keys.set.find(kid)?,
-            None if keys.set.keys.len() == 1 => &keys.set.keys[0],
-            None => return None,
-        };
-        // A key published for another algorithm is not this token's key.
-        if let Some(published) = jwk.common.key_algorithm {
-            let published = match published {
-                KeyAlgorithm::RS256 => Some(Algorithm::RS256),
-                KeyAlgorithm::ES256 => Some(Algorithm::ES256),
-                _ => None,
-            };
-            if published != Some(alg) {
-                return None;
-            }
-        }
-        DecodingKey::from_jwk(jwk).ok()
     }
 
     /// Fetches the JWKS again (from a URL only, at most every [`REFRESH_AT_MOST_EVERY`]).
@@ -237,8 +268,13 @@ impl Customers {
         };
         match fetched.await {
             Ok(set) => {
-                tracing::info!(keys = set.keys.len(), "customer JWKS loaded");
-                keys.set = set;
+                keys.usable = usable_keys(&set);
+                keys.published = set.keys.len();
+                tracing::info!(
+                    keys = set.keys.len(),
+                    usable = keys.usable.len(),
+                    "customer JWKS loaded"
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fetch the customer JWKS; keeping the keys we have")

@@ -3,6 +3,7 @@
 //! feeds. A redriven letter is published again on its original subject with its original
 //! headers and removed from the DLQ; repeating a redrive is harmless.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,7 +18,6 @@ use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::openapi::{integer_schema, parameter};
-
 use crate::problem::{ApiPath, ApiQuery, Problem};
 
 /// Most letters one list or bulk redrive handles.
@@ -196,14 +196,22 @@ pub fn routes(bus: Bus, admin_token: Option<Secret>) -> Router {
         .with_state(bus)
 }
 
+/// A batch size: `value` or `default`, 1 to [`MAX_BATCH`].
 fn bounded(value: Option<usize>, default: usize, field: &str) -> Result<usize, Problem> {
-    let value = value.unwrap_or(default);
-    if (1..=MAX_BATCH).contains(&value) {
+    within(value.unwrap_or(default), 1..=MAX_BATCH, field)
+}
+
+/// `value`, if `range` holds it; else a 422 naming `field`.
+fn within<T>(value: T, range: RangeInclusive<T>, field: &str) -> Result<T, Problem>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
         Ok(value)
     } else {
         Err(Problem::validation(vec![crate::problem::FieldError::new(
             field,
-            format!("must be 1 to {MAX_BATCH}"),
+            format!("must be {} to {}", range.start(), range.end()),
         )]))
     }
 }
@@ -217,13 +225,7 @@ async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<DeadLetterPage>, Problem> {
     let limit = bounded(query.limit, 50, "limit")?;
-    let after = query.after.unwrap_or(0);
-    if after > MAX_SEQUENCE {
-        return Err(Problem::validation(vec![crate::problem::FieldError::new(
-            "after",
-            format!("must be at most {MAX_SEQUENCE}"),
-        )]));
-    }
+    let after = within(query.after.unwrap_or(0), 0..=MAX_SEQUENCE, "after")?;
     let letters = bus.dead_letters(after, limit).await?;
     let next_after = (letters.len() == limit)
         .then(|| letters.last().map(|l| l.dlq_sequence))
@@ -238,7 +240,7 @@ async fn list(
 #[utoipa::path(get, path = "/admin/dead-letters/{sequence}", tag = "admin", operation_id = "get_dead_letter", security(("bearer" = [])),
     params(("sequence" = u64, Path, minimum = 1, description = "DLQ sequence")),
     responses((status = 200, description = "The dead letter", body = DeadLetterView),
-              (status = 404, description = "No such dead letter (or already redriven)", body = Problem)))]
+              (status = 404, description = "No such dead letter (or already redriven)")))]
 async fn inspect(
     State(bus): State<Bus>,
     ApiPath(sequence): ApiPath<u64>,
@@ -253,8 +255,8 @@ async fn inspect(
 #[utoipa::path(post, path = "/admin/dead-letters/{sequence}/redrive", tag = "admin", operation_id = "redrive_dead_letter", security(("bearer" = [])),
     params(("sequence" = u64, Path, minimum = 1, description = "DLQ sequence")),
     responses((status = 200, description = "Published again", body = Redriven),
-              (status = 404, description = "No such dead letter (or already redriven)", body = Problem),
-              (status = 422, description = "Not a dead letter, or its subject is not an event subject of its stream", body = Problem)))]
+              (status = 404, description = "No such dead letter (or already redriven)"),
+              (status = 422, description = "Not a dead letter, or its subject is not an event subject of its stream")))]
 async fn redrive_one(
     State(bus): State<Bus>,
     ApiPath(sequence): ApiPath<u64>,

@@ -1,8 +1,8 @@
 //! The HTTP edge every service shares: its API routes plus `/healthz` (alive), `/readyz` (NATS
 //! connected and consumers running), `/metrics` (Prometheus) and `/openapi.json`, wrapped in a
 //! server span per request (none for probes and scrapes), request metrics, a body-size limit
-//! and a request timeout, with 404/405 as problem JSON. [`serve`] stops accepting on shutdown and lets in-flight requests
-//! finish.
+//! and a request timeout, with 404/405 as problem JSON. [`serve`] stops accepting on shutdown
+//! and lets in-flight requests finish.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;

@@ -10,10 +10,7 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{OpenApi, RefOr, Required};
 
-use crate::problem::{FieldError, Problem};
-
-/// The media type of every error.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+use crate::problem::{FieldError, PROBLEM_JSON, Problem};
 
 /// `doc` with the answers of the edge and the extractors on every operation, every error
 /// response as problem JSON, `Retry-After` where the edge sends it, and the admin routes'

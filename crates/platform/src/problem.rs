@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// The media type of every error.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
 /// Base URI of problem types; a type's slug is appended.
 pub const PROBLEM_BASE: &str = "https://orderflow.dev/problems/";
 
@@ -150,10 +153,7 @@ impl IntoResponse for Problem {
         let (retry_after, bearer_challenge) = (self.retry_after, self.bearer_challenge);
         let mut response = (status, axum::Json(self)).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -231,6 +231,14 @@ impl From<bus::PublishError> for Problem {
             Problem::internal()
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// `axum::Json` whose rejections are problem JSON.

@@ -126,9 +126,10 @@ static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 
 /// Runs `fault` at `size` and checks the invariants.
 pub async fn run(fault: Fault, size: Size) -> Outcome {
-    let _cluster = match fault.is_cluster() {
-        true => Some(ONE_CLUSTER_AT_A_TIME.lock().await),
-        false => None,
+    let _cluster = if fault.is_cluster() {
+        Some(ONE_CLUSTER_AT_A_TIME.lock().await)
+    } else {
+        None
     };
     let receiver = WebhookReceiver::start().await;
     let mut builder: SystemBuilder = System::builder()

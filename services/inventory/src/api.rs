@@ -54,7 +54,7 @@ pub fn routes(stores: Started<Stores>, admin_token: Option<Secret>) -> Router {
         description = "Stock per SKU and reservations per order."
     ),
     paths(list_stock, get_stock, set_stock, get_reservation),
-    components(schemas(Problem, FieldError, ReservationView))
+    components(schemas(ReservationView))
 )]
 pub struct ApiDoc;
 
@@ -131,8 +131,8 @@ async fn list_stock(
     params(platform::openapi::SkuPath),
     responses(
         (status = 200, description = "Its stock", body = StockView),
-        (status = 404, description = "Never stocked", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a valid SKU", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Never stocked"),
+        (status = 422, description = "Not a valid SKU"),
     )
 )]
 async fn get_stock(
@@ -158,9 +158,9 @@ async fn get_stock(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The new stock", body = StockView),
-        (status = 401, description = "No admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Wrong admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid SKU or amount", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No admin token"),
+        (status = 403, description = "Wrong admin token"),
+        (status = 422, description = "Invalid SKU or amount"),
     )
 )]
 #[tracing::instrument(name = "set stock", skip_all, fields(sku = %sku))]
@@ -194,7 +194,7 @@ async fn set_stock(
     params(("order_id" = uuid::Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "The reservation", body = ReservationView),
-        (status = 404, description = "Inventory has not seen this order", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Inventory has not seen this order"),
     )
 )]
 async fn get_reservation(

@@ -31,8 +31,7 @@ const ROUNDS: usize = 8;
 
 /// The inventory service's consumers: one per partition.
 pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
-    let subscription = events::topology::INVENTORY;
-    ConsumerSpec::per_partition(subscription.durable, subscription.kinds, partitions)
+    ConsumerSpec::per_partition(&events::topology::INVENTORY, partitions)
 }
 
 /// Handles `orders.created` and `orders.cancelled`.

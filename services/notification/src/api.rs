@@ -37,7 +37,7 @@ pub fn routes(state: Started<Store>, admin_token: Option<Secret>) -> Router {
         description = "Notifications sent for orders."
     ),
     paths(list_notifications, webhook_state, enable_webhook),
-    components(schemas(Problem, FieldError, Notification, WebhookView))
+    components(schemas(Notification, WebhookView))
 )]
 pub struct ApiDoc;
 
@@ -72,7 +72,7 @@ impl IntoParams for NotificationQuery {
     params(NotificationQuery),
     responses(
         (status = 200, description = "The outcomes of its notifications, oldest first", body = Vec<Notification>),
-        (status = 422, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an order id"),
     )
 )]
 async fn list_notifications(
@@ -118,7 +118,7 @@ fn unavailable(error: bus::StoreError) -> Problem {
 /// The webhook endpoint and whether it is disabled.
 #[utoipa::path(get, path = "/admin/webhook", tag = "admin", operation_id = "get_webhook", security(("bearer" = [])),
     responses((status = 200, description = "The endpoint", body = WebhookView),
-              (status = 404, description = "No webhook configured", body = Problem, content_type = "application/problem+json")))]
+              (status = 404, description = "No webhook configured")))]
 async fn webhook_state(
     State(state): State<Started<Store>>,
 ) -> Result<axum::Json<WebhookView>, Problem> {
@@ -133,7 +133,7 @@ async fn webhook_state(
 /// replica). Notifications that failed while it was disabled stay failed.
 #[utoipa::path(post, path = "/admin/webhook/enable", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "The endpoint, enabled", body = WebhookView),
-              (status = 404, description = "No webhook configured", body = Problem, content_type = "application/problem+json")))]
+              (status = 404, description = "No webhook configured")))]
 async fn enable_webhook(
     State(state): State<Started<Store>>,
 ) -> Result<axum::Json<WebhookView>, Problem> {

@@ -15,8 +15,7 @@ use crate::webhook::SendError;
 
 /// The notification service's consumers: one per partition.
 pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
-    let subscription = events::topology::NOTIFICATION;
-    ConsumerSpec::per_partition(subscription.durable, subscription.kinds, partitions)
+    ConsumerSpec::per_partition(&events::topology::NOTIFICATION, partitions)
 }
 
 /// Delivers notifications.

@@ -128,8 +128,7 @@ pub fn routes(app: App) -> Router {
         title = "orderflow order-service",
         description = "Create, read, list and cancel orders."
     ),
-    paths(create_order, get_order, list_orders, cancel_order),
-    components(schemas(Problem, FieldError))
+    paths(create_order, get_order, list_orders, cancel_order)
 )]
 pub struct ApiDoc;
 
@@ -439,11 +438,11 @@ fn hex(bytes: &[u8]) -> String {
             ("Location" = String, description = "The order's URL"),
             ("Idempotent-Replayed" = String, description = "`true` when this answers a retry of an earlier request with the same Idempotency-Key"),
         )),
-        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid order, or Idempotency-Key reused for another request", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Event bus unavailable; retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or header"),
+        (status = 413, description = "Body too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "Invalid order, or Idempotency-Key reused for another request"),
+        (status = 503, description = "Event bus unavailable; retry with the same Idempotency-Key"),
     )
 )]
 #[tracing::instrument(name = "create order", skip_all, fields(order_id = tracing::field::Empty))]
@@ -507,8 +506,8 @@ async fn create_order(
     params(("order_id" = uuid::Uuid, Path, description = "The order id")),
     responses(
         (status = 200, description = "The order", body = OrderView),
-        (status = 400, description = "Not an order id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not an order id"),
+        (status = 404, description = "No such order"),
     )
 )]
 async fn get_order(
@@ -539,8 +538,8 @@ fn visible_to(order: &Order, caller: Option<&CustomerId>) -> bool {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of orders", body = OrderPage),
-        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid customer id or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad query"),
+        (status = 422, description = "Invalid customer id or limit"),
     )
 )]
 async fn list_orders(
@@ -601,9 +600,9 @@ async fn list_orders(
         (status = 202, description = "Cancelled; the stock release and the notification follow", body = Accepted, headers(
             ("Location" = String, description = "The order's URL"),
         )),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Event bus unavailable; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order"),
+        (status = 409, description = "Already cancelled"),
+        (status = 503, description = "Event bus unavailable; retry"),
     )
 )]
 #[tracing::instrument(name = "cancel order", skip_all, fields(order_id = %order_id))]

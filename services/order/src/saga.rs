@@ -15,8 +15,7 @@ use crate::store::{Basis, Store, Transitioned};
 
 /// The consumer specs of the order service: one per partition.
 pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
-    let subscription = events::topology::ORDER_SAGA;
-    ConsumerSpec::per_partition(subscription.durable, subscription.kinds, partitions)
+    ConsumerSpec::per_partition(&events::topology::ORDER_SAGA, partitions)
 }
 
 /// Handles every event the order service consumes.

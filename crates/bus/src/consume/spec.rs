@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
-use events::{Domain, EventKind, Partitions, layout};
+use events::topology::Subscription;
+use events::{Domain, Partitions, layout};
 
 /// A durable pull consumer's settings. Checked by [`ConsumerSpec::validate`] before use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +73,10 @@ impl ConsumerSpec {
         }
     }
 
-    /// One spec per partition for the durable `durable` consuming `kinds` — events of one
-    /// domain, so of one stream per partition — each filtered to its partition's subjects.
-    pub fn per_partition(durable: &str, kinds: &[EventKind], partitions: Partitions) -> Vec<Self> {
+    /// One spec per partition for `subscription`'s durable, consuming its kinds — events of
+    /// one domain, so of one stream per partition — each filtered to its partition's subjects.
+    pub fn per_partition(subscription: &Subscription, partitions: Partitions) -> Vec<Self> {
+        let (durable, kinds) = (subscription.durable, subscription.kinds);
         let Some(domain) = kinds.first().map(|kind| Domain::of(*kind)) else {
             return Vec::new();
         };
@@ -283,11 +285,8 @@ mod tests {
 
     #[test]
     fn a_spec_per_partition_filters_each_to_its_partition_stream() {
-        let specs = ConsumerSpec::per_partition(
-            "inventory",
-            &[EventKind::OrderCreated, EventKind::OrderCancelled],
-            Partitions::new(2).unwrap(),
-        );
+        let specs =
+            ConsumerSpec::per_partition(&events::topology::INVENTORY, Partitions::new(2).unwrap());
         let streams: Vec<_> = specs.iter().map(|s| s.stream.as_str()).collect();
         assert_eq!(streams, ["ORDERS_0", "ORDERS_1"]);
         assert_eq!(
