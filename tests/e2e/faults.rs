@@ -2,10 +2,12 @@
 //! injected while they flow, then every invariant (I1–I6, see testkit's workload) checked once
 //! the system is quiet. Each run is a few hundred orders and well under a minute; the same
 //! scenarios run long with `cargo build --bins && target/debug/orderflow-faults --long`.
+//! The cluster scenarios are in [`crate::cluster`].
 
 use testkit::faults::{self, Fault, Size};
 
-async fn holds_under(fault: Fault) {
+/// Runs `fault` at CI size and fails on any broken invariant.
+pub(crate) async fn holds_under(fault: Fault) {
     let outcome = faults::run(fault, Size::SHORT).await;
     eprintln!(
         "{fault:?}: {} faults injected; {}",
@@ -49,16 +51,6 @@ async fn poison_on_the_bus_is_dead_lettered_while_valid_orders_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_invariants_hold_through_network_latency_and_connection_resets() {
     holds_under(Fault::Network).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_invariants_hold_on_a_three_node_cluster_with_r3_streams_while_nodes_restart() {
-    holds_under(Fault::ClusterRestarts).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_invariants_hold_on_the_cluster_with_the_default_consumer_settings() {
-    holds_under(Fault::ClusterRestartsDefaults).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
