@@ -170,6 +170,15 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         .await
         .unwrap();
     assert_eq!(admin.status(), 200);
+    // NATS is closed as well: no login, no connection.
+    let anonymous_nats = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(format!("nats://127.0.0.1:{nats}"))
+        .await;
+    assert!(
+        anonymous_nats.is_err(),
+        "scripts/dev's NATS let an anonymous client in"
+    );
     let response = http
         .post(format!("{order_api}/v1/orders"))
         .json(&crate::support::order_body("devin", &[("SKU-MUG", 2)]))

@@ -1,7 +1,8 @@
 //! NATS as production should run it: TLS with client certificates, and one user per service
-//! with the permissions in `deploy/nats/permissions.conf`. The saga works end to end with them
-//! (each service receiving replies under its own inbox prefix), a service publishing outside its
-//! permissions is refused, and one cannot listen to another's replies — and the server says so.
+//! with the permissions shipped in `deploy/nats/permissions.conf`. The saga works end to end
+//! with them — both outcomes, notifications, the admin reads — and a service's credentials
+//! cannot publish another's events, touch another's bucket, change or delete a stream, or read
+//! another's replies: the server refuses each and says so.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,7 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
     for (_, variable, password) in USERS {
         server = server.env(variable, password);
     }
+    server = server.env("OPERATOR_PASSWORD", "operator-secret-4");
     let server = server.start();
 
     let mut builder = System::builder()
@@ -53,23 +55,43 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
     }
     let system = builder.start().await;
 
+    // The whole saga, both outcomes, with every service provisioning its own streams and
+    // buckets under its own user; the admin reads that list keys and dead letters work too.
     set_stock(&system, "SECURE", 3).await;
     let order_id = place(&system, "sam", &[("SECURE", 1)]).await;
     wait_for_status(&system, &order_id, "confirmed").await;
-    crate::support::eventually("the notification is sent", || async {
-        let notes = crate::support::get_json(
-            &system,
-            &format!(
-                "{}/v1/notifications?order_id={order_id}",
-                system.notification.url()
-            ),
-        )
-        .await;
-        notes[0]["status"] == "sent"
+    let too_many = place(&system, "sam", &[("SECURE", 5)]).await;
+    wait_for_status(&system, &too_many, "cancelled").await;
+    crate::support::eventually("both notifications are sent", || async {
+        let mut sent = 0;
+        for order in [&order_id, &too_many] {
+            let notes = crate::support::get_json(
+                &system,
+                &format!(
+                    "{}/v1/notifications?order_id={order}",
+                    system.notification.url()
+                ),
+            )
+            .await;
+            sent += usize::from(notes[0]["status"] == "sent");
+        }
+        sent == 2
     })
     .await;
+    for url in [
+        format!("{}/v1/stock", system.inventory[0].url()),
+        format!("{}/admin/dead-letters", system.order.url()),
+    ] {
+        let response = system.as_admin(system.http.get(&url)).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{url}: {}",
+            response.text().await.unwrap()
+        );
+    }
 
-    // The inventory's credentials may not announce orders.
+    // Log in as the inventory service and try what it must not do.
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = errors.clone();
     let client = async_nats::ConnectOptions::new()
@@ -82,41 +104,58 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
             let seen = seen.clone();
             async move {
                 if let async_nats::Event::ServerError(e) = event {
-                    seen.lock().unwrap().push(e.to_string());
+                    seen.lock().unwrap().push(e.to_string().to_lowercase());
                 }
             }
         })
         .connect(system.nats.url())
         .await
         .unwrap();
+    let refused = |what: &'static str, subject: String| {
+        let errors = errors.clone();
+        async move {
+            let subject = subject.to_lowercase();
+            crate::support::eventually(what, || async {
+                errors.lock().unwrap().iter().any(|e| {
+                    e.contains(&format!("permissions violation for {what}")) && e.contains(&subject)
+                })
+            })
+            .await;
+        }
+    };
+
+    // It may not announce orders...
     let js = async_nats::jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(1))
         .build(client.clone());
-    let refused = js
-        .publish(
-            format!("orders.0.mallory.{}.confirmed", events::OrderId::new()),
-            "forged".into(),
-        )
+    let forged = format!("orders.0.mallory.{}.confirmed", events::OrderId::new());
+    let stored = js
+        .publish(forged.clone(), "forged".into())
         .await
         .unwrap()
         .await;
-    assert!(refused.is_err(), "a forged orders.confirmed was stored");
-    crate::support::eventually("the server reports the violation", || async {
-        errors.lock().unwrap().iter().any(|e| {
-            e.to_lowercase()
-                .contains("permissions violation for publish")
-        })
-    })
-    .await;
-
-    // Nor may they listen to the order service's replies (its reads of orders and keys).
+    assert!(stored.is_err(), "a forged orders.confirmed was stored");
+    refused("publish", forged).await;
+    // ...nor write or read another service's bucket...
+    client
+        .publish("$KV.idempotency.forged", "x".into())
+        .await
+        .unwrap();
+    refused("publish", "$KV.idempotency.forged".into()).await;
+    let _ = client
+        .request("$JS.API.DIRECT.GET.KV_idempotency", "".into())
+        .await;
+    refused("publish", "$JS.API.DIRECT.GET.KV_idempotency".into()).await;
+    // ...nor change or remove a stream, even one it reads...
+    let _ = client
+        .request("$JS.API.STREAM.UPDATE.ORDERS", "{}".into())
+        .await;
+    refused("publish", "$JS.API.STREAM.UPDATE.ORDERS".into()).await;
+    let _ = client
+        .request("$JS.API.STREAM.DELETE.INVENTORY", "".into())
+        .await;
+    refused("publish", "$JS.API.STREAM.DELETE.INVENTORY".into()).await;
+    // ...nor listen to the order service's replies (its reads of orders and keys).
     let _eavesdrop = client.subscribe("_INBOX_order-service.>").await.unwrap();
-    crate::support::eventually("the server refuses the subscription", || async {
-        errors.lock().unwrap().iter().any(|e| {
-            let e = e.to_lowercase();
-            e.contains("permissions violation for subscription")
-                && e.contains("_inbox_order-service")
-        })
-    })
-    .await;
+    refused("subscription", "_inbox_order-service".into()).await;
 }

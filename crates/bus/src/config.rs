@@ -138,21 +138,9 @@ pub struct BusConfig {
 }
 
 impl BusConfig {
-    /// Where this connection receives replies: `_INBOX_<name>`, so a server can let each
-    /// service's user receive only its own replies (`_INBOX_order-service.>`, not `_INBOX.>`).
+    /// Where this connection receives replies ([`events::names::inbox_prefix`]).
     pub fn inbox_prefix(&self) -> String {
-        let name: String = self
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("_INBOX_{name}")
+        events::names::inbox_prefix(&self.name)
     }
 
     /// Local defaults: `nats://127.0.0.1:4222`, no auth, no TLS.

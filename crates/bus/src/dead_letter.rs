@@ -232,7 +232,7 @@ pub(crate) async fn watch_max_deliveries(
         .jetstream()
         .create_consumer_on_stream(
             pull::Config {
-                durable_name: Some(format!("{consumer}-max-deliveries")),
+                durable_name: Some(names::durable::max_deliveries_watcher(&consumer, &stream)),
                 filter_subject: format!(
                     "{}.{stream}.{consumer}",
                     names::subject::MAX_DELIVERIES_ADVISORY_PREFIX
@@ -280,6 +280,12 @@ pub(crate) async fn watch_max_deliveries(
             let ack = match serde_json::from_slice::<MaxDeliveries>(&message.payload) {
                 Err(e) => {
                     tracing::error!(error = %e, "unreadable max-deliveries advisory; dropping it");
+                    AckKind::Term
+                }
+                // The filter names this stream; a foreign advisory would make `rescue` fetch
+                // another stream's sequence from this one.
+                Ok(advisory) if advisory.stream != stream => {
+                    tracing::error!(%stream, advisory = %advisory.stream, "max-deliveries advisory of another stream; dropping it");
                     AckKind::Term
                 }
                 Ok(advisory) => match rescue(&bus, &source, &advisory).await {

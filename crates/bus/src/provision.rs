@@ -1,10 +1,12 @@
 //! Idempotent provisioning: every service creates or updates the streams and KV buckets it
-//! needs at start-up, so a fresh NATS, a restarted one and a changed setting all converge.
+//! owns at start-up, so a fresh NATS, a restarted one and a changed setting all converge. Each
+//! stream has one owner (the writer of its events; order-service for the dead-letter streams),
+//! so NATS permissions can keep every other service from changing it.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use events::{Domain, Partitions, names};
+use events::{Domain, Partitions, names, topology};
 
 use crate::connect::Bus;
 
@@ -79,6 +81,17 @@ pub enum ProvisionError {
         #[source]
         source: jetstream::context::CreateStreamError,
     },
+    /// A stream this service uses but does not own does not exist (yet).
+    #[error("stream {stream} does not exist yet; {owner} creates it: {source}")]
+    Missing {
+        /// The stream.
+        stream: String,
+        /// The service that creates it.
+        owner: &'static str,
+        /// The server's answer.
+        #[source]
+        source: jetstream::context::GetStreamError,
+    },
     /// The server refused a KV bucket.
     #[error("cannot create or update KV bucket {bucket}: {source}")]
     Bucket {
@@ -91,53 +104,61 @@ pub enum ProvisionError {
 }
 
 impl Bus {
-    /// Creates or updates the event streams (`ORDERS`, `INVENTORY`, `NOTIFICATIONS`, or their
-    /// partitions `ORDERS_<p>`, …), `DLQ` and `ADVISORIES`.
+    /// Creates or updates every stream: the event streams (`ORDERS`, `INVENTORY`,
+    /// `NOTIFICATIONS`, or their partitions `ORDERS_<p>`, …), `DLQ` and `ADVISORIES`. For tests
+    /// and tools that own the whole server; a service uses [`Bus::provision_streams_of`].
     pub async fn provision_streams(&self, settings: &StreamSettings) -> Result<(), ProvisionError> {
-        if settings.replicas == 0 || settings.replicas > 5 {
-            return Err(ProvisionError::Settings("replicas must be between 1 and 5"));
-        }
-        if settings.duplicate_window.is_zero() || settings.duplicate_window > settings.max_age {
-            return Err(ProvisionError::Settings(
-                "duplicate window must be positive and no longer than max age",
-            ));
-        }
-        let event_streams = Domain::ALL.into_iter().flat_map(|domain| {
-            settings.partitions.all().map(move |p| {
-                (
-                    domain.stream(p, settings.partitions),
-                    domain.stream_subjects(p, settings.partitions),
-                    settings.max_age,
-                )
-            })
-        });
-        let support = names::stream::SUPPORT
-            .into_iter()
-            .map(|(name, subjects)| (name.to_owned(), subjects.to_owned(), settings.dlq_max_age));
-        for (name, subjects, max_age) in event_streams.chain(support) {
-            let config = stream::Config {
-                name: name.clone(),
-                subjects: vec![subjects],
-                storage: stream::StorageType::File,
-                retention: stream::RetentionPolicy::Limits,
-                discard: stream::DiscardPolicy::Old,
-                num_replicas: settings.replicas,
-                duplicate_window: settings.duplicate_window,
-                max_age,
-                // Histories are read with multi-last direct gets; dead letters are fetched by
-                // sequence when redriven.
-                allow_direct: true,
-                ..Default::default()
-            };
-            self.jetstream()
-                .create_or_update_stream(config)
-                .await
-                .map_err(|source| ProvisionError::Stream {
-                    stream: name.clone(),
-                    source,
-                })?;
+        for stream in streams(settings)? {
+            self.create_or_update(stream).await?;
         }
         Ok(())
+    }
+
+    /// Creates or updates the streams `service` owns — the stream of the events it writes
+    /// ([`topology::written_by`]), and `DLQ` and `ADVISORIES` for their owner — and checks
+    /// that those it uses but does not own exist (the event stream it consumes, and the
+    /// dead-letter streams): [`ProvisionError::Missing`] until their owner has created them.
+    /// A service may therefore be granted the right to change its own streams only.
+    pub async fn provision_streams_of(
+        &self,
+        settings: &StreamSettings,
+        service: &str,
+    ) -> Result<(), ProvisionError> {
+        let consumed = topology::subscription_of(service)
+            .and_then(|s| s.kinds.first())
+            .map(|kind| Domain::of(*kind));
+        // Its own first: order-service and inventory-service each wait for the other's stream.
+        let (owned, others): (Vec<_>, Vec<_>) = streams(settings)?
+            .into_iter()
+            .partition(|stream| stream.owner == service);
+        for stream in owned {
+            self.create_or_update(stream).await?;
+        }
+        for stream in others {
+            if stream.domain.is_none() || stream.domain == consumed {
+                self.jetstream()
+                    .get_stream(&stream.config.name)
+                    .await
+                    .map_err(|source| ProvisionError::Missing {
+                        stream: stream.config.name.clone(),
+                        owner: stream.owner,
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_or_update(&self, stream: OwnedStream) -> Result<(), ProvisionError> {
+        let name = stream.config.name.clone();
+        self.jetstream()
+            .create_or_update_stream(stream.config)
+            .await
+            .map(|_| ())
+            .map_err(|source| ProvisionError::Stream {
+                stream: name,
+                source,
+            })
     }
 
     /// Creates or updates a KV bucket and returns its handle.
@@ -161,4 +182,57 @@ impl Bus {
                 source,
             })
     }
+}
+
+/// A stream of the system, with the service that creates and configures it.
+struct OwnedStream {
+    config: stream::Config,
+    /// The event domain it holds (`None`: `DLQ`, `ADVISORIES`).
+    domain: Option<Domain>,
+    owner: &'static str,
+}
+
+/// Every stream `settings` describe, or why they cannot work.
+fn streams(settings: &StreamSettings) -> Result<Vec<OwnedStream>, ProvisionError> {
+    if settings.replicas == 0 || settings.replicas > 5 {
+        return Err(ProvisionError::Settings("replicas must be between 1 and 5"));
+    }
+    if settings.duplicate_window.is_zero() || settings.duplicate_window > settings.max_age {
+        return Err(ProvisionError::Settings(
+            "duplicate window must be positive and no longer than max age",
+        ));
+    }
+    let config = |name: String, subjects: String, max_age| stream::Config {
+        name,
+        subjects: vec![subjects],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: settings.replicas,
+        duplicate_window: settings.duplicate_window,
+        max_age,
+        // Histories are read with multi-last direct gets; dead letters are fetched by
+        // sequence when redriven.
+        allow_direct: true,
+        ..Default::default()
+    };
+    let events = Domain::ALL.into_iter().flat_map(|domain| {
+        settings.partitions.all().map(move |p| OwnedStream {
+            config: config(
+                domain.stream(p, settings.partitions),
+                domain.stream_subjects(p, settings.partitions),
+                settings.max_age,
+            ),
+            domain: Some(domain),
+            owner: topology::writer(domain),
+        })
+    });
+    let support = names::stream::SUPPORT
+        .into_iter()
+        .map(|(name, subjects)| OwnedStream {
+            config: config(name.to_owned(), subjects.to_owned(), settings.dlq_max_age),
+            domain: None,
+            owner: topology::SUPPORT_STREAMS_OWNER,
+        });
+    Ok(events.chain(support).collect())
 }

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod names;
 mod notification;
 mod order;
+pub mod permissions;
 pub mod schema;
 pub mod topology;
 

@@ -32,6 +32,48 @@ pub mod stream {
     ];
 }
 
+/// The KV buckets, each owned by one service ([`crate::topology::buckets_of`]).
+pub mod bucket {
+    /// inventory-service: stock per SKU, with each order's reservation marked in it.
+    pub const STOCK: &str = "stock";
+    /// order-service: `Idempotency-Key` claims (they expire).
+    pub const IDEMPOTENCY: &str = "idempotency";
+    /// notification-service: webhook endpoints disabled by a 410.
+    pub const WEBHOOK_ENDPOINTS: &str = "webhook_endpoints";
+
+    /// The stream that holds `bucket`.
+    pub fn stream(bucket: &str) -> String {
+        format!("KV_{bucket}")
+    }
+}
+
+/// Where a connection named `name` receives replies: `_INBOX_<name>` (other characters than
+/// letters, digits, `-` and `_` become `_`), so a server can let each service's user receive
+/// only its own replies (`_INBOX_order-service.>`, not `_INBOX.>`).
+pub fn inbox_prefix(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("_INBOX_{name}")
+}
+
+/// Durable consumer names besides the subscriptions' own ([`crate::topology`]).
+pub mod durable {
+    /// The durable consumer on `ADVISORIES` that dead-letters what `consumer` gave up on in
+    /// `stream`. One per consumer *and* stream: with partitions a subscription has a consumer
+    /// on every partition stream, each with its own watcher.
+    pub fn max_deliveries_watcher(consumer: &str, stream: &str) -> String {
+        format!("{consumer}-{stream}-max-deliveries")
+    }
+}
+
 /// Message headers the system reads or writes.
 pub mod header {
     /// JetStream de-duplication id; always derived from the cause, never random.

@@ -4,6 +4,7 @@
 
 use crate::envelope::EventKind;
 use crate::layout::Domain;
+use crate::names;
 
 /// A service's durable consumer: its name, and the events it handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,31 @@ pub const fn writer(domain: Domain) -> &'static str {
     }
 }
 
+/// The service that creates and configures the streams that are not event streams (`DLQ`,
+/// `ADVISORIES`): order-service, which serves the dead letters' admin API. Every service
+/// publishes its dead letters into them; only their owner may change them.
+pub const SUPPORT_STREAMS_OWNER: &str = "order-service";
+
+/// The event domain `service` writes, if it is one of the system's services.
+pub fn written_by(service: &str) -> Option<Domain> {
+    Domain::ALL.into_iter().find(|d| writer(*d) == service)
+}
+
+/// The subscription of `service`, if it consumes events.
+pub fn subscription_of(service: &str) -> Option<&'static Subscription> {
+    SUBSCRIPTIONS.iter().find(|s| s.service == service)
+}
+
+/// The KV buckets `service` keeps its state in (it alone reads and writes them).
+pub fn buckets_of(service: &str) -> &'static [&'static str] {
+    match written_by(service) {
+        Some(Domain::Orders) => &[names::bucket::IDEMPOTENCY],
+        Some(Domain::Inventory) => &[names::bucket::STOCK],
+        Some(Domain::Notifications) => &[names::bucket::WEBHOOK_ENDPOINTS],
+        None => &[],
+    }
+}
+
 /// The subscriptions that are sent `kind`.
 pub fn readers(kind: EventKind) -> impl Iterator<Item = &'static Subscription> {
     SUBSCRIPTIONS
@@ -72,5 +98,18 @@ mod tests {
             assert!(subscription.kinds.iter().all(|k| Domain::of(*k) == domain));
             assert_ne!(writer(domain), subscription.service);
         }
+    }
+
+    #[test]
+    fn every_service_writes_one_domain_and_reads_through_one_subscription() {
+        for domain in Domain::ALL {
+            let service = writer(domain);
+            assert_eq!(written_by(service), Some(domain));
+            assert!(
+                subscription_of(service).is_some(),
+                "{service} reads nothing"
+            );
+        }
+        assert_eq!(written_by(SUPPORT_STREAMS_OWNER), Some(Domain::Orders));
     }
 }

@@ -50,6 +50,9 @@ pub struct NatsArgs {
     /// Password for user/password auth (with NATS_USER).
     #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, value_parser = secret)]
     pub nats_password: Option<Secret>,
+    /// File holding the password (a Docker or Kubernetes secret), instead of NATS_PASSWORD.
+    #[arg(long, env = "NATS_PASSWORD_FILE")]
+    pub nats_password_file: Option<PathBuf>,
     /// Token auth.
     #[arg(long, env = "NATS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub nats_token: Option<Secret>,
@@ -86,10 +89,22 @@ pub struct NatsArgs {
 
 impl NatsArgs {
     /// The bus configuration for the connection named `service`.
-    pub fn bus_config(&self, service: &str) -> Result<BusConfig, ConfigError> {
+    pub fn bus_config(&self, service: &str) -> Result<BusConfig, NatsConfigError> {
+        let password =
+            match (&self.nats_password, &self.nats_password_file) {
+                (Some(_), Some(_)) => return Err(NatsConfigError::BothPasswords),
+                (Some(password), None) => Some(password.clone()),
+                (None, Some(path)) => Some(read_secret_file(path).map_err(|source| {
+                    NatsConfigError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?),
+                (None, None) => None,
+            };
         let auth = NatsAuth::from_settings(
             self.nats_user.clone(),
-            self.nats_password.clone(),
+            password,
             self.nats_token.clone(),
             self.nats_nkey_seed.clone(),
             self.nats_creds.clone(),
@@ -126,6 +141,32 @@ impl NatsArgs {
             ..StreamSettings::default()
         }
     }
+}
+
+/// The NATS settings cannot make a connection configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsConfigError {
+    /// Both ways of giving the password were used.
+    #[error("set NATS_PASSWORD or NATS_PASSWORD_FILE, not both")]
+    BothPasswords,
+    /// The password file could not be read.
+    #[error("cannot read NATS_PASSWORD_FILE {path}: {source}")]
+    PasswordFile {
+        /// The file named.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The settings contradict each other.
+    #[error(transparent)]
+    Bus(#[from] ConfigError),
+}
+
+/// A secret from a file (a Docker or Kubernetes secret): its text without one trailing newline.
+fn read_secret_file(path: &std::path::Path) -> Result<Secret, std::io::Error> {
+    let text = std::fs::read_to_string(path)?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(Secret::new(text.strip_suffix('\r').unwrap_or(text)))
 }
 
 /// Fewest characters an admin token may have: a guessable token is an open door.
@@ -193,14 +234,10 @@ impl HttpArgs {
             (Some(_), Some(_)) => return Err(AdminTokenError::Both),
             (Some(token), None) => token.clone(),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|source| {
-                    AdminTokenError::Unreadable {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                Secret::new(text.strip_suffix('\r').unwrap_or(text))
+                read_secret_file(path).map_err(|source| AdminTokenError::Unreadable {
+                    path: path.clone(),
+                    source,
+                })?
             }
             (None, None) => return Ok(None),
         };
@@ -233,6 +270,7 @@ impl Default for NatsArgs {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_user: None,
             nats_password: None,
+            nats_password_file: None,
             nats_token: None,
             nats_nkey_seed: None,
             nats_creds: None,
@@ -298,5 +336,37 @@ mod tests {
             error.to_string().contains("/nonexistent/admin-token"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_nats_password_can_come_from_a_file_without_its_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nats-password");
+        std::fs::write(&path, "from-a-secret-file\n").unwrap();
+        let nats = NatsArgs {
+            nats_user: Some("order-service".into()),
+            nats_password_file: Some(path),
+            ..NatsArgs::default()
+        };
+        let config = nats.bus_config("order-service").unwrap();
+        match config.auth {
+            NatsAuth::UserPassword { user, password } => {
+                assert_eq!(user, "order-service");
+                assert_eq!(password.expose(), "from-a-secret-file");
+            }
+            other => panic!("not user/password auth: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_nats_password_and_a_password_file_together_are_refused() {
+        let nats = NatsArgs {
+            nats_user: Some("order-service".into()),
+            nats_password: Some(Secret::new("inline")),
+            nats_password_file: Some("/dev/null".into()),
+            ..NatsArgs::default()
+        };
+        let error = nats.bus_config("order-service").unwrap_err();
+        assert!(matches!(error, NatsConfigError::BothPasswords), "{error}");
     }
 }

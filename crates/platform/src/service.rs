@@ -82,7 +82,7 @@ pub type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 pub enum RunError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
-    Config(#[from] bus::ConfigError),
+    Config(#[from] crate::config::NatsConfigError),
     /// A service-specific setting is invalid.
     #[error("invalid configuration: {0}")]
     Settings(String),
@@ -176,7 +176,8 @@ async fn provision<S: Service>(
     let mut delay = Duration::from_millis(200);
     loop {
         let attempt = async {
-            bus.provision_streams(&nats.stream_settings()).await?;
+            bus.provision_streams_of(&nats.stream_settings(), S::NAME)
+                .await?;
             service.provision(bus, nats).await
         };
         match attempt.await {

@@ -17,7 +17,7 @@ use crate::ledger::Ledger;
 use crate::reservation::Reservation;
 use crate::stock::StockOp;
 
-const STOCK: &str = "stock";
+const STOCK: &str = events::names::bucket::STOCK;
 /// How often marks are looked at for reconciliation.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// How old a mark must be before it is reconciled: its event should long be stored by then.

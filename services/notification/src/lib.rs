@@ -132,7 +132,7 @@ impl platform::service::Service for NotificationService {
                         replicas: nats.stream_replicas,
                         // One small record per disabled endpoint.
                         max_bytes: Some(1 << 20),
-                        ..KvBucket::new("webhook_endpoints")
+                        ..KvBucket::new(events::names::bucket::WEBHOOK_ENDPOINTS)
                     },
                 )
                 .await?;

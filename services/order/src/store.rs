@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::order::{Decision, Order};
 
-const IDEMPOTENCY: &str = "idempotency";
+const IDEMPOTENCY: &str = events::names::bucket::IDEMPOTENCY;
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Rounds of "decide, append, find the history moved" before giving up for now.

@@ -30,6 +30,34 @@ async fn publish_raw(h: &Harness, msg_id: &str, payload: Vec<u8>) -> u64 {
         .sequence
 }
 
+/// A replica that takes the next message of `durable` and dies before settling it, twice;
+/// returns the message's stream sequence.
+async fn taken_and_dropped_twice(h: &Harness, stream: &str, durable: &str) -> u64 {
+    let raw: async_nats::jetstream::consumer::PullConsumer = h
+        .bus
+        .jetstream()
+        .get_consumer_from_stream(durable, stream)
+        .await
+        .unwrap();
+    let mut sequences = Vec::new();
+    for _ in 0..2 {
+        let mut batch = raw
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(3))
+            .messages()
+            .await
+            .unwrap();
+        let message = batch.next().await.unwrap().unwrap();
+        sequences.push(message.info().unwrap().stream_sequence);
+    }
+    assert_eq!(
+        sequences[0], sequences[1],
+        "two different messages were taken"
+    );
+    sequences[0]
+}
+
 #[tokio::test]
 async fn a_permanently_failing_handler_lands_in_dlq_with_its_reason_and_original_trace_context() {
     let h = Harness::start().await;
@@ -109,25 +137,10 @@ async fn a_message_never_acked_until_max_deliver_is_dead_lettered_from_the_advis
     };
     let consumer = Consumer::create(&h.bus, spec).await.unwrap();
 
-    // A replica that takes the message and dies before settling it, twice.
-    let raw: async_nats::jetstream::consumer::PullConsumer = h
-        .bus
-        .jetstream()
-        .get_consumer_from_stream("crashy", crate::support::ORDERS)
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        let mut batch = raw
-            .batch()
-            .max_messages(1)
-            .expires(Duration::from_secs(3))
-            .messages()
-            .await
-            .unwrap();
-        let message = batch.next().await.unwrap().unwrap();
-        assert_eq!(message.info().unwrap().stream_sequence, sequence);
-        drop(message);
-    }
+    assert_eq!(
+        taken_and_dropped_twice(&h, crate::support::ORDERS, "crashy").await,
+        sequence
+    );
     // Let the last ack_wait pass, so the server gives up and emits the advisory while no
     // dead-letter watcher runs: it must be captured and handled later.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -144,6 +157,69 @@ async fn a_message_never_acked_until_max_deliver_is_dead_lettered_from_the_advis
         Some(TRACEPARENT)
     );
     run.stop().await;
+}
+
+#[tokio::test]
+async fn with_partitions_each_ack_timeout_death_is_dead_lettered_from_its_own_stream() {
+    let server = testkit::NatsServer::start();
+    let bus = crate::support::connect(&server, bus::BusConfig::new("partitioned")).await;
+    let h = Harness { server, bus };
+    let partitions = events::Partitions::new(2).unwrap();
+    h.bus
+        .provision_streams(&bus::StreamSettings {
+            partitions,
+            ..bus::StreamSettings::default()
+        })
+        .await
+        .unwrap();
+    // One message per partition stream: both are sequence 1 of their stream.
+    let mut published = Vec::new();
+    let mut consumers = Vec::new();
+    for partition in partitions.all() {
+        let stream = events::Domain::Orders.stream(partition, partitions);
+        let payload = order_created(OrderId::new()).to_json().unwrap();
+        let subject = format!("orders.{partition}.cust-1.{}.created", OrderId::new());
+        let ack = h
+            .bus
+            .jetstream()
+            .publish(subject, payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(ack.sequence, 1);
+        published.push((stream.clone(), payload));
+        let spec = ConsumerSpec {
+            ack_wait: Duration::from_millis(500),
+            max_deliver: 2,
+            progress_every: Duration::from_millis(200),
+            ..fast_spec(&stream, "crashy", &[])
+        };
+        consumers.push(Consumer::create(&h.bus, spec).await.unwrap());
+        taken_and_dropped_twice(&h, &stream, "crashy").await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // The same durable name runs on both partition streams, each with its own watcher.
+    let runs: Vec<_> = consumers
+        .into_iter()
+        .map(|consumer| Running::of(consumer, recorder().0))
+        .collect();
+    let mut letters = h.dead_letters(2).await;
+    letters.sort_by(|a, b| a.stream.cmp(&b.stream));
+    for (letter, (stream, payload)) in letters.iter().zip(&published) {
+        assert_eq!(letter.reason, DeadLetterReason::AckTimeout);
+        assert_eq!(&letter.stream, stream);
+        assert_eq!(letter.sequence, 1);
+        assert_eq!(
+            letter.payload.as_ref(),
+            payload.as_slice(),
+            "the dead letter of {stream} holds another stream's message"
+        );
+    }
+    for run in runs {
+        run.stop().await;
+    }
 }
 
 #[tokio::test]

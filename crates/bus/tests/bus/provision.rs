@@ -120,3 +120,43 @@ async fn a_partitioned_layout_has_one_stream_per_partition_and_nats_mapping_agre
         );
     }
 }
+
+#[tokio::test]
+async fn a_service_creates_only_the_streams_it_owns_and_waits_for_those_it_reads() {
+    let server = testkit::NatsServer::start();
+    let bus = crate::support::connect(&server, bus::BusConfig::new("provision")).await;
+    let settings = StreamSettings::default();
+    let exists = |name: &'static str| {
+        let js = bus.jetstream().clone();
+        async move { js.get_stream(name).await.is_ok() }
+    };
+
+    let err = bus
+        .provision_streams_of(&settings, "inventory-service")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, bus::ProvisionError::Missing { stream, owner: "order-service", .. } if stream == "ORDERS"),
+        "{err}"
+    );
+    assert!(exists("INVENTORY").await, "its own stream comes first");
+
+    bus.provision_streams_of(&settings, "order-service")
+        .await
+        .unwrap();
+    bus.provision_streams_of(&settings, "inventory-service")
+        .await
+        .unwrap();
+    for stream in [
+        "ORDERS",
+        "INVENTORY",
+        names::stream::DLQ,
+        names::stream::ADVISORIES,
+    ] {
+        assert!(exists(stream).await, "{stream}");
+    }
+    assert!(
+        !exists("NOTIFICATIONS").await,
+        "only notification-service creates its stream"
+    );
+}

@@ -1,0 +1,320 @@
+//! What each service may do on NATS, derived from the layout ([`crate::layout`]) and the wiring
+//! ([`crate::topology`]), so that the shipped permissions cannot drift from what the services
+//! do: `deploy/nats/permissions.conf` is [`nats_authorization`] for one partition, checked by a
+//! test (`ORDERFLOW_BLESS=1` rewrites it), and `cargo run -p events --example
+//! nats-permissions -- <partitions>` prints it for a partitioned deployment.
+//!
+//! Least privilege, per service: publish the events it writes, dead letters of the events it
+//! consumes, its own KV buckets, acks of its own consumers; call the JetStream API only for its
+//! own streams (create, update, read — never delete or purge), its own buckets (and ordered
+//! consumers on them), its own durable consumers on the stream it reads, and its watchers of
+//! that stream's max-deliveries advisories; check that the streams it uses exist; and receive replies only under its own
+//! inbox prefix ([`names::inbox_prefix`]).
+
+use std::fmt::Write as _;
+
+use crate::layout::{self, Domain, Partitions};
+use crate::names;
+use crate::topology::{self, Subscription};
+
+/// One service's NATS user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The user name: the service's name.
+    pub user: &'static str,
+    /// The server's environment variable that holds the password (`ORDER_PASSWORD`, …).
+    pub password_variable: String,
+    /// Subjects it may publish to (JetStream API calls are publishes).
+    pub publish: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+}
+
+/// The user of each service that writes a domain, for `partitions` partitions.
+pub fn grants(partitions: Partitions) -> Vec<Grant> {
+    Domain::ALL
+        .into_iter()
+        .map(|domain| grant(topology::writer(domain), domain, partitions))
+        .collect()
+}
+
+fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant {
+    let mut publish: Vec<String> = crate::EventKind::ALL
+        .into_iter()
+        .filter(|kind| Domain::of(*kind) == writes)
+        .map(layout::any_partition)
+        .collect();
+    let subscription = topology::subscription_of(service);
+    if let Some(reads) = subscription.and_then(read_domain) {
+        publish.push(format!(
+            "{}.{}.>",
+            names::subject::DLQ_PREFIX,
+            reads.token()
+        ));
+    }
+    for bucket in topology::buckets_of(service) {
+        publish.push(format!("$KV.{bucket}.>"));
+    }
+    publish.push("$JS.API.INFO".to_owned());
+
+    // Its own streams and buckets: configure and read them, never delete or purge them.
+    let mut owned: Vec<String> = partitions
+        .all()
+        .map(|p| writes.stream(p, partitions))
+        .collect();
+    if service == topology::SUPPORT_STREAMS_OWNER {
+        owned.extend(names::stream::SUPPORT.iter().map(|(s, _)| (*s).to_owned()));
+    }
+    let buckets: Vec<String> = topology::buckets_of(service)
+        .iter()
+        .map(|b| names::bucket::stream(b))
+        .collect();
+    for stream in owned.iter().chain(&buckets) {
+        for call in [
+            "STREAM.CREATE",
+            "STREAM.UPDATE",
+            "STREAM.INFO",
+            "STREAM.MSG.GET",
+        ] {
+            publish.push(format!("$JS.API.{call}.{stream}"));
+        }
+        publish.push(format!("$JS.API.DIRECT.GET.{stream}"));
+        publish.push(format!("$JS.API.DIRECT.GET.{stream}.>"));
+    }
+    // Ordered consumers on its buckets (a listing of keys, a watch); none on event streams,
+    // where other services' durable consumers live.
+    for stream in &buckets {
+        for call in ["CONSUMER.CREATE", "CONSUMER.INFO", "CONSUMER.DELETE"] {
+            publish.push(format!("$JS.API.{call}.{stream}"));
+            publish.push(format!("$JS.API.{call}.{stream}.>"));
+        }
+        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"));
+        publish.push(format!("$JS.ACK.{stream}.>"));
+        publish.push(format!("$JS.FC.{stream}.>"));
+    }
+    if service == topology::SUPPORT_STREAMS_OWNER {
+        // Redriven or discarded dead letters are removed one by one (admin API).
+        publish.push(format!("$JS.API.STREAM.MSG.DELETE.{}", names::stream::DLQ));
+    } else {
+        for (stream, _) in names::stream::SUPPORT {
+            publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
+        }
+    }
+
+    // Its durable consumers on the stream it reads, and their advisory watchers.
+    if let Some((subscription, reads)) = subscription.and_then(|s| Some((s, read_domain(s)?))) {
+        let durable = subscription.durable;
+        for p in partitions.all() {
+            let stream = reads.stream(p, partitions);
+            publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
+            // The message an advisory names is fetched to be dead-lettered.
+            publish.push(format!("$JS.API.STREAM.MSG.GET.{stream}"));
+            publish.push(format!("$JS.API.DIRECT.GET.{stream}"));
+            publish.extend(consumer_calls(&stream, durable));
+            let watcher = names::durable::max_deliveries_watcher(durable, &stream);
+            publish.extend(consumer_calls(names::stream::ADVISORIES, &watcher));
+        }
+    }
+    Grant {
+        user: service,
+        password_variable: password_variable(service),
+        publish,
+        subscribe: vec![format!("{}.>", names::inbox_prefix(service))],
+    }
+}
+
+fn read_domain(subscription: &Subscription) -> Option<Domain> {
+    subscription.kinds.first().map(|kind| Domain::of(*kind))
+}
+
+/// Create (with or without filter subjects in the name), read, pull from and ack one durable
+/// consumer.
+fn consumer_calls(stream: &str, durable: &str) -> [String; 5] {
+    [
+        format!("$JS.API.CONSUMER.CREATE.{stream}.{durable}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.{durable}.>"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.{durable}"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"),
+        format!("$JS.ACK.{stream}.{durable}.>"),
+    ]
+}
+
+/// `order-service` → `ORDER_PASSWORD`.
+fn password_variable(service: &str) -> String {
+    let base = service.strip_suffix("-service").unwrap_or(service);
+    format!("{}_PASSWORD", base.to_uppercase().replace('-', "_"))
+}
+
+/// The `authorization` block of a nats-server configuration with every service's user and the
+/// [`OPERATOR`]. The passwords are `$<SERVICE>_PASSWORD` variables: define them (from the server's environment)
+/// before including it.
+pub fn nats_authorization(partitions: Partitions) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Least-privilege NATS users, one per service, for {} partition(s) — generated from\n\
+         # crates/events (permissions.rs, layout.rs, topology.rs): do not edit. Regenerate with\n\
+         # `ORDERFLOW_BLESS=1 cargo test -p events`, or for another partition count with\n\
+         # `cargo run -p events --example nats-permissions -- <partitions>`.\n\
+         # Each password comes from the server's environment; include this file from nats.conf.",
+        partitions.count()
+    );
+    out.push_str("authorization {\n  users: [\n");
+    for grant in grants(partitions) {
+        let _ = writeln!(out, "    {{");
+        let _ = writeln!(out, "      user: {}", grant.user);
+        let _ = writeln!(out, "      password: ${}", grant.password_variable);
+        let _ = writeln!(out, "      permissions: {{");
+        let _ = writeln!(out, "        publish: {{ allow: [");
+        for subject in &grant.publish {
+            let _ = writeln!(out, "          {subject:?}");
+        }
+        let _ = writeln!(out, "        ] }}");
+        let _ = writeln!(out, "        subscribe: {{ allow: [");
+        for subject in &grant.subscribe {
+            let _ = writeln!(out, "          {subject:?}");
+        }
+        let _ = writeln!(out, "        ] }}");
+        let _ = writeln!(out, "      }}");
+        let _ = writeln!(out, "    }}");
+    }
+    // Humans: the `nats` CLI of the runbooks, and redriving dead letters of any service.
+    let _ = writeln!(out, "    {{");
+    let _ = writeln!(
+        out,
+        "      # Operators (the `nats` CLI, redrives): everything."
+    );
+    let _ = writeln!(out, "      user: {OPERATOR}");
+    let _ = writeln!(out, "      password: ${}", password_variable(OPERATOR));
+    let _ = writeln!(out, "    }}");
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// The user for people operating the system (all permissions), with `$OPERATOR_PASSWORD`.
+pub const OPERATOR: &str = "operator";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant_of(user: &str) -> Grant {
+        grants(Partitions::ONE)
+            .into_iter()
+            .find(|g| g.user == user)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_service_publishes_only_the_events_of_its_own_domain() {
+        let inventory = grant_of("inventory-service");
+        assert!(
+            inventory
+                .publish
+                .contains(&"inventory.*.*.*.reserved".to_owned())
+        );
+        assert!(!inventory.publish.iter().any(|s| s.starts_with("orders.")));
+        assert!(
+            !inventory
+                .publish
+                .iter()
+                .any(|s| s.contains('>') && !s.contains('.'))
+        );
+    }
+
+    #[test]
+    fn no_service_may_call_the_whole_jetstream_api_or_delete_a_stream() {
+        for grant in grants(Partitions::new(3).unwrap()) {
+            for subject in &grant.publish {
+                assert!(
+                    !matches!(subject.as_str(), "$JS.API.>" | "$JS.>" | ">" | "$KV.>"),
+                    "{}: {subject}",
+                    grant.user
+                );
+                assert!(!subject.contains("STREAM.DELETE"), "{subject}");
+                assert!(!subject.contains("STREAM.PURGE"), "{subject}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_writer_may_change_a_stream() {
+        for grant in grants(Partitions::new(2).unwrap()) {
+            let writes = topology::written_by(grant.user).unwrap();
+            for subject in &grant.publish {
+                if let Some(stream) = subject.strip_prefix("$JS.API.STREAM.UPDATE.") {
+                    let own = stream.starts_with(writes.stream_base())
+                        || stream.starts_with("KV_")
+                        || grant.user == topology::SUPPORT_STREAMS_OWNER;
+                    assert!(own, "{} may change {stream}", grant.user);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_service_may_manage_consumers_on_an_event_stream_it_writes() {
+        let order = grant_of("order-service");
+        assert!(
+            !order
+                .publish
+                .iter()
+                .any(|s| s.starts_with("$JS.API.CONSUMER.") && s.contains(".ORDERS")),
+            "order-service could delete the inventory's consumer on ORDERS"
+        );
+    }
+
+    #[test]
+    fn operators_have_their_own_user() {
+        let conf = nats_authorization(Partitions::ONE);
+        assert!(conf.contains("user: operator\n      password: $OPERATOR_PASSWORD"));
+    }
+
+    #[test]
+    fn each_service_receives_replies_under_its_own_prefix_only() {
+        assert_eq!(
+            grant_of("order-service").subscribe,
+            ["_INBOX_order-service.>"]
+        );
+    }
+
+    #[test]
+    fn partitions_grant_a_consumer_and_a_watcher_per_partition_stream() {
+        let grant = grants(Partitions::new(2).unwrap())
+            .into_iter()
+            .find(|g| g.user == "inventory-service")
+            .unwrap();
+        for stream in ["ORDERS_0", "ORDERS_1"] {
+            assert!(
+                grant
+                    .publish
+                    .contains(&format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.inventory"))
+            );
+            assert!(grant.publish.contains(&format!(
+                "$JS.API.CONSUMER.MSG.NEXT.ADVISORIES.inventory-{stream}-max-deliveries"
+            )));
+        }
+        assert!(
+            grant
+                .publish
+                .contains(&"$JS.API.STREAM.UPDATE.INVENTORY_1".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_shipped_permissions_file_is_the_generated_one() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/nats/permissions.conf"
+        );
+        let generated = nats_authorization(Partitions::ONE);
+        if std::env::var_os("ORDERFLOW_BLESS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let shipped = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            shipped == generated,
+            "deploy/nats/permissions.conf is stale: run `ORDERFLOW_BLESS=1 cargo test -p events`"
+        );
+    }
+}
