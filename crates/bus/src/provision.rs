@@ -114,12 +114,27 @@ impl Bus {
         Ok(())
     }
 
-    /// Creates or updates the streams `service` owns — the stream of the events it writes
-    /// ([`topology::written_by`]), and `DLQ` and `ADVISORIES` for their owner — and checks
-    /// that those it uses but does not own exist (the event stream it consumes, and the
-    /// dead-letter streams): [`ProvisionError::Missing`] until their owner has created them.
-    /// A service may therefore be granted the right to change its own streams only.
+    /// Creates or updates the streams `service` owns: the stream of the events it writes
+    /// ([`topology::written_by`]), and `DLQ` and `ADVISORIES` for their owner. A service may
+    /// therefore be granted the right to change its own streams only; the ones it reads are
+    /// its owners' to create ([`Bus::streams_used_by_exist`]).
     pub async fn provision_streams_of(
+        &self,
+        settings: &StreamSettings,
+        service: &str,
+    ) -> Result<(), ProvisionError> {
+        for stream in streams(settings)? {
+            if stream.owner == service {
+                self.create_or_update(stream).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the streams `service` uses but does not own exist — the event stream it
+    /// consumes and the dead-letter streams: [`ProvisionError::Missing`] names the first that
+    /// does not, and its owner. Its consumers start once this holds.
+    pub async fn streams_used_by_exist(
         &self,
         settings: &StreamSettings,
         service: &str,
@@ -127,15 +142,9 @@ impl Bus {
         let consumed = topology::subscription_of(service)
             .and_then(|s| s.kinds.first())
             .map(|kind| Domain::of(*kind));
-        // Its own first: order-service and inventory-service each wait for the other's stream.
-        let (owned, others): (Vec<_>, Vec<_>) = streams(settings)?
-            .into_iter()
-            .partition(|stream| stream.owner == service);
-        for stream in owned {
-            self.create_or_update(stream).await?;
-        }
-        for stream in others {
-            if stream.domain.is_none() || stream.domain == consumed {
+        for stream in streams(settings)? {
+            let used = stream.domain.is_none() || stream.domain == consumed;
+            if stream.owner != service && used {
                 self.jetstream()
                     .get_stream(&stream.config.name)
                     .await

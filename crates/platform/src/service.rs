@@ -1,7 +1,7 @@
 //! The life of a service, shared by all three: connect to NATS, serve HTTP at once (health
-//! answers while NATS is still away; the API answers 503 until ready), provision streams and
-//! the service's state (retrying with backoff until NATS is reachable), start the consumers,
-//! then on shutdown stop taking HTTP, drain the consumers, and close the connection — all
+//! answers while NATS is still away; the API answers 503 until ready), provision its own
+//! streams and state (retrying with backoff until NATS is reachable) and be ready, start the
+//! consumers once the streams they read exist (their owners create them), then on shutdown stop taking HTTP, drain the consumers, and close the connection — all
 //! within the grace period.
 
 use std::future::Future;
@@ -131,12 +131,18 @@ pub async fn run<S: Service>(
             tasks.spawn(task);
         }
         let _ = started.0.set(state);
-        for spec in specs {
-            let consumer = Consumer::create(&bus, nats.tune(spec)).await?;
-            consumers.spawn(consumer.run(handler.clone(), shutdown.clone()));
-        }
+        // Ready once its own streams and state exist: its API does not need the others'.
         ready.store(true, Ordering::Relaxed);
         tracing::info!(service = S::NAME, "ready");
+        // Its consumers start once the streams they read exist (their owners create them);
+        // durable consumers then deliver everything stored meanwhile.
+        if streams_used_exist::<S>(&bus, &nats, &shutdown).await {
+            for spec in specs {
+                let consumer = Consumer::create(&bus, nats.tune(spec)).await?;
+                consumers.spawn(consumer.run(handler.clone(), shutdown.clone()));
+            }
+            tracing::info!(service = S::NAME, "consuming");
+        }
     }
 
     shutdown.cancelled().await;
@@ -165,24 +171,49 @@ pub async fn run<S: Service>(
     }
 }
 
-/// Provisions streams and the service's state, retrying with backoff until it works; `None`
-/// if shutdown comes first.
+/// Provisions the service's own streams and its state, retrying with backoff until it works;
+/// `None` if shutdown comes first.
 async fn provision<S: Service>(
     service: &S,
     bus: &Bus,
     nats: &NatsArgs,
     shutdown: &CancellationToken,
 ) -> Option<S::State> {
+    retry("provisioning", shutdown, || async {
+        bus.provision_streams_of(&nats.stream_settings(), S::NAME)
+            .await?;
+        service.provision(bus, nats).await
+    })
+    .await
+}
+
+/// Waits, with backoff, until the streams the service reads exist; `false` if shutdown comes
+/// first.
+async fn streams_used_exist<S: Service>(
+    bus: &Bus,
+    nats: &NatsArgs,
+    shutdown: &CancellationToken,
+) -> bool {
+    let settings = nats.stream_settings();
+    retry("starting the consumers", shutdown, || {
+        bus.streams_used_by_exist(&settings, S::NAME)
+    })
+    .await
+    .is_some()
+}
+
+/// Runs `attempt` until it succeeds (backoff 0.2 s doubling to 5 s, each failure logged with
+/// `what`); `None` if shutdown comes first.
+async fn retry<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut attempt: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProvisionError>>,
+{
     let mut delay = Duration::from_millis(200);
     loop {
-        let attempt = async {
-            bus.provision_streams_of(&nats.stream_settings(), S::NAME)
-                .await?;
-            service.provision(bus, nats).await
-        };
-        match attempt.await {
-            Ok(state) => return Some(state),
-            Err(e) => tracing::warn!(error = %e, ?delay, "provisioning failed; retrying"),
+        match attempt().await {
+            Ok(value) => return Some(value),
+            Err(e) => tracing::warn!(error = %e, ?delay, "{what} failed; retrying"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,

@@ -122,7 +122,7 @@ async fn a_partitioned_layout_has_one_stream_per_partition_and_nats_mapping_agre
 }
 
 #[tokio::test]
-async fn a_service_creates_only_the_streams_it_owns_and_waits_for_those_it_reads() {
+async fn a_service_creates_only_its_own_streams_and_finds_those_it_reads_once_their_owner_has() {
     let server = testkit::NatsServer::start();
     let bus = crate::support::connect(&server, bus::BusConfig::new("provision")).await;
     let settings = StreamSettings::default();
@@ -131,20 +131,23 @@ async fn a_service_creates_only_the_streams_it_owns_and_waits_for_those_it_reads
         async move { js.get_stream(name).await.is_ok() }
     };
 
+    bus.provision_streams_of(&settings, "inventory-service")
+        .await
+        .unwrap();
+    assert!(exists("INVENTORY").await);
     let err = bus
-        .provision_streams_of(&settings, "inventory-service")
+        .streams_used_by_exist(&settings, "inventory-service")
         .await
         .unwrap_err();
     assert!(
         matches!(&err, bus::ProvisionError::Missing { stream, owner: "order-service", .. } if stream == "ORDERS"),
         "{err}"
     );
-    assert!(exists("INVENTORY").await, "its own stream comes first");
 
     bus.provision_streams_of(&settings, "order-service")
         .await
         .unwrap();
-    bus.provision_streams_of(&settings, "inventory-service")
+    bus.streams_used_by_exist(&settings, "inventory-service")
         .await
         .unwrap();
     for stream in [
