@@ -8,8 +8,8 @@
 //! consumes, its own KV buckets, acks of its own consumers; call the JetStream API only for its
 //! own streams (create, update, read — never delete or purge), its own buckets (and ordered
 //! consumers on them), its own durable consumers on the stream it reads, and its watchers of
-//! that stream's max-deliveries advisories; check that the streams it uses exist; and receive replies only under its own
-//! inbox prefix ([`names::inbox_prefix`]).
+//! that stream's max-deliveries advisories; check that the streams it uses exist; and receive
+//! replies only under its own inbox prefix ([`names::inbox_prefix`]).
 
 use std::fmt::Write as _;
 
