@@ -139,9 +139,7 @@ impl Bus {
         settings: &StreamSettings,
         service: &str,
     ) -> Result<(), ProvisionError> {
-        let consumed = topology::subscription_of(service)
-            .and_then(|s| s.kinds.first())
-            .map(|kind| Domain::of(*kind));
+        let consumed = topology::subscription_of(service).and_then(|s| s.domain());
         for stream in streams(settings)? {
             let used = stream.domain.is_none() || stream.domain == consumed;
             if stream.owner != service && used {

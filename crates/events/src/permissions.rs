@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use crate::layout::{self, Domain, Partitions};
 use crate::names;
-use crate::topology::{self, Subscription};
+use crate::topology;
 
 /// One service's NATS user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +44,9 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
         .filter(|kind| Domain::of(*kind) == writes)
         .map(layout::any_partition)
         .collect();
-    let subscription = topology::subscription_of(service);
-    if let Some(reads) = subscription.and_then(read_domain) {
+    let reads = topology::subscription_of(service)
+        .and_then(|subscription| Some((subscription.durable, subscription.domain()?)));
+    if let Some((_, reads)) = reads {
         publish.push(format!(
             "{}.{}.>",
             names::subject::DLQ_PREFIX,
@@ -102,8 +103,7 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
     }
 
     // Its durable consumers on the stream it reads, and their advisory watchers.
-    if let Some((subscription, reads)) = subscription.and_then(|s| Some((s, read_domain(s)?))) {
-        let durable = subscription.durable;
+    if let Some((durable, reads)) = reads {
         for p in partitions.all() {
             let stream = reads.stream(p, partitions);
             publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
@@ -121,10 +121,6 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
         publish,
         subscribe: vec![format!("{}.>", names::inbox_prefix(service))],
     }
-}
-
-fn read_domain(subscription: &Subscription) -> Option<Domain> {
-    subscription.kinds.first().map(|kind| Domain::of(*kind))
 }
 
 /// Create (with or without filter subjects in the name), read, pull from and ack one durable

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bus::ReadError;
 use bus::{AppendError, Appended, Bus, EventLog, KvBucket, KvStore, MsgId, ProvisionError};
 use events::layout::{self, History};
+use events::names::bucket::STOCK;
 use events::{Domain, Envelope, OrderId, OrderKey, Partitions, Sku};
 use futures::StreamExt as _;
 
@@ -17,7 +18,6 @@ use crate::ledger::Ledger;
 use crate::reservation::Reservation;
 use crate::stock::StockOp;
 
-const STOCK: &str = events::names::bucket::STOCK;
 /// How often marks are looked at for reconciliation.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// How old a mark must be before it is reconciled: its event should long be stored by then.

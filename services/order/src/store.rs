@@ -16,6 +16,7 @@ use std::time::Duration;
 use bus::{AppendError, Appended, Bus, EventLog, KvBucket, KvStore, MsgId, ProvisionError};
 use bus::{ReadError, StoreError};
 use events::layout::{self, History};
+use events::names::bucket::IDEMPOTENCY;
 use events::{CustomerId, Domain, Envelope, OrderId, OrderKey, Partitions};
 use futures::StreamExt as _;
 use lru::LruCache;
@@ -23,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::order::{Decision, Order};
 
-const IDEMPOTENCY: &str = events::names::bucket::IDEMPOTENCY;
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Rounds of "decide, append, find the history moved" before giving up for now.

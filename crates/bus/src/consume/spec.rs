@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use events::topology::Subscription;
-use events::{Domain, Partitions, layout};
+use events::{Partitions, layout};
 
 /// A durable pull consumer's settings. Checked by [`ConsumerSpec::validate`] before use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl ConsumerSpec {
     /// one domain, so of one stream per partition — each filtered to its partition's subjects.
     pub fn per_partition(subscription: &Subscription, partitions: Partitions) -> Vec<Self> {
         let (durable, kinds) = (subscription.durable, subscription.kinds);
-        let Some(domain) = kinds.first().map(|kind| Domain::of(*kind)) else {
+        let Some(domain) = subscription.domain() else {
             return Vec::new();
         };
         partitions
