@@ -1,17 +1,17 @@
 //! Two inventory replicas, one SKU, many concurrent orders: compare-and-set conflicts are
 //! retried, never overwritten — exactly the stock is sold, nothing more.
 
-use testkit::System;
+use testkit::TestApp;
 
-use crate::support::{accepted_order_id, order_body, set_stock, stock, wait_for_status};
+use crate::support::{accepted_order_id, order_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty() {
-    let system = System::builder().inventory_replicas(2).start().await;
-    set_stock(&system, "HOT", 50).await;
-    let url = format!("{}/v1/orders", system.order.url());
+    let app = TestApp::builder().inventory_replicas(2).spawn().await;
+    app.set_stock("HOT", 50).await;
+    let url = format!("{}/v1/orders", app.order_url());
     let posts = (0..200).map(|i| {
-        let (http, url) = (system.http.clone(), url.clone());
+        let (http, url) = (app.http.clone(), url.clone());
         async move {
             let response = http
                 .post(url)
@@ -26,7 +26,7 @@ async fn two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty() {
 
     let (mut confirmed, mut cancelled) = (0, 0);
     for order_id in &order_ids {
-        let settled = wait_for_settled(&system, order_id).await;
+        let settled = wait_for_settled(&app, order_id).await;
         match settled.as_str() {
             "confirmed" => confirmed += 1,
             "cancelled" => cancelled += 1,
@@ -34,13 +34,13 @@ async fn two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty() {
         }
     }
     assert_eq!((confirmed, cancelled), (50, 150));
-    assert_eq!(stock(&system, "HOT").await, (0, 50, 0));
+    assert_eq!(app.stock("HOT").await, (0, 50, 0));
 }
 
-async fn wait_for_settled(system: &System, order_id: &str) -> String {
+async fn wait_for_settled(app: &TestApp, order_id: &str) -> String {
     let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
     loop {
-        let status = crate::support::order(system, order_id).await["status"]
+        let status = app.order(order_id).await["status"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
@@ -49,7 +49,7 @@ async fn wait_for_settled(system: &System, order_id: &str) -> String {
         }
         if tokio::time::Instant::now() > deadline {
             // Fails with the order's state in the message.
-            wait_for_status(system, order_id, "confirmed").await;
+            app.wait_for_status(order_id, "confirmed").await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

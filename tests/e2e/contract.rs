@@ -8,9 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use testkit::{ADMIN_TOKEN, ServiceProcess, System};
-
-use crate::support::set_stock;
+use testkit::{ADMIN_TOKEN, TestApp};
 
 /// Cases per operation and phase: enough to cover every constraint, bounded for CI.
 const EXAMPLES: &str = "25";
@@ -58,10 +56,10 @@ async fn succeeds(mut command: std::process::Command, what: &str) -> String {
 }
 
 /// Runs schemathesis against `service` and fails with its report when it finds anything.
-async fn fuzz(service: fn(&System) -> &ServiceProcess) {
-    let system = System::builder().start().await;
-    set_stock(&system, "0", 1_000_000).await;
-    let url = service(&system).url();
+async fn fuzz(service: fn(&TestApp) -> &str) {
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("0", 1_000_000).await;
+    let url = service(&app);
     let mut command = tool("schemathesis");
     command
         .current_dir(contract_dir())
@@ -80,25 +78,25 @@ async fn fuzz(service: fn(&System) -> &ServiceProcess) {
 
 #[tokio::test]
 async fn schemathesis_finds_nothing_on_the_order_service() {
-    fuzz(|system| &system.order).await;
+    fuzz(|app| app.order_url()).await;
 }
 
 #[tokio::test]
 async fn schemathesis_finds_nothing_on_the_inventory_service() {
-    fuzz(|system| &system.inventory[0]).await;
+    fuzz(|app| app.inventory_url()).await;
 }
 
 #[tokio::test]
 async fn schemathesis_finds_nothing_on_the_notification_service() {
-    fuzz(|system| &system.notification).await;
+    fuzz(|app| app.notification_url()).await;
 }
 
 #[tokio::test]
 async fn a_client_generated_from_the_order_document_runs_the_readme_flow() {
-    let system = System::builder().start().await;
-    set_stock(&system, "SKU-MUG", 10).await;
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("SKU-MUG", 10).await;
     let dir = tempfile::tempdir().unwrap();
-    let document = crate::support::order_openapi(&system).await;
+    let document = app.order_openapi().await;
     std::fs::write(dir.path().join("openapi.json"), document.to_string()).unwrap();
 
     let mut generate = tool("openapi-python-client");
@@ -113,7 +111,7 @@ async fn a_client_generated_from_the_order_document_runs_the_readme_flow() {
     let mut flow = tool("python3");
     flow.env("PYTHONPATH", dir.path().join("client"))
         .arg(contract_dir().join("readme_flow.py"))
-        .args([&system.order.url(), "SKU-MUG"]);
+        .args([app.order_url(), "SKU-MUG"]);
     let said = succeeds(flow, "the generated client's README flow failed").await;
     assert!(
         said.contains("history: pending, confirmed, cancelled"),
@@ -136,16 +134,16 @@ async fn answer(request: reqwest::RequestBuilder) -> (u16, String, Value) {
 
 #[tokio::test]
 async fn a_quantity_written_with_a_zero_fraction_is_a_whole_number() {
-    let system = System::builder().start().await;
-    set_stock(&system, "WHOLE", 5).await;
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("WHOLE", 5).await;
     let body = json!({
         "customer_id": "fay",
         "currency": "EUR",
         "items": [{"sku": "WHOLE", "quantity": 2.0, "unit_price_cents": 100.0}],
     });
-    let request = system
+    let request = app
         .http
-        .post(format!("{}/v1/orders", system.order.url()))
+        .post(format!("{}/v1/orders", app.order_url()))
         .json(&body);
     let (status, _, _) = answer(request).await;
     assert_eq!(status, 202);
@@ -153,10 +151,10 @@ async fn a_quantity_written_with_a_zero_fraction_is_a_whole_number() {
 
 #[tokio::test]
 async fn a_malformed_order_id_is_a_documented_400_problem() {
-    let system = System::builder().start().await;
-    let request = system
+    let app = TestApp::builder().spawn().await;
+    let request = app
         .http
-        .post(format!("{}/v1/orders/0/cancel", system.order.url()));
+        .post(format!("{}/v1/orders/0/cancel", app.order_url()));
     let (status, media, problem) = answer(request).await;
     assert_eq!((status, media.as_str()), (400, "application/problem+json"));
     assert_eq!(
@@ -167,10 +165,10 @@ async fn a_malformed_order_id_is_a_documented_400_problem() {
 
 #[tokio::test]
 async fn dead_letter_zero_does_not_exist_rather_than_failing() {
-    let system = System::builder().start().await;
-    let request = system
+    let app = TestApp::builder().spawn().await;
+    let request = app
         .http
-        .get(format!("{}/admin/dead-letters/0", system.order.url()))
+        .get(format!("{}/admin/dead-letters/0", app.order_url()))
         .bearer_auth(ADMIN_TOKEN);
     let (status, media, _) = answer(request).await;
     assert_eq!((status, media.as_str()), (404, "application/problem+json"));
@@ -178,12 +176,12 @@ async fn dead_letter_zero_does_not_exist_rather_than_failing() {
 
 #[tokio::test]
 async fn a_dead_letter_page_after_the_largest_sequence_is_refused() {
-    let system = System::builder().start().await;
-    let request = system
+    let app = TestApp::builder().spawn().await;
+    let request = app
         .http
         .get(format!(
             "{}/admin/dead-letters?after=9223372036854775808",
-            system.order.url()
+            app.order_url()
         ))
         .bearer_auth(ADMIN_TOKEN);
     let (status, _, problem) = answer(request).await;
@@ -193,8 +191,8 @@ async fn a_dead_letter_page_after_the_largest_sequence_is_refused() {
 
 #[tokio::test]
 async fn every_documented_error_is_problem_json_with_its_headers() {
-    let system = System::builder().start().await;
-    let openapi = crate::support::order_openapi(&system).await;
+    let app = TestApp::builder().spawn().await;
+    let openapi = app.order_openapi().await;
     let create = &openapi["paths"]["/v1/orders"]["post"]["responses"];
     for status in ["400", "413", "415", "422", "429", "500", "503"] {
         assert!(

@@ -4,18 +4,18 @@
 //! Idempotency-Keys. The provider is a real JWKS server on loopback (testkit).
 
 use serde_json::{Value, json};
-use testkit::{IdentityProvider, Signer, System};
+use testkit::{IdentityProvider, Signer, TestApp};
 
-use crate::support::{accepted_order_id, set_stock};
+use crate::support::accepted_order_id;
 
-async fn system_trusting(provider: &IdentityProvider) -> System {
-    let mut builder = System::builder();
+async fn app_trusting(provider: &IdentityProvider) -> TestApp {
+    let mut builder = TestApp::builder();
     for (key, value) in provider.service_env() {
         builder = builder.env(key, &value);
     }
-    let system = builder.start().await;
-    set_stock(&system, "SKU-AUTH", 100).await;
-    system
+    let app = builder.spawn().await;
+    app.set_stock("SKU-AUTH", 100).await;
+    app
 }
 
 /// An order of one SKU-AUTH, naming no customer: the token does.
@@ -23,10 +23,9 @@ fn order() -> Value {
     json!({ "items": [{ "sku": "SKU-AUTH", "quantity": 1, "unit_price_cents": 100 }], "currency": "EUR" })
 }
 
-async fn place_as(system: &System, token: &str, body: &Value) -> reqwest::Response {
-    system
-        .http
-        .post(format!("{}/v1/orders", system.order.url()))
+async fn place_as(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/orders", app.order_url()))
         .bearer_auth(token)
         .json(body)
         .send()
@@ -34,10 +33,9 @@ async fn place_as(system: &System, token: &str, body: &Value) -> reqwest::Respon
         .unwrap()
 }
 
-async fn get_as(system: &System, token: &str, path: &str) -> reqwest::Response {
-    system
-        .http
-        .get(format!("{}{path}", system.order.url()))
+async fn get_as(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
+    app.http
+        .get(format!("{}{path}", app.order_url()))
         .bearer_auth(token)
         .send()
         .await
@@ -47,17 +45,17 @@ async fn get_as(system: &System, token: &str, path: &str) -> reqwest::Response {
 #[tokio::test]
 async fn a_customers_token_places_reads_and_lists_their_own_orders() {
     let provider = IdentityProvider::start().await;
-    let system = system_trusting(&provider).await;
+    let app = app_trusting(&provider).await;
     let token = provider.token("carol");
 
-    let order_id = accepted_order_id(place_as(&system, &token, &order()).await).await;
-    let view: Value = get_as(&system, &token, &format!("/v1/orders/{order_id}"))
+    let order_id = accepted_order_id(place_as(&app, &token, &order()).await).await;
+    let view: Value = get_as(&app, &token, &format!("/v1/orders/{order_id}"))
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(view["customer_id"], "carol");
-    let page: Value = get_as(&system, &token, "/v1/orders")
+    let page: Value = get_as(&app, &token, "/v1/orders")
         .await
         .json()
         .await
@@ -68,55 +66,47 @@ async fn a_customers_token_places_reads_and_lists_their_own_orders() {
 #[tokio::test]
 async fn another_customers_orders_do_not_exist_for_you() {
     let provider = IdentityProvider::start().await;
-    let system = system_trusting(&provider).await;
-    let order_id =
-        accepted_order_id(place_as(&system, &provider.token("dave"), &order()).await).await;
+    let app = app_trusting(&provider).await;
+    let order_id = accepted_order_id(place_as(&app, &provider.token("dave"), &order()).await).await;
     let eve = provider.token("eve");
 
-    let read = get_as(&system, &eve, &format!("/v1/orders/{order_id}")).await;
+    let read = get_as(&app, &eve, &format!("/v1/orders/{order_id}")).await;
     assert_eq!(read.status(), 404);
-    let cancel = system
+    let cancel = app
         .http
-        .post(format!(
-            "{}/v1/orders/{order_id}/cancel",
-            system.order.url()
-        ))
+        .post(format!("{}/v1/orders/{order_id}/cancel", app.order_url()))
         .bearer_auth(&eve)
         .send()
         .await
         .unwrap();
     assert_eq!(cancel.status(), 404);
-    let listed = get_as(&system, &eve, "/v1/orders?customer_id=dave").await;
+    let listed = get_as(&app, &eve, "/v1/orders?customer_id=dave").await;
     assert_eq!(listed.status(), 403, "eve listed dave's orders");
-    let own: Value = get_as(&system, &eve, "/v1/orders")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let own: Value = get_as(&app, &eve, "/v1/orders").await.json().await.unwrap();
     assert_eq!(own["orders"], json!([]));
 }
 
 #[tokio::test]
 async fn an_order_for_another_customer_id_than_the_tokens_is_refused() {
     let provider = IdentityProvider::start().await;
-    let system = system_trusting(&provider).await;
+    let app = app_trusting(&provider).await;
     let mut body = order();
     body["customer_id"] = json!("mallory");
-    let response = place_as(&system, &provider.token("frank"), &body).await;
+    let response = place_as(&app, &provider.token("frank"), &body).await;
     assert_eq!(response.status(), 403);
 }
 
 #[tokio::test]
 async fn idempotency_keys_belong_to_one_customer() {
     let provider = IdentityProvider::start().await;
-    let system = system_trusting(&provider).await;
+    let app = app_trusting(&provider).await;
     let mut ids = Vec::new();
     for (customer, quantity) in [("gina", 1), ("hank", 2)] {
         let mut body = order();
         body["items"][0]["quantity"] = json!(quantity);
-        let response = system
+        let response = app
             .http
-            .post(format!("{}/v1/orders", system.order.url()))
+            .post(format!("{}/v1/orders", app.order_url()))
             .bearer_auth(provider.token(customer))
             .header("Idempotency-Key", "checkout-1")
             .json(&body)
@@ -131,15 +121,15 @@ async fn idempotency_keys_belong_to_one_customer() {
 #[tokio::test]
 async fn an_rs256_token_is_accepted_too() {
     let provider = IdentityProvider::start().await;
-    let system = system_trusting(&provider).await;
+    let app = app_trusting(&provider).await;
     let token = provider.token_with(Signer::Rs256, provider.claims("ivy"));
-    assert_eq!(place_as(&system, &token, &order()).await.status(), 202);
+    assert_eq!(place_as(&app, &token, &order()).await.status(), 202);
 }
 
 #[tokio::test]
 async fn missing_expired_misaddressed_forged_and_unsigned_tokens_are_refused() {
     let provider = IdentityProvider::start().await;
-    let system = system_trusting(&provider).await;
+    let app = app_trusting(&provider).await;
     let claims = provider.claims("judy");
     let altered = |key: &str, value: Value| {
         let mut claims = claims.clone();
@@ -175,7 +165,7 @@ async fn missing_expired_misaddressed_forged_and_unsigned_tokens_are_refused() {
         ("not a JWT", "definitely-not-a-jwt".to_owned()),
     ];
     for (what, token) in refused {
-        let response = place_as(&system, &token, &order()).await;
+        let response = place_as(&app, &token, &order()).await;
         assert_eq!(
             response.status(),
             401,
@@ -186,9 +176,9 @@ async fn missing_expired_misaddressed_forged_and_unsigned_tokens_are_refused() {
             "{what}"
         );
     }
-    let anonymous = system
+    let anonymous = app
         .http
-        .get(format!("{}/v1/orders?customer_id=judy", system.order.url()))
+        .get(format!("{}/v1/orders?customer_id=judy", app.order_url()))
         .send()
         .await
         .unwrap();
@@ -198,8 +188,8 @@ async fn missing_expired_misaddressed_forged_and_unsigned_tokens_are_refused() {
 #[tokio::test]
 async fn the_document_declares_the_customer_scheme_when_it_is_on() {
     let provider = IdentityProvider::start().await;
-    let system = system_trusting(&provider).await;
-    let openapi = crate::support::order_openapi(&system).await;
+    let app = app_trusting(&provider).await;
+    let openapi = app.order_openapi().await;
     assert_eq!(
         openapi["components"]["securitySchemes"]["customer"]["bearerFormat"],
         "JWT"

@@ -2,9 +2,9 @@
 //! idempotently (a second redrive finds nothing) and at a bounded rate in bulk.
 
 use serde_json::Value;
-use testkit::System;
+use testkit::TestApp;
 
-use crate::support::{admin_get_json, eventually, wait_for_status};
+use crate::support::eventually;
 use bus::{Bus, BusConfig, MsgId};
 use events::{
     Currency, CustomerId, Envelope, Event, EventKind, InventoryReserved, LineItem, OrderCreated,
@@ -13,12 +13,12 @@ use events::{
 
 #[tokio::test]
 async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed() {
-    let system = System::builder()
+    let app = TestApp::builder()
         .env("CONSUMER_ACK_WAIT_MS", "1000")
         .env("CONSUMER_MAX_DELIVER", "2")
-        .start()
+        .spawn()
         .await;
-    let bus = Bus::connect(&BusConfig::new("test").with_url(system.nats.url()))
+    let bus = Bus::connect(&BusConfig::new("test").with_url(app.nats.url()))
         .await
         .unwrap();
     let order_id = OrderId::new();
@@ -41,16 +41,16 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
         .await
         .unwrap();
 
-    let admin = |request: reqwest::RequestBuilder| system.as_admin(request);
-    let list_url = format!("{}/admin/dead-letters", system.order.url());
+    let admin = |request: reqwest::RequestBuilder| app.as_admin(request);
+    let list_url = format!("{}/admin/dead-letters", app.order_url());
     assert_eq!(
-        system.http.get(&list_url).send().await.unwrap().status(),
+        app.http.get(&list_url).send().await.unwrap().status(),
         401,
         "the DLQ is admin-only"
     );
     let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
     let letters = loop {
-        let letters: Value = admin_get_json(&system, &list_url).await;
+        let letters: Value = app.admin_get_json(&list_url).await;
         if letters["dead_letters"]
             .as_array()
             .is_some_and(|l| !l.is_empty())
@@ -73,7 +73,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     assert_eq!(letter["deliveries"], 2);
     assert_eq!(letter["payload"]["data"]["order_id"], order_id.to_string());
     let sequence = letter["dlq_sequence"].as_u64().unwrap();
-    let inspected: Value = admin_get_json(&system, &format!("{list_url}/{sequence}")).await;
+    let inspected: Value = app.admin_get_json(&format!("{list_url}/{sequence}")).await;
     assert_eq!(inspected["error"], letter["error"]);
 
     // The cause is fixed: an operator restores the missing order's `created` event.
@@ -103,12 +103,13 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
         .unwrap();
 
     let redrive = format!("{list_url}/{sequence}/redrive");
-    let response = admin(system.http.post(&redrive)).send().await.unwrap();
+    let response = admin(app.http.post(&redrive)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     // The redriven reservation now finds its order, and confirms it.
-    wait_for_status(&system, &order_id.to_string(), "confirmed").await;
+    app.wait_for_status(&order_id.to_string(), "confirmed")
+        .await;
     assert_eq!(
-        admin(system.http.post(&redrive))
+        admin(app.http.post(&redrive))
             .send()
             .await
             .unwrap()
@@ -116,7 +117,7 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
         404,
         "redriven twice"
     );
-    let after: Value = admin_get_json(&system, &list_url).await;
+    let after: Value = app.admin_get_json(&list_url).await;
     assert!(
         after["dead_letters"]
             .as_array()
@@ -129,8 +130,8 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
 
 #[tokio::test]
 async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
-    let system = System::builder().start().await;
-    let nats = async_nats::connect(system.nats.url()).await.unwrap();
+    let app = TestApp::builder().spawn().await;
+    let nats = async_nats::connect(app.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(nats);
     for _ in 0..3 {
         let subject = format!("orders.0.mallory.{}.created", OrderId::new());
@@ -140,17 +141,16 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
             .await
             .unwrap();
     }
-    let list_url = format!("{}/admin/dead-letters", system.order.url());
+    let list_url = format!("{}/admin/dead-letters", app.order_url());
     eventually("three dead letters (inventory's consumer)", || async {
-        admin_get_json(&system, &list_url).await["dead_letters"]
+        app.admin_get_json(&list_url).await["dead_letters"]
             .as_array()
             .is_some_and(|l| l.len() == 3)
     })
     .await;
-    let redriven: Value = system
+    let redriven: Value = app
         .as_admin(
-            system
-                .http
+            app.http
                 .post(format!("{list_url}/redrive?max=2&per_second=50")),
         )
         .send()
@@ -162,7 +162,7 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
     assert_eq!(redriven["redriven"], 2);
     // Garbage stays garbage: redriven, it is dead-lettered again.
     eventually("the redriven poison is dead-lettered again", || async {
-        admin_get_json(&system, &list_url).await["dead_letters"]
+        app.admin_get_json(&list_url).await["dead_letters"]
             .as_array()
             .is_some_and(|l| l.len() == 3)
     })

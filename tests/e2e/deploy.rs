@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use testkit::{System, free_port, http_client};
 
-use crate::support::{eventually, place, set_stock, wait_for_status};
+use crate::support::eventually;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -54,9 +54,9 @@ async fn unproduced(names: &BTreeSet<String>) -> Vec<String> {
         .map(str::trim)
         .collect();
     let system = System::builder().start().await;
-    set_stock(&system, "DASH", 1).await;
-    let confirmed = place(&system, "dana", &[("DASH", 1)]).await;
-    wait_for_status(&system, &confirmed, "confirmed").await;
+    system.set_stock("DASH", 1).await;
+    let confirmed = system.place_order("dana", &[("DASH", 1)]).await;
+    system.wait_for_status(&confirmed, "confirmed").await;
     // Metrics are recorded just after the state they describe changes: scrape until every
     // name shows up, or report the ones that never do.
     let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;

@@ -2,14 +2,13 @@
 //! refused; two racing requests with one key make one order.
 
 use serde_json::Value;
-use testkit::System;
+use testkit::TestApp;
 
-use crate::support::{accepted_order_id, order_body, set_stock, wait_for_status};
+use crate::support::{accepted_order_id, order_body};
 
-async fn post_with_key(system: &System, key: &str, body: &Value) -> reqwest::Response {
-    system
-        .http
-        .post(format!("{}/v1/orders", system.order.url()))
+async fn post_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/orders", app.order_url()))
         .header("Idempotency-Key", key)
         .json(body)
         .send()
@@ -17,41 +16,43 @@ async fn post_with_key(system: &System, key: &str, body: &Value) -> reqwest::Res
         .unwrap()
 }
 
-async fn orders_of(system: &System, customer: &str) -> Vec<Value> {
-    let page: Value = crate::support::get_json(
-        system,
-        &format!("{}/v1/orders?customer_id={customer}", system.order.url()),
-    )
-    .await;
+async fn orders_of(app: &TestApp, customer: &str) -> Vec<Value> {
+    let page: Value = app
+        .get_json(&format!(
+            "{}/v1/orders?customer_id={customer}",
+            app.order_url()
+        ))
+        .await;
     page["orders"].as_array().unwrap().clone()
 }
 
 #[tokio::test]
 async fn the_same_key_and_body_twice_make_one_order() {
-    let system = System::builder().start().await;
-    set_stock(&system, "PEN", 10).await;
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("PEN", 10).await;
     let body = order_body("erin", &[("PEN", 1)]);
-    let first: Value = post_with_key(&system, "key-1", &body)
+    let first: Value = post_with_key(&app, "key-1", &body)
         .await
         .json()
         .await
         .unwrap();
-    let replay = post_with_key(&system, "key-1", &body).await;
+    let replay = post_with_key(&app, "key-1", &body).await;
     assert_eq!(replay.status(), 202);
     assert_eq!(replay.headers().get("Idempotent-Replayed").unwrap(), "true");
     let second: Value = replay.json().await.unwrap();
     assert_eq!(first["order_id"], second["order_id"]);
 
-    wait_for_status(&system, first["order_id"].as_str().unwrap(), "confirmed").await;
-    assert_eq!(orders_of(&system, "erin").await.len(), 1);
+    app.wait_for_status(first["order_id"].as_str().unwrap(), "confirmed")
+        .await;
+    assert_eq!(orders_of(&app, "erin").await.len(), 1);
 }
 
 #[tokio::test]
 async fn the_same_key_with_a_different_body_is_refused_with_422() {
-    let system = System::builder().start().await;
-    let accepted = post_with_key(&system, "key-2", &order_body("frank", &[("PEN", 1)])).await;
+    let app = TestApp::builder().spawn().await;
+    let accepted = post_with_key(&app, "key-2", &order_body("frank", &[("PEN", 1)])).await;
     assert_eq!(accepted.status(), 202);
-    let refused = post_with_key(&system, "key-2", &order_body("frank", &[("PEN", 2)])).await;
+    let refused = post_with_key(&app, "key-2", &order_body("frank", &[("PEN", 2)])).await;
     assert_eq!(refused.status(), 422);
     assert_eq!(
         refused.headers()["content-type"],
@@ -66,9 +67,9 @@ async fn the_same_key_with_a_different_body_is_refused_with_422() {
 
 #[tokio::test]
 async fn racing_requests_with_one_key_make_one_order() {
-    let system = System::builder().start().await;
+    let app = TestApp::builder().spawn().await;
     let body = order_body("gina", &[("PEN", 1)]);
-    let attempts = (0..8).map(|_| post_with_key(&system, "key-race", &body));
+    let attempts = (0..8).map(|_| post_with_key(&app, "key-race", &body));
     let responses = futures::future::join_all(attempts).await;
     let mut ids = Vec::new();
     for response in responses {
@@ -77,24 +78,24 @@ async fn racing_requests_with_one_key_make_one_order() {
     ids.dedup();
     assert_eq!(ids.len(), 1, "racing requests made several orders: {ids:?}");
     crate::support::eventually("the order is listed", || async {
-        orders_of(&system, "gina").await.len() == 1
+        orders_of(&app, "gina").await.len() == 1
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_customers_orders_are_listed_newest_first_in_pages() {
-    let system = System::builder().start().await;
+    let app = TestApp::builder().spawn().await;
     let mut placed = Vec::new();
     for _ in 0..5 {
-        placed.push(crate::support::place(&system, "hana", &[("PEN", 1)]).await);
+        placed.push(app.place_order("hana", &[("PEN", 1)]).await);
     }
     placed.reverse();
-    let url = format!("{}/v1/orders?customer_id=hana&limit=2", system.order.url());
+    let url = format!("{}/v1/orders?customer_id=hana&limit=2", app.order_url());
     let mut seen = Vec::new();
     let mut next = url.clone();
     loop {
-        let page: Value = crate::support::get_json(&system, &next).await;
+        let page: Value = app.get_json(&next).await;
         seen.extend(
             page["orders"]
                 .as_array()

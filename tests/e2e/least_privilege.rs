@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use testkit::{NatsServer, Pki, System};
 
-use crate::support::{place, set_stock, wait_for_status};
-
 const USERS: [(&str, &str, &str); 3] = [
     ("order-service", "ORDER_PASSWORD", "order-secret-1"),
     (
@@ -57,22 +55,20 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
 
     // The whole saga, both outcomes, with every service provisioning its own streams and
     // buckets under its own user; the admin reads that list keys and dead letters work too.
-    set_stock(&system, "SECURE", 3).await;
-    let order_id = place(&system, "sam", &[("SECURE", 1)]).await;
-    wait_for_status(&system, &order_id, "confirmed").await;
-    let too_many = place(&system, "sam", &[("SECURE", 5)]).await;
-    wait_for_status(&system, &too_many, "cancelled").await;
+    system.set_stock("SECURE", 3).await;
+    let order_id = system.place_order("sam", &[("SECURE", 1)]).await;
+    system.wait_for_status(&order_id, "confirmed").await;
+    let too_many = system.place_order("sam", &[("SECURE", 5)]).await;
+    system.wait_for_status(&too_many, "cancelled").await;
     crate::support::eventually("both notifications are sent", || async {
         let mut sent = 0;
         for order in [&order_id, &too_many] {
-            let notes = crate::support::get_json(
-                &system,
-                &format!(
+            let notes = system
+                .get_json(&format!(
                     "{}/v1/notifications?order_id={order}",
                     system.notification.url()
-                ),
-            )
-            .await;
+                ))
+                .await;
             sent += usize::from(notes[0]["status"] == "sent");
         }
         sent == 2

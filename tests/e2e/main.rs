@@ -1,5 +1,6 @@
-//! End to end: nats-server and the three services as real processes, driven over HTTP and
-//! observed through their APIs, a real webhook receiver and a real OTLP receiver.
+//! End to end: nats-server and the three services — in this process (`TestApp`) unless the test
+//! is about processes (crashes, signals, logs, metrics, exported spans: `System`) — driven over
+//! HTTP and observed through their APIs, a real webhook receiver and a real OTLP receiver.
 
 // Helpers outside `#[test]` fns are test code too: a panic here is a failed test with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

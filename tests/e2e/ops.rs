@@ -6,14 +6,12 @@ use std::process::Command;
 use serde_json::{Value, json};
 use testkit::{System, service_binary};
 
-use crate::support::{place, set_stock, wait_for_status};
-
 #[tokio::test]
 async fn every_service_answers_health_readiness_metrics_and_openapi() {
     let system = System::builder().start().await;
-    set_stock(&system, "OPS", 5).await;
-    let order_id = place(&system, "olga", &[("OPS", 1)]).await;
-    wait_for_status(&system, &order_id, "confirmed").await;
+    system.set_stock("OPS", 5).await;
+    let order_id = system.place_order("olga", &[("OPS", 1)]).await;
+    system.wait_for_status(&order_id, "confirmed").await;
 
     let services = [
         (&system.order, "/v1/orders"),

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
-use testkit::System;
+use testkit::TestApp;
 
 /// One thing that makes an order invalid.
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ fn body(flaw: &Flaw) -> Vec<u8> {
 #[test]
 fn generated_bad_orders_get_4xx_problems_and_publish_nothing() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let system = runtime.block_on(System::builder().env("HTTP_RATE_LIMIT", "0").start());
+    let app = runtime.block_on(TestApp::builder().env("HTTP_RATE_LIMIT", "0").spawn());
     let mut runner = TestRunner::new(Config {
         cases: 96,
         failure_persistence: None,
@@ -114,11 +114,8 @@ fn generated_bad_orders_get_4xx_problems_and_publish_nothing() {
     });
     runner
         .run(&flaw(), |flaw| {
-            let (status, problem, content_type) = runtime.block_on(crate::support::post_raw(
-                &system,
-                "application/json",
-                body(&flaw),
-            ));
+            let (status, problem, content_type) =
+                runtime.block_on(app.post_order_raw("application/json", body(&flaw)));
             prop_assert!(
                 (400..500).contains(&status),
                 "{flaw:?} answered {status}: {problem}"
@@ -130,9 +127,9 @@ fn generated_bad_orders_get_4xx_problems_and_publish_nothing() {
         .unwrap();
 
     runtime.block_on(async {
-        let health = system
+        let health = app
             .http
-            .get(format!("{}/healthz", system.order.url()))
+            .get(format!("{}/healthz", app.order_url()))
             .send()
             .await
             .unwrap();
@@ -141,7 +138,7 @@ fn generated_bad_orders_get_4xx_problems_and_publish_nothing() {
             200,
             "order-service did not survive the bad input"
         );
-        let nats = async_nats::connect(system.nats.url()).await.unwrap();
+        let nats = async_nats::connect(app.nats.url()).await.unwrap();
         let mut orders = async_nats::jetstream::new(nats)
             .get_stream("ORDERS")
             .await

@@ -7,9 +7,9 @@ use events::{
     CancelReason, Currency, CustomerId, Envelope, Event, LineItem, OrderCancelled, OrderCreated,
     OrderId, Sku,
 };
-use testkit::System;
+use testkit::TestApp;
 
-use crate::support::{eventually, place, set_stock, stock, wait_for_status};
+use crate::support::eventually;
 
 fn order_created(order_id: OrderId, customer: &str, sku: &str, quantity: u32) -> OrderCreated {
     OrderCreated::new(
@@ -26,8 +26,8 @@ fn order_created(order_id: OrderId, customer: &str, sku: &str, quantity: u32) ->
 }
 
 /// A client of the system's NATS that replays events the way a buggy producer or an operator would.
-async fn replayer(system: &System) -> Bus {
-    Bus::connect(&BusConfig::new("replayer").with_url(system.nats.url()))
+async fn replayer(app: &TestApp) -> Bus {
+    Bus::connect(&BusConfig::new("replayer").with_url(app.nats.url()))
         .await
         .unwrap()
 }
@@ -58,23 +58,23 @@ async fn inventory_settled(bus: &Bus, published: &Published) {
     .await;
 }
 
-async fn reservation(system: &System, order_id: OrderId) -> serde_json::Value {
-    crate::support::get_json(
-        system,
-        &format!("{}/v1/reservations/{order_id}", system.inventory[0].url()),
-    )
+async fn reservation(app: &TestApp, order_id: OrderId) -> serde_json::Value {
+    app.get_json(&format!(
+        "{}/v1/reservations/{order_id}",
+        app.inventory_url()
+    ))
     .await
 }
 
 #[tokio::test]
 async fn the_same_order_created_delivered_again_takes_stock_once() {
-    let system = System::builder().start().await;
-    set_stock(&system, "BOOK", 10).await;
-    let order_id = place(&system, "ivan", &[("BOOK", 4)]).await;
-    wait_for_status(&system, &order_id, "confirmed").await;
-    assert_eq!(stock(&system, "BOOK").await, (6, 4, 0));
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("BOOK", 10).await;
+    let order_id = app.place_order("ivan", &[("BOOK", 4)]).await;
+    app.wait_for_status(&order_id, "confirmed").await;
+    assert_eq!(app.stock("BOOK").await, (6, 4, 0));
 
-    let bus = replayer(&system).await;
+    let bus = replayer(&app).await;
     let replay = publish_fresh(
         &bus,
         "ivan",
@@ -84,25 +84,22 @@ async fn the_same_order_created_delivered_again_takes_stock_once() {
     assert!(!replay.duplicate);
     inventory_settled(&bus, &replay).await;
     assert_eq!(
-        stock(&system, "BOOK").await,
+        app.stock("BOOK").await,
         (6, 4, 0),
         "a replayed order took stock twice"
     );
-    assert_eq!(
-        crate::support::order(&system, &order_id).await["status"],
-        "confirmed"
-    );
+    assert_eq!(app.order(&order_id).await["status"], "confirmed");
 }
 
 #[tokio::test]
 async fn a_replayed_order_keeps_its_first_decision_even_after_stock_arrives() {
-    let system = System::builder().start().await;
-    set_stock(&system, "RARE", 1).await;
-    let order_id = place(&system, "jo", &[("RARE", 2)]).await;
-    wait_for_status(&system, &order_id, "cancelled").await;
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("RARE", 1).await;
+    let order_id = app.place_order("jo", &[("RARE", 2)]).await;
+    app.wait_for_status(&order_id, "cancelled").await;
 
-    set_stock(&system, "RARE", 100).await;
-    let bus = replayer(&system).await;
+    app.set_stock("RARE", 100).await;
+    let bus = replayer(&app).await;
     let replay = publish_fresh(
         &bus,
         "jo",
@@ -111,21 +108,21 @@ async fn a_replayed_order_keeps_its_first_decision_even_after_stock_arrives() {
     .await;
     inventory_settled(&bus, &replay).await;
     assert_eq!(
-        stock(&system, "RARE").await,
+        app.stock("RARE").await,
         (100, 0, 0),
         "the replay reserved stock for a cancelled order"
     );
     assert_eq!(
-        reservation(&system, order_id.parse().unwrap()).await["state"],
+        reservation(&app, order_id.parse().unwrap()).await["state"],
         "rejected"
     );
 }
 
 #[tokio::test]
 async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_reserved() {
-    let system = System::builder().start().await;
-    set_stock(&system, "LATE", 10).await;
-    let bus = replayer(&system).await;
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("LATE", 10).await;
+    let bus = replayer(&app).await;
     let order_id = OrderId::new();
     let cancelled = Event::OrderCancelled(OrderCancelled {
         order_id,
@@ -134,7 +131,7 @@ async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_rese
     });
     let first = publish_fresh(&bus, "kim", cancelled).await;
     inventory_settled(&bus, &first).await;
-    let tombstone = reservation(&system, order_id).await;
+    let tombstone = reservation(&app, order_id).await;
     assert_eq!(tombstone["state"], "rejected", "{tombstone}");
     assert_eq!(tombstone["shortfall"], serde_json::json!([]), "{tombstone}");
 
@@ -145,9 +142,9 @@ async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_rese
     )
     .await;
     inventory_settled(&bus, &created).await;
-    assert_eq!(reservation(&system, order_id).await["state"], "rejected");
+    assert_eq!(reservation(&app, order_id).await["state"], "rejected");
     assert_eq!(
-        stock(&system, "LATE").await,
+        app.stock("LATE").await,
         (10, 0, 0),
         "an order cancelled first took stock"
     );
@@ -155,24 +152,19 @@ async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_rese
 
 #[tokio::test]
 async fn a_cancellation_delivered_again_gives_the_stock_back_once() {
-    let system = System::builder().start().await;
-    set_stock(&system, "MUG", 10).await;
-    let order_id = place(&system, "lea", &[("MUG", 4)]).await;
-    wait_for_status(&system, &order_id, "confirmed").await;
-    assert!(
-        crate::support::cancel(&system, &order_id)
-            .await
-            .status()
-            .is_success()
-    );
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("MUG", 10).await;
+    let order_id = app.place_order("lea", &[("MUG", 4)]).await;
+    app.wait_for_status(&order_id, "confirmed").await;
+    assert!(app.cancel(&order_id).await.status().is_success());
     let id: OrderId = order_id.parse().unwrap();
     eventually("the reservation is released", || async {
-        reservation(&system, id).await["state"] == "released"
+        reservation(&app, id).await["state"] == "released"
     })
     .await;
-    assert_eq!(stock(&system, "MUG").await, (10, 0, 0));
+    assert_eq!(app.stock("MUG").await, (10, 0, 0));
 
-    let bus = replayer(&system).await;
+    let bus = replayer(&app).await;
     let replay = publish_fresh(
         &bus,
         "lea",
@@ -185,7 +177,7 @@ async fn a_cancellation_delivered_again_gives_the_stock_back_once() {
     .await;
     inventory_settled(&bus, &replay).await;
     assert_eq!(
-        stock(&system, "MUG").await,
+        app.stock("MUG").await,
         (10, 0, 0),
         "a replayed cancellation gave the stock back twice"
     );

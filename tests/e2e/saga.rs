@@ -1,30 +1,28 @@
 //! The saga's outcomes: confirmed with stock taken and one signed webhook; cancelled for lack
 //! of stock with nothing taken; a customer cancel giving the stock back.
 
-use testkit::{System, WebhookReceiver};
+use testkit::{TestApp, WebhookReceiver};
 
-use crate::support::{
-    WEBHOOK_KEY, cancel, eventually, place, set_stock, stock, wait_for_status, webhook_secret,
-};
+use crate::support::{WEBHOOK_KEY, eventually, webhook_secret};
 
-async fn system_with_webhook() -> (System, WebhookReceiver) {
+async fn app_with_webhook() -> (TestApp, WebhookReceiver) {
     let receiver = WebhookReceiver::start().await;
-    let system = System::builder()
+    let app = TestApp::builder()
         .webhook(receiver.url(), &webhook_secret())
-        .start()
+        .spawn()
         .await;
-    (system, receiver)
+    (app, receiver)
 }
 
 #[tokio::test]
 async fn an_order_in_stock_is_confirmed_takes_its_stock_and_sends_one_signed_webhook() {
-    let (system, receiver) = system_with_webhook().await;
-    set_stock(&system, "MUG", 10).await;
-    let order_id = place(&system, "alice", &[("MUG", 2)]).await;
+    let (app, receiver) = app_with_webhook().await;
+    app.set_stock("MUG", 10).await;
+    let order_id = app.place_order("alice", &[("MUG", 2)]).await;
 
-    let order = wait_for_status(&system, &order_id, "confirmed").await;
+    let order = app.wait_for_status(&order_id, "confirmed").await;
     assert_eq!(order["total_cents"], 200);
-    assert_eq!(stock(&system, "MUG").await, (8, 2, 0));
+    assert_eq!(app.stock("MUG").await, (8, 2, 0));
 
     eventually("the webhook arrives", || async {
         !receiver.received().is_empty()
@@ -56,65 +54,65 @@ async fn an_order_in_stock_is_confirmed_takes_its_stock_and_sends_one_signed_web
     // The delivery is recorded right after the webhook is answered.
     let url = format!(
         "{}/v1/notifications?order_id={order_id}",
-        system.notification.url()
+        app.notification_url()
     );
     eventually("the delivery is recorded as sent", || async {
-        crate::support::get_json(&system, &url).await[0]["status"] == "sent"
+        app.get_json(&url).await[0]["status"] == "sent"
     })
     .await;
-    let notifications = crate::support::get_json(&system, &url).await;
+    let notifications = app.get_json(&url).await;
     assert_eq!(notifications[0]["attempts"], 1);
 }
 
 #[tokio::test]
 async fn an_order_short_of_stock_is_cancelled_with_the_shortfall_and_takes_nothing() {
-    let system = System::builder().start().await;
-    set_stock(&system, "LAMP", 1).await;
-    let order_id = place(&system, "bob", &[("LAMP", 3)]).await;
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("LAMP", 1).await;
+    let order_id = app.place_order("bob", &[("LAMP", 3)]).await;
 
-    let order = wait_for_status(&system, &order_id, "cancelled").await;
+    let order = app.wait_for_status(&order_id, "cancelled").await;
     assert_eq!(order["reason"]["kind"], "out_of_stock");
     assert_eq!(
         order["reason"]["shortfall"],
         serde_json::json!([{ "sku": "LAMP", "requested": 3, "available": 1 }])
     );
-    assert_eq!(stock(&system, "LAMP").await, (1, 0, 0));
+    assert_eq!(app.stock("LAMP").await, (1, 0, 0));
 }
 
 #[tokio::test]
 async fn a_multi_sku_order_with_one_line_short_is_cancelled_and_leaves_no_sku_reserved() {
-    let system = System::builder().start().await;
-    set_stock(&system, "A-PLENTY", 100).await;
-    set_stock(&system, "B-SCARCE", 1).await;
-    set_stock(&system, "C-PLENTY", 100).await;
-    let order_id = place(
-        &system,
-        "carol",
-        &[("A-PLENTY", 5), ("B-SCARCE", 2), ("C-PLENTY", 5)],
-    )
-    .await;
+    let app = TestApp::builder().spawn().await;
+    app.set_stock("A-PLENTY", 100).await;
+    app.set_stock("B-SCARCE", 1).await;
+    app.set_stock("C-PLENTY", 100).await;
+    let order_id = app
+        .place_order(
+            "carol",
+            &[("A-PLENTY", 5), ("B-SCARCE", 2), ("C-PLENTY", 5)],
+        )
+        .await;
 
-    let order = wait_for_status(&system, &order_id, "cancelled").await;
+    let order = app.wait_for_status(&order_id, "cancelled").await;
     assert_eq!(order["reason"]["shortfall"][0]["sku"], "B-SCARCE");
     for sku in ["A-PLENTY", "C-PLENTY"] {
         eventually("untouched stock", || async {
-            stock(&system, sku).await == (100, 0, 0)
+            app.stock(sku).await == (100, 0, 0)
         })
         .await;
     }
-    assert_eq!(stock(&system, "B-SCARCE").await, (1, 0, 0));
+    assert_eq!(app.stock("B-SCARCE").await, (1, 0, 0));
 }
 
 #[tokio::test]
 async fn cancelling_a_confirmed_order_restores_its_stock_and_notifies_once() {
-    let (system, receiver) = system_with_webhook().await;
-    set_stock(&system, "CHAIR", 4).await;
-    let order_id = place(&system, "dave", &[("CHAIR", 3)]).await;
-    wait_for_status(&system, &order_id, "confirmed").await;
+    let (app, receiver) = app_with_webhook().await;
+    app.set_stock("CHAIR", 4).await;
+    let order_id = app.place_order("dave", &[("CHAIR", 3)]).await;
+    app.wait_for_status(&order_id, "confirmed").await;
 
-    let response = cancel(&system, &order_id).await;
+    let response = app.cancel(&order_id).await;
     assert_eq!(response.status(), 202);
-    let order = wait_for_status(&system, &order_id, "cancelled").await;
+    let order = app.wait_for_status(&order_id, "cancelled").await;
     assert_eq!(order["reason"]["kind"], "customer_requested");
     let statuses: Vec<&str> = order["history"]
         .as_array()
@@ -124,7 +122,7 @@ async fn cancelling_a_confirmed_order_restores_its_stock_and_notifies_once() {
         .collect();
     assert_eq!(statuses, ["pending", "confirmed", "cancelled"]);
     eventually("stock restored", || async {
-        stock(&system, "CHAIR").await == (4, 0, 0)
+        app.stock("CHAIR").await == (4, 0, 0)
     })
     .await;
 
@@ -136,6 +134,6 @@ async fn cancelling_a_confirmed_order_restores_its_stock_and_notifies_once() {
         .collect();
     assert_eq!(types, ["order.confirmed", "order.cancelled"]);
 
-    let again = cancel(&system, &order_id).await;
+    let again = app.cancel(&order_id).await;
     assert_eq!(again.status(), 409, "a second cancel must be refused");
 }

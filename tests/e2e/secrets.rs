@@ -8,7 +8,7 @@ use std::process::Command;
 
 use testkit::{OtlpReceiver, System, WebhookReceiver, service_binary};
 
-use crate::support::{eventually, get_json, place, set_stock, webhook_secret};
+use crate::support::{eventually, webhook_secret};
 
 const TOKEN: &str = "s3cr3t-webhook-token-4f1d";
 
@@ -39,28 +39,27 @@ async fn the_webhook_url_shows_up_in_no_log_span_event_answer_or_help() {
         .otlp(otlp.endpoint())
         .start()
         .await;
-    set_stock(&system, "HUSH", 3).await;
+    system.set_stock("HUSH", 3).await;
     let mut answers = Vec::new();
     for _ in 0..2 {
-        let order_id = place(&system, "hannah", &[("HUSH", 1)]).await;
+        let order_id = system.place_order("hannah", &[("HUSH", 1)]).await;
         let notifications = format!(
             "{}/v1/notifications?order_id={order_id}",
             system.notification.url()
         );
         eventually("the notification has an outcome", || async {
-            get_json(&system, &notifications)
+            system
+                .get_json(&notifications)
                 .await
                 .as_array()
                 .is_some_and(|n| n.first().is_some_and(|n| n["status"] == "failed"))
         })
         .await;
-        answers.push(get_json(&system, &notifications).await);
+        answers.push(system.get_json(&notifications).await);
         answers.push(
-            get_json(
-                &system,
-                &format!("{}/v1/orders/{order_id}", system.order.url()),
-            )
-            .await,
+            system
+                .get_json(&format!("{}/v1/orders/{order_id}", system.order.url()))
+                .await,
         );
     }
     assert_eq!(receiver.received().len(), 2, "a retry, then 410 Gone");

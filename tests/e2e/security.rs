@@ -3,17 +3,17 @@
 //! internal error text in any answer.
 
 use serde_json::Value;
-use testkit::System;
+use testkit::TestApp;
 
 use crate::support::order_body;
 
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_with_retry_after() {
-    let system = System::builder().env("HTTP_RATE_LIMIT", "5").start().await;
-    let url = format!("{}/v1/orders?customer_id=greedy", system.order.url());
+    let app = TestApp::builder().env("HTTP_RATE_LIMIT", "5").spawn().await;
+    let url = format!("{}/v1/orders?customer_id=greedy", app.order_url());
     let mut limited = None;
     for _ in 0..40 {
-        let response = system.http.get(&url).send().await.unwrap();
+        let response = app.http.get(&url).send().await.unwrap();
         if response.status() == 429 {
             limited = Some(response);
             break;
@@ -39,15 +39,15 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_request_that_cannot_finish_in_time_is_answered_503_without_internals() {
-    let mut system = System::builder()
+    let mut app = TestApp::builder()
         .env("HTTP_REQUEST_TIMEOUT_MS", "300")
-        .start()
+        .spawn()
         .await;
     // With NATS gone the publish retries for seconds; the request timeout answers first.
-    system.nats.kill();
-    let response = system
+    app.nats.kill();
+    let response = app
         .http
-        .post(format!("{}/v1/orders", system.order.url()))
+        .post(format!("{}/v1/orders", app.order_url()))
         .json(&order_body("patient", &[("ANY", 1)]))
         .send()
         .await
@@ -80,20 +80,14 @@ async fn a_request_that_cannot_finish_in_time_is_answered_503_without_internals(
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget_and_probes_none() {
-    let system = System::builder()
+    let app = TestApp::builder()
         .env("HTTP_RATE_LIMIT", "5")
         .env("HTTP_TRUSTED_PROXIES", "127.0.0.1/32")
-        .start()
+        .spawn()
         .await;
-    let orders = format!("{}/v1/orders?customer_id=greedy", system.order.url());
-    let health = format!("{}/healthz", system.order.url());
-    let from = |url: &str, client: &str| {
-        system
-            .http
-            .get(url)
-            .header("x-forwarded-for", client)
-            .send()
-    };
+    let orders = format!("{}/v1/orders?customer_id=greedy", app.order_url());
+    let health = format!("{}/healthz", app.order_url());
+    let from = |url: &str, client: &str| app.http.get(url).header("x-forwarded-for", client).send();
     let mut limited = false;
     for _ in 0..40 {
         if from(&orders, "198.51.100.1").await.unwrap().status() == 429 {
@@ -121,14 +115,14 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget_and_pro
 
 #[tokio::test]
 async fn every_stream_and_bucket_the_system_creates_is_bounded() {
-    let system = System::builder()
+    let app = TestApp::builder()
         .webhook(
             testkit::WebhookReceiver::start().await.url(),
             &crate::support::webhook_secret(),
         )
-        .start()
+        .spawn()
         .await;
-    let nats = async_nats::connect(system.nats.url()).await.unwrap();
+    let nats = async_nats::connect(app.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(nats);
     let names: Vec<String> = futures::StreamExt::collect::<Vec<_>>(js.stream_names())
         .await

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use testkit::{OtlpReceiver, System, WebhookReceiver};
 
-use crate::support::{eventually, order_body, set_stock, wait_for_status, webhook_secret};
+use crate::support::{eventually, order_body, webhook_secret};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -22,7 +22,7 @@ async fn an_order_is_one_trace_across_all_three_services() {
         .env("HTTP_TRUST_TRACE_CONTEXT", "true")
         .start()
         .await;
-    set_stock(&system, "TRACED", 5).await;
+    system.set_stock("TRACED", 5).await;
 
     let response = system
         .http
@@ -34,7 +34,7 @@ async fn an_order_is_one_trace_across_all_three_services() {
         .await
         .unwrap();
     let order_id = crate::support::accepted_order_id(response).await;
-    wait_for_status(&system, &order_id, "confirmed").await;
+    system.wait_for_status(&order_id, "confirmed").await;
     eventually("the webhook was sent", || async {
         !webhooks.received().is_empty()
     })
@@ -115,7 +115,7 @@ async fn spans_of_a_sampled_caller(trust_callers: bool) -> usize {
         .env("HTTP_TRUST_TRACE_CONTEXT", &trust_callers.to_string())
         .start()
         .await;
-    set_stock(&system, "RATIO", 1).await;
+    system.set_stock("RATIO", 1).await;
     let response = system
         .http
         .post(format!("{}/v1/orders", system.order.url()))
@@ -125,7 +125,7 @@ async fn spans_of_a_sampled_caller(trust_callers: bool) -> usize {
         .await
         .unwrap();
     let order_id = crate::support::accepted_order_id(response).await;
-    wait_for_status(&system, &order_id, "confirmed").await;
+    system.wait_for_status(&order_id, "confirmed").await;
     // Spans are exported within 100 ms of their end (OTEL_BSP_SCHEDULE_DELAY in the testkit).
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     otlp.trace(TRACE_ID).len()
@@ -164,7 +164,7 @@ async fn probes_and_scrapes_create_no_spans_but_are_still_counted() {
         }
     }
     // An order's spans prove the exporter works and has flushed what came before them.
-    set_stock(&system, "PROBED", 1).await;
+    system.set_stock("PROBED", 1).await;
     let response = system
         .http
         .post(format!("{}/v1/orders", system.order.url()))
@@ -173,7 +173,7 @@ async fn probes_and_scrapes_create_no_spans_but_are_still_counted() {
         .await
         .unwrap();
     let order_id = crate::support::accepted_order_id(response).await;
-    wait_for_status(&system, &order_id, "confirmed").await;
+    system.wait_for_status(&order_id, "confirmed").await;
     eventually("the order's server span arrives", || async {
         otlp.span_names().iter().any(|n| n == "POST /v1/orders")
     })

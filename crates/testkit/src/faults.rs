@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::json;
 
+use crate::api::http_client;
 use crate::nats::NatsServer;
 use crate::proxy::FaultProxy;
-use crate::system::{System, SystemBuilder, http_client};
+use crate::system::{System, SystemBuilder};
 use crate::webhook::WebhookReceiver;
 use crate::workload::{Report, Workload, check_invariants};
 

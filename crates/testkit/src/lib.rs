@@ -1,8 +1,13 @@
 //! Test support — real parts only, never mocks:
 //!
 //! - [`NatsServer`]: a real `nats-server` with JetStream on a free loopback port in a temp dir;
-//! - [`System`]: the three services as real processes against it (the binaries `cargo build
-//!   --bins` made), ready-checked, killable and restartable;
+//! - [`TestApp`]: the three services in this process against it, each through its own
+//!   `run(config, listener, shutdown)` — the default for a test of behaviour;
+//! - [`System`]: the three services as real processes against it (the binaries of
+//!   `cargo build --bins`, built on first use), ready-checked, killable and restartable — for
+//!   faults, signals, logs, metrics and exported spans;
+//! - [`ApiClient`]: the typed steps of a test (stock a SKU, place an order, wait for its
+//!   status), which both of them dereference to;
 //! - [`WebhookReceiver`]: an HTTP server recording webhooks, with a Standard Webhooks
 //!   signature check written independently of the one that signs;
 //! - [`OtlpReceiver`]: an HTTP server decoding OTLP/protobuf trace exports;
@@ -15,6 +20,8 @@
 // A test-support crate: failing loudly with a message *is* the error handling.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
+mod api;
+mod app;
 pub mod faults;
 mod identity;
 mod nats;
@@ -26,11 +33,13 @@ mod wait;
 mod webhook;
 mod workload;
 
+pub use api::{ApiClient, accepted_order_id, http_client, order_body};
+pub use app::TestApp;
 pub use identity::{AUDIENCE, ISSUER, IdentityProvider, Signer};
 pub use nats::{Builder, INSTALL_HINT, NatsServer, binary, free_port};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use proxy::FaultProxy;
-pub use system::{ADMIN_TOKEN, ServiceProcess, System, SystemBuilder, http_client, service_binary};
+pub use system::{ADMIN_TOKEN, ServiceProcess, System, SystemBuilder, service_binary};
 pub use tls::Pki;
 pub use wait::{PATIENCE, eventually};
 pub use webhook::{ReceivedWebhook, WebhookReceiver};

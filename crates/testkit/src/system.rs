@@ -4,8 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::api::ApiClient;
 use crate::nats::{NatsServer, free_port};
 
 // Generous: on a fresh 3-node cluster every stream and bucket is an R3 raft group to elect,
@@ -13,21 +15,16 @@ use crate::nats::{NatsServer, free_port};
 // a stream creation was seen to take 5–8 s, 16 streams and buckets more than 90 s in all.
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// An HTTP client for tests (installs the TLS provider reqwest is built without).
-pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("build HTTP client")
-}
-
 /// Path of a service binary built by `cargo build --bins` in this target directory: next to
 /// the running executable (a tool in `target/<profile>/`) or one level up (a test in
-/// `target/<profile>/deps/`).
+/// `target/<profile>/deps/`). Under cargo (`cargo test`, `cargo run`) the binaries are built
+/// first, once per process — a no-op when they are current — so plain `cargo test` works and a
+/// test never runs a stale binary.
 pub fn service_binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
     let exe = std::env::current_exe().expect("current executable");
     let dir = exe.parent().expect("executable directory");
+    BUILT.get_or_init(|| build_services(dir));
     [Some(dir), dir.parent()]
         .into_iter()
         .flatten()
@@ -39,6 +36,42 @@ pub fn service_binary(name: &str) -> PathBuf {
                 exe.display()
             )
         })
+}
+
+/// `cargo build --bins` for the profile and target directory the running executable is in,
+/// when cargo started it.
+fn build_services(exe_dir: &Path) {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return;
+    };
+    let profile_dir = match exe_dir.file_name() {
+        Some(deps) if deps == "deps" => exe_dir.parent().unwrap_or(exe_dir),
+        _ => exe_dir,
+    };
+    let (Some(profile), Some(target_dir)) = (
+        profile_dir.file_name().and_then(|p| p.to_str()),
+        profile_dir.parent(),
+    ) else {
+        return;
+    };
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--quiet", "--workspace", "--bins", "--target-dir"])
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    match profile {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
 }
 
 /// A service running as a child process.
@@ -110,7 +143,7 @@ impl ServiceProcess {
 
     /// Waits until `/readyz` answers 200; panics with the log if it never does.
     pub async fn wait_ready(&mut self) {
-        let client = http_client();
+        let client = crate::api::http_client();
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -200,7 +233,8 @@ impl Drop for ServiceProcess {
     }
 }
 
-/// nats-server plus the three services.
+/// nats-server plus the three services as processes; dereferences to an [`ApiClient`] for the
+/// typed steps.
 #[derive(Debug)]
 pub struct System {
     /// The NATS server.
@@ -211,9 +245,7 @@ pub struct System {
     pub inventory: Vec<ServiceProcess>,
     /// notification-service.
     pub notification: ServiceProcess,
-    /// A client for the APIs.
-    pub http: reqwest::Client,
-    admin_token: Option<String>,
+    api: ApiClient,
     logs: Option<tempfile::TempDir>,
     log_path: PathBuf,
 }
@@ -256,14 +288,6 @@ impl System {
         }
     }
 
-    /// `request` with the admin token, if the services have one.
-    pub fn as_admin(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.admin_token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-
     /// Keeps the log directory after the system is gone (for a post-mortem) and returns it.
     pub fn keep_logs(&mut self) -> PathBuf {
         if let Some(logs) = self.logs.take() {
@@ -276,6 +300,21 @@ impl System {
     pub fn log_dir(&self) -> &Path {
         &self.log_path
     }
+}
+
+impl std::ops::Deref for System {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
+}
+
+/// The settings of one service instance, as the environment variables a process gets.
+pub(crate) struct ServiceEnv {
+    pub(crate) service: &'static str,
+    pub(crate) instance: usize,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl SystemBuilder {
@@ -334,75 +373,105 @@ impl SystemBuilder {
         self
     }
 
-    /// Starts everything and waits until every service is ready.
-    pub async fn start(self) -> System {
-        let nats = self.nats.unwrap_or_else(NatsServer::start);
+    /// Starts everything as processes and waits until every service is ready.
+    pub async fn start(mut self) -> System {
+        let nats = self.take_nats();
         let logs = tempfile::Builder::new()
             .prefix("orderflow-logs-")
             .tempdir()
             .expect("log dir");
+        let mut processes: Vec<ServiceProcess> = self
+            .service_envs(&nats)
+            .into_iter()
+            .map(
+                |ServiceEnv {
+                     service,
+                     instance,
+                     mut env,
+                 }| {
+                    if let Some(endpoint) = &self.otlp_endpoint {
+                        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
+                        env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()));
+                        env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
+                    }
+                    ServiceProcess::start(service, env, logs.path(), instance)
+                },
+            )
+            .collect();
+        for process in &mut processes {
+            process.wait_ready().await;
+        }
+        let notification = processes.pop().expect("notification-service");
+        let mut processes = processes.into_iter();
+        let order = processes.next().expect("order-service");
+        let inventory: Vec<_> = processes.collect();
+        let log_path = logs.path().to_path_buf();
+        let api = ApiClient::new(
+            [order.url(), inventory[0].url(), notification.url()],
+            self.admin_token.clone(),
+            format!("logs in {}", log_path.display()),
+        );
+        System {
+            nats,
+            order,
+            inventory,
+            notification,
+            api,
+            logs: Some(logs),
+            log_path,
+        }
+    }
+
+    /// The server given, or a fresh one.
+    pub(crate) fn take_nats(&mut self) -> NatsServer {
+        self.nats.take().unwrap_or_else(NatsServer::start)
+    }
+
+    /// Whether spans are to be exported (which needs a process per service).
+    pub(crate) fn exports_spans(&self) -> bool {
+        self.otlp_endpoint.is_some()
+    }
+
+    /// The admin token the services get.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// Every instance to start, in order (order, the inventory replicas, notification), with
+    /// its settings.
+    pub(crate) fn service_envs(&self, nats: &NatsServer) -> Vec<ServiceEnv> {
         let mut common = vec![(
             "NATS_URL".to_owned(),
             self.nats_url.clone().unwrap_or_else(|| nats.url()),
         )];
         common.extend(self.env.iter().cloned());
-        if let Some(endpoint) = &self.otlp_endpoint {
-            common.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
-            common.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()));
-            common.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
-        }
         if let Some(token) = &self.admin_token {
             common.push(("ADMIN_TOKEN".into(), token.clone()));
         }
-        let mut notification_env = common.clone();
-        if let Some((url, secret)) = &self.webhook {
-            notification_env.push(("WEBHOOK_URL".into(), url.clone()));
-            notification_env.push(("WEBHOOK_SECRET".into(), secret.clone()));
-            // Test receivers listen on loopback, which webhooks may not reach by default.
-            notification_env.push(("WEBHOOK_ALLOW_PRIVATE".into(), "true".into()));
-        }
-        let env_of = |service: &str, mut env: Vec<(String, String)>| {
+        let env_of = |service: &'static str, instance: usize| {
+            let mut env = common.clone();
+            if let ("notification-service", Some((url, secret))) = (service, &self.webhook) {
+                env.push(("WEBHOOK_URL".into(), url.clone()));
+                env.push(("WEBHOOK_SECRET".into(), secret.clone()));
+                // Test receivers listen on loopback, which webhooks may not reach by default.
+                env.push(("WEBHOOK_ALLOW_PRIVATE".into(), "true".into()));
+            }
             env.extend(
                 self.service_env
                     .iter()
                     .filter(|(s, _, _)| s == service)
                     .map(|(_, k, v)| (k.clone(), v.clone())),
             );
-            env
+            ServiceEnv {
+                service,
+                instance,
+                env,
+            }
         };
-        let mut order = ServiceProcess::start(
-            "order-service",
-            env_of("order-service", common.clone()),
-            logs.path(),
-            0,
-        );
-        let inventory_env = env_of("inventory-service", common.clone());
-        let mut inventory: Vec<_> = (0..self.inventory_replicas.max(1))
-            .map(|i| {
-                ServiceProcess::start("inventory-service", inventory_env.clone(), logs.path(), i)
-            })
-            .collect();
-        let mut notification = ServiceProcess::start(
-            "notification-service",
-            env_of("notification-service", notification_env),
-            logs.path(),
-            0,
-        );
-        order.wait_ready().await;
-        for replica in &mut inventory {
-            replica.wait_ready().await;
-        }
-        notification.wait_ready().await;
-        let log_path = logs.path().to_path_buf();
-        System {
-            nats,
-            order,
-            inventory,
-            notification,
-            http: http_client(),
-            admin_token: self.admin_token.clone(),
-            logs: Some(logs),
-            log_path,
-        }
+        let mut instances = vec![env_of("order-service", 0)];
+        instances
+            .extend((0..self.inventory_replicas.max(1)).map(|i| env_of("inventory-service", i)));
+        instances.push(env_of("notification-service", 0));
+        instances
     }
 }

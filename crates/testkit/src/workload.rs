@@ -106,7 +106,7 @@ impl Workload {
 
     /// Places every order (concurrently, paced) and returns the ledger.
     pub async fn drive(self) -> Ledger {
-        let client = crate::system::http_client();
+        let client = crate::api::http_client();
         let customers = self.customers();
         let interval = Duration::from_secs_f64(1.0 / self.rate.max(0.1));
         let mut tasks = Vec::with_capacity(self.orders);
@@ -261,7 +261,7 @@ pub async fn check_invariants(
     expected_dead_letters: u64,
     patience: Duration,
 ) -> Report {
-    let client = crate::system::http_client();
+    let client = crate::api::http_client();
     let deadline = Instant::now() + patience;
     let accepted = ledger.accepted();
     let mut report = Report {

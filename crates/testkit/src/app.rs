@@ -1,0 +1,313 @@
+//! The three services *in this process*: each one's `run(config, listener, shutdown)` on a
+//! loopback listener, against a real nats-server — no binaries to build first, and a failure
+//! shows where it happened in the test's own backtrace.
+//!
+//! The services get a runtime of their own, so a test that blocks its thread (a subprocess, a
+//! sync call) cannot stall them. They are configured with the same `KEY=value` settings a
+//! [`System`](crate::System) passes as environment variables, handed to each service's parser
+//! as the flag that reads that variable. Telemetry is per process, so a test about metrics,
+//! logs or exported spans runs the services as processes instead (`System`).
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use clap::{CommandFactory, FromArgMatches};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiClient;
+use crate::nats::NatsServer;
+use crate::system::{ServiceEnv, SystemBuilder};
+
+/// What a service's `run` returns, boxed: the services' error types differ.
+type Outcome = Result<(), String>;
+
+/// nats-server plus the three services running in this process; dereferences to an
+/// [`ApiClient`] for the typed steps. Dropping it stops the services, then the server.
+#[derive(Debug)]
+pub struct TestApp {
+    /// The NATS server.
+    pub nats: NatsServer,
+    api: ApiClient,
+    shutdown: CancellationToken,
+    services: Vec<(String, JoinHandle<Outcome>)>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestApp {
+    /// A fresh nats-server and the three services with [`System::builder`]'s defaults: one
+    /// inventory replica, notifications to the log, the admin token
+    /// [`ADMIN_TOKEN`](crate::ADMIN_TOKEN).
+    ///
+    /// [`System::builder`]: crate::System::builder
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    /// The options of a [`System`](crate::System), started in-process with
+    /// [`SystemBuilder::spawn`].
+    pub fn builder() -> SystemBuilder {
+        crate::System::builder()
+    }
+
+    /// Stops the services (as SIGTERM would) and waits for them to finish draining.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for (name, service) in std::mem::take(&mut self.services) {
+            match tokio::time::timeout(Duration::from_secs(30), service).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => panic!("{name} stopped with an error: {e}"),
+                Ok(Err(e)) => panic!("{name} panicked: {e}"),
+                Err(_) => panic!("{name} did not stop within 30 s"),
+            }
+        }
+    }
+
+    async fn wait_ready(&mut self, urls: &[(String, String)]) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for (name, url) in urls {
+            loop {
+                if let Some((_, service)) = self
+                    .services
+                    .iter_mut()
+                    .find(|(n, s)| n == name && s.is_finished())
+                {
+                    let outcome = service.await;
+                    panic!("{name} stopped while starting: {outcome:?}");
+                }
+                let ready = self.api.http.get(format!("{url}/readyz")).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} was not ready within {READY_TIMEOUT:?} (set TEST_RUST_LOG=info to see its log)"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+impl TestApp {
+    /// Waits until every durable consumer of the saga exists: a service is ready once its own
+    /// streams exist and starts consuming once the streams it reads exist, and a test that
+    /// reads a consumer's progress needs it there.
+    async fn wait_consuming(&self, partitions: u16) {
+        let partitions = events::Partitions::new(partitions).expect("a valid STREAM_PARTITIONS");
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("connect to NATS");
+        let jetstream = async_nats::jetstream::new(client);
+        for subscription in events::topology::SUBSCRIPTIONS {
+            let Some(domain) = subscription.domain() else {
+                continue;
+            };
+            for partition in partitions.all() {
+                let stream = domain.stream(partition, partitions);
+                let what = format!("{} consumes {stream}", subscription.service);
+                crate::eventually(&what, || async {
+                    match jetstream.get_stream(&stream).await {
+                        Ok(stream) => stream.consumer_info(subscription.durable).await.is_ok(),
+                        Err(_) => false,
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// The value of `key` among the services' settings, if any sets it.
+fn setting<'a>(instances: &'a [ServiceEnv], key: &str) -> Option<&'a str> {
+    instances
+        .iter()
+        .flat_map(|i| &i.env)
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        // Dropping a runtime waits for its tasks, which an async test's thread may not do;
+        // the services were told to stop, and the server goes right after.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Generous: a loaded CI machine starts a score of test systems at once.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl SystemBuilder {
+    /// Starts nats-server (unless given one) and the three services in this process, and waits
+    /// until every service is ready. Exporting spans ([`SystemBuilder::otlp`]) needs a
+    /// process of its own per service: use [`SystemBuilder::start`] for that.
+    pub async fn spawn(mut self) -> TestApp {
+        assert!(
+            !self.exports_spans(),
+            "telemetry is per process: run the services as processes (`start`) to export spans"
+        );
+        install_telemetry();
+        let nats = self.take_nats();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("testapp")
+            .enable_all()
+            .build()
+            .expect("a runtime for the services");
+        let shutdown = CancellationToken::new();
+        let mut services = Vec::new();
+        let mut urls = Vec::new();
+        let instances = self.service_envs(&nats);
+        let mut read = HashSet::new();
+        for ServiceEnv { service, env, .. } in &instances {
+            let service = *service;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+            listener
+                .set_nonblocking(true)
+                .expect("a non-blocking listener");
+            let url = format!("http://{}", listener.local_addr().expect("its address"));
+            let task = match service {
+                "order-service" => {
+                    let config = parse::<order_service::Config>(service, env, &mut read);
+                    runtime.spawn(serve(listener, shutdown.clone(), move |listener, stop| {
+                        order_service::run(config, listener, stop)
+                    }))
+                }
+                "inventory-service" => {
+                    let config = parse::<inventory_service::Config>(service, env, &mut read);
+                    runtime.spawn(serve(listener, shutdown.clone(), move |listener, stop| {
+                        inventory_service::run(config, listener, stop)
+                    }))
+                }
+                "notification-service" => {
+                    let config = parse::<notification_service::Config>(service, env, &mut read);
+                    runtime.spawn(serve(listener, shutdown.clone(), move |listener, stop| {
+                        notification_service::run(config, listener, stop)
+                    }))
+                }
+                other => panic!("no service called {other}"),
+            };
+            services.push((service.to_owned(), task));
+            urls.push((service.to_owned(), url));
+        }
+        // A setting no service reads is a typo, not a setting for someone else.
+        for (key, _) in instances.iter().flat_map(|i| &i.env) {
+            assert!(read.contains(key), "no service reads the setting {key}");
+        }
+        let url_of = |name: &str| {
+            urls.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, url)| url.clone())
+                .expect("every service has a URL")
+        };
+        let api = ApiClient::new(
+            [
+                url_of("order-service"),
+                url_of("inventory-service"),
+                url_of("notification-service"),
+            ],
+            self.token().map(str::to_owned),
+            "the services run in the test process: set TEST_RUST_LOG=info to see their log".into(),
+        );
+        let mut app = TestApp {
+            nats,
+            api,
+            shutdown,
+            services,
+            runtime: Some(runtime),
+        };
+        app.wait_ready(&urls).await;
+        let partitions = setting(&instances, "STREAM_PARTITIONS").map_or(1, |p| {
+            p.parse()
+                .unwrap_or_else(|e| panic!("STREAM_PARTITIONS {p}: {e}"))
+        });
+        // Unless the server wants credentials, which only the services have.
+        if setting(&instances, "NATS_USER").is_none() {
+            app.wait_consuming(partitions).await;
+        }
+        app
+    }
+}
+
+/// Binds the listener inside the services' runtime and runs the service on it.
+async fn serve<F, Fut, E>(
+    listener: std::net::TcpListener,
+    shutdown: CancellationToken,
+    run: F,
+) -> Outcome
+where
+    F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    run(listener, shutdown).await.map_err(|e| e.to_string())
+}
+
+/// A service's configuration from `KEY=value` settings: each becomes the flag that reads the
+/// environment variable `KEY` (a switch when the flag takes no value), so the in-process
+/// service is configured exactly as the binary would be from its environment. Like a process,
+/// a service ignores settings it does not read; their keys are added to `read` otherwise.
+fn parse<C: CommandFactory + FromArgMatches>(
+    service: &str,
+    env: &[(String, String)],
+    read: &mut HashSet<String>,
+) -> C {
+    let command = C::command();
+    let mut args = vec![service.to_owned()];
+    for (key, value) in env {
+        let Some(arg) = command
+            .get_arguments()
+            .find(|arg| arg.get_env().is_some_and(|name| name == key.as_str()))
+        else {
+            continue;
+        };
+        read.insert(key.clone());
+        let flag = format!("--{}", arg.get_long().expect("settings are long flags"));
+        if arg.get_action().takes_values() {
+            args.extend([flag, value.clone()]);
+        } else if value == "true" {
+            args.push(flag);
+        }
+    }
+    let matches = command
+        .try_get_matches_from(&args)
+        .unwrap_or_else(|e| panic!("{service} {args:?}: {e}"));
+    C::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{service} {args:?}: {e}"))
+}
+
+/// Spans need a subscriber for their ids (the trace context the services pass on in message
+/// and webhook headers); one per process, for every app of the test binary. Logs are dropped
+/// unless `TEST_RUST_LOG` asks for them (on stderr).
+fn install_telemetry() {
+    static TELEMETRY: OnceLock<Option<telemetry::Telemetry>> = OnceLock::new();
+    TELEMETRY.get_or_init(|| {
+        let filter = std::env::var("TEST_RUST_LOG").ok();
+        let writer = match filter {
+            Some(_) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+            None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::sink),
+        };
+        telemetry::init_with(telemetry::Settings {
+            service_name: "orderflow-tests".into(),
+            log_format: telemetry::LogFormat::Json,
+            log_filter: filter.unwrap_or_else(|| "off".into()),
+            log_writer: writer,
+            otlp: None,
+        })
+        // Another subscriber of the test binary's own: spans still get ids from it or none.
+        .ok()
+    });
+}
