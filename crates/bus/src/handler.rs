@@ -90,6 +90,12 @@ impl Lease {
         Self::new(Duration::MAX)
     }
 
+    /// A lease that has run out: a delivery whose process was frozen past the ack window while
+    /// the server handed the message to another (for tests of a handler's stale attempts).
+    pub fn expired() -> Self {
+        Self::new(Duration::ZERO)
+    }
+
     /// Extends a lease that is still held. An expired lease stays expired: the server may
     /// accept a late progress ack for a message it has already redelivered elsewhere, and that
     /// must not give the stale attempt its message back.

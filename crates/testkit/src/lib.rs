@@ -15,6 +15,8 @@
 //! - [`NatsServer::cluster`]: three nats-servers clustered on loopback ports, for R3 streams;
 //! - [`Workload`] and [`check_invariants`]: steady order traffic with a ledger of every
 //!   attempt, and the system's invariants checked against it once the faults stop;
+//! - [`sample`]: sample events, a first [`bus::Delivery`] of one, a provisioned bus — for
+//!   tests that call a service's handler directly;
 //! - [`eventually`] and [`PATIENCE`]: the one way every test waits.
 
 // A test-support crate: failing loudly with a message *is* the error handling.
@@ -27,6 +29,7 @@ mod identity;
 mod nats;
 mod otlp;
 mod proxy;
+pub mod sample;
 mod system;
 mod tls;
 mod wait;

@@ -327,3 +327,166 @@ fn settle_take(order: OrderId, decision: &Decision) -> StockOp {
         keep: decision.keeps(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bus::{Handler as _, Lease};
+    use events::{CancelReason, OrderCancelled};
+    use testkit::{NatsServer, sample};
+
+    use super::*;
+    use crate::stock::StockOp;
+
+    /// A server, and the saga over a store on it with `available` MUGs.
+    async fn saga(available: u64) -> (NatsServer, Saga) {
+        let server = NatsServer::start();
+        let bus = sample::bus(&server, "inventory-saga-test").await;
+        let store = Store::open(&bus, 1, Partitions::ONE).await.unwrap();
+        store
+            .ledger()
+            .apply(&sample::sku("MUG"), StockOp::SetAvailable(available), None)
+            .await
+            .unwrap();
+        (server, Saga { store })
+    }
+
+    /// The first delivery of a new order of `quantity` MUGs.
+    fn new_order(quantity: u32) -> Delivery {
+        let id = OrderId::new();
+        let created = sample::order_created(id, "bob", &[("MUG", quantity)]);
+        sample::delivery(&sample::key("bob", id), created)
+    }
+
+    /// The first delivery of the customer's cancellation of the order `created` delivered.
+    fn cancellation_of(created: &Delivery) -> Delivery {
+        let cancelled = Event::OrderCancelled(OrderCancelled {
+            order_id: created.key.order,
+            customer_id: sample::customer("bob"),
+            reason: CancelReason::CustomerRequested,
+        });
+        sample::delivery(
+            &created.key,
+            sample::caused_by(cancelled, &created.envelope),
+        )
+    }
+
+    /// (available, reserved) MUGs.
+    async fn mugs(saga: &Saga) -> (u64, u64) {
+        let record = saga
+            .store
+            .ledger()
+            .stock()
+            .get("MUG")
+            .await
+            .unwrap()
+            .unwrap();
+        (record.value.available, record.value.reserved)
+    }
+
+    #[tokio::test]
+    async fn an_order_in_stock_is_reserved_and_takes_its_stock() {
+        let (_server, saga) = saga(10).await;
+        let delivery = new_order(4);
+
+        saga.handle(delivery.clone()).await.unwrap();
+
+        let reservation = saga.store.read(&delivery.key).await.unwrap();
+        assert!(
+            matches!(reservation.decision, Some(Decision::Reserved { .. })),
+            "{reservation:?}"
+        );
+        assert_eq!(mugs(&saga).await, (6, 4));
+    }
+
+    #[tokio::test]
+    async fn an_order_short_of_stock_is_rejected_with_the_shortfall_and_takes_nothing() {
+        let (_server, saga) = saga(1).await;
+        let delivery = new_order(3);
+
+        saga.handle(delivery.clone()).await.unwrap();
+
+        let reservation = saga.store.read(&delivery.key).await.unwrap();
+        let Some(Decision::Rejected { shortfall, .. }) = reservation.decision else {
+            panic!("not rejected: {reservation:?}");
+        };
+        assert_eq!(
+            shortfall,
+            vec![Shortfall {
+                sku: sample::sku("MUG"),
+                requested: 3,
+                available: 1
+            }]
+        );
+        assert_eq!(mugs(&saga).await, (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_order_takes_its_stock_once() {
+        let (_server, saga) = saga(10).await;
+        let delivery = new_order(4);
+        saga.handle(delivery.clone()).await.unwrap();
+
+        saga.handle(Delivery {
+            attempt: 2,
+            ..delivery
+        })
+        .await
+        .unwrap();
+
+        assert_eq!(mugs(&saga).await, (6, 4));
+    }
+
+    #[tokio::test]
+    async fn a_stale_attempt_takes_no_stock_and_decides_nothing() {
+        let (_server, saga) = saga(10).await;
+        let delivery = Delivery {
+            lease: Lease::expired(),
+            ..new_order(4)
+        };
+
+        let outcome = saga.handle(delivery.clone()).await;
+
+        assert!(
+            matches!(outcome, Err(HandlerError::Transient(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(mugs(&saga).await, (10, 0));
+        assert_eq!(saga.store.read(&delivery.key).await.unwrap().decision, None);
+    }
+
+    #[tokio::test]
+    async fn an_order_whose_cancellation_came_first_finds_the_tombstone_and_gives_its_take_back() {
+        let (_server, saga) = saga(10).await;
+        let delivery = new_order(4);
+        saga.handle(cancellation_of(&delivery)).await.unwrap();
+
+        // A first delivery does not read: it takes, and its create-only append finds the
+        // rejection the cancellation left.
+        saga.handle(delivery.clone()).await.unwrap();
+
+        let reservation = saga.store.read(&delivery.key).await.unwrap();
+        assert!(
+            matches!(reservation.decision, Some(Decision::Rejected { .. })),
+            "{reservation:?}"
+        );
+        assert_eq!(mugs(&saga).await, (10, 0));
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_delivered_again_gives_the_stock_back_once() {
+        let (_server, saga) = saga(10).await;
+        let delivery = new_order(4);
+        saga.handle(delivery.clone()).await.unwrap();
+        let cancelled = cancellation_of(&delivery);
+        saga.handle(cancelled.clone()).await.unwrap();
+
+        saga.handle(Delivery {
+            attempt: 2,
+            ..cancelled
+        })
+        .await
+        .unwrap();
+
+        assert_eq!(mugs(&saga).await, (10, 0));
+    }
+}

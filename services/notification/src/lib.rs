@@ -88,8 +88,6 @@ pub async fn run(
     config
         .validate()
         .map_err(|e| RunError::Settings(e.to_string()))?;
-    // reqwest is built without a default TLS provider; this process uses ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let service = NotificationService {
         webhook: config
             .webhook_url

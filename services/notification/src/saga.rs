@@ -93,3 +93,152 @@ fn count(channel: Channel, status: &'static str) {
     metrics::counter!("orderflow_notifications_total", "channel" => channel.as_str(), "status" => status)
         .increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bus::{Bus, Handler as _, KvBucket, KvStore, Secret};
+    use events::{Envelope, OrderConfirmed, OrderId, OrderKey};
+    use testkit::{NatsServer, WebhookReceiver, sample};
+
+    use super::*;
+    use crate::egress::Egress;
+    use crate::notification::Status;
+    use crate::webhook::Webhook;
+
+    /// A server, a webhook receiver, and the saga on them.
+    async fn saga() -> (NatsServer, WebhookReceiver, Saga) {
+        let server = NatsServer::start();
+        let receiver = WebhookReceiver::start().await;
+        let bus = sample::bus(&server, "notification-saga-test").await;
+        let saga = saga_on(&bus, &receiver).await;
+        (server, receiver, saga)
+    }
+
+    /// Another saga (a replica) over `bus`, sending to `receiver`.
+    async fn saga_on(bus: &Bus, receiver: &WebhookReceiver) -> Saga {
+        let endpoints = KvStore::open(
+            bus,
+            &KvBucket::new(events::names::bucket::WEBHOOK_ENDPOINTS),
+        )
+        .await
+        .unwrap();
+        let webhook = Webhook::new(
+            &Secret::new(receiver.url()),
+            // 24 bytes, base64: the shortest secret a webhook accepts.
+            &Secret::new("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"),
+            Duration::from_secs(5),
+            Egress {
+                allow_private: true,
+            },
+            endpoints,
+        )
+        .unwrap();
+        Saga {
+            store: Store::new(bus, Partitions::ONE, Some(webhook)),
+        }
+    }
+
+    /// The first delivery of a confirmation of a new order of carol's.
+    fn confirmed() -> Delivery {
+        let id = OrderId::new();
+        let created = sample::order_created(id, "carol", &[("MUG", 1)]);
+        let event = Event::OrderConfirmed(OrderConfirmed {
+            order_id: id,
+            customer_id: sample::customer("carol"),
+            total_cents: 100,
+            currency: events::Currency::new("EUR").unwrap(),
+        });
+        sample::delivery(
+            &sample::key("carol", id),
+            sample::caused_by(event, &created),
+        )
+    }
+
+    async fn outcome(saga: &Saga, key: &OrderKey) -> crate::notification::Notification {
+        saga.store
+            .outcome(key, NotificationKind::OrderConfirmed)
+            .await
+            .unwrap()
+            .expect("an outcome is recorded")
+    }
+
+    fn webhook_ids(receiver: &WebhookReceiver) -> Vec<String> {
+        receiver
+            .received()
+            .iter()
+            .filter_map(|w| w.header("webhook-id").map(str::to_owned))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_confirmation_is_sent_once_and_its_outcome_recorded() {
+        let (_server, receiver, saga) = saga().await;
+        let delivery = confirmed();
+
+        saga.handle(delivery.clone()).await.unwrap();
+
+        let notification = outcome(&saga, &delivery.key).await;
+        assert_eq!(notification.status, Status::Sent);
+        assert_eq!(notification.attempts, 1);
+        assert_eq!(
+            webhook_ids(&receiver),
+            [notification_id(delivery.key.order, NotificationKind::OrderConfirmed).to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_after_the_outcome_sends_nothing_again() {
+        let (_server, receiver, saga) = saga().await;
+        let delivery = confirmed();
+        saga.handle(delivery.clone()).await.unwrap();
+
+        saga.handle(Delivery {
+            attempt: 2,
+            ..delivery.clone()
+        })
+        .await
+        .unwrap();
+
+        assert_eq!(webhook_ids(&receiver).len(), 1);
+        assert_eq!(outcome(&saga, &delivery.key).await.attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn two_replicas_that_both_send_record_one_outcome_under_one_webhook_id() {
+        let (server, receiver, saga) = saga().await;
+        let replica = saga_on(&sample::bus(&server, "replica").await, &receiver).await;
+        let delivery = confirmed();
+
+        let (first, second) = tokio::join!(
+            saga.handle(delivery.clone()),
+            replica.handle(delivery.clone())
+        );
+        first.unwrap();
+        second.unwrap();
+
+        let outcomes = saga.store.outcomes_of(delivery.key.order).await.unwrap();
+        assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        // Both may have sent: the receiver dedupes by the one id they share.
+        let ids = webhook_ids(&receiver);
+        assert!(
+            !ids.is_empty() && ids.iter().all(|id| *id == ids[0]),
+            "{ids:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_notifications_do_not_handle_is_refused_for_good() {
+        let (_server, _receiver, saga) = saga().await;
+        let delivery = confirmed();
+        let created: Envelope = sample::order_created(delivery.key.order, "carol", &[("MUG", 1)]);
+
+        let outcome = saga.handle(sample::delivery(&delivery.key, created)).await;
+
+        assert!(
+            matches!(outcome, Err(HandlerError::Permanent(_))),
+            "{outcome:?}"
+        );
+    }
+}

@@ -150,6 +150,9 @@ impl Webhook {
         egress: Egress,
         endpoints: KvStore<EndpointState>,
     ) -> Result<Self, WebhookConfigError> {
+        // reqwest is built without a default TLS provider; the process uses ring (a no-op when
+        // it is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let endpoint_key = url_key(url.expose());
         let url = parse(url.expose(), egress)?;
         let signer = standardwebhooks::Webhook::from_bytes(secret_key(secret)?)

@@ -82,3 +82,171 @@ impl bus::Handler for Saga {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bus::{Handler as _, HandlerError};
+    use events::{
+        Envelope, InventoryRejected, InventoryReserved, OrderId, OrderKey, ReservedLine, Shortfall,
+    };
+    use testkit::{NatsServer, sample};
+
+    use super::*;
+    use crate::order::Status;
+    use crate::store::Store;
+
+    /// A server, and the saga over a store on it.
+    async fn saga() -> (NatsServer, Saga) {
+        let server = NatsServer::start();
+        let bus = sample::bus(&server, "order-saga-test").await;
+        let store = Store::open(&bus, 1, Partitions::ONE).await.unwrap();
+        (server, Saga { store })
+    }
+
+    /// A pending order of two MUGs, created through `store` (which so remembers it).
+    async fn placed(store: &Store) -> (OrderKey, Envelope) {
+        let id = OrderId::new();
+        let key = sample::key("alice", id);
+        let created = sample::order_created(id, "alice", &[("MUG", 2)]);
+        store.create(key.clone(), &created).await.unwrap();
+        (key, created)
+    }
+
+    fn reserved(created: &Envelope) -> Envelope {
+        let lines = vec![ReservedLine {
+            sku: sample::sku("MUG"),
+            quantity: 2,
+        }];
+        let order_id = created.event.order_id();
+        sample::caused_by(
+            Event::InventoryReserved(InventoryReserved { order_id, lines }),
+            created,
+        )
+    }
+
+    fn shortfall() -> Vec<Shortfall> {
+        vec![Shortfall {
+            sku: sample::sku("MUG"),
+            requested: 2,
+            available: 1,
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_reservation_confirms_the_order() {
+        let (_server, saga) = saga().await;
+        let (key, created) = placed(&saga.store).await;
+
+        saga.handle(sample::delivery(&key, reserved(&created)))
+            .await
+            .unwrap();
+
+        let order = saga.store.read(&key).await.unwrap().unwrap();
+        assert_eq!(order.status, Status::Confirmed);
+        assert_eq!(order.history.len(), 2, "{:?}", order.history);
+    }
+
+    #[tokio::test]
+    async fn a_rejection_cancels_the_order_with_what_was_short() {
+        let (_server, saga) = saga().await;
+        let (key, created) = placed(&saga.store).await;
+        let rejected = sample::caused_by(
+            Event::InventoryRejected(InventoryRejected {
+                order_id: key.order,
+                shortfall: shortfall(),
+            }),
+            &created,
+        );
+
+        saga.handle(sample::delivery(&key, rejected)).await.unwrap();
+
+        let order = saga.store.read(&key).await.unwrap().unwrap();
+        assert_eq!(order.status, Status::Cancelled);
+        assert_eq!(
+            order.reason,
+            Some(CancelReason::OutOfStock {
+                shortfall: shortfall()
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_reservation_finds_its_confirmation_and_appends_nothing() {
+        let (_server, saga) = saga().await;
+        let (key, created) = placed(&saga.store).await;
+        let first = sample::delivery(&key, reserved(&created));
+        saga.handle(first.clone()).await.unwrap();
+        let confirmed = saga.store.read(&key).await.unwrap().unwrap();
+
+        saga.handle(Delivery {
+            attempt: 2,
+            ..first
+        })
+        .await
+        .unwrap();
+
+        let order = saga.store.read(&key).await.unwrap().unwrap();
+        assert_eq!(order.last_sequence, confirmed.last_sequence);
+        assert_eq!(order.history.len(), 2, "{:?}", order.history);
+    }
+
+    #[tokio::test]
+    async fn a_decision_on_a_stale_memory_is_made_again_on_the_history_that_moved() {
+        let (server, saga) = saga().await;
+        let (key, created) = placed(&saga.store).await;
+        // Another replica cancels the order; this one still remembers it pending.
+        let replica = Store::open(&sample::bus(&server, "replica").await, 1, Partitions::ONE)
+            .await
+            .unwrap();
+        replica
+            .transition(&key, crate::store::Basis::Read, |order| {
+                order.cancel(CancelReason::CustomerRequested, None)
+            })
+            .await
+            .unwrap();
+
+        saga.handle(sample::delivery(&key, reserved(&created)))
+            .await
+            .unwrap();
+
+        let order = saga.store.read(&key).await.unwrap().unwrap();
+        assert_eq!(order.status, Status::Cancelled, "confirmed over a cancel");
+        assert_eq!(order.reason, Some(CancelReason::CustomerRequested));
+        assert_eq!(order.history.len(), 2, "{:?}", order.history);
+    }
+
+    #[tokio::test]
+    async fn a_decision_about_an_order_not_yet_readable_is_retried() {
+        let (_server, saga) = saga().await;
+        let id = OrderId::new();
+        let created = sample::order_created(id, "alice", &[("MUG", 2)]);
+
+        let outcome = saga
+            .handle(sample::delivery(
+                &sample::key("alice", id),
+                reserved(&created),
+            ))
+            .await;
+
+        assert!(
+            matches!(outcome, Err(HandlerError::Transient(_))),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_the_order_side_does_not_handle_is_refused_for_good() {
+        let (_server, saga) = saga().await;
+        let id = OrderId::new();
+        let created = sample::order_created(id, "alice", &[("MUG", 2)]);
+
+        let outcome = saga
+            .handle(sample::delivery(&sample::key("alice", id), created))
+            .await;
+
+        assert!(
+            matches!(outcome, Err(HandlerError::Permanent(_))),
+            "{outcome:?}"
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! Sample events and deliveries for tests that call a handler directly: an order of a few
+//! lines, an event caused by another, a first delivery of it (redeliveries and stale attempts
+//! by struct update), and a bus whose streams exist — everything a handler test needs around
+//! a real nats-server, and nothing a consumer would add.
+
+use bus::{Bus, BusConfig, Delivery, Lease, StreamSettings};
+use events::{
+    Currency, CustomerId, Envelope, Event, LineItem, OrderCreated, OrderId, OrderKey, Partitions,
+    Sku,
+};
+
+use crate::nats::NatsServer;
+use crate::wait::eventually;
+
+/// The `source` of every sample event.
+const SOURCE: &str = "/orderflow/test";
+
+/// A SKU (panics on an invalid one: a test's own typo).
+pub fn sku(sku: &str) -> Sku {
+    Sku::new(sku).expect("a valid SKU")
+}
+
+/// A customer id.
+pub fn customer(id: &str) -> CustomerId {
+    CustomerId::new(id).expect("a valid customer id")
+}
+
+/// Where `customer`'s `order` lives, in one partition.
+pub fn key(customer_id: &str, order: OrderId) -> OrderKey {
+    OrderKey::new(Partitions::ONE, customer(customer_id), order)
+}
+
+/// `orders.created` of `order` by `customer_id`: `lines` of (SKU, quantity) at 1.00 each.
+pub fn order_created(order: OrderId, customer_id: &str, lines: &[(&str, u32)]) -> Envelope {
+    let items = lines
+        .iter()
+        .map(|(sku_name, quantity)| LineItem {
+            sku: sku(sku_name),
+            quantity: *quantity,
+            unit_price_cents: 100,
+        })
+        .collect();
+    let created = OrderCreated::new(
+        order,
+        customer(customer_id),
+        items,
+        Currency::new("EUR").expect("EUR"),
+    )
+    .expect("a valid order");
+    Envelope::new(SOURCE, Event::OrderCreated(created))
+}
+
+/// `event`, caused by `cause` (same correlation, `cause` as its causation).
+pub fn caused_by(event: Event, cause: &Envelope) -> Envelope {
+    Envelope::new(SOURCE, event).caused_by(cause)
+}
+
+/// The first delivery of `envelope` about the order under `key`, its lease held; a redelivery
+/// is `Delivery { attempt: 2, ..delivery(..) }`, a frozen attempt `lease: Lease::expired()`.
+pub fn delivery(key: &OrderKey, envelope: Envelope) -> Delivery {
+    Delivery {
+        subject: key.subject(&envelope.event),
+        key: key.clone(),
+        envelope,
+        stream_sequence: 1,
+        attempt: 1,
+        is_last_attempt: false,
+        lease: Lease::unbounded(),
+    }
+}
+
+/// A bus connected to `server` as `name`, with every stream provisioned (one partition).
+pub async fn bus(server: &NatsServer, name: &str) -> Bus {
+    let bus = Bus::connect(&BusConfig::new(name).with_url(server.url()))
+        .await
+        .expect("connect to NATS");
+    eventually("the bus is connected", || async { bus.is_connected() }).await;
+    bus.provision_streams(&StreamSettings::default())
+        .await
+        .expect("provision the streams");
+    bus
+}
