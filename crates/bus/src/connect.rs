@@ -4,6 +4,8 @@
 use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, jetstream};
 
+use telemetry::metric;
+
 use crate::config::{BusConfig, ConfigError, NatsAuth};
 use crate::event_log::EventLog;
 use crate::publish::Publisher;
@@ -194,7 +196,10 @@ fn log_event(connection: &str, event: Event) {
         }
     };
     if let Some(up) = connected {
-        metrics::gauge!("orderflow_nats_connected", "connection" => connection.to_owned())
-            .set(if up { 1.0 } else { 0.0 });
+        metrics::gauge!(metric::NATS_CONNECTED, "connection" => connection.to_owned()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
     }
 }

@@ -20,6 +20,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use telemetry::metric;
+
 use crate::connect::Bus;
 use crate::publish::{MsgId, PublishError, Published};
 
@@ -176,7 +178,7 @@ pub(crate) async fn publish(
                 "message dead-lettered"
             );
             metrics::counter!(
-                "orderflow_dead_letters_total",
+                metric::DEAD_LETTERS,
                 "consumer" => origin.consumer.to_owned(),
                 "reason" => reason.as_str(),
             )
@@ -501,7 +503,7 @@ impl Bus {
         dlq.delete_message(sequence)
             .await
             .map_err(|e| DeadLetterError::Unavailable(e.to_string()))?;
-        metrics::counter!("orderflow_dead_letters_redriven_total").increment(1);
+        metrics::counter!(metric::DEAD_LETTERS_REDRIVEN).increment(1);
         tracing::info!(sequence, subject = %stored.letter.subject, "dead letter redriven");
         Ok(true)
     }

@@ -21,6 +21,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use telemetry::metric;
+
 use crate::connect::Bus;
 use crate::handler::HandlerError;
 use crate::provision::{KvBucket, ProvisionError};
@@ -155,8 +157,7 @@ impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
     /// Provisions `bucket` (create or update) and opens it.
     pub async fn open(bus: &Bus, bucket: &KvBucket) -> Result<Self, ProvisionError> {
         let kv = bus.key_value(bucket).await?;
-        metrics::counter!("orderflow_kv_cas_conflicts_total", "bucket" => bucket.name.clone())
-            .increment(0);
+        metrics::counter!(metric::KV_CAS_CONFLICTS, "bucket" => bucket.name.clone()).increment(0);
         Ok(Self {
             kv,
             bucket: bucket.name.clone(),
@@ -374,7 +375,7 @@ impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
             if let Some(result) = written {
                 return Ok(result);
             }
-            metrics::counter!("orderflow_kv_cas_conflicts_total", "bucket" => self.bucket.clone())
+            metrics::counter!(metric::KV_CAS_CONFLICTS, "bucket" => self.bucket.clone())
                 .increment(1);
             // Spread contending writers apart; grows a little with each lost round.
             let pause =

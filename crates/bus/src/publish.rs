@@ -18,6 +18,8 @@ use failsafe::futures::CircuitBreaker as _;
 use failsafe::{StateMachine, failure_policy};
 use tracing::Instrument;
 
+use telemetry::metric;
+
 use crate::config::PublishPolicy;
 use crate::trace;
 
@@ -232,7 +234,7 @@ impl Publisher {
             return breaker.clone();
         }
         // A closed breaker is a series too, so dashboards and alerts see every stream's.
-        metrics::gauge!("orderflow_publish_circuit_open", "stream" => key.to_owned()).set(0.0);
+        metrics::gauge!(metric::PUBLISH_CIRCUIT_OPEN, "stream" => key.to_owned()).set(0.0);
         breakers
             .entry(key.to_owned())
             .or_insert_with(|| {
@@ -452,7 +454,7 @@ fn record_outcome(
             tracing::warn!(parent: span, error = %e, "publish failed");
         }
     }
-    metrics::counter!("orderflow_events_published_total", "type" => event_type, "outcome" => outcome)
+    metrics::counter!(metric::EVENTS_PUBLISHED, "type" => event_type, "outcome" => outcome)
         .increment(1);
 }
 
@@ -472,13 +474,12 @@ struct BreakerLog {
 
 impl failsafe::Instrument for BreakerLog {
     fn on_call_rejected(&self) {
-        metrics::counter!("orderflow_publish_rejected_total", "stream" => self.stream.clone())
-            .increment(1);
+        metrics::counter!(metric::PUBLISH_REJECTED, "stream" => self.stream.clone()).increment(1);
     }
 
     fn on_open(&self) {
         tracing::error!(stream = %self.stream, "publish circuit breaker opened: NATS publishes keep failing");
-        metrics::gauge!("orderflow_publish_circuit_open", "stream" => self.stream.clone()).set(1.0);
+        metrics::gauge!(metric::PUBLISH_CIRCUIT_OPEN, "stream" => self.stream.clone()).set(1.0);
     }
 
     fn on_half_open(&self) {
@@ -487,7 +488,7 @@ impl failsafe::Instrument for BreakerLog {
 
     fn on_closed(&self) {
         tracing::info!(stream = %self.stream, "publish circuit breaker closed: NATS publishes succeed again");
-        metrics::gauge!("orderflow_publish_circuit_open", "stream" => self.stream.clone()).set(0.0);
+        metrics::gauge!(metric::PUBLISH_CIRCUIT_OPEN, "stream" => self.stream.clone()).set(0.0);
     }
 }
 

@@ -25,6 +25,8 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use telemetry::metric;
+
 use crate::config::HttpArgs;
 use crate::problem::Problem;
 
@@ -191,7 +193,7 @@ async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            metrics::counter!("http_server_rate_limited_total").increment(1);
+            metrics::counter!(metric::HTTP_RATE_LIMITED).increment(1);
             Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
@@ -215,7 +217,7 @@ async fn readyz(State(edge): State<Edge>) -> Response {
 
 async fn metrics(State(edge): State<Edge>) -> Response {
     // Readiness as of this scrape, so "up but not ready" can alert without probing.
-    metrics::gauge!("orderflow_ready").set(if (edge.ready)() { 1.0 } else { 0.0 });
+    metrics::gauge!(metric::READY).set(if (edge.ready)() { 1.0 } else { 0.0 });
     (
         [(
             header::CONTENT_TYPE,
@@ -304,7 +306,7 @@ fn record_request(
     started: Instant,
 ) {
     metrics::histogram!(
-        "http_server_request_duration_seconds",
+        metric::HTTP_REQUEST_DURATION,
         "method" => method.to_string(),
         "route" => route,
         "status" => status.as_u16().to_string(),

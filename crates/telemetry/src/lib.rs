@@ -10,10 +10,12 @@
 //!   `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` turn export off. Spans and ids
 //!   exist either way, so logs always correlate.
 //! - Propagation: W3C trace context + baggage, installed globally for the bus to use.
-//! - Metrics: a Prometheus recorder for the `metrics` facade; [`Telemetry::render_metrics`]
-//!   is the body of `/metrics`.
+//! - Metrics: a Prometheus recorder for the `metrics` facade, with the help text of every
+//!   metric of the catalog ([`metric`]); [`Telemetry::render_metrics`] is the body of
+//!   `/metrics`.
 
 mod json;
+pub mod metric;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -295,6 +297,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (e.g. by a test harness); rendering
             // then shows only what this one saw, which is still a valid exposition.
             let _ = metrics::set_global_recorder(recorder);
+            metric::describe();
             handle
         })
         .clone()

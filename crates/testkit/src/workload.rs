@@ -1,5 +1,6 @@
-//! Steady order traffic for fault tests, with a ledger of every attempt, and the invariants of
-//! DESIGN.md checked against that ledger once the faults are over:
+//! Steady order traffic for fault tests, with a ledger of every attempt, and the system's
+//! invariants (README, "Faults and invariants") checked against that ledger once the faults are
+//! over:
 //!
 //! - I1 every accepted order is confirmed or cancelled;
 //! - I2 no order exists that was never attempted;
@@ -385,14 +386,15 @@ pub async fn check_invariants(
                     .cloned()
                     .collect()
             };
-            let consumers: Vec<(String, &str)> = [
-                ("INVENTORY", "order-saga"),
-                ("ORDERS", "inventory"),
-                ("ORDERS", "notification"),
-            ]
-            .into_iter()
-            .flat_map(|(base, durable)| of(base).into_iter().map(move |s| (s, durable)))
-            .collect();
+            let consumers: Vec<(String, &str)> = events::topology::SUBSCRIPTIONS
+                .iter()
+                .filter_map(|sub| sub.domain().map(|domain| (domain, sub.durable)))
+                .flat_map(|(domain, durable)| {
+                    of(domain.stream_base())
+                        .into_iter()
+                        .map(move |s| (s, durable))
+                })
+                .collect();
             for (stream, durable) in consumers {
                 loop {
                     let info = match js.get_stream(&stream).await {

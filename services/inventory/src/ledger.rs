@@ -18,6 +18,8 @@ use events::Sku;
 use futures::FutureExt as _;
 use tokio::sync::{Notify, oneshot};
 
+use telemetry::metric;
+
 use crate::stock::{Applied, StockOp, StockRecord};
 
 /// How long a settle waits for a write to ride along with before it is written on its own.
@@ -256,7 +258,7 @@ impl Ledger {
                 }
             })
             .await;
-        metrics::histogram!("orderflow_stock_batch_size").record(jobs.len() as f64);
+        metrics::histogram!(metric::STOCK_BATCH_SIZE).record(jobs.len() as f64);
         match written {
             Ok((results, marks)) => {
                 if marks > 0 {

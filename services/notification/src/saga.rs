@@ -9,6 +9,8 @@ use bus::{ConsumerSpec, Delivery, HandlerError};
 use events::{Channel, Event, NotificationKind, Partitions};
 use serde_json::json;
 
+use telemetry::metric;
+
 use crate::notification::{self, notification_id};
 use crate::store::Store;
 use crate::webhook::SendError;
@@ -78,7 +80,7 @@ impl bus::Handler for Saga {
             // State change → notification settled: the notification SLO's latency.
             if let Ok(delay) = (chrono::Utc::now() - cause.time).to_std() {
                 metrics::histogram!(
-                    "orderflow_notification_delay_seconds",
+                    metric::NOTIFICATION_DELAY,
                     "channel" => channel.as_str(),
                     "status" => status
                 )
@@ -90,7 +92,7 @@ impl bus::Handler for Saga {
 }
 
 fn count(channel: Channel, status: &'static str) {
-    metrics::counter!("orderflow_notifications_total", "channel" => channel.as_str(), "status" => status)
+    metrics::counter!(metric::NOTIFICATIONS, "channel" => channel.as_str(), "status" => status)
         .increment(1);
 }
 

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use telemetry::metric;
+
 use crate::order::{Decision, Order, SOURCE, Status};
 use crate::store::{Basis, Claim, OrderStoreError, Store, Transitioned};
 
@@ -493,8 +495,7 @@ async fn create_order(
     let created = store
         .create(key, &Envelope::new(SOURCE, Event::OrderCreated(order)))
         .await?;
-    metrics::counter!("orderflow_orders_accepted_total", "replayed" => replayed.to_string())
-        .increment(1);
+    metrics::counter!(metric::ORDERS_ACCEPTED, "replayed" => replayed.to_string()).increment(1);
     Ok(accepted(order_id, created.status, replayed))
 }
 

@@ -10,6 +10,8 @@
 use bus::{ConsumerSpec, Delivery, HandlerError};
 use events::{CancelReason, Event, Partitions};
 
+use telemetry::metric;
+
 use crate::order::Decision;
 use crate::store::{Basis, Store, Transitioned};
 
@@ -74,7 +76,7 @@ impl bus::Handler for Saga {
                     .and_then(|created| (event.time - created).to_std().ok())
                 {
                     // Accepted → settled, the latency a customer feels.
-                    metrics::histogram!("orderflow_saga_duration_seconds", "outcome" => event.kind().type_name())
+                    metrics::histogram!(metric::SAGA_DURATION, "outcome" => event.kind().type_name())
                         .record(took.as_secs_f64());
                 }
                 Ok(())

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use spec::{ConsumerSpec, DEFAULT_MAX_DELIVER, SpecError};
 
+use telemetry::metric;
+
 use crate::connect::Bus;
 use crate::dead_letter::{self, DeadLetterReason};
 use crate::handler::Handler;
@@ -96,7 +98,7 @@ impl Consumer {
             shutdown.clone(),
         ));
         // Zeroed series from the start, so dashboards and rate() see every consumer at once.
-        metrics::counter!("orderflow_redeliveries_total", "consumer" => self.spec.durable.clone())
+        metrics::counter!(metric::REDELIVERIES, "consumer" => self.spec.durable.clone())
             .increment(0);
         for reason in [
             DeadLetterReason::Permanent,
@@ -104,7 +106,7 @@ impl Consumer {
             DeadLetterReason::AckTimeout,
         ] {
             metrics::counter!(
-                "orderflow_dead_letters_total",
+                metric::DEAD_LETTERS,
                 "consumer" => self.spec.durable.clone(),
                 "reason" => reason.as_str(),
             )
@@ -222,8 +224,8 @@ async fn report_lag(
         match consumer.get_info().await {
             Ok(info) => {
                 let labels = [("stream", stream.clone()), ("consumer", durable.clone())];
-                metrics::gauge!("orderflow_consumer_pending", &labels).set(info.num_pending as f64);
-                metrics::gauge!("orderflow_consumer_ack_pending", &labels)
+                metrics::gauge!(metric::CONSUMER_PENDING, &labels).set(info.num_pending as f64);
+                metrics::gauge!(metric::CONSUMER_ACK_PENDING, &labels)
                     .set(info.num_ack_pending as f64);
             }
             Err(e) => tracing::debug!(durable, error = %e, "cannot read consumer info"),

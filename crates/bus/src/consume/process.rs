@@ -12,6 +12,8 @@ use events::{Envelope, OrderKey, names::header};
 use futures::FutureExt;
 use tracing::Instrument;
 
+use telemetry::metric;
+
 use super::spec::ConsumerSpec;
 use crate::connect::Bus;
 use crate::dead_letter::{self, DeadLetterReason, Origin};
@@ -68,8 +70,7 @@ pub(super) async fn process<H: Handler>(
     trace::set_parent_from(&span, message.headers.as_ref());
 
     if attempt > 1 {
-        metrics::counter!("orderflow_redeliveries_total", "consumer" => spec.durable.clone())
-            .increment(1);
+        metrics::counter!(metric::REDELIVERIES, "consumer" => spec.durable.clone()).increment(1);
     }
 
     async {
@@ -111,7 +112,7 @@ pub(super) async fn process<H: Handler>(
                 (event_type, verdict)
             }
         };
-        metrics::histogram!("orderflow_handler_duration_seconds", "consumer" => spec.durable.clone(), "type" => event_type)
+        metrics::histogram!(metric::HANDLER_DURATION, "consumer" => spec.durable.clone(), "type" => event_type)
             .record(started.elapsed().as_secs_f64());
         let outcome = settle(bus, spec, &message, verdict, Origin {
             subject: &subject,
@@ -121,7 +122,7 @@ pub(super) async fn process<H: Handler>(
             deliveries: attempt,
         }, attempt, &lease)
         .await;
-        metrics::counter!("orderflow_events_consumed_total", "consumer" => spec.durable.clone(), "type" => event_type, "outcome" => outcome)
+        metrics::counter!(metric::EVENTS_CONSUMED, "consumer" => spec.durable.clone(), "type" => event_type, "outcome" => outcome)
             .increment(1);
     }
     .instrument(span)
