@@ -6,6 +6,7 @@
 mod consume;
 mod dead_letter;
 mod event_log;
+mod example;
 mod kv_store;
 mod provision;
 mod publish;
