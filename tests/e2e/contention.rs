@@ -38,19 +38,11 @@ async fn two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty() {
 }
 
 async fn wait_for_settled(app: &TestApp, order_id: &str) -> String {
-    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
-    loop {
-        let status = app.order(order_id).await["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if status == "confirmed" || status == "cancelled" {
-            return status;
-        }
-        if tokio::time::Instant::now() > deadline {
-            // Fails with the order's state in the message.
-            app.wait_for_status(order_id, "confirmed").await;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let what = format!("order {order_id} is confirmed or cancelled");
+    testkit::eventually_some(&what, || async {
+        let order = app.order(order_id).await;
+        let status = order["status"].as_str().unwrap_or_default();
+        matches!(status, "confirmed" | "cancelled").then(|| status.to_owned())
+    })
+    .await
 }

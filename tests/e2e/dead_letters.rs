@@ -48,21 +48,14 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
         401,
         "the DLQ is admin-only"
     );
-    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
-    let letters = loop {
+    let letters = testkit::eventually_some("the reservation is dead-lettered", || async {
         let letters: Value = app.admin_get_json(&list_url).await;
-        if letters["dead_letters"]
+        let listed = letters["dead_letters"]
             .as_array()
-            .is_some_and(|l| !l.is_empty())
-        {
-            break letters;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the reservation was never dead-lettered"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+            .is_some_and(|l| !l.is_empty());
+        listed.then_some(letters)
+    })
+    .await;
     let letter = &letters["dead_letters"][0];
     assert_eq!(
         letter["subject"],

@@ -17,7 +17,7 @@
 //!   attempt, and the system's invariants checked against it once the faults stop;
 //! - [`sample`]: sample events, a first [`bus::Delivery`] of one, a provisioned bus — for
 //!   tests that call a service's handler directly;
-//! - [`eventually`] and [`PATIENCE`]: the one way every test waits.
+//! - [`eventually`], [`eventually_some`] and [`PATIENCE`]: the one way every test waits.
 
 // A test-support crate: failing loudly with a message *is* the error handling.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -44,6 +44,6 @@ pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use proxy::FaultProxy;
 pub use system::{ADMIN_TOKEN, ServiceProcess, System, SystemBuilder, service_binary};
 pub use tls::Pki;
-pub use wait::{PATIENCE, eventually};
+pub use wait::{PATIENCE, eventually, eventually_some};
 pub use webhook::{ReceivedWebhook, WebhookReceiver};
 pub use workload::{Attempt, Ledger, Outcome, Report, Workload, check_invariants};

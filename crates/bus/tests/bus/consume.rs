@@ -9,7 +9,7 @@ use bus::{ConsumerSpec, Delivery, HandlerError, MsgId};
 use events::{EventKind, OrderId, names};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::support::{Harness, PATIENCE, Running, fast_spec, order_created};
+use crate::support::{Harness, PATIENCE, Running, eventually_some, fast_spec, order_created};
 
 async fn publish_orders(h: &Harness, n: usize) {
     for _ in 0..n {
@@ -153,23 +153,15 @@ async fn drain_finishes_in_flight_handlers_and_acks_them_before_returning() {
         .get_stream(crate::support::ORDERS)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    let consumer = eventually_some("every in-flight message is acked", || async {
         let consumer = info.consumer_info("drain").await.unwrap();
-        if consumer.num_ack_pending == 0 && consumer.num_pending == 0 {
-            assert_eq!(
-                consumer.num_redelivered, 0,
-                "an in-flight message was redelivered"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "in-flight messages were not acked: {} unacked",
-            consumer.num_ack_pending
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (consumer.num_ack_pending == 0 && consumer.num_pending == 0).then_some(consumer)
+    })
+    .await;
+    assert_eq!(
+        consumer.num_redelivered, 0,
+        "an in-flight message was redelivered"
+    );
 }
 
 #[tokio::test]

@@ -282,18 +282,11 @@ async fn a_message_dead_lettered_twice_is_stored_once_in_the_dead_letter_stream(
             .get_stream(crate::support::ORDERS)
             .await
             .unwrap();
-        let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
-        loop {
+        crate::support::eventually("the garbage message is settled", || async {
             let info = stream.consumer_info("dup").await.unwrap();
-            if info.ack_floor.stream_sequence == 1 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the garbage message was never settled"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            info.ack_floor.stream_sequence == 1
+        })
+        .await;
         run.stop().await;
         h.bus
             .jetstream()

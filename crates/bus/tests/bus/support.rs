@@ -47,7 +47,7 @@ pub fn subject_of_bytes(bytes: &[u8]) -> String {
     }
 }
 
-pub use testkit::{PATIENCE, eventually};
+pub use testkit::{PATIENCE, eventually, eventually_some};
 
 pub struct Harness {
     pub server: NatsServer,
