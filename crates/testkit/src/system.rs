@@ -55,6 +55,24 @@ fn build_services(exe_dir: &Path) {
         return;
     };
     let mut command = Command::new(cargo);
+    // What cargo tells the test about its own package would reach build scripts that watch it
+    // (ring's watches CARGO_MANIFEST_DIR) and make them rerun: the build would not be the
+    // no-op that `cargo build --bins` from the shell just made it.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&key.as_ref())
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
     command
         .args(["build", "--quiet", "--workspace", "--bins", "--target-dir"])
         .arg(target_dir)
