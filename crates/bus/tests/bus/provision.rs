@@ -47,7 +47,7 @@ async fn provisioning_again_is_idempotent_and_applies_changed_settings() {
 #[tokio::test]
 async fn a_kv_bucket_is_created_once_and_its_ttl_can_change() {
     let h = Harness::start().await;
-    let mut bucket = KvBucket::new("idempotency");
+    let mut bucket = KvBucket::new(names::bucket::IDEMPOTENCY);
     let kv = h.bus.key_value(&bucket).await.unwrap();
     kv.put("k", "v".into()).await.unwrap();
     bucket.ttl = Some(Duration::from_secs(600));
