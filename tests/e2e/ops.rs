@@ -1,10 +1,10 @@
 //! What operators rely on: health, readiness, metrics, OpenAPI, `--help`, a clean exit on
-//! SIGTERM, and admin endpoints behind the token.
+//! SIGTERM (and a clean return from `run` on shutdown), and admin endpoints behind the token.
 
 use std::process::Command;
 
 use serde_json::{Value, json};
-use testkit::{System, service_binary};
+use testkit::{System, TestApp, service_binary};
 
 #[tokio::test]
 async fn every_service_answers_health_readiness_metrics_and_openapi() {
@@ -161,6 +161,17 @@ async fn every_service_exits_cleanly_on_sigterm() {
         system.notification.terminate(),
         "notification-service did not exit 0"
     );
+}
+
+#[tokio::test]
+async fn every_service_run_returns_cleanly_when_shut_down_after_work() {
+    let app = TestApp::spawn().await;
+    app.set_stock("OPS", 5).await;
+    let order_id = app.place_order("omar", &[("OPS", 1)]).await;
+    app.wait_for_status(&order_id, "confirmed").await;
+
+    // Each service's `run` drains its consumers and returns Ok, as `main` relies on.
+    app.stop().await;
 }
 
 #[tokio::test]
