@@ -8,6 +8,8 @@ paths (including `use crate::{a, b::C}`), outside comments and `#[cfg(test)]` ta
     scripts/check-modules.py            # every crate, the tests and the services
 """
 
+from __future__ import annotations  # `str | None` on any Python 3.8+
+
 import pathlib
 import re
 import sys
