@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-use testkit::{ADMIN_TOKEN, TestApp};
+use serde_json::json;
+use testkit::{ADMIN_TOKEN, TestApp, answer};
 
 /// Cases per operation and phase: enough to cover every constraint, bounded for CI.
 const EXAMPLES: &str = "25";
@@ -119,19 +119,6 @@ async fn a_client_generated_from_the_order_document_runs_the_readme_flow() {
     );
 }
 
-/// Status, media type and JSON body of the answer to `request`.
-async fn answer(request: reqwest::RequestBuilder) -> (u16, String, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let media = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, media, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn a_quantity_written_with_a_zero_fraction_is_a_whole_number() {
     let app = TestApp::builder().spawn().await;
@@ -155,7 +142,7 @@ async fn a_malformed_order_id_is_a_documented_400_problem() {
     let request = app
         .http
         .post(format!("{}/v1/orders/0/cancel", app.order_url()));
-    let (status, media, problem) = answer(request).await;
+    let (status, problem, media) = answer(request).await;
     assert_eq!((status, media.as_str()), (400, "application/problem+json"));
     assert_eq!(
         problem["type"],
@@ -170,7 +157,7 @@ async fn dead_letter_zero_does_not_exist_rather_than_failing() {
         .http
         .get(format!("{}/admin/dead-letters/0", app.order_url()))
         .bearer_auth(ADMIN_TOKEN);
-    let (status, media, _) = answer(request).await;
+    let (status, _, media) = answer(request).await;
     assert_eq!((status, media.as_str()), (404, "application/problem+json"));
 }
 
@@ -184,7 +171,7 @@ async fn a_dead_letter_page_after_the_largest_sequence_is_refused() {
             app.order_url()
         ))
         .bearer_auth(ADMIN_TOKEN);
-    let (status, _, problem) = answer(request).await;
+    let (status, problem, _) = answer(request).await;
     assert_eq!(status, 422);
     assert_eq!(problem["errors"][0]["field"], "after");
 }

@@ -1,8 +1,9 @@
 //! The life of a service, shared by all three: connect to NATS, serve HTTP at once (health
 //! answers while NATS is still away; the API answers 503 until ready), provision its own
 //! streams and state (retrying with backoff until NATS is reachable) and be ready, start the
-//! consumers once the streams they read exist (their owners create them), then on shutdown stop taking HTTP, drain the consumers, and close the connection — all
-//! within the grace period.
+//! consumers once the streams they read exist (their owners create them), then on shutdown
+//! stop taking HTTP, drain the consumers, and close the connection — all within the grace
+//! period.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -128,33 +128,18 @@ impl ApiClient {
         accepted_order_id(response).await
     }
 
-    /// POSTs `body` as `content_type` to the order API: (status, JSON body or null, content
-    /// type).
+    /// POSTs `body` as `content_type` to the order API: its [`answer`].
     pub async fn post_order_raw(
         &self,
         content_type: &str,
         body: impl Into<reqwest::Body>,
     ) -> (u16, Value, String) {
-        let response = self
+        let request = self
             .http
             .post(format!("{}/v1/orders", self.order))
             .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("POST order");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (
-            status,
-            response.json().await.unwrap_or(Value::Null),
-            content_type,
-        )
+            .body(body);
+        answer(request).await
     }
 
     /// Asks to cancel the order.
@@ -197,6 +182,23 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("build HTTP client")
+}
+
+/// Sends `request` and returns its answer: (status, JSON body or null, content type).
+pub async fn answer(request: reqwest::RequestBuilder) -> (u16, Value, String) {
+    let response = request.send().await.expect("an HTTP answer");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        content_type,
+    )
 }
 
 /// The body of an order for `lines` of (sku, quantity) at 1.00 each.

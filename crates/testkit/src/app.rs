@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
 use tokio::task::JoinHandle;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::nats::NatsServer;
-use crate::system::{ServiceEnv, SystemBuilder};
+use crate::system::{ServiceEnv, SystemBuilder, until_ready};
 
 /// What a service's `run` returns, boxed: the services' error types differ.
 type Outcome = Result<(), String>;
@@ -31,8 +31,16 @@ pub struct TestApp {
     pub nats: NatsServer,
     api: ApiClient,
     shutdown: CancellationToken,
-    services: Vec<(String, JoinHandle<Outcome>)>,
+    services: Vec<Running>,
     runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// One service instance running in the services' runtime.
+#[derive(Debug)]
+struct Running {
+    name: &'static str,
+    url: String,
+    task: JoinHandle<Outcome>,
 }
 
 impl TestApp {
@@ -54,8 +62,8 @@ impl TestApp {
     /// Stops the services (as SIGTERM would) and waits for them to finish draining.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        for (name, service) in std::mem::take(&mut self.services) {
-            match tokio::time::timeout(Duration::from_secs(30), service).await {
+        for Running { name, task, .. } in std::mem::take(&mut self.services) {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => panic!("{name} stopped with an error: {e}"),
                 Ok(Err(e)) => panic!("{name} panicked: {e}"),
@@ -64,33 +72,25 @@ impl TestApp {
         }
     }
 
-    async fn wait_ready(&mut self, urls: &[(String, String)]) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        for (name, url) in urls {
-            loop {
-                if let Some((_, service)) = self
-                    .services
-                    .iter_mut()
-                    .find(|(n, s)| n == name && s.is_finished())
-                {
-                    let outcome = service.await;
-                    panic!("{name} stopped while starting: {outcome:?}");
-                }
-                let ready = self.api.http.get(format!("{url}/readyz")).send().await;
-                if ready.is_ok_and(|r| r.status().is_success()) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{name} was not ready within {READY_TIMEOUT:?} (set TEST_RUST_LOG=info to see its log)"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Waits until every service answers `/readyz`; panics with how a service that stopped
+    /// ended.
+    async fn wait_ready(&mut self) {
+        for service in &mut self.services {
+            let task = &service.task;
+            let stopped = || {
+                task.is_finished()
+                    .then(|| "stopped while starting".to_owned())
+            };
+            if let Err(why) = until_ready(&service.url, READY_TIMEOUT, stopped).await {
+                let outcome = match service.task.is_finished() {
+                    true => format!("{:?}", (&mut service.task).await),
+                    false => "(set TEST_RUST_LOG=info to see its log)".to_owned(),
+                };
+                panic!("{} {why}: {outcome}", service.name);
             }
         }
     }
-}
 
-impl TestApp {
     /// Waits until every durable consumer of the saga exists: a service is ready once its own
     /// streams exist and starts consuming once the streams it reads exist, and a test that
     /// reads a consumer's progress needs it there.
@@ -169,7 +169,6 @@ impl SystemBuilder {
             .expect("a runtime for the services");
         let shutdown = CancellationToken::new();
         let mut services = Vec::new();
-        let mut urls = Vec::new();
         let instances = self.service_envs(&nats);
         let mut read = HashSet::new();
         for ServiceEnv { service, env, .. } in &instances {
@@ -200,17 +199,21 @@ impl SystemBuilder {
                 }
                 other => panic!("no service called {other}"),
             };
-            services.push((service.to_owned(), task));
-            urls.push((service.to_owned(), url));
+            services.push(Running {
+                name: service,
+                url,
+                task,
+            });
         }
         // A setting no service reads is a typo, not a setting for someone else.
         for (key, _) in instances.iter().flat_map(|i| &i.env) {
             assert!(read.contains(key), "no service reads the setting {key}");
         }
         let url_of = |name: &str| {
-            urls.iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, url)| url.clone())
+            services
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.url.clone())
                 .expect("every service has a URL")
         };
         let api = ApiClient::new(
@@ -229,7 +232,7 @@ impl SystemBuilder {
             services,
             runtime: Some(runtime),
         };
-        app.wait_ready(&urls).await;
+        app.wait_ready().await;
         let partitions = setting(&instances, "STREAM_PARTITIONS").map_or(1, |p| {
             p.parse()
                 .unwrap_or_else(|e| panic!("STREAM_PARTITIONS {p}: {e}"))

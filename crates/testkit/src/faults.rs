@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::api::http_client;
 use crate::nats::NatsServer;
 use crate::proxy::FaultProxy;
 use crate::system::{System, SystemBuilder};
@@ -172,7 +171,6 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
         Fault::KillServices | Fault::Poison => {}
     }
     let mut system = builder.start().await;
-    let client = http_client();
     // Stock in proportion to the run, so most orders confirm and the short SKU still runs out.
     let scale = (size.orders / Size::SHORT.orders).max(1) as u64;
     let stock: Vec<(&str, u64)> = STOCK
@@ -180,13 +178,7 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
         .map(|(sku, units)| (*sku, units * scale))
         .collect();
     for &(sku, units) in &stock {
-        let response = system
-            .as_admin(client.put(format!("{}/v1/stock/{sku}", system.inventory[0].url())))
-            .json(&json!({ "available": units }))
-            .send()
-            .await
-            .expect("set stock");
-        assert!(response.status().is_success(), "cannot set stock");
+        system.set_stock(sku, units).await;
     }
     let initial: BTreeMap<String, u64> = stock.iter().map(|(s, u)| ((*s).to_owned(), *u)).collect();
     let skus: Vec<&str> = STOCK.iter().map(|(s, _)| *s).collect();

@@ -36,7 +36,7 @@ mod wait;
 mod webhook;
 mod workload;
 
-pub use api::{ApiClient, accepted_order_id, http_client, order_body};
+pub use api::{ApiClient, accepted_order_id, answer, http_client, order_body};
 pub use app::TestApp;
 pub use identity::{AUDIENCE, ISSUER, IdentityProvider, Signer};
 pub use nats::{Builder, INSTALL_HINT, NatsServer, binary, free_port};

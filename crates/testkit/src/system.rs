@@ -92,6 +92,30 @@ fn build_services(exe_dir: &Path) {
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
+/// Polls `url`'s `/readyz` until it answers 200. Fails with why not: what `gone` says once the
+/// service stopped, or the time waited.
+pub(crate) async fn until_ready(
+    url: &str,
+    timeout: Duration,
+    mut gone: impl FnMut() -> Option<String>,
+) -> Result<(), String> {
+    let client = crate::api::http_client();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(why) = gone() {
+            return Err(why);
+        }
+        let ready = client.get(format!("{url}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("was not ready within {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A service running as a child process.
 #[derive(Debug)]
 pub struct ServiceProcess {
@@ -161,24 +185,15 @@ impl ServiceProcess {
 
     /// Waits until `/readyz` answers 200; panics with the log if it never does.
     pub async fn wait_ready(&mut self) {
-        let client = crate::api::http_client();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("{} exited with {status}:\n{}", self.name, self.logs());
-            }
-            if let Ok(response) = client.get(format!("{}/readyz", self.url())).send().await {
-                if response.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let url = self.url();
+        let child = &mut self.child;
+        let exited = || match child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => Some(format!("exited with {status}")),
+            _ => None,
+        };
+        if let Err(why) = until_ready(&url, READY_TIMEOUT, exited).await {
+            panic!("{} {why}:\n{}", self.name, self.logs());
         }
-        panic!(
-            "{} was not ready within {READY_TIMEOUT:?}:\n{}",
-            self.name,
-            self.logs()
-        );
     }
 
     /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0.

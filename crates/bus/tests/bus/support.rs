@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use bus::{Bus, BusConfig, ConsumerSpec, DeadLetter, Delivery, HandlerError, StreamSettings};
+use bus::{Bus, BusConfig, ConsumerSpec, DeadLetter, Delivery, HandlerError};
 use events::{
     CancelReason, Channel, Currency, CustomerId, Envelope, Event, InventoryRejected,
     InventoryReleased, InventoryReserved, LineItem, NotificationFailed, NotificationKind,
     NotificationSent, OrderCancelled, OrderConfirmed, OrderCreated, OrderId, OrderKey, Partitions,
-    ReservedLine, Shortfall, Sku, names,
+    ReservedLine, Shortfall, names,
 };
 use futures::StreamExt;
 use testkit::NatsServer;
@@ -60,10 +60,7 @@ impl Harness {
     }
 
     pub async fn on(server: NatsServer) -> Self {
-        let bus = connect(&server, BusConfig::new("bus-test")).await;
-        bus.provision_streams(&StreamSettings::default())
-            .await
-            .expect("provision streams");
+        let bus = testkit::sample::bus(&server, "bus-test").await;
         Self { server, bus }
     }
 
@@ -162,9 +159,7 @@ pub async fn next(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Delivery {
         .expect("handler dropped")
 }
 
-pub fn sku(s: &str) -> Sku {
-    Sku::new(s).unwrap()
-}
+pub use testkit::sample::sku;
 
 pub fn order_created(order_id: OrderId) -> Envelope {
     let order = OrderCreated::new(
