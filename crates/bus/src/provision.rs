@@ -15,9 +15,12 @@ use crate::connect::Bus;
 pub struct StreamSettings {
     /// Copies of each stream in a cluster: 1 locally, 3 in production (`STREAM_REPLICAS`).
     pub replicas: usize,
-    /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate (never longer than
+    /// the hot window: the server refuses that).
     pub duplicate_window: Duration,
-    /// How long events are kept.
+    /// The hot window: how long the event streams keep each event (`HOT_WINDOW`); zero keeps
+    /// every event for ever. nats-server holds about 300 bytes of memory per retained subject,
+    /// so this bounds its memory by order rate × window; history lives in the archive.
     pub max_age: Duration,
     /// How long dead letters are kept (long enough for a human to look).
     pub dlq_max_age: Duration,
@@ -30,7 +33,7 @@ impl Default for StreamSettings {
         Self {
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
-            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_age: Duration::from_secs(24 * 3600),
             dlq_max_age: Duration::from_secs(30 * 24 * 3600),
             partitions: Partitions::ONE,
         }
@@ -204,9 +207,12 @@ fn streams(settings: &StreamSettings) -> Result<Vec<OwnedStream>, ProvisionError
     if settings.replicas == 0 || settings.replicas > 5 {
         return Err(ProvisionError::Settings("replicas must be between 1 and 5"));
     }
-    if settings.duplicate_window.is_zero() || settings.duplicate_window > settings.max_age {
+    let keeps_forever = settings.max_age.is_zero();
+    if settings.duplicate_window.is_zero()
+        || (!keeps_forever && settings.duplicate_window > settings.max_age)
+    {
         return Err(ProvisionError::Settings(
-            "duplicate window must be positive and no longer than max age",
+            "duplicate window must be positive and no longer than the hot window",
         ));
     }
     let config = |name: String, subjects: String, max_age| stream::Config {

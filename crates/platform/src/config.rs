@@ -30,6 +30,16 @@ pub fn network(value: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("{value:?} is not an IP network (such as 10.0.0.0/8) or address"))
 }
 
+/// clap value parser: the hot window, a duration such as `24h` or `90m`; `0` keeps every event.
+pub fn hot_window(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if value == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration such as `24h` or `90m` (or 0): {e}"))
+}
+
 /// clap value parser: a duration given in milliseconds.
 pub fn millis(value: &str) -> Result<Duration, String> {
     value
@@ -85,6 +95,12 @@ pub struct NatsArgs {
     /// message for about 6.5 minutes).
     #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = bus::DEFAULT_MAX_DELIVER)]
     pub consumer_max_deliver: i64,
+    /// How long the event streams keep each event (`24h`, `90m`): NATS memory grows with order
+    /// rate × window, history lives in the archive. It must outlast every retry of a message
+    /// and the longest outage of a consumer you mean to ride out. 0 keeps every event in NATS
+    /// for ever (no archive needed; memory grows with history).
+    #[arg(long, env = "HOT_WINDOW", default_value = "24h", value_parser = hot_window)]
+    pub hot_window: Duration,
 }
 
 impl NatsArgs {
@@ -133,15 +149,39 @@ impl NatsArgs {
         }
     }
 
-    /// Stream settings with the configured replica count.
-    pub fn stream_settings(&self) -> StreamSettings {
-        StreamSettings {
+    /// Stream settings with the configured replicas, partitions and hot window, or why the
+    /// window is too short: a message must stay in its stream through every delivery a
+    /// consumer may make of it, or it expires while still being retried and is lost.
+    pub fn stream_settings(&self) -> Result<StreamSettings, NatsConfigError> {
+        let defaults = StreamSettings::default();
+        let window = self.hot_window;
+        if !window.is_zero() {
+            let spec = self.tune(bus::ConsumerSpec::new("-", "-", &[]));
+            let deliveries = u32::try_from(spec.max_deliver).unwrap_or(u32::MAX);
+            let needed = spec.ack_wait.saturating_mul(deliveries) + spec.retry_budget();
+            // Within it, `Nats-Msg-Id` dedupe must outlast a publisher's retries.
+            let needed = needed.max(MIN_DEDUPE_WINDOW);
+            if window < needed {
+                return Err(NatsConfigError::HotWindow { window, needed });
+            }
+        }
+        Ok(StreamSettings {
             replicas: self.stream_replicas,
             partitions: self.stream_partitions,
-            ..StreamSettings::default()
-        }
+            max_age: window,
+            duplicate_window: if window.is_zero() {
+                defaults.duplicate_window
+            } else {
+                defaults.duplicate_window.min(window)
+            },
+            ..defaults
+        })
     }
 }
+
+/// The shortest `Nats-Msg-Id` dedupe window: longer than a publisher retries one publish
+/// (its deadline, 10 s by default) with room to spare.
+pub const MIN_DEDUPE_WINDOW: Duration = Duration::from_secs(15);
 
 /// The NATS settings cannot make a connection configuration.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +200,18 @@ pub enum NatsConfigError {
     /// The settings contradict each other.
     #[error(transparent)]
     Bus(#[from] ConfigError),
+    /// The hot window is shorter than a message may need to stay in its stream.
+    #[error(
+        "HOT_WINDOW {} is too short: a message may stay pending for {} (CONSUMER_MAX_DELIVER deliveries of CONSUMER_ACK_WAIT_MS each, plus the retry delays between them) and would expire while still being retried; lengthen HOT_WINDOW, or shorten the ack wait or the deliveries",
+        humantime::format_duration(*.window),
+        humantime::format_duration(*.needed)
+    )]
+    HotWindow {
+        /// The configured window.
+        window: Duration,
+        /// The least it must be.
+        needed: Duration,
+    },
 }
 
 /// A secret from a file (a Docker or Kubernetes secret): its text without one trailing newline.
@@ -281,6 +333,7 @@ impl Default for NatsArgs {
             stream_partitions: Partitions::ONE,
             consumer_ack_wait: Duration::from_secs(30),
             consumer_max_deliver: bus::DEFAULT_MAX_DELIVER,
+            hot_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -356,6 +409,37 @@ mod tests {
             }
             other => panic!("not user/password auth: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_hot_window_becomes_the_streams_max_age_and_bounds_the_dedupe_window() {
+        let nats = NatsArgs {
+            hot_window: hot_window("90s").unwrap(),
+            consumer_ack_wait: Duration::from_secs(1),
+            consumer_max_deliver: 3,
+            ..NatsArgs::default()
+        };
+        let settings = nats.stream_settings().unwrap();
+        assert_eq!(settings.max_age, Duration::from_secs(90));
+        assert_eq!(settings.duplicate_window, Duration::from_secs(90));
+        let forever = NatsArgs {
+            hot_window: hot_window("0").unwrap(),
+            ..NatsArgs::default()
+        };
+        assert!(forever.stream_settings().unwrap().max_age.is_zero());
+    }
+
+    #[test]
+    fn a_hot_window_shorter_than_a_messages_retries_is_refused_with_what_it_needs() {
+        // 20 deliveries of 30 s each, plus 6.5 minutes of nak delays between them.
+        let nats = NatsArgs {
+            hot_window: hot_window("10m").unwrap(),
+            ..NatsArgs::default()
+        };
+        let error = nats.stream_settings().unwrap_err().to_string();
+        assert!(error.contains("HOT_WINDOW 10m is too short"), "{error}");
+        assert!(error.contains("16m 31s"), "{error}");
+        assert!(hot_window("soon").is_err());
     }
 
     #[test]

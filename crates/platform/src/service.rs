@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, ProvisionError};
+use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, ProvisionError, StreamSettings};
 use tokio::net::TcpListener;
 
 use crate::config::{HttpArgs, NatsArgs};
@@ -109,6 +109,7 @@ pub async fn run<S: Service>(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let settings = nats.stream_settings()?;
     let bus = Bus::connect(&nats.bus_config(S::NAME)?).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let started = Started::<S::State>::default();
@@ -126,7 +127,7 @@ pub async fn run<S: Service>(
 
     let mut consumers = tokio::task::JoinSet::new();
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(state) = provision(&service, &bus, &nats, &shutdown).await {
+    if let Some(state) = provision(&service, &bus, &nats, &settings, &shutdown).await {
         let (specs, handler) = service.consumers(&state, &bus);
         for task in service.tasks(&state, &shutdown) {
             tasks.spawn(task);
@@ -137,7 +138,7 @@ pub async fn run<S: Service>(
         tracing::info!(service = S::NAME, "ready");
         // Its consumers start once the streams they read exist (their owners create them);
         // durable consumers then deliver everything stored meanwhile.
-        if streams_used_exist::<S>(&bus, &nats, &shutdown).await {
+        if streams_used_exist::<S>(&bus, &settings, &shutdown).await {
             for spec in specs {
                 let consumer = Consumer::create(&bus, nats.tune(spec)).await?;
                 consumers.spawn(consumer.run(handler.clone(), shutdown.clone()));
@@ -178,11 +179,11 @@ async fn provision<S: Service>(
     service: &S,
     bus: &Bus,
     nats: &NatsArgs,
+    settings: &StreamSettings,
     shutdown: &CancellationToken,
 ) -> Option<S::State> {
     retry("provisioning", shutdown, || async {
-        bus.provision_streams_of(&nats.stream_settings(), S::NAME)
-            .await?;
+        bus.provision_streams_of(settings, S::NAME).await?;
         service.provision(bus, nats).await
     })
     .await
@@ -192,12 +193,11 @@ async fn provision<S: Service>(
 /// first.
 async fn streams_used_exist<S: Service>(
     bus: &Bus,
-    nats: &NatsArgs,
+    settings: &StreamSettings,
     shutdown: &CancellationToken,
 ) -> bool {
-    let settings = nats.stream_settings();
     retry("starting the consumers", shutdown, || {
-        bus.streams_used_by_exist(&settings, S::NAME)
+        bus.streams_used_by_exist(settings, S::NAME)
     })
     .await
     .is_some()

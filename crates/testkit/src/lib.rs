@@ -1,6 +1,8 @@
 //! Test support — real parts only, never mocks:
 //!
 //! - [`NatsServer`]: a real `nats-server` with JetStream on a free loopback port in a temp dir;
+//! - [`PostgresServer`]: a real PostgreSQL server on a free loopback port in a temp dir (the
+//!   archive);
 //! - [`TestApp`]: the three services in this process against it, each through its own
 //!   `run(config, listener, shutdown)` — the default for a test of behaviour;
 //! - [`System`]: the three services as real processes against it (the binaries of
@@ -26,8 +28,10 @@ mod api;
 mod app;
 pub mod faults;
 mod identity;
+mod launch;
 mod nats;
 mod otlp;
+mod postgres;
 mod proxy;
 pub mod sample;
 mod system;
@@ -41,6 +45,7 @@ pub use app::TestApp;
 pub use identity::{AUDIENCE, ISSUER, IdentityProvider, Signer};
 pub use nats::{Builder, INSTALL_HINT, NatsServer, binary, free_port};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use postgres::{POSTGRES_DATABASE, POSTGRES_INSTALL_HINT, PostgresServer};
 pub use proxy::FaultProxy;
 pub use system::{ADMIN_TOKEN, ServiceProcess, System, SystemBuilder, service_binary};
 pub use tls::Pki;

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The hint printed when no `nats-server` can be found.
 pub const INSTALL_HINT: &str =
@@ -204,40 +204,27 @@ impl NatsServer {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = self.dir.path().join(format!("nats-{}.log", self.starts));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        // The port may still be in TIME_WAIT right after a kill; retry the start until ready.
-        loop {
-            let _ = std::fs::remove_file(&log);
-            let mut child = Command::new(&self.bin)
-                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .arg("-c")
-                .arg(&self.config_path)
-                .arg("-l")
-                .arg(&log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
-            match wait_ready(&mut child, &log, deadline) {
-                Ok(()) => {
-                    self.child = Some(child);
-                    return;
-                }
-                Err(exited) if exited && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    panic!(
-                        "nats-server did not become ready on port {}:\n{text}",
-                        self.port
-                    );
-                }
-            }
-        }
+        let what = format!("nats-server on port {}", self.port);
+        self.child = Some(crate::launch::until_ready(
+            &what,
+            READY_TIMEOUT,
+            &log,
+            || {
+                let _ = std::fs::remove_file(&log);
+                let mut command = Command::new(&self.bin);
+                command
+                    .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .arg("-c")
+                    .arg(&self.config_path)
+                    .arg("-l")
+                    .arg(&log)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                command
+            },
+            |_| std::fs::read_to_string(&log).is_ok_and(|text| text.contains("Server is ready")),
+        ));
     }
 }
 
@@ -245,20 +232,6 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Waits for "Server is ready" in the log; `Err(true)` if the process exited first.
-fn wait_ready(child: &mut Child, log: &Path, deadline: Instant) -> Result<(), bool> {
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(log).is_ok_and(|text| text.contains("Server is ready")) {
-            return Ok(());
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            return Err(true);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(false)
 }
 
 /// The `nats-server` binary: `$NATS_SERVER_BIN`, else the first on `PATH`.

@@ -1,0 +1,179 @@
+//! How to reach the archive: settings read from the environment (or flags) by clap, with a
+//! working local default. The URL may carry a password, so it is held as a [`Secret`] and only
+//! its host, port and database are ever shown.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bus::Secret;
+use sqlx::postgres::PgConnectOptions;
+
+/// clap value parser: the archive URL, kept secret (it may hold a password).
+fn secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(value))
+}
+
+/// How long archived orders are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// For ever (the default): deleting history is the operator's decision.
+    Keep,
+    /// This long after the order was placed.
+    For(Duration),
+}
+
+impl FromStr for Retention {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.trim() == "keep" {
+            return Ok(Self::Keep);
+        }
+        match humantime::parse_duration(value.trim()) {
+            Ok(age) if !age.is_zero() => Ok(Self::For(age)),
+            Ok(_) => Err("a retention of zero would delete every order: use `keep` or a duration such as `3650d`".into()),
+            Err(e) => Err(format!("{value:?} is neither `keep` nor a duration such as `3650d`: {e}")),
+        }
+    }
+}
+
+/// The archive's connection and retention.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArchiveArgs {
+    /// PostgreSQL URL of the order archive (`postgres://user@host:5432/database`, TLS with
+    /// `?sslmode=verify-full&sslrootcert=...`). Give the password with ARCHIVE_PASSWORD_FILE
+    /// rather than in the URL. Empty: no archive — only allowed with HOT_WINDOW=0.
+    #[arg(
+        long,
+        env = "ARCHIVE_URL",
+        default_value = "postgres://orderflow@127.0.0.1:5432/orderflow",
+        hide_default_value = true,
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub archive_url: Secret,
+    /// File holding the archive user's password (a Docker or Kubernetes secret).
+    #[arg(long, env = "ARCHIVE_PASSWORD_FILE")]
+    pub archive_password_file: Option<PathBuf>,
+    /// Most connections this process opens to the archive.
+    #[arg(long, env = "ARCHIVE_POOL_SIZE", default_value_t = 8)]
+    pub archive_pool_size: u32,
+    /// How long archived orders are kept after placement (`3650d`); `keep` keeps them for ever.
+    #[arg(long, env = "ARCHIVE_RETENTION", default_value = "keep")]
+    pub archive_retention: Retention,
+}
+
+impl Default for ArchiveArgs {
+    fn default() -> Self {
+        Self {
+            archive_url: Secret::new("postgres://orderflow@127.0.0.1:5432/orderflow"),
+            archive_password_file: None,
+            archive_pool_size: 8,
+            archive_retention: Retention::Keep,
+        }
+    }
+}
+
+/// The archive settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveConfigError {
+    /// The URL does not parse (its text is not repeated: it may hold a password).
+    #[error("ARCHIVE_URL is not a PostgreSQL URL: {0}")]
+    Url(String),
+    /// The password file could not be read.
+    #[error("cannot read ARCHIVE_PASSWORD_FILE {path}: {source}")]
+    PasswordFile {
+        /// The file named.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// A pool of no connections could never answer.
+    #[error("ARCHIVE_POOL_SIZE must be at least 1")]
+    PoolSize,
+}
+
+impl ArchiveArgs {
+    /// The connection options, or `None` when no archive is configured (an empty URL).
+    pub fn connect_options(&self) -> Result<Option<PgConnectOptions>, ArchiveConfigError> {
+        let url = self.archive_url.expose().trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        if self.archive_pool_size == 0 {
+            return Err(ArchiveConfigError::PoolSize);
+        }
+        // sqlx's error may quote the URL (and `PgConnectOptions`' Debug output shows the
+        // password): say only what is expected, and never print the options.
+        let expected =
+            || ArchiveConfigError::Url("expected postgres://user@host:port/database".into());
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(expected());
+        }
+        let mut options = PgConnectOptions::from_str(url).map_err(|_| expected())?;
+        if let Some(path) = &self.archive_password_file {
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                ArchiveConfigError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            let password = text.strip_suffix('\n').unwrap_or(&text);
+            options = options.password(password.strip_suffix('\r').unwrap_or(password));
+        }
+        Ok(Some(options.application_name("orderflow")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_keep_or_a_positive_duration() {
+        assert_eq!("keep".parse(), Ok(Retention::Keep));
+        assert_eq!(
+            "3650d".parse(),
+            Ok(Retention::For(Duration::from_secs(3650 * 86_400)))
+        );
+        assert!("0s".parse::<Retention>().is_err());
+        assert!("forever".parse::<Retention>().is_err());
+    }
+
+    #[test]
+    fn an_empty_url_means_no_archive() {
+        let args = ArchiveArgs {
+            archive_url: Secret::new(""),
+            ..ArchiveArgs::default()
+        };
+        assert!(args.connect_options().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_repeating_it() {
+        let args = ArchiveArgs {
+            archive_url: Secret::new("mysql://root:hunter2@db/orders"),
+            ..ArchiveArgs::default()
+        };
+        let error = args.connect_options().unwrap_err().to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_password_comes_from_its_file_and_never_shows_in_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "s3cret-from-a-file\n").unwrap();
+        let args = ArchiveArgs {
+            archive_url: Secret::new("postgres://orderflow:inline-s3cret@db:5432/orderflow"),
+            archive_password_file: Some(path),
+            ..ArchiveArgs::default()
+        };
+        assert!(!format!("{args:?}").contains("inline-s3cret"));
+        let options = args.connect_options().unwrap().unwrap();
+        assert_eq!(options.get_host(), "db");
+        let archive = crate::Archive::connect_lazy(options, 1);
+        assert!(!format!("{archive:?}").contains("s3cret"), "{archive:?}");
+    }
+}
