@@ -1,8 +1,8 @@
 # Sourced by scripts: makes PostgreSQL's server binaries (initdb, postgres, pg_ctl) available
 # and exports their directory as $POSTGRES_BIN_DIR — the tests start throwaway servers from
-# them, and scripts/dev runs one. Looks on PATH, then in Debian's /usr/lib/postgresql/*/bin,
-# then installs Debian's `postgresql` package (the server is not started: only its binaries
-# are used).
+# them, scripts/dev and scripts/bench run one (start_archive). Looks on PATH, then in Debian's
+# /usr/lib/postgresql/*/bin, then installs Debian's `postgresql` package (the server is not
+# started: only its binaries are used).
 
 postgres_bin_dir_ok() {
   [ -x "$1/initdb" ] && [ -x "$1/postgres" ] && [ -x "$1/pg_ctl" ]
@@ -44,5 +44,47 @@ ensure_postgres() {
     fi
   fi
   echo "PostgreSQL server binaries (initdb, postgres) not found: install Debian's \`postgresql\` package, or set POSTGRES_BIN_DIR" >&2
+  return 1
+}
+
+# start_archive DIR PORT LOGDIR ORDER_SERVICE_BIN — the archive for a local run: makes the
+# cluster in DIR/postgres on the first run (user and database `orderflow`, the password made
+# once and kept owner-only in DIR/postgres-password), launches it on 127.0.0.1:PORT (with
+# `launch`, scripts/processes.sh), applies the schema migrations with
+# `ORDER_SERVICE_BIN archive migrate` and exports ARCHIVE_URL and ARCHIVE_PASSWORD_FILE for the
+# services. PostgreSQL will not run as root: under root it runs as the `postgres` user (or
+# `nobody`), and DIR is made traversable (not readable) for it.
+start_archive() {
+  local dir=$1 port=$2 logs=$3 order_service=$4
+  local data="$dir/postgres" password="$dir/postgres-password"
+  local as_db_user=() db_user
+  if [ ! -s "$password" ]; then
+    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$password")
+  fi
+  if [ "$(id -u)" = 0 ]; then
+    db_user=$(id -u postgres >/dev/null 2>&1 && echo postgres || echo nobody)
+    as_db_user=(setpriv --reuid="$db_user" --regid="$(id -g "$db_user")" --clear-groups)
+    chown "$db_user" "$password"
+    chmod o+x "$dir"
+  fi
+  if [ ! -s "$data/PG_VERSION" ]; then
+    mkdir -p "$data"
+    [ -z "${db_user:-}" ] || chown "$db_user" "$data"
+    "${as_db_user[@]}" "$POSTGRES_BIN_DIR/initdb" -D "$data" -U orderflow --pwfile="$password" \
+      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >"$logs/initdb.log" 2>&1 \
+      || { cat "$logs/initdb.log" >&2; return 1; }
+    echo "CREATE DATABASE orderflow;" \
+      | "${as_db_user[@]}" "$POSTGRES_BIN_DIR/postgres" --single -D "$data" postgres >/dev/null
+  fi
+  launch postgres "$logs/postgres.log" "${as_db_user[@]}" "$POSTGRES_BIN_DIR/postgres" \
+    -D "$data" -p "$port" -c listen_addresses=127.0.0.1 -c unix_socket_directories="$data"
+  export ARCHIVE_URL="postgres://orderflow@127.0.0.1:$port/orderflow"
+  export ARCHIVE_PASSWORD_FILE="$password"
+  local _
+  for _ in $(seq 1 300); do
+    "$order_service" archive migrate >"$logs/archive-migrate.log" 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "the archive's migration failed (see $logs/archive-migrate.log, $logs/postgres.log)" >&2
   return 1
 }

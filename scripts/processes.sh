@@ -4,7 +4,7 @@
 #   launch NAME LOGFILE COMMAND...  starts COMMAND in the background, output to LOGFILE
 #   wait_for_url URL HINT           polls URL until it answers 2xx (30 s), else exits with HINT
 #   stop_processes                  stops everything launched (see below)
-# `pids` and `names` list what was launched, nats-server first.
+# `pids` and `names` list what was launched, in order (nats-server first).
 
 pids=()
 names=()
@@ -26,13 +26,12 @@ wait_for_url() { # url hint
   exit 1
 }
 
-# The services first, so they drain and flush their acks while NATS is still up; then NATS.
+# In reverse order of launch: the services first, so they drain and flush their acks while
+# what they stand on (NATS, PostgreSQL) is still up; then those.
 stop_processes() {
-  local pid
-  for pid in "${pids[@]:1}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]:1}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "${#pids[@]}" -gt 0 ]; then
-    kill -TERM "${pids[0]}" 2>/dev/null || true
-    wait "${pids[0]}" 2>/dev/null || true
-  fi
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[$i]}" 2>/dev/null || true
+    wait "${pids[$i]}" 2>/dev/null || true
+  done
 }

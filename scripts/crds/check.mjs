@@ -1,14 +1,17 @@
 // Validates custom resources offline against their CRDs' OpenAPI schemas, which
 // kubernetes-validate does not know: reads `kubectl kustomize` output on stdin, checks every
-// KEDA and Prometheus Operator object, and fails on any other resource of a non-Kubernetes API
+// KEDA, Prometheus Operator and CloudNativePG object, and fails on any other resource of a
+// non-Kubernetes API
 // group (it would otherwise go unchecked). The schemas come from kubernetes-models, which
 // generates them from each project's released CRDs.
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
+import * as cnpg from "@kubernetes-models/cloudnative-pg/postgresql.cnpg.io/v1";
 import * as keda from "@kubernetes-models/keda/keda.sh/v1alpha1";
 import * as monitoring from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
 
 const models = {
+  "postgresql.cnpg.io/v1": cnpg,
   "keda.sh/v1alpha1": keda,
   "monitoring.coreos.com/v1": monitoring,
 };

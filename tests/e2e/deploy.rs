@@ -120,7 +120,8 @@ async fn the_alerting_rules_read_only_metrics_the_services_export() {
 #[tokio::test]
 async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
-    let (nats, monitor, order, inventory, notification) = (
+    let (nats, monitor, postgres, order, inventory, notification) = (
+        free_port(),
         free_port(),
         free_port(),
         free_port(),
@@ -138,6 +139,7 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         .env("DEV_SKIP_BUILD", "1")
         .env("NATS_PORT", nats.to_string())
         .env("NATS_MONITOR_PORT", monitor.to_string())
+        .env("POSTGRES_PORT", postgres.to_string())
         .env("ORDER_PORT", order.to_string())
         .env("INVENTORY_PORT", inventory.to_string())
         .env("NOTIFICATION_PORT", notification.to_string())

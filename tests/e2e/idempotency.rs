@@ -6,16 +6,6 @@ use testkit::TestApp;
 
 use crate::support::{accepted_order_id, order_body};
 
-async fn post_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
-    app.http
-        .post(format!("{}/v1/orders", app.order_url()))
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn orders_of(app: &TestApp, customer: &str) -> Vec<Value> {
     let page: Value = app
         .get_json(&format!(
@@ -31,12 +21,13 @@ async fn the_same_key_and_body_twice_make_one_order() {
     let app = TestApp::builder().spawn().await;
     app.set_stock("PEN", 10).await;
     let body = order_body("erin", &[("PEN", 1)]);
-    let first: Value = post_with_key(&app, "key-1", &body)
+    let first: Value = app
+        .post_with_key("key-1", &body)
         .await
         .json()
         .await
         .unwrap();
-    let replay = post_with_key(&app, "key-1", &body).await;
+    let replay = app.post_with_key("key-1", &body).await;
     assert_eq!(replay.status(), 202);
     assert_eq!(replay.headers().get("Idempotent-Replayed").unwrap(), "true");
     let second: Value = replay.json().await.unwrap();
@@ -50,9 +41,13 @@ async fn the_same_key_and_body_twice_make_one_order() {
 #[tokio::test]
 async fn the_same_key_with_a_different_body_is_refused_with_422() {
     let app = TestApp::builder().spawn().await;
-    let accepted = post_with_key(&app, "key-2", &order_body("frank", &[("PEN", 1)])).await;
+    let accepted = app
+        .post_with_key("key-2", &order_body("frank", &[("PEN", 1)]))
+        .await;
     assert_eq!(accepted.status(), 202);
-    let refused = post_with_key(&app, "key-2", &order_body("frank", &[("PEN", 2)])).await;
+    let refused = app
+        .post_with_key("key-2", &order_body("frank", &[("PEN", 2)]))
+        .await;
     assert_eq!(refused.status(), 422);
     assert_eq!(
         refused.headers()["content-type"],
@@ -69,7 +64,7 @@ async fn the_same_key_with_a_different_body_is_refused_with_422() {
 async fn racing_requests_with_one_key_make_one_order() {
     let app = TestApp::builder().spawn().await;
     let body = order_body("gina", &[("PEN", 1)]);
-    let attempts = (0..8).map(|_| post_with_key(&app, "key-race", &body));
+    let attempts = (0..8).map(|_| app.post_with_key("key-race", &body));
     let responses = futures::future::join_all(attempts).await;
     let mut ids = Vec::new();
     for response in responses {

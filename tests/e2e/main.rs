@@ -5,6 +5,7 @@
 // Helpers outside `#[test]` fns are test code too: a panic here is a failed test with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod archive;
 mod bad_input;
 mod cluster;
 mod contention;

@@ -128,6 +128,7 @@ async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_rese
         order_id,
         customer_id: CustomerId::new("kim").unwrap(),
         reason: CancelReason::CustomerRequested,
+        reserved: Vec::new(),
     });
     let first = publish_fresh(&bus, "kim", cancelled).await;
     inventory_settled(&bus, &first).await;
@@ -172,6 +173,7 @@ async fn a_cancellation_delivered_again_gives_the_stock_back_once() {
             order_id: id,
             customer_id: CustomerId::new("lea").unwrap(),
             reason: CancelReason::CustomerRequested,
+            reserved: Vec::new(),
         }),
     )
     .await;

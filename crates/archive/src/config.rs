@@ -43,7 +43,7 @@ impl FromStr for Retention {
 pub struct ArchiveArgs {
     /// PostgreSQL URL of the order archive (`postgres://user@host:5432/database`, TLS with
     /// `?sslmode=verify-full&sslrootcert=...`). Give the password with ARCHIVE_PASSWORD_FILE
-    /// rather than in the URL. Empty: no archive — only allowed with HOT_WINDOW=0.
+    /// rather than in the URL. `none`: no archive — only allowed with HOT_WINDOW=0.
     #[arg(
         long,
         env = "ARCHIVE_URL",
@@ -53,6 +53,9 @@ pub struct ArchiveArgs {
         value_parser = secret
     )]
     pub archive_url: Secret,
+    /// The archive user's password (or give ARCHIVE_PASSWORD_FILE).
+    #[arg(long, env = "ARCHIVE_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub archive_password: Option<Secret>,
     /// File holding the archive user's password (a Docker or Kubernetes secret).
     #[arg(long, env = "ARCHIVE_PASSWORD_FILE")]
     pub archive_password_file: Option<PathBuf>,
@@ -68,6 +71,7 @@ impl Default for ArchiveArgs {
     fn default() -> Self {
         Self {
             archive_url: Secret::new("postgres://orderflow@127.0.0.1:5432/orderflow"),
+            archive_password: None,
             archive_password_file: None,
             archive_pool_size: 8,
             archive_retention: Retention::Keep,
@@ -89,6 +93,9 @@ pub enum ArchiveConfigError {
         /// Why it could not be read.
         source: std::io::Error,
     },
+    /// Both ways of giving the password were used.
+    #[error("set ARCHIVE_PASSWORD or ARCHIVE_PASSWORD_FILE, not both")]
+    BothPasswords,
     /// A pool of no connections could never answer.
     #[error("ARCHIVE_POOL_SIZE must be at least 1")]
     PoolSize,
@@ -98,7 +105,7 @@ impl ArchiveArgs {
     /// The connection options, or `None` when no archive is configured (an empty URL).
     pub fn connect_options(&self) -> Result<Option<PgConnectOptions>, ArchiveConfigError> {
         let url = self.archive_url.expose().trim();
-        if url.is_empty() {
+        if url.is_empty() || url == "none" {
             return Ok(None);
         }
         if self.archive_pool_size == 0 {
@@ -112,15 +119,20 @@ impl ArchiveArgs {
             return Err(expected());
         }
         let mut options = PgConnectOptions::from_str(url).map_err(|_| expected())?;
-        if let Some(path) = &self.archive_password_file {
-            let text = std::fs::read_to_string(path).map_err(|source| {
-                ArchiveConfigError::PasswordFile {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            let password = text.strip_suffix('\n').unwrap_or(&text);
-            options = options.password(password.strip_suffix('\r').unwrap_or(password));
+        match (&self.archive_password, &self.archive_password_file) {
+            (Some(_), Some(_)) => return Err(ArchiveConfigError::BothPasswords),
+            (Some(password), None) => options = options.password(password.expose()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    ArchiveConfigError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let password = text.strip_suffix('\n').unwrap_or(&text);
+                options = options.password(password.strip_suffix('\r').unwrap_or(password));
+            }
+            (None, None) => {}
         }
         Ok(Some(options.application_name("orderflow")))
     }
@@ -142,9 +154,9 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_url_means_no_archive() {
+    fn none_means_no_archive() {
         let args = ArchiveArgs {
-            archive_url: Secret::new(""),
+            archive_url: Secret::new("none"),
             ..ArchiveArgs::default()
         };
         assert!(args.connect_options().unwrap().is_none());

@@ -142,9 +142,11 @@ impl Bus {
         settings: &StreamSettings,
         service: &str,
     ) -> Result<(), ProvisionError> {
-        let consumed = topology::subscription_of(service).and_then(|s| s.domain());
+        let consumed: Vec<Domain> = topology::subscriptions_of(service)
+            .filter_map(|s| s.domain())
+            .collect();
         for stream in streams(settings)? {
-            let used = stream.domain.is_none() || stream.domain == consumed;
+            let used = stream.domain.is_none_or(|d| consumed.contains(&d));
             if stream.owner != service && used {
                 self.jetstream()
                     .get_stream(&stream.config.name)

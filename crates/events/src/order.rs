@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{Currency, CustomerId, OrderId, Sku};
-use crate::inventory::Shortfall;
+use crate::inventory::{ReservedLine, Shortfall};
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -107,6 +107,11 @@ pub struct OrderCancelled {
     pub customer_id: CustomerId,
     /// Why it was cancelled.
     pub reason: CancelReason,
+    /// What inventory holds for the order when a *confirmed* order is cancelled (empty for a
+    /// pending one): inventory gives it back even once its own record of the reservation has
+    /// left the hot window. Optional: absent in events of earlier producers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved: Vec<ReservedLine>,
 }
 
 /// Why an order was cancelled.

@@ -44,13 +44,16 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
         .filter(|kind| Domain::of(*kind) == writes)
         .map(layout::any_partition)
         .collect();
-    let reads = topology::subscription_of(service)
-        .and_then(|subscription| Some((subscription.durable, subscription.domain()?)));
-    if let Some((_, reads)) = reads {
+    let reads: Vec<(&str, Domain)> = topology::subscriptions_of(service)
+        .filter_map(|subscription| Some((subscription.durable, subscription.domain()?)))
+        .collect();
+    let mut dead_letters: Vec<Domain> = reads.iter().map(|(_, domain)| *domain).collect();
+    dead_letters.dedup();
+    for domain in dead_letters {
         publish.push(format!(
             "{}.{}.>",
             names::subject::DLQ_PREFIX,
-            reads.token()
+            domain.token()
         ));
     }
     for bucket in topology::buckets_of(service) {
@@ -102,14 +105,16 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
         }
     }
 
-    // Its durable consumers on the stream it reads, and their advisory watchers.
-    if let Some((durable, reads)) = reads {
+    // Its durable consumers on the streams it reads, and their advisory watchers.
+    for (durable, reads) in reads {
         for p in partitions.all() {
             let stream = reads.stream(p, partitions);
-            publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
-            // The message an advisory names is fetched to be dead-lettered.
-            publish.push(format!("$JS.API.STREAM.MSG.GET.{stream}"));
-            publish.push(format!("$JS.API.DIRECT.GET.{stream}"));
+            if reads != writes {
+                publish.push(format!("$JS.API.STREAM.INFO.{stream}"));
+                // The message an advisory names is fetched to be dead-lettered.
+                publish.push(format!("$JS.API.STREAM.MSG.GET.{stream}"));
+                publish.push(format!("$JS.API.DIRECT.GET.{stream}"));
+            }
             publish.extend(consumer_calls(&stream, durable));
             let watcher = names::durable::max_deliveries_watcher(durable, &stream);
             publish.extend(consumer_calls(names::stream::ADVISORIES, &watcher));
@@ -249,15 +254,21 @@ mod tests {
     }
 
     #[test]
-    fn no_service_may_manage_consumers_on_an_event_stream_it_writes() {
+    fn on_the_stream_it_writes_a_service_may_touch_only_its_own_archive_consumer() {
         let order = grant_of("order-service");
-        assert!(
-            !order
-                .publish
-                .iter()
-                .any(|s| s.starts_with("$JS.API.CONSUMER.") && s.contains(".ORDERS")),
-            "order-service could delete the inventory's consumer on ORDERS"
-        );
+        let on_orders: Vec<&String> = order
+            .publish
+            .iter()
+            .filter(|s| s.starts_with("$JS.API.CONSUMER.") && s.contains(".ORDERS."))
+            .collect();
+        assert!(!on_orders.is_empty());
+        for call in on_orders {
+            assert!(
+                call.contains(".ORDERS.order-archive"),
+                "order-service could touch another consumer on ORDERS: {call}"
+            );
+            assert!(!call.contains("DELETE"), "{call}");
+        }
     }
 
     #[test]

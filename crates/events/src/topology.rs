@@ -1,4 +1,4 @@
-//! Who writes and who reads each event: the saga's wiring in one place. The services build
+//! Who writes and who reads each event: the saga's wiring (and the archive's) in one place. The services build
 //! their consumers from it, and the AsyncAPI document ([`crate::asyncapi`]) states it, so the
 //! two cannot drift.
 
@@ -34,6 +34,19 @@ pub const ORDER_SAGA: Subscription = Subscription {
     kinds: &[EventKind::InventoryReserved, EventKind::InventoryRejected],
 };
 
+/// order-service folds every order event into the order's row in the PostgreSQL archive, the
+/// read model that outlives the hot window. Only subscription of a service to its own events.
+pub const ORDER_ARCHIVE: Subscription = Subscription {
+    service: "order-service",
+    durable: "order-archive",
+    purpose: "folds every order event into the order's row in the PostgreSQL archive",
+    kinds: &[
+        EventKind::OrderCreated,
+        EventKind::OrderConfirmed,
+        EventKind::OrderCancelled,
+    ],
+};
+
 /// inventory-service reserves stock for a new order and releases it for a cancelled one.
 pub const INVENTORY: Subscription = Subscription {
     service: "inventory-service",
@@ -51,7 +64,7 @@ pub const NOTIFICATION: Subscription = Subscription {
 };
 
 /// Every subscription.
-pub const SUBSCRIPTIONS: [Subscription; 3] = [ORDER_SAGA, INVENTORY, NOTIFICATION];
+pub const SUBSCRIPTIONS: [Subscription; 4] = [ORDER_SAGA, ORDER_ARCHIVE, INVENTORY, NOTIFICATION];
 
 /// The one service that writes `domain`'s events.
 pub const fn writer(domain: Domain) -> &'static str {
@@ -72,9 +85,9 @@ pub fn written_by(service: &str) -> Option<Domain> {
     Domain::ALL.into_iter().find(|d| writer(*d) == service)
 }
 
-/// The subscription of `service`, if it consumes events.
-pub fn subscription_of(service: &str) -> Option<&'static Subscription> {
-    SUBSCRIPTIONS.iter().find(|s| s.service == service)
+/// The subscriptions of `service`.
+pub fn subscriptions_of(service: &str) -> impl Iterator<Item = &'static Subscription> {
+    SUBSCRIPTIONS.iter().filter(move |s| s.service == service)
 }
 
 /// The KV buckets `service` keeps its state in (it alone reads and writes them).
@@ -99,12 +112,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_subscription_reads_one_domain_written_by_another_service() {
+    fn each_saga_subscription_reads_one_domain_written_by_another_service() {
         for subscription in SUBSCRIPTIONS {
             let domain = subscription.domain().unwrap();
             assert!(subscription.kinds.iter().all(|k| Domain::of(*k) == domain));
-            assert_ne!(writer(domain), subscription.service);
+            if subscription != ORDER_ARCHIVE {
+                assert_ne!(writer(domain), subscription.service);
+            }
         }
+    }
+
+    #[test]
+    fn the_archive_reads_every_order_event() {
+        let orders = EventKind::ALL
+            .into_iter()
+            .filter(|k| Domain::of(*k) == Domain::Orders);
+        assert!(orders.into_iter().all(|k| ORDER_ARCHIVE.kinds.contains(&k)));
     }
 
     #[test]
@@ -113,7 +136,7 @@ mod tests {
             let service = writer(domain);
             assert_eq!(written_by(service), Some(domain));
             assert!(
-                subscription_of(service).is_some(),
+                subscriptions_of(service).next().is_some(),
                 "{service} reads nothing"
             );
         }

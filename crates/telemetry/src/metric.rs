@@ -99,6 +99,12 @@ catalog! {
     /// State change → notification settled.
     NOTIFICATION_DELAY = "orderflow_notification_delay_seconds", Histogram ["channel", "status"],
         "Time from an order's state change to its notification being settled";
+    /// Order events per archive transaction.
+    ARCHIVE_BATCH_SIZE = "orderflow_archive_batch_size", Histogram [],
+        "Order events folded into the PostgreSQL archive by one transaction";
+    /// Whether the archive answers.
+    ARCHIVE_AVAILABLE = "orderflow_archive_available", Gauge [],
+        "1 while the PostgreSQL archive answered its last write or check, 0 otherwise";
     /// Readiness as of the scrape.
     READY = "orderflow_ready", Gauge [],
         "1 if /readyz would answer 200 at the time of the scrape";

@@ -142,6 +142,17 @@ impl ApiClient {
         answer(request).await
     }
 
+    /// POSTs the order `body` with an `Idempotency-Key`.
+    pub async fn post_with_key(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/orders", self.order))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST an order")
+    }
+
     /// Asks to cancel the order.
     pub async fn cancel(&self, order_id: &str) -> reqwest::Response {
         self.http

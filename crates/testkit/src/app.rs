@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
 use crate::nats::NatsServer;
+use crate::postgres::PostgresServer;
 use crate::system::{ServiceEnv, SystemBuilder, until_ready};
 
 /// What a service's `run` returns, boxed: the services' error types differ.
@@ -29,6 +30,8 @@ type Outcome = Result<(), String>;
 pub struct TestApp {
     /// The NATS server.
     pub nats: NatsServer,
+    /// The archive's server (`None` with [`SystemBuilder::without_archive`]).
+    pub postgres: Option<PostgresServer>,
     api: ApiClient,
     shutdown: CancellationToken,
     services: Vec<Running>,
@@ -94,7 +97,7 @@ impl TestApp {
     /// Waits until every durable consumer of the saga exists: a service is ready once its own
     /// streams exist and starts consuming once the streams it reads exist, and a test that
     /// reads a consumer's progress needs it there.
-    async fn wait_consuming(&self, partitions: u16) {
+    async fn wait_consuming(&self, partitions: u16, archiving: bool) {
         let partitions = events::Partitions::new(partitions).expect("a valid STREAM_PARTITIONS");
         let client = async_nats::connect(self.nats.url())
             .await
@@ -104,6 +107,9 @@ impl TestApp {
             let Some(domain) = subscription.domain() else {
                 continue;
             };
+            if subscription == events::topology::ORDER_ARCHIVE && !archiving {
+                continue;
+            }
             for partition in partitions.all() {
                 let stream = domain.stream(partition, partitions);
                 let what = format!("{} consumes {stream}", subscription.service);
@@ -161,6 +167,7 @@ impl SystemBuilder {
         );
         install_telemetry();
         let nats = self.take_nats();
+        let postgres = self.take_postgres().await;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("testapp")
@@ -169,7 +176,7 @@ impl SystemBuilder {
             .expect("a runtime for the services");
         let shutdown = CancellationToken::new();
         let mut services = Vec::new();
-        let instances = self.service_envs(&nats);
+        let instances = self.service_envs(&nats, postgres.as_ref());
         let mut read = HashSet::new();
         for ServiceEnv { service, env, .. } in &instances {
             let service = *service;
@@ -227,6 +234,7 @@ impl SystemBuilder {
         );
         let mut app = TestApp {
             nats,
+            postgres,
             api,
             shutdown,
             services,
@@ -239,7 +247,7 @@ impl SystemBuilder {
         });
         // Unless the server wants credentials, which only the services have.
         if setting(&instances, "NATS_USER").is_none() {
-            app.wait_consuming(partitions).await;
+            app.wait_consuming(partitions, app.postgres.is_some()).await;
         }
         app
     }

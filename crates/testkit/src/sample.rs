@@ -10,6 +10,7 @@ use events::{
 };
 
 use crate::nats::NatsServer;
+use crate::postgres::PostgresServer;
 use crate::wait::eventually;
 
 /// The `source` of every sample event.
@@ -79,4 +80,30 @@ pub async fn bus(server: &NatsServer, name: &str) -> Bus {
         .await
         .expect("provision the streams");
     bus
+}
+
+/// The archive on `server`, migrated.
+pub async fn archive(server: &PostgresServer) -> archive::Archive {
+    let archive = archive::Archive::from_args(&archive::ArchiveArgs {
+        archive_url: bus::Secret::new(server.url()),
+        ..archive::ArchiveArgs::default()
+    })
+    .expect("archive settings")
+    .expect("an archive");
+    archive.migrate().await.expect("migrate the archive");
+    archive
+}
+
+/// What the hot window does to `key`'s events in `domain` (one partition) once they are old
+/// enough: they leave the stream.
+pub async fn expire(bus: &Bus, domain: events::Domain, key: &OrderKey) {
+    let history = key.history(domain, Partitions::ONE);
+    bus.jetstream()
+        .get_stream(&history.stream)
+        .await
+        .expect("the stream exists")
+        .purge()
+        .filter(history.filter)
+        .await
+        .expect("purge the order's events");
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::ApiClient;
 use crate::nats::{NatsServer, free_port};
+use crate::postgres::PostgresServer;
 
 // Generous: on a fresh 3-node cluster every stream and bucket is an R3 raft group to elect,
 // and in CI the first cluster starts while a score of other tests start their systems: there
@@ -266,12 +267,14 @@ impl Drop for ServiceProcess {
     }
 }
 
-/// nats-server plus the three services as processes; dereferences to an [`ApiClient`] for the
-/// typed steps.
+/// nats-server, the archive's PostgreSQL and the three services as processes; dereferences to
+/// an [`ApiClient`] for the typed steps.
 #[derive(Debug)]
 pub struct System {
     /// The NATS server.
     pub nats: NatsServer,
+    /// The archive's server (`None` with [`SystemBuilder::without_archive`]).
+    pub postgres: Option<PostgresServer>,
     /// order-service.
     pub order: ServiceProcess,
     /// inventory-service replicas.
@@ -305,6 +308,8 @@ pub struct SystemBuilder {
     nats_url: Option<String>,
     env: Vec<(String, String)>,
     service_env: Vec<(String, String, String)>,
+    without_archive: bool,
+    postgres: Option<PostgresServer>,
 }
 
 /// The admin token a [`System`] gives its services unless told otherwise: admin endpoints are
@@ -406,15 +411,28 @@ impl SystemBuilder {
         self
     }
 
+    /// Archives into this (migrated or fresh) PostgreSQL server instead of a fresh one.
+    pub fn postgres(mut self, server: PostgresServer) -> Self {
+        self.postgres = Some(server);
+        self
+    }
+
+    /// Runs without an archive: every event stays in NATS (`HOT_WINDOW=0`, `ARCHIVE_URL=none`).
+    pub fn without_archive(mut self) -> Self {
+        self.without_archive = true;
+        self
+    }
+
     /// Starts everything as processes and waits until every service is ready.
     pub async fn start(mut self) -> System {
         let nats = self.take_nats();
+        let postgres = self.take_postgres().await;
         let logs = tempfile::Builder::new()
             .prefix("orderflow-logs-")
             .tempdir()
             .expect("log dir");
         let mut processes: Vec<ServiceProcess> = self
-            .service_envs(&nats)
+            .service_envs(&nats, postgres.as_ref())
             .into_iter()
             .map(
                 |ServiceEnv {
@@ -446,6 +464,7 @@ impl SystemBuilder {
         );
         System {
             nats,
+            postgres,
             order,
             inventory,
             notification,
@@ -460,6 +479,17 @@ impl SystemBuilder {
         self.nats.take().unwrap_or_else(NatsServer::start)
     }
 
+    /// The archive's server given, or a fresh one, migrated as `order-service archive
+    /// migrate` would; `None` without an archive.
+    pub(crate) async fn take_postgres(&mut self) -> Option<PostgresServer> {
+        if self.without_archive {
+            return None;
+        }
+        let server = self.postgres.take().unwrap_or_else(PostgresServer::start);
+        crate::sample::archive(&server).await.close().await;
+        Some(server)
+    }
+
     /// Whether spans are to be exported (which needs a process per service).
     pub(crate) fn exports_spans(&self) -> bool {
         self.otlp_endpoint.is_some()
@@ -472,17 +502,28 @@ impl SystemBuilder {
 
     /// Every instance to start, in order (order, the inventory replicas, notification), with
     /// its settings.
-    pub(crate) fn service_envs(&self, nats: &NatsServer) -> Vec<ServiceEnv> {
+    pub(crate) fn service_envs(
+        &self,
+        nats: &NatsServer,
+        postgres: Option<&PostgresServer>,
+    ) -> Vec<ServiceEnv> {
         let mut common = vec![(
             "NATS_URL".to_owned(),
             self.nats_url.clone().unwrap_or_else(|| nats.url()),
         )];
+        if postgres.is_none() {
+            common.push(("HOT_WINDOW".into(), "0".into()));
+        }
         common.extend(self.env.iter().cloned());
         if let Some(token) = &self.admin_token {
             common.push(("ADMIN_TOKEN".into(), token.clone()));
         }
         let env_of = |service: &'static str, instance: usize| {
             let mut env = common.clone();
+            if service == "order-service" {
+                let url = postgres.map_or_else(|| "none".to_owned(), PostgresServer::url);
+                env.push(("ARCHIVE_URL".into(), url));
+            }
             if let ("notification-service", Some((url, secret))) = (service, &self.webhook) {
                 env.push(("WEBHOOK_URL".into(), url.clone()));
                 env.push(("WEBHOOK_SECRET".into(), secret.clone()));

@@ -213,12 +213,21 @@ impl Saga {
     async fn release(&self, delivery: &Delivery) -> Result<(), HandlerError> {
         let (key, cause, lease) = (&delivery.key, &delivery.envelope, &delivery.lease);
         let mut reservation = self.store.read(key).await?;
+        // A confirmed order's cancellation names what inventory holds for it.
+        let held = match &cause.event {
+            Event::OrderCancelled(cancelled) => cancelled.reserved.as_slice(),
+            _ => &[],
+        };
         for _ in 0..ROUNDS {
             let moved = match (&reservation.decision, reservation.released) {
-                (None, _) => self.tombstone(key, cause).await?,
                 (Some(Decision::Rejected { .. }), _) => return Ok(()),
-                (Some(Decision::Reserved { lines, .. }), Some(release)) => {
-                    // Released already: settle any give-back mark that is left.
+                (decision, Some(release)) => {
+                    // Released already: settle any give-back mark that is left (of the lines
+                    // the cancellation names, once the reservation has left the hot log).
+                    let lines = match decision {
+                        Some(Decision::Reserved { lines, .. }) => lines.as_slice(),
+                        _ => held,
+                    };
                     for line in lines {
                         let op = StockOp::SettleReturn {
                             order: key.order,
@@ -229,9 +238,17 @@ impl Saga {
                     return Ok(());
                 }
                 (Some(decision @ Decision::Reserved { lines, .. }), None) => {
-                    self.give_back(key, &reservation, decision, lines, cause, lease)
+                    self.give_back(key, &reservation, Some(decision), lines, cause, lease)
                         .await?
                 }
+                // The order was confirmed, so inventory reserved it, but the record of that
+                // has left the hot window (a cancellation weeks later): give back what the
+                // cancellation names; the release, appended create-only, makes it once.
+                (None, None) if !held.is_empty() => {
+                    self.give_back(key, &reservation, None, held, cause, lease)
+                        .await?
+                }
+                (None, None) => self.tombstone(key, cause).await?,
             };
             match moved {
                 None => return Ok(()),
@@ -262,12 +279,13 @@ impl Saga {
     }
 
     /// Gives back every held line once, then appends the release; the moved history if the
-    /// reservation changed meanwhile.
+    /// reservation changed meanwhile. `decision` is the reservation, while the hot log still
+    /// has it (its take marks are settled in the same writes).
     async fn give_back(
         &self,
         key: &OrderKey,
         reservation: &Reservation,
-        decision: &Decision,
+        decision: Option<&Decision>,
         lines: &[ReservedLine],
         cause: &Envelope,
         lease: &Lease,
@@ -277,7 +295,9 @@ impl Saga {
         let mut marked: Option<Uuid> = None;
         for line in lines {
             // The takes were kept: their marks can go in the same write.
-            ledger.settle_later(&line.sku, settle_take(key.order, decision));
+            if let Some(decision) = decision {
+                ledger.settle_later(&line.sku, settle_take(key.order, decision));
+            }
             let op = StockOp::Return {
                 order: key.order,
                 quantity: line.quantity,
@@ -359,10 +379,16 @@ mod tests {
 
     /// The first delivery of the customer's cancellation of the order `created` delivered.
     fn cancellation_of(created: &Delivery) -> Delivery {
+        cancellation_naming(created, Vec::new())
+    }
+
+    /// The cancellation of a confirmed order, which names what inventory holds for it.
+    fn cancellation_naming(created: &Delivery, reserved: Vec<ReservedLine>) -> Delivery {
         let cancelled = Event::OrderCancelled(OrderCancelled {
             order_id: created.key.order,
             customer_id: sample::customer("bob"),
             reason: CancelReason::CustomerRequested,
+            reserved,
         });
         sample::delivery(
             &created.key,
@@ -488,5 +514,32 @@ mod tests {
         .unwrap();
 
         assert_eq!(mugs(&saga).await, (10, 0));
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_after_the_reservation_left_the_hot_log_gives_back_what_it_names_once() {
+        let (server, saga) = saga(10).await;
+        let delivery = new_order(4);
+        saga.handle(delivery.clone()).await.unwrap();
+        // The hot window passes: the reservation's events leave the stream.
+        let bus = sample::bus(&server, "the-hot-window").await;
+        sample::expire(&bus, events::Domain::Inventory, &delivery.key).await;
+        let held = vec![ReservedLine {
+            sku: sample::sku("MUG"),
+            quantity: 4,
+        }];
+        let cancelled = cancellation_naming(&delivery, held);
+
+        saga.handle(cancelled.clone()).await.unwrap();
+        saga.handle(Delivery {
+            attempt: 2,
+            ..cancelled
+        })
+        .await
+        .unwrap();
+
+        assert_eq!(mugs(&saga).await, (10, 0));
+        let reservation = saga.store.read(&delivery.key).await.unwrap();
+        assert!(reservation.released.is_some(), "{reservation:?}");
     }
 }

@@ -490,8 +490,15 @@ async fn create_order(
         )])
     })?;
     let key = store.key(order.customer_id.clone(), order_id);
-    // Create-only, so a replay finds the order its first try created — also when that try
-    // failed before its answer — and reports it as it is now.
+    // A replay answers with the order its first try created, as it is now — read first, as
+    // its events may have left the hot log for the archive, where a create-only append would
+    // not see them.
+    if replayed && let Some(existing) = store.read(&key).await? {
+        metrics::counter!(metric::ORDERS_ACCEPTED, "replayed" => "true").increment(1);
+        return Ok(accepted(order_id, existing.status, true));
+    }
+    // Create-only, so a replay whose first try failed before its answer (or is still in
+    // flight) finds the order that try created.
     let created = store
         .create(key, &Envelope::new(SOURCE, Event::OrderCreated(order)))
         .await?;

@@ -4,16 +4,20 @@
 
 mod api;
 mod order;
+mod projection;
 mod saga;
 mod store;
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
 
+use archive::{Archive, ArchiveArgs, Retention, Schema};
 use axum::Router;
-use bus::{Bus, CancellationToken, ConsumerSpec, ProvisionError};
+use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, ProvisionError};
 use platform::config::{HttpArgs, NatsArgs};
 use platform::customer_auth::{AuthArgs, Customers};
-use platform::service::{RunError, Started};
+use platform::service::{RunError, Started, Task};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
@@ -31,9 +35,9 @@ pub const SERVICE: &str = "order-service";
     about = "orderflow order-service: the HTTP API for orders and the order side of the saga"
 )]
 pub struct Config {
-    /// `healthcheck` probes a running instance instead of starting one.
+    /// `healthcheck` probes a running instance; `archive` manages the archive's schema.
     #[command(subcommand)]
-    pub command: Option<platform::probe::Command>,
+    pub command: Option<Command>,
     /// Address the HTTP API listens on.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -46,6 +50,64 @@ pub struct Config {
     /// Customer authentication (off unless a JWKS is given).
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// The PostgreSQL archive of orders.
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+}
+
+/// What the binary can do besides serving.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Probe the running service's /healthz on HTTP_ADDR's port; exit 0 if healthy.
+    Healthcheck,
+    /// The archive's schema (ARCHIVE_URL).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+/// `order-service archive …`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum ArchiveCommand {
+    /// Apply the schema migrations this build knows (safe to repeat; run before a new build).
+    Migrate,
+    /// Say where the schema stands against this build; exit 0 only if it is current.
+    Status,
+}
+
+/// Runs an `archive` command against the configured archive; what it printed is for people.
+pub async fn archive_command(args: &ArchiveArgs, command: &ArchiveCommand) -> ExitCode {
+    let archive = match Archive::from_args(args) {
+        Ok(Some(archive)) => archive,
+        Ok(None) => {
+            eprintln!("no archive: ARCHIVE_URL is none");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match command {
+        ArchiveCommand::Migrate => archive
+            .migrate()
+            .await
+            .map(|version| println!("the archive's schema is at version {version}")),
+        ArchiveCommand::Status => archive.schema().await.and_then(|schema| match schema {
+            Schema::Current(version) => {
+                println!("current: version {version}");
+                Ok(())
+            }
+            other => Err(archive::ArchiveError::Schema(format!("{other:?}"))),
+        }),
+    };
+    archive.close().await;
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs the service on `listener` until `shutdown`.
@@ -54,10 +116,28 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let archive =
+        Archive::from_args(&config.archive).map_err(|e| RunError::Settings(e.to_string()))?;
+    if archive.is_none() && !config.nats.hot_window.is_zero() {
+        return Err(RunError::Settings(format!(
+            "HOT_WINDOW={} forgets orders after that long without an archive: set ARCHIVE_URL \
+             (PostgreSQL), or HOT_WINDOW=0 to keep every event in NATS",
+            humantime::format_duration(config.nats.hot_window)
+        )));
+    }
+    if archive.is_none() {
+        tracing::warn!(
+            "no archive (ARCHIVE_URL=none): every event stays in NATS, whose memory grows \
+             with every order kept"
+        );
+    }
     platform::service::run(
         OrderService {
             admin_token: platform::admin::token(&config.http)?,
             customers: customers(&config.auth).await?,
+            archive,
+            retention: config.archive.archive_retention,
+            nats: config.nats.clone(),
         },
         config.nats,
         config.http,
@@ -83,6 +163,10 @@ async fn customers(args: &AuthArgs) -> Result<Option<Customers>, RunError> {
 struct OrderService {
     admin_token: Option<bus::Secret>,
     customers: Option<Customers>,
+    archive: Option<Archive>,
+    retention: Retention,
+    /// For the projection's consumers, tuned like the saga's.
+    nats: NatsArgs,
 }
 
 impl platform::service::Service for OrderService {
@@ -111,7 +195,13 @@ impl platform::service::Service for OrderService {
     }
 
     async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<store::Store, ProvisionError> {
-        store::Store::open(bus, nats.stream_replicas, nats.stream_partitions).await
+        store::Store::open(
+            bus,
+            nats.stream_replicas,
+            nats.stream_partitions,
+            self.archive.clone(),
+        )
+        .await
     }
 
     fn consumers(&self, store: &store::Store, bus: &Bus) -> (Vec<ConsumerSpec>, saga::Saga) {
@@ -122,5 +212,72 @@ impl platform::service::Service for OrderService {
                 store: store.clone(),
             },
         )
+    }
+
+    fn tasks(&self, store: &store::Store, shutdown: &CancellationToken) -> Vec<Task> {
+        let Some(archive) = store.archive().cloned() else {
+            return Vec::new();
+        };
+        let mut tasks: Vec<Task> = Vec::new();
+        let projection = projection::Projection::start(archive.clone());
+        for spec in projection::consumer_specs(store.partitions()) {
+            let spec = self.nats.tune(spec);
+            tasks.push(Box::pin(project(
+                store.bus().clone(),
+                spec,
+                projection.clone(),
+                shutdown.clone(),
+            )));
+        }
+        if let Retention::For(age) = self.retention {
+            tasks.push(Box::pin(expire(archive, age, shutdown.clone())));
+        }
+        tasks
+    }
+}
+
+/// Runs one of the projection's consumers until shutdown, creating it once NATS lets it.
+async fn project(
+    bus: Bus,
+    spec: ConsumerSpec,
+    projection: projection::Projection,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(200);
+    let consumer = loop {
+        match Consumer::create(&bus, spec.clone()).await {
+            Ok(consumer) => break consumer,
+            Err(e) => {
+                tracing::warn!(error = %e, ?delay, "starting the archive's projection failed; retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+        }
+    };
+    if let Err(e) = consumer.run(projection, shutdown).await {
+        tracing::error!(error = %e, "the archive's projection failed");
+    }
+}
+
+/// Deletes archived orders older than the retention, hourly, until shutdown.
+async fn expire(archive: Archive, age: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Ok(age) = chrono::Duration::from_std(age) else {
+            return;
+        };
+        match archive.purge_placed_before(chrono::Utc::now() - age).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "archived orders past their retention deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting archived orders past their retention failed")
+            }
+        }
     }
 }

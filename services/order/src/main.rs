@@ -12,8 +12,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     let config = order_service::Config::parse();
-    if let Some(platform::probe::Command::Healthcheck) = config.command {
-        return Ok(platform::probe::healthcheck(config.http_addr).await);
+    match &config.command {
+        Some(order_service::Command::Healthcheck) => {
+            return Ok(platform::probe::healthcheck(config.http_addr).await);
+        }
+        Some(order_service::Command::Archive(command)) => {
+            return Ok(order_service::archive_command(&config.archive, command).await);
+        }
+        None => {}
     }
     let _telemetry = telemetry::init(order_service::SERVICE).context("starting telemetry")?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)

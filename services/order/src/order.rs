@@ -12,6 +12,7 @@ use bus::Recorded;
 use chrono::{DateTime, Utc};
 use events::{
     CancelReason, Envelope, Event, OrderCancelled, OrderConfirmed, OrderCreated, OrderKey,
+    ReservedLine,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -30,6 +31,17 @@ pub enum Status {
     Confirmed,
     /// Will not be fulfilled (final).
     Cancelled,
+}
+
+impl Status {
+    /// As in JSON (and in the archive's `status` column).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One step of an order's history.
@@ -61,6 +73,22 @@ pub struct Order {
     pub history: Vec<Transition>,
     /// The sequence of its last event: the precondition of its next one.
     pub last_sequence: u64,
+}
+
+/// An order as the archive keeps it: everything its events said, without where they live in
+/// the hot log. Fields are only ever added (with defaults), so every snapshot ever written
+/// still reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// What was ordered.
+    pub created: OrderCreated,
+    /// Current state.
+    pub status: Status,
+    /// Why it was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CancelReason>,
+    /// Every state entered, oldest first.
+    pub history: Vec<Transition>,
 }
 
 /// What applying a cause to an order means.
@@ -109,6 +137,57 @@ impl Order {
         Some(order)
     }
 
+    /// Folds `events` (oldest first) from the hot log over `archived`, the order as the archive
+    /// has it. Events leave the hot log oldest first, so while it holds the order's `created`
+    /// it holds the whole history and the archive is not needed; once `created` has left, the
+    /// archive holds the beginning. The precondition of the next append is the last sequence
+    /// *in the hot log* (0 when every event has left it). `None` if neither has the order.
+    pub fn fold_over(archived: Option<Order>, key: OrderKey, events: &[Recorded]) -> Option<Self> {
+        let has_created = events
+            .iter()
+            .any(|e| matches!(e.envelope.event, Event::OrderCreated(_)));
+        if has_created {
+            return Self::fold(key, events);
+        }
+        let mut order = archived?;
+        order.last_sequence = 0;
+        for recorded in events {
+            order.last_sequence = order.last_sequence.max(recorded.sequence);
+            order.apply(&recorded.envelope);
+        }
+        Some(order)
+    }
+
+    /// The order as the archive keeps it.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            created: self.created.clone(),
+            status: self.status,
+            reason: self.reason.clone(),
+            history: self.history.clone(),
+        }
+    }
+
+    /// The order an archived snapshot describes, as if none of its events were in the hot log.
+    pub fn restore(key: OrderKey, snapshot: Snapshot) -> Self {
+        Self {
+            key,
+            created: snapshot.created,
+            status: snapshot.status,
+            reason: snapshot.reason,
+            history: snapshot.history,
+            last_sequence: 0,
+        }
+    }
+
+    /// Applies one more event (a redelivered or already folded one changes nothing); whether
+    /// the order changed.
+    pub fn absorb(&mut self, envelope: &Envelope) -> bool {
+        let before = self.history.len();
+        self.apply(envelope);
+        self.history.len() != before
+    }
+
     fn apply(&mut self, envelope: &Envelope) {
         if self.history.iter().any(|t| t.event_id == envelope.id) {
             return;
@@ -147,6 +226,25 @@ impl Order {
         self.history.last().map(|t| t.at)
     }
 
+    /// What inventory holds for the order: every line, once it is confirmed (inventory
+    /// reserves all of an order or none of it); nothing before.
+    fn reserved(&self) -> Vec<ReservedLine> {
+        if self.status != Status::Confirmed {
+            return Vec::new();
+        }
+        let mut lines: Vec<ReservedLine> = self
+            .created
+            .items
+            .iter()
+            .map(|line| ReservedLine {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+            })
+            .collect();
+        lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+        lines
+    }
+
     fn caused_by(&self, cause: &Envelope) -> bool {
         self.history.iter().any(|t| t.cause_id == Some(cause.id))
     }
@@ -173,7 +271,8 @@ impl Order {
     }
 
     /// Cancel for `reason`, caused by `cause` (`None`: the customer asked): allowed from
-    /// `pending` and `confirmed` (a confirmed order's stock is then released by inventory).
+    /// `pending` and `confirmed` (a confirmed order's stock is then released by inventory —
+    /// the event names it, as inventory may have forgotten its reservation by then).
     pub fn cancel(&self, reason: CancelReason, cause: Option<&Envelope>) -> Decision {
         match self.status {
             Status::Pending | Status::Confirmed => {
@@ -183,6 +282,7 @@ impl Order {
                         order_id: self.created.order_id,
                         customer_id: self.created.customer_id.clone(),
                         reason,
+                        reserved: self.reserved(),
                     }),
                 );
                 Decision::Append(match cause {
@@ -271,6 +371,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn cancelling_a_confirmed_order_names_what_inventory_holds_and_a_pending_one_nothing() {
+        let order = placed();
+        let reserved = |decision: Decision| match decision {
+            Decision::Append(Envelope {
+                event: Event::OrderCancelled(cancelled),
+                ..
+            }) => cancelled.reserved,
+            other => panic!("not a cancellation: {other:?}"),
+        };
+        assert!(reserved(order.cancel(CancelReason::CustomerRequested, None)).is_empty());
+        let (confirmed, _) = applied(&order, order.confirm(&cause()));
+        let held = reserved(confirmed.cancel(CancelReason::CustomerRequested, None));
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].quantity, 1);
+    }
+
+    #[test]
     fn a_second_cancellation_for_another_reason_changes_nothing() {
         let order = placed();
         let (cancelled, _) = applied(&order, order.cancel(CancelReason::CustomerRequested, None));
@@ -309,6 +426,51 @@ pub(crate) mod tests {
         assert_eq!(folded.status, Status::Confirmed);
         assert_eq!(folded.history.len(), confirmed.history.len());
         assert_eq!(folded.last_sequence, 7);
+    }
+
+    #[test]
+    fn the_hot_events_left_after_created_expired_fold_over_the_archived_order() {
+        let order = placed();
+        let (confirmed, event) = applied(&order, order.confirm(&cause()));
+        let archived = Order::restore(order.key.clone(), order.snapshot());
+        let recorded = Recorded {
+            sequence: 9,
+            subject: order.key.subject(&event.event),
+            envelope: event,
+        };
+
+        let folded =
+            Order::fold_over(Some(archived.clone()), order.key.clone(), &[recorded]).unwrap();
+
+        assert_eq!(folded.status, Status::Confirmed);
+        assert_eq!(folded.history, confirmed.history);
+        assert_eq!(folded.last_sequence, 9, "the precondition is the hot log's");
+        let gone = Order::fold_over(Some(archived), order.key.clone(), &[]).unwrap();
+        assert_eq!(
+            gone.last_sequence, 0,
+            "nothing left in the hot log: create-only"
+        );
+        assert_eq!(Order::fold_over(None, order.key, &[]), None);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_order_it_was_taken_of() {
+        let order = placed();
+        let (confirmed, _) = applied(&order, order.confirm(&cause()));
+        let json = serde_json::to_value(confirmed.snapshot()).unwrap();
+        let restored = Order::restore(confirmed.key.clone(), serde_json::from_value(json).unwrap());
+        assert_eq!(restored.snapshot(), confirmed.snapshot());
+    }
+
+    #[test]
+    fn an_event_absorbed_twice_changes_the_order_once() {
+        let mut order = placed();
+        let Decision::Append(confirmed) = order.confirm(&cause()) else {
+            panic!("not an append")
+        };
+        assert!(order.absorb(&confirmed));
+        assert!(!order.absorb(&confirmed));
+        assert_eq!(order.history.len(), 2);
     }
 
     #[test]

@@ -101,7 +101,7 @@ mod tests {
     async fn saga() -> (NatsServer, Saga) {
         let server = NatsServer::start();
         let bus = sample::bus(&server, "order-saga-test").await;
-        let store = Store::open(&bus, 1, Partitions::ONE).await.unwrap();
+        let store = Store::open(&bus, 1, Partitions::ONE, None).await.unwrap();
         (server, Saga { store })
     }
 
@@ -197,9 +197,14 @@ mod tests {
         let (server, saga) = saga().await;
         let (key, created) = placed(&saga.store).await;
         // Another replica cancels the order; this one still remembers it pending.
-        let replica = Store::open(&sample::bus(&server, "replica").await, 1, Partitions::ONE)
-            .await
-            .unwrap();
+        let replica = Store::open(
+            &sample::bus(&server, "replica").await,
+            1,
+            Partitions::ONE,
+            None,
+        )
+        .await
+        .unwrap();
         replica
             .transition(&key, crate::store::Basis::Read, |order| {
                 order.cancel(CancelReason::CustomerRequested, None)

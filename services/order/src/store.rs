@@ -1,20 +1,29 @@
 //! Where the order service keeps its state: orders are their events in the `ORDERS` stream
-//! (see [`events::layout`]); the only KV bucket is for what is not an event —
+//! (see [`events::layout`]) for the hot window, and their snapshots in the PostgreSQL archive
+//! (see [`crate::projection`]) for as long as the operator keeps them; the only KV bucket is for
+//! what is not an event —
 //!
 //! - `idempotency`: sha256(`Idempotency-Key`) → [`Claim`] with a TTL, created only if absent so
 //!   two racing requests with one key make one order.
 //!
-//! A customer's orders are listed by subject filter (`orders.<p>.<customer>.*.created`): the
-//! customer is in the subject, so no index is written. Orders this process created or changed
-//! are remembered as first guesses for the saga's next transition: only an append is ever
-//! decided on a guess, and its precondition proves the guess current.
+//! Every read of an order looks in the hot log first: while it still holds the order's
+//! `created`, it holds the whole history. Once `created` has left it, the archived snapshot is
+//! the beginning and what is left in the hot log is folded over it ([`Order::fold_over`]), so a
+//! late transition is decided on the full history, with the same conditional append (its
+//! precondition is then the hot log's last sequence of the order, 0 when all has left).
+//!
+//! A customer's orders are listed from both: subject filter (`orders.<p>.<customer>.*.created`)
+//! over the hot log, a page of the archive, each order once. Orders this process created or
+//! changed are remembered as first guesses for the saga's next transition: only an append is
+//! ever decided on a guess, and its precondition proves the guess current.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use archive::{Archive, ArchiveError};
 use bus::{AppendError, Appended, Bus, EventLog, KvBucket, KvStore, MsgId, ProvisionError};
-use bus::{ReadError, StoreError};
+use bus::{ReadError, Recorded, StoreError};
 use events::layout::{self, History};
 use events::names::bucket::IDEMPOTENCY;
 use events::{CustomerId, Domain, Envelope, OrderId, OrderKey, Partitions};
@@ -22,7 +31,7 @@ use futures::StreamExt as _;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use crate::order::{Decision, Order};
+use crate::order::{Decision, Order, Snapshot};
 
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -79,6 +88,9 @@ pub enum OrderStoreError {
     /// Stream metadata (for listing) could not be read.
     #[error("cannot list orders: {0}")]
     Listing(String),
+    /// The archive failed (its own error says whether for now).
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 impl OrderStoreError {
@@ -88,6 +100,7 @@ impl OrderStoreError {
             Self::Read(ReadError::Corrupt { .. }) => false,
             Self::Append(e) => e.is_transient(),
             Self::Kv(e) => e.is_transient(),
+            Self::Archive(e) => e.is_transient(),
             _ => true,
         }
     }
@@ -134,27 +147,32 @@ impl Recent {
     }
 }
 
-/// The order service's state: the order events and the idempotency bucket.
+/// The order service's state: the order events, their archive and the idempotency bucket.
 #[derive(Debug, Clone)]
 pub struct Store {
     log: EventLog,
     bus: Bus,
     partitions: Partitions,
     idempotency: KvStore<Claim>,
+    archive: Option<Archive>,
     recent: Arc<Recent>,
 }
 
 impl Store {
-    /// Provisions the idempotency bucket and opens the store.
+    /// Provisions the idempotency bucket and opens the store; orders are looked for in
+    /// `archive` too once their events have left the hot log (`None`: the hot log keeps them
+    /// all).
     pub async fn open(
         bus: &Bus,
         replicas: usize,
         partitions: Partitions,
+        archive: Option<Archive>,
     ) -> Result<Self, ProvisionError> {
         Ok(Self {
             log: bus.events().clone(),
             bus: bus.clone(),
             partitions,
+            archive,
             idempotency: KvStore::open(
                 bus,
                 &KvBucket {
@@ -171,6 +189,36 @@ impl Store {
     /// How many partitions the streams have.
     pub fn partitions(&self) -> Partitions {
         self.partitions
+    }
+
+    /// The connection the store uses.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The archive, if there is one.
+    pub fn archive(&self) -> Option<&Archive> {
+        self.archive.as_ref()
+    }
+
+    /// The order under `key` from its hot events, over its archived snapshot when they no
+    /// longer begin with `created`.
+    async fn fold(
+        &self,
+        key: &OrderKey,
+        events: &[Recorded],
+    ) -> Result<Option<Order>, OrderStoreError> {
+        if let Some(order) = Order::fold(key.clone(), events) {
+            return Ok(Some(order));
+        }
+        let archived = match &self.archive {
+            Some(archive) => archive
+                .get::<Snapshot>(key.order.0)
+                .await?
+                .map(|row| Order::restore(key.clone(), row.snapshot)),
+            None => None,
+        };
+        Ok(Order::fold_over(archived, key.clone(), events))
     }
 
     /// Where the events of `customer`'s `order` live.
@@ -201,39 +249,71 @@ impl Store {
             .await?;
         let order = match appended {
             Appended::Stored(sequence) => Order::created(key.clone(), created, sequence),
-            Appended::Moved(events) => Order::fold(key.clone(), &events),
+            Appended::Moved(events) => self.fold(&key, &events).await?,
         };
         let order = order.ok_or(OrderStoreError::Contended(key.order))?;
         self.recent.insert(key.order, order.clone());
         Ok(order)
     }
 
-    /// The order under `key`, read from its events; `None` if it has none.
+    /// The order under `key`, read from its events (and the archive once they have left the
+    /// hot log); `None` if neither has it.
     pub async fn read(&self, key: &OrderKey) -> Result<Option<Order>, OrderStoreError> {
         let events = self.log.read(&self.history(key)).await?;
-        Ok(Order::fold(key.clone(), &events))
+        self.fold(key, &events).await
     }
 
     /// The order with id `order_id`, whoever placed it (a lookup by id over the customers of
-    /// its partition). Under replication a follower may not have applied a just-placed order
-    /// yet: an order id minted in the last seconds is looked for a little longer.
+    /// its partition, then in the archive). Under replication a follower may not have applied
+    /// a just-placed order yet: an order id minted in the last seconds is looked for a little
+    /// longer.
     pub async fn find(&self, order_id: OrderId) -> Result<Option<Order>, OrderStoreError> {
         let history = layout::order_anywhere(Domain::Orders, self.partitions, order_id);
         let mut pauses = std::iter::successors(Some(Duration::from_millis(2)), |p| Some(*p * 2))
             .take_while(|p| *p <= Duration::from_millis(128));
         loop {
             let events = self.log.read(&history).await?;
-            if let Some(first) = events.first() {
-                let Ok((key, _)) = OrderKey::parse(&first.subject) else {
-                    return Ok(None);
-                };
-                return Ok(Order::fold(key, &events));
+            if let Some(order) = events
+                .first()
+                .and_then(|first| OrderKey::parse(&first.subject).ok())
+                .and_then(|(key, _)| Order::fold(key, &events))
+            {
+                return Ok(Some(order));
             }
             match pauses.next() {
-                Some(pause) if recently_placed(order_id) => tokio::time::sleep(pause).await,
-                _ => return Ok(None),
+                Some(pause) if events.is_empty() && recently_placed(order_id) => {
+                    tokio::time::sleep(pause).await
+                }
+                _ => return self.find_archived(order_id, &events).await,
             }
         }
+    }
+
+    /// The order `order_id` whose `created` has left the hot log: its archived snapshot (which
+    /// names its customer) with what is left of its `events` folded over it.
+    async fn find_archived(
+        &self,
+        order_id: OrderId,
+        events: &[Recorded],
+    ) -> Result<Option<Order>, OrderStoreError> {
+        let Some(archive) = &self.archive else {
+            return Ok(None);
+        };
+        let Some(row) = archive.get::<Snapshot>(order_id.0).await? else {
+            return Ok(None);
+        };
+        let key = self.key(row.snapshot.created.customer_id.clone(), order_id);
+        // A wildcard read may be a few events behind a keyed one; the keyed read decides.
+        let events = if events.is_empty() {
+            Vec::new()
+        } else {
+            self.log.read(&self.history(&key)).await?
+        };
+        Ok(Order::fold_over(
+            Some(Order::restore(key.clone(), row.snapshot)),
+            key,
+            &events,
+        ))
     }
 
     /// Applies `decide` to the order under `key` and appends what it decides, conditionally on
@@ -282,7 +362,7 @@ impl Store {
                     self.recent.insert(key.order, order.clone());
                     return Ok(Some(Transitioned::Appended(event, order)));
                 }
-                Appended::Moved(events) => match Order::fold(key.clone(), &events) {
+                Appended::Moved(events) => match self.fold(key, &events).await? {
                     Some(moved) => order = moved,
                     None => return Ok(None),
                 },
@@ -294,8 +374,8 @@ impl Store {
 
     /// A page of a customer's orders, newest first, strictly older than `before` if given;
     /// also returns the cursor of the next page. The ids come from the subjects of the
-    /// customer's `created` events (order ids are UUID v7, so they sort by time); only the
-    /// page's orders are read.
+    /// customer's `created` events in the hot log and from a page of the archive (order ids
+    /// are UUID v7, so they sort by time), each id once; only the page's orders are read.
     pub async fn list_for_customer(
         &self,
         customer: &CustomerId,
@@ -323,7 +403,18 @@ impl Store {
                 }
             }
         }
+        let mut archived = std::collections::HashMap::new();
+        if let Some(archive) = &self.archive {
+            for row in archive
+                .page::<Snapshot>(customer.as_str(), before.map(|b| b.0), limit + 1)
+                .await?
+            {
+                ids.push(OrderId(row.order_id));
+                archived.insert(OrderId(row.order_id), row.snapshot);
+            }
+        }
         ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
         let page: Vec<OrderId> = ids
             .into_iter()
             .filter(|id| before.is_none_or(|b| *id < b))
@@ -334,11 +425,23 @@ impl Store {
         } else {
             None
         };
-        let reads = page
-            .into_iter()
-            .take(limit)
-            .map(|id| self.key(customer.clone(), id))
-            .map(|key| async move { self.read(&key).await });
+        let reads = page.into_iter().take(limit).map(|id| {
+            let key = self.key(customer.clone(), id);
+            let snapshot = archived.remove(&id);
+            async move {
+                let events = self.log.read(&self.history(&key)).await?;
+                match Order::fold(key.clone(), &events) {
+                    Some(order) => Ok(Some(order)),
+                    // Already read from the archive: no second query.
+                    None if snapshot.is_some() => Ok(Order::fold_over(
+                        snapshot.map(|s| Order::restore(key.clone(), s)),
+                        key,
+                        &events,
+                    )),
+                    None => self.fold(&key, &events).await,
+                }
+            }
+        });
         let orders = futures::future::try_join_all(reads).await?;
         Ok((orders.into_iter().flatten().collect(), next))
     }
@@ -400,5 +503,219 @@ mod tests {
         assert!(recently_placed(OrderId::new()));
         let old = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_000_000, 0));
         assert!(!recently_placed(OrderId(old)));
+    }
+
+    /// Late transitions: orders whose events have left the hot log, decided on their archive.
+    mod late {
+        use bus::{Delivery, Handler as _};
+        use events::{CancelReason, Event, InventoryReserved, ReservedLine};
+        use testkit::{NatsServer, PostgresServer, sample};
+
+        use super::*;
+        use crate::order::Status;
+        use crate::projection::Projection;
+
+        struct Setup {
+            _nats: NatsServer,
+            _postgres: PostgresServer,
+            bus: Bus,
+            store: Store,
+            projection: Projection,
+        }
+
+        async fn setup() -> Setup {
+            let nats = NatsServer::start();
+            let postgres = PostgresServer::start();
+            let bus = sample::bus(&nats, "order-store-test").await;
+            let archive = sample::archive(&postgres).await;
+            let store = Store::open(&bus, 1, Partitions::ONE, Some(archive.clone()))
+                .await
+                .unwrap();
+            Setup {
+                _nats: nats,
+                _postgres: postgres,
+                bus,
+                store,
+                projection: Projection::start(archive),
+            }
+        }
+
+        impl Setup {
+            /// A confirmed order of two MUGs, archived; returns its key and the reservation
+            /// that confirmed it.
+            async fn confirmed_and_archived(&self, customer: &str) -> (OrderKey, Envelope) {
+                let id = OrderId::new();
+                let key = sample::key(customer, id);
+                let created = sample::order_created(id, customer, &[("MUG", 2)]);
+                self.store.create(key.clone(), &created).await.unwrap();
+                let reserved = sample::caused_by(
+                    Event::InventoryReserved(InventoryReserved {
+                        order_id: id,
+                        lines: vec![ReservedLine {
+                            sku: sample::sku("MUG"),
+                            quantity: 2,
+                        }],
+                    }),
+                    &created,
+                );
+                self.store
+                    .transition(&key, Basis::Read, |order| order.confirm(&reserved))
+                    .await
+                    .unwrap();
+                self.archive(&key).await;
+                (key, reserved)
+            }
+
+            /// Hands the order's events to the projection, as its consumer would.
+            async fn archive(&self, key: &OrderKey) {
+                for recorded in self.store.log.read(&self.store.history(key)).await.unwrap() {
+                    let delivery = Delivery {
+                        stream_sequence: recorded.sequence,
+                        ..sample::delivery(key, recorded.envelope)
+                    };
+                    self.projection.handle(delivery).await.unwrap();
+                }
+            }
+
+            async fn expire(&self, key: &OrderKey) {
+                sample::expire(&self.bus, Domain::Orders, key).await;
+                assert!(
+                    self.store
+                        .log
+                        .read(&self.store.history(key))
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn an_order_whose_events_left_the_hot_log_reads_the_same_from_the_archive() {
+            let setup = setup().await;
+            let (key, _) = setup.confirmed_and_archived("alice").await;
+            let hot = setup.store.find(key.order).await.unwrap().unwrap();
+
+            setup.expire(&key).await;
+
+            let cold = setup.store.find(key.order).await.unwrap().unwrap();
+            assert_eq!(cold.snapshot(), hot.snapshot());
+            assert_eq!(cold.key, hot.key);
+            let read = setup.store.read(&key).await.unwrap().unwrap();
+            assert_eq!(read.snapshot(), hot.snapshot());
+        }
+
+        #[tokio::test]
+        async fn a_confirmed_order_cancelled_after_its_events_left_is_decided_on_its_full_history()
+        {
+            let setup = setup().await;
+            let (key, _) = setup.confirmed_and_archived("alice").await;
+            setup.expire(&key).await;
+            let order = setup.store.find(key.order).await.unwrap().unwrap();
+
+            let cancel = |order: &Order| order.cancel(CancelReason::CustomerRequested, None);
+            let first = setup
+                .store
+                .transition(&key, Basis::Known(Box::new(order.clone())), cancel)
+                .await
+                .unwrap();
+            // A second customer request, decided on the same stale view, is refused by the
+            // append's precondition and decided again on the history that moved.
+            let second = setup
+                .store
+                .transition(&key, Basis::Known(Box::new(order)), cancel)
+                .await
+                .unwrap();
+
+            let Some(Transitioned::Appended(event, cancelled)) = first else {
+                panic!("not appended: {first:?}")
+            };
+            assert_eq!(cancelled.status, Status::Cancelled);
+            assert_eq!(cancelled.history.len(), 3, "{:?}", cancelled.history);
+            let Event::OrderCancelled(payload) = &event.event else {
+                panic!("not a cancellation: {event:?}")
+            };
+            assert_eq!(
+                payload.reserved.len(),
+                1,
+                "inventory must be told what to give back"
+            );
+            assert!(
+                matches!(
+                    second,
+                    Some(Transitioned::Unchanged(Decision::Ignore(_), _))
+                ),
+                "{second:?}"
+            );
+            let read = setup.store.read(&key).await.unwrap().unwrap();
+            assert_eq!(read.status, Status::Cancelled);
+            assert_eq!(read.history.len(), 3);
+        }
+
+        #[tokio::test]
+        async fn a_reservation_redelivered_after_the_hot_window_finds_its_confirmation() {
+            let setup = setup().await;
+            let (key, reserved) = setup.confirmed_and_archived("alice").await;
+            setup.expire(&key).await;
+            let saga = crate::saga::Saga {
+                store: setup.store.clone(),
+            };
+
+            saga.handle(Delivery {
+                attempt: 2,
+                ..sample::delivery(&key, reserved)
+            })
+            .await
+            .unwrap();
+
+            assert!(
+                setup
+                    .store
+                    .log
+                    .read(&setup.store.history(&key))
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "confirmed a second time"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_customers_orders_are_listed_once_whether_hot_archived_or_both() {
+            let setup = setup().await;
+            let (gone, _) = setup.confirmed_and_archived("bob").await;
+            let (both, _) = setup.confirmed_and_archived("bob").await;
+            let hot_only = sample::key("bob", OrderId::new());
+            let created = sample::order_created(hot_only.order, "bob", &[("MUG", 1)]);
+            setup
+                .store
+                .create(hot_only.clone(), &created)
+                .await
+                .unwrap();
+            setup.expire(&gone).await;
+
+            let customer = sample::customer("bob");
+            let (page, next) = setup
+                .store
+                .list_for_customer(&customer, None, 2)
+                .await
+                .unwrap();
+            let (rest, end) = setup
+                .store
+                .list_for_customer(&customer, next, 2)
+                .await
+                .unwrap();
+
+            let ids: Vec<OrderId> = page.iter().chain(&rest).map(|o| o.key.order).collect();
+            assert_eq!(ids, [hot_only.order, both.order, gone.order]);
+            assert_eq!(end, None);
+            assert_eq!(rest[0].status, Status::Confirmed);
+        }
+
+        #[tokio::test]
+        async fn an_order_neither_log_nor_archive_holds_is_not_found() {
+            let setup = setup().await;
+            assert!(setup.store.find(OrderId::new()).await.unwrap().is_none());
+        }
     }
 }

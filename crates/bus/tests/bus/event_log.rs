@@ -35,6 +35,7 @@ fn cancelled(created: &Envelope) -> Envelope {
             order_id: order.order_id,
             customer_id: order.customer_id.clone(),
             reason: CancelReason::CustomerRequested,
+            reserved: Vec::new(),
         }),
     )
     .caused_by(created)

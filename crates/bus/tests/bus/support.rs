@@ -206,6 +206,7 @@ pub fn one_of_each_event() -> Vec<Envelope> {
             reason: CancelReason::OutOfStock {
                 shortfall: shortfall.clone(),
             },
+            reserved: Vec::new(),
         }),
         Event::InventoryReserved(InventoryReserved {
             order_id,

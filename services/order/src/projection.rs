@@ -1,0 +1,333 @@
+//! The archive's projection, on the durable consumer `order-archive` (every order event, per
+//! partition): folds each event into its order's snapshot in PostgreSQL, so the order outlives
+//! the hot window. The hot log must not drop an event before this has archived it: the hot
+//! window is sized for it (README, "Data lifecycle"), and the consumer's lag is alerted on.
+//!
+//! Idempotent and ordered per order: a snapshot's history names the events folded into it, so
+//! a redelivered event changes nothing; an event of an order whose `created` is not archived
+//! yet is retried until it is (events arrive in stream order, so that is rare: a retry of the
+//! `created`, or two replicas). Events are **group-committed**: every handler hands its event
+//! to one writer, which folds whatever arrived together in one transaction (the orders locked,
+//! read, folded, written) — at a thousand orders a second one commit per batch, not per event.
+
+use std::collections::HashMap;
+
+use archive::{Archive, ArchivedOrder};
+use bus::{ConsumerSpec, Delivery, HandlerError};
+use events::{Event, OrderId, Partitions};
+use tokio::sync::{mpsc, oneshot};
+
+use telemetry::metric;
+
+use crate::order::{Order, Snapshot};
+
+/// Most events one transaction folds.
+const MAX_BATCH: usize = 256;
+
+/// The projection's consumer specs: one per partition, with room for a whole batch in flight.
+pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
+    ConsumerSpec::per_partition(&events::topology::ORDER_ARCHIVE, partitions)
+        .into_iter()
+        .map(|spec| ConsumerSpec {
+            concurrency: MAX_BATCH,
+            max_batch: MAX_BATCH,
+            max_ack_pending: 4 * MAX_BATCH as i64,
+            ..spec
+        })
+        .collect()
+}
+
+/// One event waiting for the writer, and where its outcome goes.
+struct Pending {
+    delivery: Delivery,
+    done: oneshot::Sender<Result<(), HandlerError>>,
+}
+
+/// Handles the projection consumer's deliveries by handing them to the writer.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    writer: mpsc::Sender<Pending>,
+}
+
+impl Projection {
+    /// The projection into `archive`; its writer runs until every handle to it is dropped.
+    pub fn start(archive: Archive) -> Self {
+        let (writer, pending) = mpsc::channel(MAX_BATCH);
+        tokio::spawn(write(archive, pending));
+        Self { writer }
+    }
+}
+
+impl bus::Handler for Projection {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        if !matches!(
+            delivery.envelope.event,
+            Event::OrderCreated(_) | Event::OrderConfirmed(_) | Event::OrderCancelled(_)
+        ) {
+            return Err(HandlerError::permanent(format!(
+                "the archive does not fold {}",
+                delivery.envelope.kind()
+            )));
+        }
+        let (done, outcome) = oneshot::channel();
+        self.writer
+            .send(Pending { delivery, done })
+            .await
+            .map_err(|_| HandlerError::transient("the archive writer has stopped"))?;
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(HandlerError::transient("the archive writer has stopped")))
+    }
+}
+
+/// The writer: takes whatever events are waiting (up to [`MAX_BATCH`]) and folds them in one
+/// transaction, until the channel closes.
+async fn write(archive: Archive, mut pending: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        metrics::histogram!(metric::ARCHIVE_BATCH_SIZE).record(batch.len() as f64);
+        let outcomes = fold(&archive, batch.iter().map(|p| &p.delivery)).await;
+        for (pending, outcome) in batch.drain(..).zip(outcomes) {
+            let _ = pending.done.send(outcome);
+        }
+    }
+}
+
+/// Folds `deliveries` into their orders' snapshots in one transaction; the outcome of each.
+async fn fold<'a>(
+    archive: &Archive,
+    deliveries: impl Iterator<Item = &'a Delivery>,
+) -> Vec<Result<(), HandlerError>> {
+    let deliveries: Vec<&Delivery> = deliveries.collect();
+    let mut orders: Vec<OrderId> = deliveries.iter().map(|d| d.key.order).collect();
+    orders.sort_unstable();
+    orders.dedup();
+    let ids: Vec<uuid::Uuid> = orders.iter().map(|o| o.0).collect();
+    // Which deliveries found no archived order to fold into (and no `created` before them).
+    let mut orphans = vec![false; deliveries.len()];
+    let written = archive
+        .update(
+            &ids,
+            |mut existing: HashMap<uuid::Uuid, ArchivedOrder<Snapshot>>| {
+                let mut folded: HashMap<OrderId, (Order, bool)> = HashMap::new();
+                // Stream order within the batch: a `created` before what follows it.
+                let mut by_sequence: Vec<usize> = (0..deliveries.len()).collect();
+                by_sequence.sort_by_key(|i| deliveries[*i].stream_sequence);
+                for i in by_sequence {
+                    let delivery = deliveries[i];
+                    let key = &delivery.key;
+                    let entry = match folded.entry(key.order) {
+                        std::collections::hash_map::Entry::Occupied(entry) => {
+                            Some(entry.into_mut())
+                        }
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            let archived = existing
+                                .remove(&key.order.0)
+                                .map(|row| Order::restore(key.clone(), row.snapshot));
+                            let fresh = || {
+                                Order::created(
+                                    key.clone(),
+                                    &delivery.envelope,
+                                    delivery.stream_sequence,
+                                )
+                            };
+                            match archived {
+                                Some(order) => Some(slot.insert((order, false))),
+                                None => fresh().map(|order| slot.insert((order, true))),
+                            }
+                        }
+                    };
+                    match entry {
+                        Some((order, changed)) => *changed |= order.absorb(&delivery.envelope),
+                        None => orphans[i] = true,
+                    }
+                }
+                folded
+                    .into_values()
+                    .filter(|(_, changed)| *changed)
+                    .filter_map(|(order, _)| row(&order))
+                    .collect()
+            },
+        )
+        .await;
+    metrics::gauge!(metric::ARCHIVE_AVAILABLE).set(if written.is_ok() { 1.0 } else { 0.0 });
+    match written {
+        Ok(_) => orphans
+            .into_iter()
+            .zip(&deliveries)
+            .map(|(orphan, delivery)| {
+                if orphan {
+                    Err(HandlerError::transient(format!(
+                        "order {} is not archived yet: its {} waits for its created event",
+                        delivery.key.order,
+                        delivery.envelope.kind()
+                    )))
+                } else {
+                    Ok(())
+                }
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, events = deliveries.len(), "archiving failed; retrying");
+            let transient = error.is_transient();
+            deliveries
+                .iter()
+                .map(|_| {
+                    Err(if transient {
+                        HandlerError::transient(error.to_string())
+                    } else {
+                        HandlerError::permanent(error.to_string())
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// The archive row of `order`.
+fn row(order: &Order) -> Option<ArchivedOrder<Snapshot>> {
+    Some(ArchivedOrder {
+        order_id: order.created.order_id.0,
+        customer_id: order.created.customer_id.to_string(),
+        status: order.status.as_str().to_owned(),
+        placed_at: order.created_at()?,
+        updated_at: order.updated_at()?,
+        snapshot: order.snapshot(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use bus::Handler as _;
+    use events::OrderKey;
+    use testkit::{PostgresServer, sample};
+
+    use super::*;
+    use crate::order::{Decision, Status};
+
+    /// A projection into a fresh archive.
+    async fn projection() -> (PostgresServer, Archive, Projection) {
+        let server = PostgresServer::start();
+        let archive = sample::archive(&server).await;
+        let projection = Projection::start(archive.clone());
+        (server, archive, projection)
+    }
+
+    /// An order's `created` and `confirmed`, as deliveries at stream sequences 1 and 2.
+    fn placed_and_confirmed() -> (OrderKey, Delivery, Delivery) {
+        let id = OrderId::new();
+        let key = sample::key("alice", id);
+        let created = sample::order_created(id, "alice", &[("MUG", 2)]);
+        let order = Order::created(key.clone(), &created, 1).unwrap();
+        let Decision::Append(confirmed) = order.confirm(&created) else {
+            panic!("a pending order is confirmed")
+        };
+        let first = sample::delivery(&key, created);
+        let second = Delivery {
+            stream_sequence: 2,
+            ..sample::delivery(&key, confirmed)
+        };
+        (key, first, second)
+    }
+
+    async fn archived(archive: &Archive, key: &OrderKey) -> Option<Order> {
+        archive
+            .get::<Snapshot>(key.order.0)
+            .await
+            .unwrap()
+            .map(|row| Order::restore(key.clone(), row.snapshot))
+    }
+
+    #[tokio::test]
+    async fn an_orders_events_are_folded_into_its_archived_snapshot() {
+        let (_server, archive, projection) = projection().await;
+        let (key, created, confirmed) = placed_and_confirmed();
+
+        projection.handle(created).await.unwrap();
+        projection.handle(confirmed).await.unwrap();
+
+        let order = archived(&archive, &key).await.unwrap();
+        assert_eq!(order.status, Status::Confirmed);
+        assert_eq!(order.history.len(), 2);
+        let row = archive.page::<Snapshot>("alice", None, 10).await.unwrap();
+        assert_eq!(row[0].status, "confirmed");
+    }
+
+    #[tokio::test]
+    async fn an_event_delivered_again_changes_nothing() {
+        let (_server, archive, projection) = projection().await;
+        let (key, created, confirmed) = placed_and_confirmed();
+        projection.handle(created.clone()).await.unwrap();
+        projection.handle(confirmed.clone()).await.unwrap();
+        let before = archive.get::<Snapshot>(key.order.0).await.unwrap();
+
+        for delivery in [created, confirmed] {
+            projection
+                .handle(Delivery {
+                    attempt: 2,
+                    ..delivery
+                })
+                .await
+                .unwrap();
+        }
+
+        assert_eq!(archive.get::<Snapshot>(key.order.0).await.unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn an_event_that_comes_before_its_orders_created_is_retried_until_it_follows_it() {
+        let (_server, archive, projection) = projection().await;
+        let (key, created, confirmed) = placed_and_confirmed();
+
+        let early = projection.handle(confirmed.clone()).await;
+        assert!(
+            matches!(early, Err(HandlerError::Transient(_))),
+            "{early:?}"
+        );
+        projection.handle(created).await.unwrap();
+        projection.handle(confirmed).await.unwrap();
+
+        let order = archived(&archive, &key).await.unwrap();
+        assert_eq!(order.status, Status::Confirmed);
+    }
+
+    #[tokio::test]
+    async fn events_of_many_orders_arriving_at_once_are_all_folded() {
+        let (_server, archive, projection) = projection().await;
+        let orders: Vec<_> = (0..20).map(|_| placed_and_confirmed()).collect();
+
+        let handles = orders.iter().flat_map(|(_, created, confirmed)| {
+            // Each confirmation first: a batch that holds both folds its created first.
+            [confirmed.clone(), created.clone()].map(|delivery| {
+                let projection = projection.clone();
+                async move { projection.handle(delivery).await }
+            })
+        });
+        let outcomes = futures::future::join_all(handles).await;
+
+        // Each confirmation was either folded with its created or retried alone: none is lost.
+        for ((key, _, confirmed), pair) in orders.iter().zip(outcomes.chunks(2)) {
+            if pair[0].is_err() {
+                projection.handle(confirmed.clone()).await.unwrap();
+            }
+            assert_eq!(
+                archived(&archive, key).await.unwrap().status,
+                Status::Confirmed
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_archive_that_does_not_answer_makes_every_delivery_a_retry() {
+        let (server, _archive, projection) = projection().await;
+        drop(server);
+        let (_, created, _) = placed_and_confirmed();
+
+        let outcome = projection.handle(created).await;
+
+        assert!(
+            matches!(outcome, Err(HandlerError::Transient(_))),
+            "{outcome:?}"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Orders outlive the hot window: once their events have left NATS they are read, listed,
+//! replayed and cancelled from the PostgreSQL archive, exactly as while they were hot.
+
+use serde_json::Value;
+use testkit::{PATIENCE, TestApp};
+
+/// The shortest hot window the services accept with these consumer settings: a message must
+/// stay through 3 deliveries of 1 s plus the delays between them, and the dedupe window.
+const HOT_WINDOW: &str = "15s";
+
+async fn app_with_a_short_hot_window() -> TestApp {
+    TestApp::builder()
+        .env("HOT_WINDOW", HOT_WINDOW)
+        .env("CONSUMER_ACK_WAIT_MS", "1000")
+        .env("CONSUMER_MAX_DELIVER", "3")
+        .spawn()
+        .await
+}
+
+/// Waits until the event streams hold nothing any more (what the hot window does to events).
+async fn hot_window_passes(app: &TestApp) {
+    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let emptied = async {
+        for stream in ["ORDERS", "INVENTORY"] {
+            loop {
+                let mut handle = jetstream.get_stream(stream).await.unwrap();
+                if handle.info().await.unwrap().state.messages == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, emptied)
+        .await
+        .expect("the hot window should empty the event streams");
+}
+
+#[tokio::test]
+async fn an_order_reads_and_lists_the_same_after_its_events_left_the_hot_log() {
+    let app = app_with_a_short_hot_window().await;
+    app.set_stock("MUG", 10).await;
+    let first = app.place_order("alma", &[("MUG", 2)]).await;
+    let second = app.place_order("alma", &[("MUG", 1)]).await;
+    let hot = app.wait_for_status(&first, "confirmed").await;
+    app.wait_for_status(&second, "confirmed").await;
+
+    hot_window_passes(&app).await;
+
+    assert_eq!(app.order(&first).await, hot);
+    let page = app
+        .get_json(&format!("{}/v1/orders?customer_id=alma", app.order_url()))
+        .await;
+    let ids: Vec<&str> = page["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()], "{page}");
+}
+
+#[tokio::test]
+async fn a_confirmed_order_cancelled_after_the_hot_window_gives_its_stock_back_once() {
+    let app = app_with_a_short_hot_window().await;
+    app.set_stock("LAMP", 5).await;
+    let order = app.place_order("bert", &[("LAMP", 3)]).await;
+    app.wait_for_status(&order, "confirmed").await;
+    assert_eq!(app.stock("LAMP").await, (2, 3, 0));
+
+    hot_window_passes(&app).await;
+    let cancelled = app.cancel(&order).await;
+    assert_eq!(cancelled.status(), 202);
+    let again = app.cancel(&order).await;
+
+    assert_eq!(again.status(), 409, "a second cancellation is refused");
+    let view = app.wait_for_status(&order, "cancelled").await;
+    assert_eq!(view["history"].as_array().unwrap().len(), 3, "{view}");
+    testkit::eventually("the reservation is given back", || async {
+        app.stock("LAMP").await == (5, 0, 0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_retried_create_after_the_hot_window_answers_the_order_it_made_and_makes_no_other() {
+    let app = app_with_a_short_hot_window().await;
+    app.set_stock("PEN", 10).await;
+    let body = testkit::order_body("cleo", &[("PEN", 4)]);
+    let first: Value = app
+        .post_with_key("cleo-1", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let order = first["order_id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&order, "confirmed").await;
+
+    hot_window_passes(&app).await;
+    let replay = app.post_with_key("cleo-1", &body).await;
+
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["Idempotent-Replayed"], "true");
+    let replayed: Value = replay.json().await.unwrap();
+    assert_eq!(replayed["order_id"], order.as_str());
+    assert_eq!(replayed["status"], "confirmed");
+    // Nothing was created again: no new event, no second reservation.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(app.stock("PEN").await, (6, 4, 0));
+}
