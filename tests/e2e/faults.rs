@@ -1,5 +1,5 @@
 //! The invariants under faults: real processes, a steady stream of orders, one kind of fault
-//! injected while they flow, then every invariant (I1–I6, see testkit's workload) checked once
+//! injected while they flow, then every invariant (I1–I7, see testkit's workload) checked once
 //! the system is quiet. Each run is a few hundred orders and well under a minute; the same
 //! scenarios run long with `cargo build --bins && target/debug/orderflow-faults --long`.
 //! The cluster scenarios are in [`crate::cluster`].
@@ -36,6 +36,11 @@ async fn the_invariants_hold_when_each_service_is_killed_and_restarted_in_turn()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_invariants_hold_when_nats_is_killed_and_restarted_on_its_store() {
     holds_under(Fault::KillNats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invariants_hold_when_the_archive_is_killed_and_restarted() {
+    holds_under(Fault::KillArchive).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,13 +37,17 @@ pub enum Fault {
     /// Two inventory replicas racing on the same SKUs at twice the rate: compare-and-set
     /// conflicts are the fault.
     Contention,
+    /// SIGKILL the archive's PostgreSQL, restart it after a few seconds: the saga runs on, the
+    /// projection catches up.
+    KillArchive,
 }
 
 impl Fault {
     /// Every fault, in the order the tool runs them.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::KillServices,
         Fault::KillNats,
+        Fault::KillArchive,
         Fault::FreezeInventory,
         Fault::Poison,
         Fault::Network,
@@ -168,7 +172,7 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
                 .env("STREAM_REPLICAS", "3")
                 .env("STREAM_PARTITIONS", "3");
         }
-        Fault::KillServices | Fault::Poison => {}
+        Fault::KillServices | Fault::Poison | Fault::KillArchive => {}
     }
     let mut system = builder.start().await;
     // Stock in proportion to the run, so most orders confirm and the short SKU still runs out.
@@ -216,6 +220,16 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
                 system.nats.kill();
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 system.nats.start_again();
+                injected += 1;
+            }
+            Fault::KillArchive => {
+                let Some(postgres) = system.postgres.as_mut() else {
+                    break;
+                };
+                tokio::time::sleep(pause * 2).await;
+                postgres.kill();
+                tokio::time::sleep(pause).await;
+                postgres.start_again();
                 injected += 1;
             }
             Fault::FreezeInventory => {

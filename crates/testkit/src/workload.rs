@@ -8,7 +8,8 @@
 //!   nothing left unsettled;
 //! - I4 one webhook per order state change (distinct `webhook-id`s; resends counted apart);
 //! - I5 a retry with the same `Idempotency-Key` returns the same order;
-//! - I6 every event is consumed (no consumer has anything pending) or dead-lettered.
+//! - I6 every event is consumed (no consumer has anything pending) or dead-lettered;
+//! - I7 the archive holds every accepted order, with the status and history the API shows.
 //!
 //! An attempt that times out or meets a refused connection or a 503 is *unknown*, and is
 //! retried with the same key until it is accepted or the time is up — as a careful client would.
@@ -251,7 +252,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
     client.get(url).send().await.ok()?.json().await.ok()
 }
 
-/// Waits for quiescence (within `patience`), then checks I1–I6 against `ledger`.
+/// Waits for quiescence (within `patience`), then checks I1–I7 against `ledger`.
 /// `initial` is the stock each SKU started with; `expected_dead_letters` the poison injected.
 pub async fn check_invariants(
     system: &System,
@@ -513,6 +514,42 @@ pub async fn check_invariants(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    // I7 — the archive agrees (the projection drained with the other consumers, in I6).
+    if let Some(postgres) = &system.postgres {
+        let archive = crate::sample::archive(postgres).await;
+        for (id, order) in &orders {
+            let Ok(order_id) = id.parse::<uuid::Uuid>() else {
+                continue;
+            };
+            match archive.get::<Value>(order_id).await {
+                Ok(Some(row)) => {
+                    let history = |v: &Value| v["history"].as_array().map_or(0, Vec::len);
+                    if row.status != order["status"].as_str().unwrap_or_default()
+                        || history(&row.snapshot) != history(order)
+                    {
+                        report.violations.push(format!(
+                            "I7: order {id} is archived {} with {} transitions, the API shows {} with {}",
+                            row.status,
+                            history(&row.snapshot),
+                            order["status"],
+                            history(order)
+                        ));
+                    }
+                }
+                Ok(None) => report
+                    .violations
+                    .push(format!("I7: accepted order {id} is not archived")),
+                Err(e) => {
+                    report
+                        .violations
+                        .push(format!("I7: cannot read the archive: {e}"));
+                    break;
+                }
+            }
+        }
+        archive.close().await;
     }
     report
 }

@@ -220,8 +220,10 @@ impl platform::service::Service for OrderService {
         };
         let mut tasks: Vec<Task> = Vec::new();
         let projection = projection::Projection::start(archive.clone());
-        for spec in projection::consumer_specs(store.partitions()) {
-            let spec = self.nats.tune(spec);
+        let specs = projection::consumer_specs(store.partitions(), self.nats.hot_window, |spec| {
+            self.nats.tune(spec)
+        });
+        for spec in specs {
             tasks.push(Box::pin(project(
                 store.bus().clone(),
                 spec,

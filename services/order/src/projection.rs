@@ -11,6 +11,7 @@
 //! read, folded, written) — at a thousand orders a second one commit per batch, not per event.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use archive::{Archive, ArchivedOrder};
 use bus::{ConsumerSpec, Delivery, HandlerError};
@@ -24,15 +25,36 @@ use crate::order::{Order, Snapshot};
 /// Most events one transaction folds.
 const MAX_BATCH: usize = 256;
 
-/// The projection's consumer specs: one per partition, with room for a whole batch in flight.
-pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
+/// The projection's consumer specs: one per partition, with room for a whole batch in flight,
+/// tuned like the saga's consumers (`tune`) — but retried for half the hot window: an archive
+/// that is away must not turn every event into a dead letter within minutes, and an event still
+/// failing after that long is safer in the dead-letter stream (kept 30 days, redrivable) than
+/// left to leave the hot log unarchived.
+pub fn consumer_specs(
+    partitions: Partitions,
+    hot_window: Duration,
+    tune: impl Fn(ConsumerSpec) -> ConsumerSpec,
+) -> Vec<ConsumerSpec> {
     ConsumerSpec::per_partition(&events::topology::ORDER_ARCHIVE, partitions)
         .into_iter()
-        .map(|spec| ConsumerSpec {
-            concurrency: MAX_BATCH,
-            max_batch: MAX_BATCH,
-            max_ack_pending: 4 * MAX_BATCH as i64,
-            ..spec
+        .map(|spec| {
+            let spec = tune(ConsumerSpec {
+                concurrency: MAX_BATCH,
+                max_batch: MAX_BATCH,
+                max_ack_pending: 4 * MAX_BATCH as i64,
+                ..spec
+            });
+            // Keeping every event in NATS (a zero window), half a day of outage is ridden out.
+            let span = if hot_window.is_zero() {
+                Duration::from_secs(12 * 3600)
+            } else {
+                hot_window / 2
+            };
+            let max_deliver = spec.deliveries_within(span).max(spec.max_deliver);
+            ConsumerSpec {
+                max_deliver,
+                ..spec
+            }
         })
         .collect()
 }
@@ -80,11 +102,24 @@ impl bus::Handler for Projection {
     }
 }
 
+/// How long the writer may sit idle before it checks the archive still answers, so that
+/// `orderflow_archive_available` says so even when no order comes.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+
 /// The writer: takes whatever events are waiting (up to [`MAX_BATCH`]) and folds them in one
 /// transaction, until the channel closes.
 async fn write(archive: Archive, mut pending: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        match tokio::time::timeout(IDLE_CHECK, pending.recv_many(&mut batch, MAX_BATCH)).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(_) => {
+                let up = archive.is_reachable().await;
+                metrics::gauge!(metric::ARCHIVE_AVAILABLE).set(if up { 1.0 } else { 0.0 });
+                continue;
+            }
+        }
         metrics::histogram!(metric::ARCHIVE_BATCH_SIZE).record(batch.len() as f64);
         let outcomes = fold(&archive, batch.iter().map(|p| &p.delivery)).await;
         for (pending, outcome) in batch.drain(..).zip(outcomes) {

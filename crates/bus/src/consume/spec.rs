@@ -168,6 +168,21 @@ impl ConsumerSpec {
             .sum()
     }
 
+    /// How many deliveries of a message that fails at once on each fit in `span`: the
+    /// inverse of [`ConsumerSpec::retry_budget`] (at least 1, at most 65535).
+    pub fn deliveries_within(&self, span: Duration) -> i64 {
+        let mut spent = Duration::ZERO;
+        let mut deliveries: u64 = 1;
+        while deliveries < u64::from(u16::MAX) {
+            spent += self.nak_delay_after(deliveries);
+            if spent > span {
+                break;
+            }
+            deliveries += 1;
+        }
+        deliveries as i64
+    }
+
     /// The nak delay after the `attempt`-th delivery failed transiently.
     pub(super) fn nak_delay_after(&self, attempt: u64) -> Duration {
         let doublings = attempt.saturating_sub(1).min(20) as u32;
@@ -257,6 +272,25 @@ pub enum SpecError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deliveries_within_a_span_are_those_whose_retry_budget_fits_it() {
+        let spec = ConsumerSpec::new("S", "d", &[]);
+        for span in [0, 1, 60, 3600, 12 * 3600] {
+            let span = Duration::from_secs(span);
+            let deliveries = spec.deliveries_within(span);
+            let fits = ConsumerSpec {
+                max_deliver: deliveries,
+                ..spec.clone()
+            };
+            let over = ConsumerSpec {
+                max_deliver: deliveries + 1,
+                ..spec.clone()
+            };
+            assert!(fits.retry_budget() <= span, "{span:?}");
+            assert!(over.retry_budget() > span, "{span:?}");
+        }
+    }
 
     fn spec() -> ConsumerSpec {
         ConsumerSpec::new("ORDERS", "inventory", &["orders.created"])
