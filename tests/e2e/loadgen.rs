@@ -113,6 +113,62 @@ async fn loadgen_flash_sells_exactly_the_units_there_are_and_cancels_the_rest() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn loadgen_saga_every_second_reports_latency_memory_and_the_archives_lag() {
+    let system = System::builder().start().await;
+    let pids = format!(
+        "nats-server={},order-service={}",
+        system.nats.pid().unwrap(),
+        system.order.pid().unwrap()
+    );
+    let args = [
+        "saga",
+        "--rate",
+        "50",
+        "--seconds",
+        "3",
+        "--every",
+        "1",
+        "--no-ceiling",
+        "--skus",
+        "4",
+        "--json",
+        "--nats-url",
+        &system.nats.url(),
+        "--order-url",
+        &system.order.url(),
+        "--inventory-url",
+        &system.inventory[0].url(),
+        "--system-pids",
+        &pids,
+    ]
+    .map(str::to_owned);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(service_binary("loadgen"))
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["accepted"].as_u64(), Some(150), "{report}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("t=")).collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for line in &lines {
+        assert!(line.contains("confirmed p50"), "{line}");
+        assert!(
+            line.contains("nats-server ") && line.contains(" MB"),
+            "{line}"
+        );
+        assert!(line.contains("archive behind"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn loadgen_saga_follows_every_order_to_its_end_and_reports_r() {
     let monitor_port = free_port();
     let nats = NatsServer::builder()

@@ -53,6 +53,15 @@ pub struct ArchivedOrder<S> {
     pub snapshot: S,
 }
 
+/// How much the archive holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Orders archived.
+    pub orders: i64,
+    /// Bytes on disk of the `orders` table with its indexes and TOAST.
+    pub bytes: i64,
+}
+
 /// Where the archive's schema stands against this build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schema {
@@ -319,6 +328,17 @@ impl Archive {
                 return Ok(deleted);
             }
         }
+    }
+
+    /// How many orders the archive holds, and the bytes they take on disk.
+    pub async fn usage(&self) -> Result<Usage, ArchiveError> {
+        self.ensure_schema().await?;
+        let (orders, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM orders), pg_total_relation_size('orders')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Usage { orders, bytes })
     }
 
     /// Whether PostgreSQL answers now.

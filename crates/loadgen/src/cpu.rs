@@ -50,6 +50,11 @@ impl Processes {
         self.0.is_empty()
     }
 
+    /// The processes, as (name, pid).
+    pub fn iter(&self) -> impl Iterator<Item = &(String, u32)> {
+        self.0.iter()
+    }
+
     /// The CPU seconds of every process now.
     pub fn sample(&self) -> anyhow::Result<Sample> {
         // USER_HZ, fixed at 100 on Linux for the values /proc reports.

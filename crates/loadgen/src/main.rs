@@ -18,6 +18,7 @@ mod latency;
 mod plot;
 mod saga;
 mod sink;
+mod soak;
 mod sweep;
 mod tracker;
 mod traffic;

@@ -44,6 +44,11 @@ pub struct Endpoints {
     /// through the server per order to the report.
     #[arg(long, env = "NATS_MONITOR_URL")]
     pub nats_monitor_url: Option<String>,
+    /// Print a line (on stderr) every this many seconds while placing orders: the interval's POST →
+    /// confirmed latency, each system process's memory (with `--system-pids`) and how far the
+    /// archive's projection is behind — for soaks.
+    #[arg(long)]
+    pub every: Option<f64>,
     /// The system's processes as `name=pid,…` (on this machine): adds the CPU time per order,
     /// in all of them and in each, to the report.
     #[arg(long, env = "SYSTEM_PIDS", default_value = "")]
@@ -201,6 +206,7 @@ struct OnServer {
 /// A load generator bound to one running system.
 pub struct Driver {
     http: reqwest::Client,
+    jetstream: async_nats::jetstream::Context,
     target: Target,
     tracker: Arc<Tracker>,
     writes: WriteCounter,
@@ -233,6 +239,7 @@ impl Driver {
             .map(|url| ServerTraffic::new(http.clone(), url));
         Ok(Arc::new(Self {
             http,
+            jetstream: async_nats::jetstream::new(client.clone()),
             target,
             tracker,
             writes: WriteCounter::new(client),
@@ -341,6 +348,10 @@ impl Driver {
 
         let start = Instant::now() + Duration::from_millis(20);
         let end = start + Duration::from_secs_f64(seconds);
+        let intervals = self.target.endpoints.every.map(|every| {
+            let driver = Arc::clone(self);
+            tokio::spawn(async move { driver.every(Duration::from_secs_f64(every), start).await })
+        });
         let end = match load {
             Load::Open { rate } => {
                 self.open_loop(rate, start, end).await;
@@ -358,6 +369,9 @@ impl Driver {
         };
         self.drain().await;
         ticker.abort();
+        if let Some(intervals) = intervals {
+            intervals.abort();
+        }
         self.show(&bar);
         bar.finish_and_clear();
 
@@ -375,6 +389,34 @@ impl Driver {
             (start, measured_from, end),
             on_server,
         ))
+    }
+
+    /// Prints one line per `every` (see `--every`) until aborted.
+    async fn every(&self, every: Duration, start: Instant) {
+        let mut ticks = tokio::time::interval_at((start + every).into(), every);
+        let mut accepted_before = 0;
+        loop {
+            ticks.tick().await;
+            let accepted = self.tracker.counters.accepted.load(Ordering::Relaxed);
+            let confirmed = self.tracker.take_interval().summary();
+            let memory = crate::soak::resident_mb(&self.target.endpoints.system_pids);
+            let lag = crate::soak::archive_lag(&self.jetstream)
+                .await
+                .ok()
+                .flatten();
+            // Beside the progress display (stderr), never in a `--json` report (stdout).
+            eprintln!(
+                "{}",
+                crate::soak::line(
+                    start.elapsed(),
+                    accepted.saturating_sub(accepted_before),
+                    &confirmed,
+                    &memory,
+                    lag
+                )
+            );
+            accepted_before = accepted;
+        }
     }
 
     fn cpu_now(&self) -> anyhow::Result<Option<crate::cpu::Sample>> {

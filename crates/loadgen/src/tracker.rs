@@ -16,6 +16,8 @@ use futures::StreamExt as _;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::latency::Latency;
+
 /// How an order's saga ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -52,6 +54,8 @@ pub struct Counters {
 pub struct Tracker {
     orders: Mutex<HashMap<Uuid, Track>>,
     pub counters: Counters,
+    /// POST → confirmed of the orders that ended since it was last taken (`--every`).
+    interval: Mutex<Latency>,
 }
 
 impl Tracker {
@@ -100,6 +104,10 @@ impl Tracker {
                     Outcome::Cancelled
                 };
                 track.outcome = Some((outcome, at));
+                if let Some(intended) = track.intended {
+                    self.interval()
+                        .record(at.saturating_duration_since(intended));
+                }
                 if let Some(waiter) = track.waiter.take() {
                     let _ = waiter.send(());
                 }
@@ -129,7 +137,9 @@ impl Tracker {
         track.intended = Some(intended);
         track.accepted = Some(at);
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        if track.outcome.is_some() {
+        if let Some((_, ended)) = track.outcome {
+            self.interval()
+                .record(ended.saturating_duration_since(intended));
             self.counters.ended.fetch_add(1, Ordering::Relaxed);
             let _ = sender.send(());
         } else {
@@ -147,6 +157,17 @@ impl Tracker {
             .into_values()
             .filter(|t| t.accepted.is_some())
             .collect()
+    }
+
+    /// The latencies of the sagas that ended since the last call, leaving an empty record.
+    pub fn take_interval(&self) -> Latency {
+        std::mem::take(&mut *self.interval())
+    }
+
+    fn interval(&self) -> std::sync::MutexGuard<'_, Latency> {
+        self.interval
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Track>> {

@@ -173,6 +173,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The directory holding its configuration, store and logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -92,13 +92,17 @@ pub async fn archive_command(args: &ArchiveArgs, command: &ArchiveCommand) -> Ex
             .migrate()
             .await
             .map(|version| println!("the archive's schema is at version {version}")),
-        ArchiveCommand::Status => archive.schema().await.and_then(|schema| match schema {
-            Schema::Current(version) => {
-                println!("current: version {version}");
-                Ok(())
-            }
-            other => Err(archive::ArchiveError::Schema(format!("{other:?}"))),
-        }),
+        ArchiveCommand::Status => match archive.schema().await {
+            Ok(Schema::Current(version)) => archive.usage().await.map(|usage| {
+                let per_order = usage.bytes.checked_div(usage.orders).unwrap_or(0);
+                println!(
+                    "schema current (version {version}); {} orders in {} bytes ({per_order} bytes per order)",
+                    usage.orders, usage.bytes
+                );
+            }),
+            Ok(other) => Err(archive::ArchiveError::Schema(format!("{other:?}"))),
+            Err(e) => Err(e),
+        },
     };
     archive.close().await;
     match outcome {
