@@ -17,12 +17,13 @@ async fn app_with_a_short_hot_window() -> TestApp {
         .await
 }
 
-/// Waits until the event streams hold nothing any more (what the hot window does to events).
+/// Waits until the event streams and the idempotency claims hold nothing any more (what the
+/// hot window does to events; a claim lives no longer than the window).
 async fn hot_window_passes(app: &TestApp) {
     let client = async_nats::connect(app.nats.url()).await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
     let emptied = async {
-        for stream in ["ORDERS", "INVENTORY"] {
+        for stream in ["ORDERS", "INVENTORY", "KV_idempotency"] {
             loop {
                 let mut handle = jetstream.get_stream(stream).await.unwrap();
                 if handle.info().await.unwrap().state.messages == 0 {
@@ -84,6 +85,29 @@ async fn a_confirmed_order_cancelled_after_the_hot_window_gives_its_stock_back_o
 }
 
 #[tokio::test]
+async fn a_key_reused_for_another_order_after_its_claim_expired_is_still_refused() {
+    let app = app_with_a_short_hot_window().await;
+    app.set_stock("CUP", 10).await;
+    let first = app
+        .post_with_key("dora-1", &testkit::order_body("dora", &[("CUP", 1)]))
+        .await;
+    let order = testkit::accepted_order_id(first).await;
+    app.wait_for_status(&order, "confirmed").await;
+
+    hot_window_passes(&app).await;
+    let other = app
+        .post_with_key("dora-1", &testkit::order_body("dora", &[("CUP", 2)]))
+        .await;
+
+    assert_eq!(other.status(), 422);
+    let problem: Value = other.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&order),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
 async fn a_retried_create_after_the_hot_window_answers_the_order_it_made_and_makes_no_other() {
     let app = app_with_a_short_hot_window().await;
     app.set_stock("PEN", 10).await;
@@ -105,6 +129,14 @@ async fn a_retried_create_after_the_hot_window_answers_the_order_it_made_and_mak
     let replayed: Value = replay.json().await.unwrap();
     assert_eq!(replayed["order_id"], order.as_str());
     assert_eq!(replayed["status"], "confirmed");
+    // The claim now points at it again: the next retry finds it in NATS.
+    let again: Value = app
+        .post_with_key("cleo-1", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["order_id"], order.as_str());
     // Nothing was created again: no new event, no second reservation.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(app.stock("PEN").await, (6, 4, 0));

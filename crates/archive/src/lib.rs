@@ -49,6 +49,8 @@ pub struct ArchivedOrder<S> {
     pub placed_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// The (hashed) `Idempotency-Key` it was created with, if any.
+    pub idempotency_key: Option<String>,
     /// The order as its events folded it.
     pub snapshot: S,
 }
@@ -222,10 +224,26 @@ impl Archive {
     ) -> Result<Option<ArchivedOrder<S>>, ArchiveError> {
         self.ensure_schema().await?;
         let row: Option<Row> = sqlx::query_as(
-            "SELECT order_id, customer_id, status, placed_at, updated_at, snapshot \
+            "SELECT order_id, customer_id, status, placed_at, updated_at, idempotency_key, snapshot \
              FROM orders WHERE order_id = $1",
         )
         .bind(order_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(decode).transpose()
+    }
+
+    /// The first order created with the (hashed) `Idempotency-Key` `key`, if any.
+    pub async fn find_by_idempotency_key<S: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<ArchivedOrder<S>>, ArchiveError> {
+        self.ensure_schema().await?;
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT order_id, customer_id, status, placed_at, updated_at, idempotency_key, snapshot \
+             FROM orders WHERE idempotency_key = $1 ORDER BY order_id LIMIT 1",
+        )
+        .bind(key)
         .fetch_optional(&self.pool)
         .await?;
         row.map(decode).transpose()
@@ -241,7 +259,7 @@ impl Archive {
     ) -> Result<Vec<ArchivedOrder<S>>, ArchiveError> {
         self.ensure_schema().await?;
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT order_id, customer_id, status, placed_at, updated_at, snapshot \
+            "SELECT order_id, customer_id, status, placed_at, updated_at, idempotency_key, snapshot \
              FROM orders WHERE customer_id = $1 AND order_id < $2 \
              ORDER BY order_id DESC LIMIT $3",
         )
@@ -272,7 +290,7 @@ impl Archive {
             .execute(&mut *tx)
             .await?;
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT order_id, customer_id, status, placed_at, updated_at, snapshot \
+            "SELECT order_id, customer_id, status, placed_at, updated_at, idempotency_key, snapshot \
              FROM orders WHERE order_id = ANY($1)",
         )
         .bind(orders)
@@ -289,9 +307,10 @@ impl Archive {
                 columns.push(order)?;
             }
             sqlx::query(
-                "INSERT INTO orders (order_id, customer_id, status, placed_at, updated_at, snapshot) \
+                "INSERT INTO orders (order_id, customer_id, status, placed_at, updated_at, \
+                                     idempotency_key, snapshot) \
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
-                                      $5::timestamptz[], $6::jsonb[]) \
+                                      $5::timestamptz[], $6::text[], $7::jsonb[]) \
                  ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, \
                    updated_at = EXCLUDED.updated_at, snapshot = EXCLUDED.snapshot",
             )
@@ -300,6 +319,7 @@ impl Archive {
             .bind(columns.status)
             .bind(columns.placed_at)
             .bind(columns.updated_at)
+            .bind(columns.idempotency_key)
             .bind(columns.snapshot)
             .execute(&mut *tx)
             .await?;
@@ -359,11 +379,12 @@ type Row = (
     String,
     DateTime<Utc>,
     DateTime<Utc>,
+    Option<String>,
     serde_json::Value,
 );
 
 fn decode<S: DeserializeOwned>(row: Row) -> Result<ArchivedOrder<S>, ArchiveError> {
-    let (order_id, customer_id, status, placed_at, updated_at, snapshot) = row;
+    let (order_id, customer_id, status, placed_at, updated_at, idempotency_key, snapshot) = row;
     let snapshot = serde_json::from_value(snapshot).map_err(|source| ArchiveError::Corrupt {
         order: order_id,
         source,
@@ -374,6 +395,7 @@ fn decode<S: DeserializeOwned>(row: Row) -> Result<ArchivedOrder<S>, ArchiveErro
         status,
         placed_at,
         updated_at,
+        idempotency_key,
         snapshot,
     })
 }
@@ -386,6 +408,7 @@ struct Columns {
     status: Vec<String>,
     placed_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
+    idempotency_key: Vec<Option<String>>,
     snapshot: Vec<serde_json::Value>,
 }
 
@@ -401,6 +424,7 @@ impl Columns {
         self.status.push(order.status.clone());
         self.placed_at.push(order.placed_at);
         self.updated_at.push(order.updated_at);
+        self.idempotency_key.push(order.idempotency_key.clone());
         self.snapshot.push(snapshot);
         Ok(())
     }

@@ -39,6 +39,7 @@ fn order(customer: &str, id: Uuid, events: &[&str]) -> ArchivedOrder<Folded> {
         status: "pending".into(),
         placed_at: Utc::now(),
         updated_at: Utc::now(),
+        idempotency_key: None,
         snapshot: Folded {
             events: events.iter().map(|e| (*e).to_owned()).collect(),
         },
@@ -194,6 +195,43 @@ async fn retention_deletes_only_orders_placed_before_the_cutoff() {
     assert_eq!(deleted, 1);
     assert!(archive.get::<Folded>(old).await.unwrap().is_none());
     assert!(archive.get::<Folded>(new).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_order_is_found_by_the_idempotency_key_it_was_created_with() {
+    let server = PostgresServer::start();
+    let archive = migrated(&server).await;
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    archive
+        .update(
+            &[first, second],
+            |_: HashMap<Uuid, ArchivedOrder<Folded>>| {
+                let keyed = |id| ArchivedOrder {
+                    idempotency_key: Some("k-1".to_owned()),
+                    ..order("alice", id, &["created"])
+                };
+                vec![keyed(second), keyed(first)]
+            },
+        )
+        .await
+        .unwrap();
+
+    let found = archive
+        .find_by_idempotency_key::<Folded>("k-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        found.map(|o| o.order_id),
+        Some(first),
+        "the first order made with it"
+    );
+    assert!(
+        archive
+            .find_by_idempotency_key::<Folded>("k-2")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]

@@ -45,6 +45,12 @@ pub struct OrderCreated {
     pub currency: Currency,
     /// Sum of `quantity × unit_price_cents` over all lines.
     pub total_cents: u64,
+    /// The request's `Idempotency-Key`, hashed (sha256, hex; per customer when customers are
+    /// authenticated), when it had one: the archive answers a retry with it long after the
+    /// key's claim has expired. Optional: absent without a key, and in events of earlier
+    /// producers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl OrderCreated {
@@ -62,6 +68,7 @@ impl OrderCreated {
             items,
             currency,
             total_cents,
+            idempotency_key: None,
         })
     }
 }

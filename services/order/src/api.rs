@@ -420,6 +420,16 @@ fn idempotency_key(
     Ok(Some(hex(&digest.finalize())))
 }
 
+/// 422: the key made another order (with another request).
+fn key_reused(order: OrderId) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "Idempotency-Key already used for a different request",
+    )
+    .with_detail(format!("the key belongs to order {order}"))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -461,7 +471,8 @@ async fn create_order(
     let store = app.store()?;
     let mut order_id = OrderId::new();
     let mut replayed = false;
-    if let Some(key) = idempotency_key(&headers, caller.as_ref())? {
+    let key = idempotency_key(&headers, caller.as_ref())?;
+    if let Some(key) = &key {
         let request_hash = hex(&Sha256::digest(
             serde_json::to_vec(&request).unwrap_or_default(),
         ));
@@ -469,26 +480,56 @@ async fn create_order(
             order_id,
             request_hash,
         };
-        if let Some(existing) = store.claim(&key, &claim).await? {
-            if existing.request_hash != claim.request_hash {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency-key-reused",
-                    "Idempotency-Key already used for a different request",
-                )
-                .with_detail(format!("the key belongs to order {}", existing.order_id)));
+        // The claim in NATS, and — for a retry that comes after the claim expired — the
+        // archive's memory of the key, asked at once so the archive adds no wait.
+        let (claimed, archived) = tokio::join!(
+            store.claim(key, &claim),
+            store.archived_by_idempotency_key(key)
+        );
+        let earlier = match claimed? {
+            Some(existing) if existing.request_hash != claim.request_hash => {
+                return Err(key_reused(existing.order_id));
             }
-            order_id = existing.order_id;
+            Some(existing) => Some(existing.order_id),
+            None => match archived {
+                Ok(Some(made)) => {
+                    let same = made.created.customer_id == customer_id
+                        && made.created.items == items
+                        && made.created.currency == currency;
+                    if !same {
+                        return Err(key_reused(made.key.order));
+                    }
+                    // The claim just made points at an order never created: point it at the
+                    // one the key made, so later retries find it in NATS again.
+                    let earlier = Claim {
+                        order_id: made.key.order,
+                        ..claim
+                    };
+                    store.reclaim(key, &earlier).await?;
+                    Some(made.key.order)
+                }
+                Ok(None) => None,
+                // A new order rather than none: a retry made during an outage of the
+                // archive after its claim expired may make a second order.
+                Err(error) => {
+                    tracing::warn!(%error, "the archive could not say whether this Idempotency-Key made an order");
+                    None
+                }
+            },
+        };
+        if let Some(earlier) = earlier {
+            order_id = earlier;
             replayed = true;
         }
     }
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
-    let order = OrderCreated::new(order_id, customer_id, items, currency).ok_or_else(|| {
+    let mut order = OrderCreated::new(order_id, customer_id, items, currency).ok_or_else(|| {
         Problem::validation(vec![FieldError::new(
             "items",
             "the order total is too large",
         )])
     })?;
+    order.idempotency_key = key;
     let key = store.key(order.customer_id.clone(), order_id);
     // A replay answers with the order its first try created, as it is now — read first, as
     // its events may have left the hot log for the archive, where a create-only append would

@@ -204,6 +204,7 @@ impl platform::service::Service for OrderService {
             nats.stream_replicas,
             nats.stream_partitions,
             self.archive.clone(),
+            nats.hot_window,
         )
         .await
     }

@@ -94,8 +94,9 @@ pub struct Snapshot {
 /// What applying a cause to an order means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Append this event, on the condition that the history has not moved.
-    Append(Envelope),
+    /// Append this event, on the condition that the history has not moved (boxed: an event is
+    /// far larger than the other answers).
+    Append(Box<Envelope>),
     /// This very cause already moved the order: nothing to do.
     Done,
     /// Nothing to do: the order is past this point for another reason.
@@ -252,7 +253,7 @@ impl Order {
     /// Inventory reserved the stock: `pending → confirmed`.
     pub fn confirm(&self, cause: &Envelope) -> Decision {
         match self.status {
-            Status::Pending => Decision::Append(
+            Status::Pending => Decision::Append(Box::new(
                 Envelope::new(
                     SOURCE,
                     Event::OrderConfirmed(OrderConfirmed {
@@ -263,7 +264,7 @@ impl Order {
                     }),
                 )
                 .caused_by(cause),
-            ),
+            )),
             _ if self.caused_by(cause) => Decision::Done,
             Status::Confirmed => Decision::Ignore("already confirmed"),
             Status::Cancelled => Decision::Ignore("cancelled before it could be confirmed"),
@@ -285,10 +286,10 @@ impl Order {
                         reserved: self.reserved(),
                     }),
                 );
-                Decision::Append(match cause {
+                Decision::Append(Box::new(match cause {
                     Some(cause) => event.caused_by(cause),
                     None => event,
-                })
+                }))
             }
             Status::Cancelled if cause.is_some_and(|c| self.caused_by(c)) => Decision::Done,
             Status::Cancelled => Decision::Ignore("already cancelled"),
@@ -330,7 +331,7 @@ pub(crate) mod tests {
             panic!("expected an append, got {decision:?}")
         };
         let next = order.clone().appended(&event, order.last_sequence + 1);
-        (next, event)
+        (next, *event)
     }
 
     #[test]
@@ -374,11 +375,11 @@ pub(crate) mod tests {
     fn cancelling_a_confirmed_order_names_what_inventory_holds_and_a_pending_one_nothing() {
         let order = placed();
         let reserved = |decision: Decision| match decision {
-            Decision::Append(Envelope {
-                event: Event::OrderCancelled(cancelled),
-                ..
-            }) => cancelled.reserved,
-            other => panic!("not a cancellation: {other:?}"),
+            Decision::Append(event) => match event.event {
+                Event::OrderCancelled(cancelled) => cancelled.reserved,
+                other => panic!("not a cancellation: {other:?}"),
+            },
+            other => panic!("not an append: {other:?}"),
         };
         assert!(reserved(order.cancel(CancelReason::CustomerRequested, None)).is_empty());
         let (confirmed, _) = applied(&order, order.confirm(&cause()));

@@ -227,6 +227,7 @@ fn row(order: &Order) -> Option<ArchivedOrder<Snapshot>> {
         status: order.status.as_str().to_owned(),
         placed_at: order.created_at()?,
         updated_at: order.updated_at()?,
+        idempotency_key: order.created.idempotency_key.clone(),
         snapshot: order.snapshot(),
     })
 }
@@ -260,7 +261,7 @@ mod tests {
         let first = sample::delivery(&key, created);
         let second = Delivery {
             stream_sequence: 2,
-            ..sample::delivery(&key, confirmed)
+            ..sample::delivery(&key, *confirmed)
         };
         (key, first, second)
     }

@@ -101,7 +101,9 @@ mod tests {
     async fn saga() -> (NatsServer, Saga) {
         let server = NatsServer::start();
         let bus = sample::bus(&server, "order-saga-test").await;
-        let store = Store::open(&bus, 1, Partitions::ONE, None).await.unwrap();
+        let store = Store::open(&bus, 1, Partitions::ONE, None, std::time::Duration::ZERO)
+            .await
+            .unwrap();
         (server, Saga { store })
     }
 
@@ -202,6 +204,7 @@ mod tests {
             1,
             Partitions::ONE,
             None,
+            std::time::Duration::ZERO,
         )
         .await
         .unwrap();

@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::order::{Decision, Order, Snapshot};
 
-/// How long an `Idempotency-Key` is remembered.
+/// How long an `Idempotency-Key` is claimed in NATS at most; with an archive, no longer than
+/// the hot window (the archive remembers the key after that, and each claim costs nats-server
+/// memory like any retained subject).
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Rounds of "decide, append, find the history moved" before giving up for now.
 const ROUNDS: usize = 16;
@@ -65,7 +67,7 @@ pub enum Basis {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transitioned {
     /// The event was appended; the order as it is now.
-    Appended(Envelope, Order),
+    Appended(Box<Envelope>, Order),
     /// The decision was to append nothing; the order as it is.
     Unchanged(Decision, Order),
 }
@@ -167,7 +169,12 @@ impl Store {
         replicas: usize,
         partitions: Partitions,
         archive: Option<Archive>,
+        hot_window: Duration,
     ) -> Result<Self, ProvisionError> {
+        let ttl = match (&archive, hot_window.is_zero()) {
+            (Some(_), false) => IDEMPOTENCY_TTL.min(hot_window),
+            _ => IDEMPOTENCY_TTL,
+        };
         Ok(Self {
             log: bus.events().clone(),
             bus: bus.clone(),
@@ -177,7 +184,7 @@ impl Store {
                 bus,
                 &KvBucket {
                     replicas,
-                    ttl: Some(IDEMPOTENCY_TTL),
+                    ttl: Some(ttl),
                     ..KvBucket::new(IDEMPOTENCY)
                 },
             )
@@ -446,6 +453,38 @@ impl Store {
         Ok((orders.into_iter().flatten().collect(), next))
     }
 
+    /// The order the (hashed) `Idempotency-Key` `key` created, as the archive remembers it once
+    /// the key's claim has expired; `None` without an archive.
+    pub async fn archived_by_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<Order>, OrderStoreError> {
+        let Some(archive) = &self.archive else {
+            return Ok(None);
+        };
+        let Some(row) = archive.find_by_idempotency_key::<Snapshot>(key).await? else {
+            return Ok(None);
+        };
+        let key = self.key(
+            row.snapshot.created.customer_id.clone(),
+            OrderId(row.order_id),
+        );
+        Ok(Some(Order::restore(key, row.snapshot)))
+    }
+
+    /// Points the claim of `key` at `claim` (an order the archive remembers for it), whatever
+    /// it held; `Ok(false)` if another request changed it meanwhile.
+    pub async fn reclaim(&self, key: &str, claim: &Claim) -> Result<bool, StoreError> {
+        Ok(match self.idempotency.get(key).await? {
+            Some(current) => self
+                .idempotency
+                .update(key, claim, current.revision)
+                .await?
+                .is_some(),
+            None => self.idempotency.create(key, claim).await?.is_some(),
+        })
+    }
+
     /// Claims `key` for `claim`; `Ok(None)` if claimed now, `Ok(Some(existing))` if it was
     /// already claimed (by this request's earlier try or by another one).
     pub async fn claim(&self, key: &str, claim: &Claim) -> Result<Option<Claim>, StoreError> {
@@ -528,9 +567,15 @@ mod tests {
             let postgres = PostgresServer::start();
             let bus = sample::bus(&nats, "order-store-test").await;
             let archive = sample::archive(&postgres).await;
-            let store = Store::open(&bus, 1, Partitions::ONE, Some(archive.clone()))
-                .await
-                .unwrap();
+            let store = Store::open(
+                &bus,
+                1,
+                Partitions::ONE,
+                Some(archive.clone()),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
             Setup {
                 _nats: nats,
                 _postgres: postgres,
