@@ -101,6 +101,11 @@ pub struct NatsArgs {
     /// for ever (no archive needed; memory grows with history).
     #[arg(long, env = "HOT_WINDOW", default_value = "24h", value_parser = hot_window)]
     pub hot_window: Duration,
+    /// How long nats-server remembers a `Nats-Msg-Id` to drop a repeated publish (`2m`; at
+    /// least 15 s, a publisher's retries; at most the hot window). It holds an entry per event
+    /// for that long: a shorter window costs nats-server less memory at high rates.
+    #[arg(long, env = "DEDUPE_WINDOW", default_value = "2m", value_parser = hot_window)]
+    pub dedupe_window: Duration,
 }
 
 impl NatsArgs {
@@ -165,14 +170,17 @@ impl NatsArgs {
                 return Err(NatsConfigError::HotWindow { window, needed });
             }
         }
+        if self.dedupe_window < MIN_DEDUPE_WINDOW {
+            return Err(NatsConfigError::DedupeWindow(self.dedupe_window));
+        }
         Ok(StreamSettings {
             replicas: self.stream_replicas,
             partitions: self.stream_partitions,
             max_age: window,
             duplicate_window: if window.is_zero() {
-                defaults.duplicate_window
+                self.dedupe_window
             } else {
-                defaults.duplicate_window.min(window)
+                self.dedupe_window.min(window)
             },
             ..defaults
         })
@@ -200,6 +208,12 @@ pub enum NatsConfigError {
     /// The settings contradict each other.
     #[error(transparent)]
     Bus(#[from] ConfigError),
+    /// A dedupe window shorter than a publisher retries.
+    #[error(
+        "DEDUPE_WINDOW {} is too short: a publisher retries one publish for up to 10 s; give at least 15s",
+        humantime::format_duration(*.0)
+    )]
+    DedupeWindow(Duration),
     /// The hot window is shorter than a message may need to stay in its stream.
     #[error(
         "HOT_WINDOW {} is too short: a message may stay pending for {} (CONSUMER_MAX_DELIVER deliveries of CONSUMER_ACK_WAIT_MS each, plus the retry delays between them) and would expire while still being retried; lengthen HOT_WINDOW, or shorten the ack wait or the deliveries",
@@ -334,6 +348,7 @@ impl Default for NatsArgs {
             consumer_ack_wait: Duration::from_secs(30),
             consumer_max_deliver: bus::DEFAULT_MAX_DELIVER,
             hot_window: Duration::from_secs(24 * 3600),
+            dedupe_window: Duration::from_secs(120),
         }
     }
 }
@@ -427,6 +442,19 @@ mod tests {
             ..NatsArgs::default()
         };
         assert!(forever.stream_settings().unwrap().max_age.is_zero());
+        let short_dedupe = NatsArgs {
+            dedupe_window: hot_window("20s").unwrap(),
+            ..nats
+        };
+        assert_eq!(
+            short_dedupe.stream_settings().unwrap().duplicate_window,
+            Duration::from_secs(20)
+        );
+        let too_short = NatsArgs {
+            dedupe_window: hot_window("5s").unwrap(),
+            ..NatsArgs::default()
+        };
+        assert!(too_short.stream_settings().is_err());
     }
 
     #[test]

@@ -280,6 +280,9 @@ pub fn init_with(settings: Settings) -> Result<Telemetry, TelemetryError> {
     })
 }
 
+/// How often pending histogram samples are drained into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder, installed on first use (a process has one recorder;
 /// services started in-process by tests share it).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -298,6 +301,18 @@ pub fn metrics_handle() -> PrometheusHandle {
             // then shows only what this one saw, which is still a valid exposition.
             let _ = metrics::set_global_recorder(recorder);
             metric::describe();
+            // A recorder built (not installed with an exporter) keeps every histogram sample
+            // until it is drained — by a scrape, or by this upkeep. Without it a process nobody
+            // scrapes grew by every sample of every request (BENCHMARKS.md, the soak).
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
             handle
         })
         .clone()
