@@ -105,6 +105,17 @@ async fn a_key_reused_for_another_order_after_its_claim_expired_is_still_refused
         problem["detail"].as_str().unwrap().contains(&order),
         "{problem}"
     );
+    // The refused request left no claim behind: the key still answers its own order, and
+    // refuses the other request again.
+    let own = app
+        .post_with_key("dora-1", &testkit::order_body("dora", &[("CUP", 1)]))
+        .await;
+    assert_eq!(own.status(), 202);
+    assert_eq!(testkit::accepted_order_id(own).await, order);
+    let again = app
+        .post_with_key("dora-1", &testkit::order_body("dora", &[("CUP", 2)]))
+        .await;
+    assert_eq!(again.status(), 422);
 }
 
 #[tokio::test]

@@ -134,6 +134,8 @@ impl ArchiveArgs {
             }
             (None, None) => {}
         }
+        // A statement that hangs (a lock, a stalled disk) fails instead of holding its caller.
+        let options = options.options([("statement_timeout", "15s")]);
         Ok(Some(options.application_name("orderflow")))
     }
 }

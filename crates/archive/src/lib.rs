@@ -102,6 +102,9 @@ pub enum ArchiveError {
     /// The schema is not the one this build was made for.
     #[error("the archive's schema is not usable by this build: {0}")]
     Schema(String),
+    /// A statement did not finish in time (a hung connection, a locked table).
+    #[error("the archive did not answer within {0:?}")]
+    Timeout(Duration),
     /// Applying the migrations failed.
     #[error("migrating the archive failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

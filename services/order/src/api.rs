@@ -35,6 +35,9 @@ pub const MAX_QUANTITY: u32 = 1_000;
 pub const MAX_UNIT_PRICE_CENTS: u64 = 100_000_000;
 /// Largest page of a customer's orders.
 pub const MAX_PAGE: usize = 100;
+/// Longest a create waits for the archive to say whether its `Idempotency-Key` made an order
+/// already (only a retry after the key's claim expired needs it).
+const ARCHIVE_LOOKUP: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What the handlers share. The store exists once start-up provisioning is done; until then
 /// the API answers 503.
@@ -481,22 +484,35 @@ async fn create_order(
             request_hash,
         };
         // The claim in NATS, and — for a retry that comes after the claim expired — the
-        // archive's memory of the key, asked at once so the archive adds no wait.
+        // archive's memory of the key, asked at once and for a bounded time.
         let (claimed, archived) = tokio::join!(
             store.claim(key, &claim),
-            store.archived_by_idempotency_key(key)
+            tokio::time::timeout(ARCHIVE_LOOKUP, store.archived_by_idempotency_key(key))
         );
+        let archived = archived.unwrap_or_else(|_| {
+            Err(OrderStoreError::Archive(archive::ArchiveError::Timeout(
+                ARCHIVE_LOOKUP,
+            )))
+        });
         let earlier = match claimed? {
             Some(existing) if existing.request_hash != claim.request_hash => {
                 return Err(key_reused(existing.order_id));
             }
-            Some(existing) => Some(existing.order_id),
+            // Another retry of this request, which (after the claim had expired) may have
+            // claimed a fresh id before pointing the claim at the order the archive knows:
+            // the archive's order is the one.
+            Some(existing) => match &archived {
+                Ok(Some(made)) => Some(made.key.order),
+                _ => Some(existing.order_id),
+            },
             None => match archived {
                 Ok(Some(made)) => {
                     let same = made.created.customer_id == customer_id
                         && made.created.items == items
                         && made.created.currency == currency;
                     if !same {
+                        // Leave no claim for this request behind: the key stays the order's.
+                        store.release_claim(key).await?;
                         return Err(key_reused(made.key.order));
                     }
                     // The claim just made points at an order never created: point it at the

@@ -129,6 +129,17 @@ pub async fn run(
             humantime::format_duration(config.nats.hot_window)
         )));
     }
+    if let Retention::For(age) = config.archive.archive_retention
+        && !config.nats.hot_window.is_zero()
+        && age < config.nats.hot_window
+    {
+        return Err(RunError::Settings(format!(
+            "ARCHIVE_RETENTION={} is shorter than HOT_WINDOW={}: orders still hot would be \
+             deleted from the archive",
+            humantime::format_duration(age),
+            humantime::format_duration(config.nats.hot_window)
+        )));
+    }
     if archive.is_none() {
         tracing::warn!(
             "no archive (ARCHIVE_URL=none): every event stays in NATS, whose memory grows \

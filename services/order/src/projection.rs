@@ -10,7 +10,8 @@
 //! to one writer, which folds whatever arrived together in one transaction (the orders locked,
 //! read, folded, written) — at a thousand orders a second one commit per batch, not per event.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use archive::{Archive, ArchivedOrder};
@@ -108,6 +109,10 @@ impl bus::Handler for Projection {
     }
 }
 
+/// Longest a transaction may take before the batch counts as failed (and is retried): a hung
+/// connection must not stall the projection, and `orderflow_archive_available` must say so.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long the writer may sit idle before it checks the archive still answers, so that
 /// `orderflow_archive_available` says so even when no order comes.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
@@ -142,95 +147,119 @@ async fn write(archive: Archive, mut pending: mpsc::Receiver<Pending>) {
     }
 }
 
-/// Folds `deliveries` into their orders' snapshots in one transaction; the outcome of each.
+/// Folds `deliveries` into their orders' snapshots in one transaction; the outcome of each. An
+/// order whose archived snapshot does not decode fails alone (its deliveries are dead-lettered
+/// with the reason): the batch is folded again without it.
 async fn fold<'a>(
     archive: &Archive,
     deliveries: impl Iterator<Item = &'a Delivery>,
 ) -> Vec<Result<(), HandlerError>> {
     let deliveries: Vec<&Delivery> = deliveries.collect();
-    let mut orders: Vec<OrderId> = deliveries.iter().map(|d| d.key.order).collect();
-    orders.sort_unstable();
-    orders.dedup();
-    let ids: Vec<uuid::Uuid> = orders.iter().map(|o| o.0).collect();
-    // Which deliveries found no archived order to fold into (and no `created` before them).
-    let mut orphans = vec![false; deliveries.len()];
-    let written = archive
-        .update(
-            &ids,
-            |mut existing: HashMap<uuid::Uuid, ArchivedOrder<Snapshot>>| {
-                let mut folded: HashMap<OrderId, (Order, bool)> = HashMap::new();
-                // Stream order within the batch: a `created` before what follows it.
-                let mut by_sequence: Vec<usize> = (0..deliveries.len()).collect();
-                by_sequence.sort_by_key(|i| deliveries[*i].stream_sequence);
-                for i in by_sequence {
-                    let delivery = deliveries[i];
-                    let key = &delivery.key;
-                    let entry = match folded.entry(key.order) {
-                        std::collections::hash_map::Entry::Occupied(entry) => {
-                            Some(entry.into_mut())
-                        }
-                        std::collections::hash_map::Entry::Vacant(slot) => {
-                            let archived = existing
-                                .remove(&key.order.0)
-                                .map(|row| Order::restore(key.clone(), row.snapshot));
-                            let fresh = || {
-                                Order::created(
-                                    key.clone(),
-                                    &delivery.envelope,
-                                    delivery.stream_sequence,
-                                )
-                            };
-                            match archived {
-                                Some(order) => Some(slot.insert((order, false))),
-                                None => fresh().map(|order| slot.insert((order, true))),
-                            }
-                        }
-                    };
-                    match entry {
-                        Some((order, changed)) => *changed |= order.absorb(&delivery.envelope),
-                        None => orphans[i] = true,
-                    }
+    let mut corrupt: HashMap<OrderId, String> = HashMap::new();
+    loop {
+        let live: Vec<&Delivery> = deliveries
+            .iter()
+            .copied()
+            .filter(|d| !corrupt.contains_key(&d.key.order))
+            .collect();
+        let (written, orphans) = fold_once(archive, &live).await;
+        let outcome = match written {
+            Ok(()) => Ok(()),
+            Err(archive::ArchiveError::Corrupt { order, source }) => {
+                let why =
+                    format!("the archived snapshot of order {order} does not decode: {source}");
+                if corrupt.insert(OrderId(order), why).is_none() {
+                    continue;
                 }
-                folded
-                    .into_values()
-                    .filter(|(_, changed)| *changed)
-                    .filter_map(|(order, _)| row(&order))
-                    .collect()
-            },
-        )
-        .await;
-    metrics::gauge!(metric::ARCHIVE_AVAILABLE).set(if written.is_ok() { 1.0 } else { 0.0 });
-    match written {
-        Ok(_) => orphans
-            .into_iter()
-            .zip(&deliveries)
-            .map(|(orphan, delivery)| {
-                if orphan {
-                    Err(HandlerError::transient(format!(
-                        "order {} is not archived yet: its {} waits for its created event",
-                        delivery.key.order,
-                        delivery.envelope.kind()
-                    )))
-                } else {
+                Err(HandlerError::transient("the archive refused a batch twice"))
+            }
+            Err(error) => {
+                tracing::warn!(%error, events = live.len(), "archiving failed; retrying");
+                Err(HandlerError::transient(error.to_string()))
+            }
+        };
+        metrics::gauge!(metric::ARCHIVE_AVAILABLE).set(if outcome.is_ok() { 1.0 } else { 0.0 });
+        return deliveries
+            .iter()
+            .map(|delivery| {
+                if let Some(why) = corrupt.get(&delivery.key.order) {
+                    return Err(HandlerError::permanent(why.clone()));
+                }
+                match &outcome {
+                    Err(error) => Err(HandlerError::transient(error.to_string())),
                     Ok(())
+                        if orphans
+                            .contains(&(delivery.key.partition, delivery.stream_sequence)) =>
+                    {
+                        Err(HandlerError::transient(format!(
+                            "order {} is not archived yet: its {} waits for its created event",
+                            delivery.key.order,
+                            delivery.envelope.kind()
+                        )))
+                    }
+                    Ok(()) => Ok(()),
                 }
             })
-            .collect(),
-        Err(error) => {
-            tracing::warn!(%error, events = deliveries.len(), "archiving failed; retrying");
-            let transient = error.is_transient();
-            deliveries
-                .iter()
-                .map(|_| {
-                    Err(if transient {
-                        HandlerError::transient(error.to_string())
-                    } else {
-                        HandlerError::permanent(error.to_string())
-                    })
-                })
-                .collect()
-        }
+            .collect();
     }
+}
+
+/// One transaction over `deliveries`, bounded by [`WRITE_TIMEOUT`]; also returns (partition,
+/// stream sequence) of the deliveries that found no archived order to fold into (and no
+/// `created` before them).
+async fn fold_once(
+    archive: &Archive,
+    deliveries: &[&Delivery],
+) -> (Result<(), archive::ArchiveError>, HashSet<(u16, u64)>) {
+    let mut ids: Vec<uuid::Uuid> = deliveries.iter().map(|d| d.key.order.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut orphans = HashSet::new();
+    let update = archive.update(
+        &ids,
+        |mut existing: HashMap<uuid::Uuid, ArchivedOrder<Snapshot>>| {
+            let mut folded: HashMap<OrderId, (Order, bool)> = HashMap::new();
+            // Stream order within the batch: a `created` before what follows it.
+            let mut by_sequence: Vec<&Delivery> = deliveries.to_vec();
+            by_sequence.sort_by_key(|d| d.stream_sequence);
+            for delivery in by_sequence {
+                let key = &delivery.key;
+                let entry = match folded.entry(key.order) {
+                    Entry::Occupied(entry) => Some(entry.into_mut()),
+                    Entry::Vacant(slot) => {
+                        let archived = existing
+                            .remove(&key.order.0)
+                            .map(|row| Order::restore(key.clone(), row.snapshot));
+                        match archived {
+                            Some(order) => Some(slot.insert((order, false))),
+                            None => Order::created(
+                                key.clone(),
+                                &delivery.envelope,
+                                delivery.stream_sequence,
+                            )
+                            .map(|order| slot.insert((order, true))),
+                        }
+                    }
+                };
+                match entry {
+                    Some((order, changed)) => *changed |= order.absorb(&delivery.envelope),
+                    None => {
+                        orphans.insert((key.partition, delivery.stream_sequence));
+                    }
+                }
+            }
+            folded
+                .into_values()
+                .filter(|(_, changed)| *changed)
+                .filter_map(|(order, _)| row(&order))
+                .collect()
+        },
+    );
+    let written = match tokio::time::timeout(WRITE_TIMEOUT, update).await {
+        Ok(written) => written.map(|_| ()),
+        Err(_) => Err(archive::ArchiveError::Timeout(WRITE_TIMEOUT)),
+    };
+    (written, orphans)
 }
 
 /// The archive row of `order`.
@@ -365,6 +394,32 @@ mod tests {
                 Status::Confirmed
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_order_whose_archived_snapshot_does_not_decode_fails_alone() {
+        let (server, archive, projection) = projection().await;
+        let (broken, created, confirmed) = placed_and_confirmed();
+        projection.handle(created).await.unwrap();
+        let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
+        sqlx::query("UPDATE orders SET snapshot = '{\"not\": \"an order\"}' WHERE order_id = $1")
+            .bind(broken.order.0)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (healthy, other_created, _) = placed_and_confirmed();
+
+        let (broken_outcome, healthy_outcome) = tokio::join!(
+            projection.handle(confirmed),
+            projection.handle(other_created)
+        );
+
+        assert!(
+            matches!(broken_outcome, Err(HandlerError::Permanent(_))),
+            "{broken_outcome:?}"
+        );
+        healthy_outcome.unwrap();
+        assert!(archived(&archive, &healthy).await.is_some());
     }
 
     #[tokio::test]

@@ -485,6 +485,11 @@ impl Store {
         })
     }
 
+    /// Drops the claim of `key` (one a refused request made).
+    pub async fn release_claim(&self, key: &str) -> Result<(), StoreError> {
+        self.idempotency.delete(key).await
+    }
+
     /// Claims `key` for `claim`; `Ok(None)` if claimed now, `Ok(Some(existing))` if it was
     /// already claimed (by this request's earlier try or by another one).
     pub async fn claim(&self, key: &str, claim: &Claim) -> Result<Option<Claim>, StoreError> {
