@@ -57,7 +57,16 @@ pub fn consumer_specs(
             } else {
                 hot_window / 2
             };
-            let max_deliver = spec.deliveries_within(span).max(spec.max_deliver);
+            // Each delivery may also spend a whole write timeout before its nak: count it, so
+            // the last delivery still comes within the span however the archive fails.
+            let per_delivery = WRITE_TIMEOUT + LINGER + spec.max_nak_delay;
+            let worst = i64::try_from(span.as_millis() / per_delivery.as_millis().max(1))
+                .unwrap_or(i64::MAX)
+                .max(1);
+            let max_deliver = spec
+                .deliveries_within(span)
+                .min(worst)
+                .max(spec.max_deliver);
             ConsumerSpec {
                 max_deliver,
                 ..spec
@@ -278,7 +287,7 @@ fn row(order: &Order) -> Option<ArchivedOrder<Snapshot>> {
 #[cfg(test)]
 mod tests {
     use bus::Handler as _;
-    use events::OrderKey;
+    use events::{OrderKey, Partitions};
     use testkit::{PostgresServer, sample};
 
     use super::*;
@@ -315,6 +324,17 @@ mod tests {
             .await
             .unwrap()
             .map(|row| Order::restore(key.clone(), row.snapshot))
+    }
+
+    #[test]
+    fn the_projection_gives_up_within_half_the_hot_window_however_slowly_the_archive_fails() {
+        let window = Duration::from_secs(24 * 3600);
+        for spec in consumer_specs(Partitions::ONE, window, |spec| spec) {
+            let worst = (WRITE_TIMEOUT + LINGER + spec.max_nak_delay)
+                * u32::try_from(spec.max_deliver).unwrap();
+            assert!(worst <= window / 2, "{worst:?}");
+            assert!(spec.max_deliver > 100, "an outage of hours is ridden out");
+        }
     }
 
     #[tokio::test]
