@@ -70,8 +70,11 @@ start_archive() {
   if [ ! -s "$data/PG_VERSION" ]; then
     mkdir -p "$data"
     [ -z "${db_user:-}" ] || chown "$db_user" "$data"
+    # --no-sync: a local cluster need not wait for the disk here (on a busy machine that took
+    # the most of a first start); the server syncs what it writes from then on.
     "${as_db_user[@]}" "$POSTGRES_BIN_DIR/initdb" -D "$data" -U orderflow --pwfile="$password" \
-      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >"$logs/initdb.log" 2>&1 \
+      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C --no-sync \
+      >"$logs/initdb.log" 2>&1 \
       || { cat "$logs/initdb.log" >&2; return 1; }
     echo "CREATE DATABASE orderflow;" \
       | "${as_db_user[@]}" "$POSTGRES_BIN_DIR/postgres" --single -D "$data" postgres >/dev/null

@@ -150,14 +150,23 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
 
     let http = http_client();
     let order_api = format!("http://127.0.0.1:{order}");
-    eventually("scripts/dev is up and seeded", || async {
-        let stock = http
-            .get(format!("http://127.0.0.1:{inventory}/v1/stock/SKU-MUG"))
-            .send()
-            .await;
-        stock.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    // A first run makes its PostgreSQL cluster (initdb) and migrates it before the services
+    // start: on a loaded CI machine that is more than the usual patience.
+    let seeded = async {
+        loop {
+            let stock = http
+                .get(format!("http://127.0.0.1:{inventory}/v1/stock/SKU-MUG"))
+                .send()
+                .await;
+            if stock.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), seeded)
+        .await
+        .expect("scripts/dev is up and seeded within 2 minutes");
     // Closed by default: the stock admin API wants the token scripts/dev made and kept.
     let stock_url = format!("http://127.0.0.1:{inventory}/v1/stock/SKU-DEV");
     let body = serde_json::json!({ "available": 1 });
