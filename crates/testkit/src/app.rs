@@ -107,7 +107,7 @@ impl TestApp {
             let Some(domain) = subscription.domain() else {
                 continue;
             };
-            if subscription == events::topology::ORDER_ARCHIVE && !archiving {
+            if !crate::system::consumes(&subscription, archiving) {
                 continue;
             }
             for partition in partitions.all() {

@@ -305,7 +305,7 @@ fn consumers_of(system: &System, subject: &str) -> u64 {
         return 0;
     };
     events::topology::readers(kind)
-        .filter(|s| system.postgres.is_some() || **s != events::topology::ORDER_ARCHIVE)
+        .filter(|s| crate::system::consumes(s, system.postgres.is_some()))
         .count() as u64
 }
 

@@ -390,7 +390,7 @@ pub async fn check_invariants(
             let archiving = system.postgres.is_some();
             let consumers: Vec<(String, &str)> = events::topology::SUBSCRIPTIONS
                 .iter()
-                .filter(|sub| archiving || **sub != events::topology::ORDER_ARCHIVE)
+                .filter(|sub| crate::system::consumes(sub, archiving))
                 .filter_map(|sub| sub.domain().map(|domain| (domain, sub.durable)))
                 .flat_map(|(domain, durable)| {
                     of(domain.stream_base())
