@@ -154,7 +154,8 @@ impl Order {
         order.last_sequence = 0;
         for recorded in events {
             order.last_sequence = order.last_sequence.max(recorded.sequence);
-            order.apply(&recorded.envelope);
+            // The archive may be ahead of what is left here, or behind it.
+            order.absorb(&recorded.envelope);
         }
         Some(order)
     }
@@ -181,11 +182,38 @@ impl Order {
         }
     }
 
-    /// Applies one more event (a redelivered or already folded one changes nothing); whether
-    /// the order changed.
+    /// Applies one more event, which may come out of order (the archive's projection retries
+    /// a failed event after later ones of the same order went through); whether the order
+    /// changed. A redelivered or already folded event changes nothing. A `confirmed` that
+    /// finds the order cancelled without one was appended before the cancellation — the log
+    /// only ever appends `confirmed` to a pending order, and nothing after `cancelled` — so it
+    /// takes its place in the history before the cancellation, not nowhere.
     pub fn absorb(&mut self, envelope: &Envelope) -> bool {
         let before = self.history.len();
-        self.apply(envelope);
+        let confirmed_late = matches!(envelope.event, Event::OrderConfirmed(_))
+            && self.status == Status::Cancelled
+            && !self
+                .history
+                .iter()
+                .any(|t| t.status == Status::Confirmed || t.event_id == envelope.id);
+        if confirmed_late {
+            let at = self
+                .history
+                .iter()
+                .position(|t| t.status == Status::Cancelled)
+                .unwrap_or(self.history.len());
+            self.history.insert(
+                at,
+                Transition {
+                    status: Status::Confirmed,
+                    at: envelope.time,
+                    event_id: envelope.id,
+                    cause_id: envelope.causation_id,
+                },
+            );
+        } else {
+            self.apply(envelope);
+        }
         self.history.len() != before
     }
 
@@ -472,6 +500,24 @@ pub(crate) mod tests {
         assert!(order.absorb(&confirmed));
         assert!(!order.absorb(&confirmed));
         assert_eq!(order.history.len(), 2);
+    }
+
+    #[test]
+    fn a_confirmation_absorbed_after_the_cancellation_that_followed_it_keeps_its_place() {
+        let order = placed();
+        let (confirmed, confirmation) = applied(&order, order.confirm(&cause()));
+        let (cancelled, cancellation) = applied(
+            &confirmed,
+            confirmed.cancel(CancelReason::CustomerRequested, None),
+        );
+        let mut archived = order.clone();
+
+        assert!(archived.absorb(&cancellation));
+        assert!(archived.absorb(&confirmation));
+        assert!(!archived.absorb(&confirmation));
+
+        assert_eq!(archived.status, Status::Cancelled);
+        assert_eq!(archived.history, cancelled.history);
     }
 
     #[test]
