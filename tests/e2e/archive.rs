@@ -152,3 +152,37 @@ async fn a_retried_create_after_the_hot_window_answers_the_order_it_made_and_mak
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(app.stock("PEN").await, (6, 4, 0));
 }
+
+#[tokio::test]
+async fn while_the_archive_is_away_orders_flow_readiness_says_so_and_archived_orders_answer_503() {
+    let mut app = app_with_a_short_hot_window().await;
+    app.set_stock("MUG", 10).await;
+    let archived = app.place_order("alma", &[("MUG", 1)]).await;
+    app.wait_for_status(&archived, "confirmed").await;
+    hot_window_passes(&app).await;
+    let readiness = format!("{}/readyz", app.order_url());
+
+    app.postgres.as_mut().expect("an archive").kill();
+    let placed = app.place_order("alma", &[("MUG", 1)]).await;
+    app.wait_for_status(&placed, "confirmed").await;
+
+    testkit::eventually("readiness to name the archive", || async {
+        app.get_json(&readiness).await["status"] == "degraded"
+    })
+    .await;
+    let response = testkit::http_client()
+        .get(format!("{}/v1/orders/{archived}", app.order_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+
+    app.postgres.as_mut().expect("an archive").start_again();
+    testkit::eventually("readiness to be whole again", || async {
+        app.get_json(&readiness).await["status"] == "ready"
+    })
+    .await;
+    hot_window_passes(&app).await;
+    assert_eq!(app.order(&placed).await["status"], "confirmed");
+}

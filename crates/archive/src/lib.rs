@@ -16,7 +16,7 @@ mod config;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -125,7 +125,13 @@ pub struct Archive {
     pool: PgPool,
     /// Set once the schema was found current; checked again only until then.
     schema_checked: Arc<AtomicBool>,
+    /// What the last write or check found: [`UNKNOWN`], [`UP`] or [`DOWN`].
+    reachable: Arc<AtomicU8>,
 }
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
 
 impl Archive {
     /// An archive over `options`, opening at most `pool_size` connections, each on first use.
@@ -137,6 +143,7 @@ impl Archive {
         Self {
             pool,
             schema_checked: Arc::new(AtomicBool::new(false)),
+            reachable: Arc::new(AtomicU8::new(UNKNOWN)),
         }
     }
 
@@ -366,7 +373,26 @@ impl Archive {
 
     /// Whether PostgreSQL answers now.
     pub async fn is_reachable(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        let up = sqlx::query("SELECT 1").execute(&self.pool).await.is_ok();
+        self.record_reachable(up);
+        up
+    }
+
+    /// Records whether the archive just took a write (or answered a check), for
+    /// [`Archive::last_known_reachable`] — shared by every clone of this archive.
+    pub fn record_reachable(&self, up: bool) {
+        self.reachable
+            .store(if up { UP } else { DOWN }, Ordering::Relaxed);
+    }
+
+    /// Whether the archive took the last write or check (`None`: none was tried yet). What
+    /// readiness reports, without a query per probe.
+    pub fn last_known_reachable(&self) -> Option<bool> {
+        match self.reachable.load(Ordering::Relaxed) {
+            UP => Some(true),
+            DOWN => Some(false),
+            _ => None,
+        }
     }
 
     /// Closes the pool, waiting for queries in flight.

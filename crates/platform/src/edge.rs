@@ -1,5 +1,5 @@
 //! The HTTP edge every service shares: its API routes plus `/healthz` (alive), `/readyz` (NATS
-//! connected and consumers running), `/metrics` (Prometheus) and `/openapi.json`, wrapped in a
+//! connected and its own streams and state provisioned; what it runs without, if anything), `/metrics` (Prometheus) and `/openapi.json`, wrapped in a
 //! server span per request (none for probes and scrapes), request metrics, a body-size limit
 //! and a request timeout, with 404/405 as problem JSON. [`serve`] stops accepting on shutdown
 //! and lets in-flight requests finish.
@@ -31,7 +31,19 @@ use crate::config::HttpArgs;
 use crate::problem::Problem;
 
 /// Tells whether the service can do its job right now.
-pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+pub type Readiness = Arc<dyn Fn() -> Health + Send + Sync>;
+
+/// What `/readyz` answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Whether the service takes work (503 otherwise).
+    pub ready: bool,
+    /// What it does without while it takes work — a dependency that is away but whose absence
+    /// only some requests notice (say, the archive: the saga runs on, archived orders answer
+    /// 503). Ready with these is still ready: taking the replica out of rotation would stop
+    /// the work that does not need them.
+    pub degraded: Vec<String>,
+}
 
 /// What the edge serves besides the service's own API.
 #[derive(Clone)]
@@ -206,8 +218,14 @@ async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next
     }
 }
 async fn readyz(State(edge): State<Edge>) -> Response {
-    if (edge.ready)() {
-        "ready".into_response()
+    let health = (edge.ready)();
+    if health.ready {
+        let body = if health.degraded.is_empty() {
+            serde_json::json!({ "status": "ready" })
+        } else {
+            serde_json::json!({ "status": "degraded", "degraded": health.degraded })
+        };
+        axum::Json(body).into_response()
     } else {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
             .with_detail("not connected to NATS, or streams and consumers not provisioned yet")
@@ -217,7 +235,7 @@ async fn readyz(State(edge): State<Edge>) -> Response {
 
 async fn metrics(State(edge): State<Edge>) -> Response {
     // Readiness as of this scrape, so "up but not ready" can alert without probing.
-    metrics::gauge!(metric::READY).set(if (edge.ready)() { 1.0 } else { 0.0 });
+    metrics::gauge!(metric::READY).set(if (edge.ready)().ready { 1.0 } else { 0.0 });
     (
         [(
             header::CONTENT_TYPE,

@@ -15,7 +15,7 @@ use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, ProvisionError, Stream
 use tokio::net::TcpListener;
 
 use crate::config::{HttpArgs, NatsArgs};
-use crate::edge::{self, Edge};
+use crate::edge::{self, Edge, Health};
 use crate::problem::Problem;
 
 /// State that exists once start-up provisioning is done.
@@ -69,6 +69,12 @@ pub trait Service: Send + Sync + 'static {
     /// The durable consumers and the handler that serves them.
     fn consumers(&self, state: &Self::State, bus: &Bus) -> (Vec<ConsumerSpec>, Self::Handler);
 
+    /// What the service runs without right now, for `/readyz` (nothing by default): said, not
+    /// failed, because the rest of its work goes on.
+    fn degraded(&self, _state: &Self::State) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Background work that runs beside the consumers until `shutdown` (none by default).
     fn tasks(&self, _state: &Self::State, _shutdown: &CancellationToken) -> Vec<Task> {
         Vec::new()
@@ -109,6 +115,7 @@ pub async fn run<S: Service>(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let service = Arc::new(service);
     let settings = nats.stream_settings()?;
     let bus = Bus::connect(&nats.bus_config(S::NAME)?).await?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -117,8 +124,16 @@ pub async fn run<S: Service>(
         metrics: telemetry::metrics_handle(),
         openapi: Arc::new(crate::openapi::complete(service.openapi())),
         ready: {
-            let (bus, ready) = (bus.clone(), ready.clone());
-            Arc::new(move || bus.is_connected() && ready.load(Ordering::Relaxed))
+            let (bus, ready, started, service) =
+                (bus.clone(), ready.clone(), started.clone(), service.clone());
+            Arc::new(move || Health {
+                ready: bus.is_connected() && ready.load(Ordering::Relaxed),
+                degraded: started
+                    .0
+                    .get()
+                    .map(|state| service.degraded(state))
+                    .unwrap_or_default(),
+            })
         },
         limits: http.clone(),
     };
@@ -127,7 +142,7 @@ pub async fn run<S: Service>(
 
     let mut consumers = tokio::task::JoinSet::new();
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(state) = provision(&service, &bus, &nats, &settings, &shutdown).await {
+    if let Some(state) = provision(service.as_ref(), &bus, &nats, &settings, &shutdown).await {
         let (specs, handler) = service.consumers(&state, &bus);
         for task in service.tasks(&state, &shutdown) {
             tasks.spawn(task);

@@ -230,6 +230,17 @@ impl platform::service::Service for OrderService {
         )
     }
 
+    fn degraded(&self, store: &store::Store) -> Vec<String> {
+        match store.archive().map(Archive::last_known_reachable) {
+            Some(Some(false)) => vec![
+                "archive: PostgreSQL does not answer — orders that left the hot log answer 503, \
+                 the projection catches up once it is back"
+                    .to_owned(),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
     fn tasks(&self, store: &store::Store, shutdown: &CancellationToken) -> Vec<Task> {
         let Some(archive) = store.archive().cloned() else {
             return Vec::new();

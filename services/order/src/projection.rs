@@ -187,6 +187,7 @@ async fn fold<'a>(
                 Err(HandlerError::transient(error.to_string()))
             }
         };
+        archive.record_reachable(outcome.is_ok());
         metrics::gauge!(metric::ARCHIVE_AVAILABLE).set(if outcome.is_ok() { 1.0 } else { 0.0 });
         return deliveries
             .iter()
