@@ -48,19 +48,24 @@ ensure_postgres() {
 }
 
 # start_archive DIR PORT LOGDIR ORDER_SERVICE_BIN — the archive for a local run: makes the
-# cluster in DIR/postgres on the first run (user and database `orderflow`, the password made
-# once and kept owner-only in DIR/postgres-password), launches it on 127.0.0.1:PORT (with
-# `launch`, scripts/processes.sh), applies the schema migrations with
-# `ORDER_SERVICE_BIN archive migrate` and exports ARCHIVE_URL and ARCHIVE_PASSWORD_FILE for the
-# services. PostgreSQL will not run as root: under root it runs as the `postgres` user (or
+# cluster in DIR/postgres on the first run (owner and database `orderflow`, its password and
+# the projection's and reader's made once and kept owner-only in DIR/postgres-*password),
+# launches it on 127.0.0.1:PORT (with `launch`, scripts/processes.sh), applies the schema
+# migrations as the owner with `ORDER_SERVICE_BIN archive migrate`, sets the login users'
+# passwords (deploy/postgres/roles.sql) and exports what order-service connects with: ARCHIVE_URL
+# and ARCHIVE_PASSWORD_FILE as `orderflow_projection` (writes), ARCHIVE_READER_USER and
+# ARCHIVE_READER_PASSWORD_FILE as `orderflow_reader` (reads). PostgreSQL will not run as root: under root it runs as the `postgres` user (or
 # `nobody`), and DIR is made traversable (not readable) for it.
 start_archive() {
   local dir=$1 port=$2 logs=$3 order_service=$4
   local data="$dir/postgres" password="$dir/postgres-password"
-  local as_db_user=() db_user
-  if [ ! -s "$password" ]; then
-    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$password")
-  fi
+  local projection="$dir/postgres-projection-password" reader="$dir/postgres-reader-password"
+  local as_db_user=() db_user secret
+  for secret in "$password" "$projection" "$reader"; do
+    if [ ! -s "$secret" ]; then
+      (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret")
+    fi
+  done
   if [ "$(id -u)" = 0 ]; then
     db_user=$(id -u postgres >/dev/null 2>&1 && echo postgres || echo nobody)
     as_db_user=(setpriv --reuid="$db_user" --regid="$(id -g "$db_user")" --clear-groups)
@@ -81,13 +86,28 @@ start_archive() {
   fi
   launch postgres "$logs/postgres.log" "${as_db_user[@]}" "$POSTGRES_BIN_DIR/postgres" \
     -D "$data" -p "$port" -c listen_addresses=127.0.0.1 -c unix_socket_directories="$data"
-  export ARCHIVE_URL="postgres://orderflow@127.0.0.1:$port/orderflow"
-  export ARCHIVE_PASSWORD_FILE="$password"
-  local _
+  local _ migrated=
   for _ in $(seq 1 300); do
-    "$order_service" archive migrate >"$logs/archive-migrate.log" 2>&1 && return 0
+    if ARCHIVE_URL="postgres://orderflow@127.0.0.1:$port/orderflow" ARCHIVE_PASSWORD_FILE="$password" \
+      "$order_service" archive migrate >"$logs/archive-migrate.log" 2>&1; then
+      migrated=1
+      break
+    fi
     sleep 0.1
   done
-  echo "the archive's migration failed (see $logs/archive-migrate.log, $logs/postgres.log)" >&2
-  return 1
+  if [ -z "$migrated" ]; then
+    echo "the archive's migration failed (see $logs/archive-migrate.log, $logs/postgres.log)" >&2
+    return 1
+  fi
+  # The owner logs in over the cluster's socket (trust for local connections), the passwords
+  # reach psql in its environment, never on a command line.
+  ARCHIVE_PROJECTION_PASSWORD="$(cat "$projection")" ARCHIVE_READER_PASSWORD="$(cat "$reader")" \
+    "${as_db_user[@]}" "$POSTGRES_BIN_DIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$data" -p "$port" \
+    -U orderflow -d orderflow -f "$(dirname "${BASH_SOURCE[0]}")/../deploy/postgres/roles.sql" \
+    >"$logs/archive-roles.log" 2>&1 \
+    || { echo "setting the archive's users failed (see $logs/archive-roles.log)" >&2; return 1; }
+  export ARCHIVE_URL="postgres://orderflow_projection@127.0.0.1:$port/orderflow"
+  export ARCHIVE_PASSWORD_FILE="$projection"
+  export ARCHIVE_READER_USER=orderflow_reader
+  export ARCHIVE_READER_PASSWORD_FILE="$reader"
 }

@@ -59,7 +59,18 @@ pub struct ArchiveArgs {
     /// File holding the archive user's password (a Docker or Kubernetes secret).
     #[arg(long, env = "ARCHIVE_PASSWORD_FILE")]
     pub archive_password_file: Option<PathBuf>,
-    /// Most connections this process opens to the archive.
+    /// The user order-service's API reads the archive as: same host and database as
+    /// ARCHIVE_URL, granted only SELECT (the migrations grant `orderflow_reader`). Unset: the
+    /// API reads as ARCHIVE_URL's user.
+    #[arg(long, env = "ARCHIVE_READER_USER")]
+    pub archive_reader_user: Option<String>,
+    /// The reading user's password (or give ARCHIVE_READER_PASSWORD_FILE).
+    #[arg(long, env = "ARCHIVE_READER_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub archive_reader_password: Option<Secret>,
+    /// File holding the reading user's password.
+    #[arg(long, env = "ARCHIVE_READER_PASSWORD_FILE")]
+    pub archive_reader_password_file: Option<PathBuf>,
+    /// Most connections this process opens to the archive (for each user).
     #[arg(long, env = "ARCHIVE_POOL_SIZE", default_value_t = 8)]
     pub archive_pool_size: u32,
     /// How long archived orders are kept after placement (`3650d`); `keep` keeps them for ever.
@@ -73,6 +84,9 @@ impl Default for ArchiveArgs {
             archive_url: Secret::new("postgres://orderflow@127.0.0.1:5432/orderflow"),
             archive_password: None,
             archive_password_file: None,
+            archive_reader_user: None,
+            archive_reader_password: None,
+            archive_reader_password_file: None,
             archive_pool_size: 8,
             archive_retention: Retention::Keep,
         }
@@ -85,25 +99,69 @@ pub enum ArchiveConfigError {
     /// The URL does not parse (its text is not repeated: it may hold a password).
     #[error("ARCHIVE_URL is not a PostgreSQL URL: {0}")]
     Url(String),
-    /// The password file could not be read.
-    #[error("cannot read ARCHIVE_PASSWORD_FILE {path}: {source}")]
+    /// A password file could not be read.
+    #[error("cannot read {setting}_FILE {path}: {source}")]
     PasswordFile {
+        /// The setting whose `_FILE` named it.
+        setting: &'static str,
         /// The file named.
         path: PathBuf,
         /// Why it could not be read.
         source: std::io::Error,
     },
-    /// Both ways of giving the password were used.
-    #[error("set ARCHIVE_PASSWORD or ARCHIVE_PASSWORD_FILE, not both")]
-    BothPasswords,
+    /// Both ways of giving a password were used.
+    #[error("set {0} or {0}_FILE, not both")]
+    BothPasswords(&'static str),
+    /// A reader's password without a reader.
+    #[error("ARCHIVE_READER_PASSWORD(_FILE) is set without ARCHIVE_READER_USER")]
+    ReaderPasswordWithoutUser,
     /// A pool of no connections could never answer.
     #[error("ARCHIVE_POOL_SIZE must be at least 1")]
     PoolSize,
 }
 
 impl ArchiveArgs {
-    /// The connection options, or `None` when no archive is configured (an empty URL).
+    /// The connection options of ARCHIVE_URL's user (the projection's, who writes), or `None`
+    /// when no archive is configured (an empty URL or `none`).
     pub fn connect_options(&self) -> Result<Option<PgConnectOptions>, ArchiveConfigError> {
+        let Some(options) = self.base_options()? else {
+            return Ok(None);
+        };
+        let options = with_password(
+            options,
+            "ARCHIVE_PASSWORD",
+            self.archive_password.as_ref(),
+            self.archive_password_file.as_ref(),
+        )?;
+        Ok(Some(finish(options)))
+    }
+
+    /// The connection options of the reading user (ARCHIVE_READER_USER): ARCHIVE_URL's host
+    /// and database, that user and its password. `None` when no reader is set (or no archive).
+    pub fn reader_options(&self) -> Result<Option<PgConnectOptions>, ArchiveConfigError> {
+        let Some(user) = self.archive_reader_user.as_deref().map(str::trim) else {
+            if self.archive_reader_password.is_some() || self.archive_reader_password_file.is_some()
+            {
+                return Err(ArchiveConfigError::ReaderPasswordWithoutUser);
+            }
+            return Ok(None);
+        };
+        let Some(options) = self.base_options()? else {
+            return Ok(None);
+        };
+        // Everything else ARCHIVE_URL says (host, database, TLS) holds for the reader too.
+        let options = options.username(user);
+        let options = with_password(
+            options,
+            "ARCHIVE_READER_PASSWORD",
+            self.archive_reader_password.as_ref(),
+            self.archive_reader_password_file.as_ref(),
+        )?;
+        Ok(Some(finish(options)))
+    }
+
+    /// ARCHIVE_URL parsed, without a password from elsewhere.
+    fn base_options(&self) -> Result<Option<PgConnectOptions>, ArchiveConfigError> {
         let url = self.archive_url.expose().trim();
         if url.is_empty() || url == "none" {
             return Ok(None);
@@ -118,26 +176,43 @@ impl ArchiveArgs {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(expected());
         }
-        let mut options = PgConnectOptions::from_str(url).map_err(|_| expected())?;
-        match (&self.archive_password, &self.archive_password_file) {
-            (Some(_), Some(_)) => return Err(ArchiveConfigError::BothPasswords),
-            (Some(password), None) => options = options.password(password.expose()),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|source| {
-                    ArchiveConfigError::PasswordFile {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                let password = text.strip_suffix('\n').unwrap_or(&text);
-                options = options.password(password.strip_suffix('\r').unwrap_or(password));
-            }
-            (None, None) => {}
-        }
-        // A statement that hangs (a lock, a stalled disk) fails instead of holding its caller.
-        let options = options.options([("statement_timeout", "15s")]);
-        Ok(Some(options.application_name("orderflow")))
+        PgConnectOptions::from_str(url)
+            .map(Some)
+            .map_err(|_| expected())
     }
+}
+
+/// `options` with the password given inline or in a file (a Docker or Kubernetes secret).
+fn with_password(
+    options: PgConnectOptions,
+    setting: &'static str,
+    inline: Option<&Secret>,
+    file: Option<&PathBuf>,
+) -> Result<PgConnectOptions, ArchiveConfigError> {
+    Ok(match (inline, file) {
+        (Some(_), Some(_)) => return Err(ArchiveConfigError::BothPasswords(setting)),
+        (Some(password), None) => options.password(password.expose()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                ArchiveConfigError::PasswordFile {
+                    setting,
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            let password = text.strip_suffix('\n').unwrap_or(&text);
+            options.password(password.strip_suffix('\r').unwrap_or(password))
+        }
+        (None, None) => options,
+    })
+}
+
+/// What every connection sets.
+fn finish(options: PgConnectOptions) -> PgConnectOptions {
+    // A statement that hangs (a lock, a stalled disk) fails instead of holding its caller.
+    options
+        .options([("statement_timeout", "15s")])
+        .application_name("orderflow")
 }
 
 #[cfg(test)]

@@ -154,6 +154,14 @@ impl Archive {
             .map(|options| Self::connect_lazy(options, args.archive_pool_size)))
     }
 
+    /// The archive as the reading user sees it (ARCHIVE_READER_USER), or `None` when no
+    /// reader is set (or no archive): the API's reads then use [`Archive::from_args`]'.
+    pub fn reader_from_args(args: &ArchiveArgs) -> Result<Option<Self>, ArchiveConfigError> {
+        Ok(args
+            .reader_options()?
+            .map(|options| Self::connect_lazy(options, args.archive_pool_size)))
+    }
+
     /// Applies every migration this build knows that is not applied yet; returns the version
     /// the schema is at. Safe to run again, and by several processes at once (sqlx takes an
     /// advisory lock).

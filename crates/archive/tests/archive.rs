@@ -257,3 +257,67 @@ async fn a_restarted_server_is_used_again_without_a_new_archive() {
     let read = archive.get::<Folded>(id).await.unwrap().unwrap();
     assert_eq!(read.snapshot.events, ["created"]);
 }
+
+#[tokio::test]
+async fn the_projection_writes_the_reader_only_reads_and_neither_may_change_the_schema() {
+    let server = PostgresServer::start();
+    testkit::sample::archive(&server).await;
+    let args = ArchiveArgs {
+        archive_url: Secret::new(server.url_as(testkit::sample::ARCHIVE_WRITER)),
+        archive_reader_user: Some(testkit::sample::ARCHIVE_READER.into()),
+        ..ArchiveArgs::default()
+    };
+    let writer = Archive::from_args(&args).unwrap().unwrap();
+    let reader = Archive::reader_from_args(&args).unwrap().unwrap();
+    let id = Uuid::now_v7();
+
+    append(&writer, "alice", id, "created").await;
+    let read = reader.get::<Folded>(id).await.unwrap().unwrap();
+    assert_eq!(read.snapshot.events, ["created"]);
+
+    let refused = reader
+        .update(&[id], |_: HashMap<Uuid, ArchivedOrder<Folded>>| {
+            vec![order("alice", id, &["forged"])]
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+    for user in [
+        testkit::sample::ARCHIVE_WRITER,
+        testkit::sample::ARCHIVE_READER,
+    ] {
+        let pool = sqlx::PgPool::connect(&server.url_as(user)).await.unwrap();
+        for ddl in ["DROP TABLE orders", "ALTER TABLE orders ADD COLUMN x int"] {
+            let error = sqlx::query(ddl).execute(&pool).await.unwrap_err();
+            assert!(
+                error.to_string().contains("owner"),
+                "{user}: {ddl}: {error}"
+            );
+        }
+        pool.close().await;
+    }
+}
+
+#[test]
+fn the_reader_connects_where_the_writer_does_as_its_own_user() {
+    let args = ArchiveArgs {
+        archive_url: Secret::new("postgres://writer@db.internal:6432/shop?sslmode=require"),
+        archive_reader_user: Some("reader".into()),
+        archive_reader_password: Some(Secret::new("r3ad")),
+        ..ArchiveArgs::default()
+    };
+    let options = args.reader_options().unwrap().unwrap();
+    assert_eq!(options.get_username(), "reader");
+    assert_eq!(options.get_host(), "db.internal");
+    assert_eq!(options.get_port(), 6432);
+    assert_eq!(options.get_database(), Some("shop"));
+
+    let without_user = ArchiveArgs {
+        archive_reader_user: None,
+        ..args
+    };
+    assert!(without_user.reader_options().is_err());
+}

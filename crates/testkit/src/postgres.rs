@@ -77,6 +77,14 @@ impl PostgresServer {
         )
     }
 
+    /// [`Self::url`] as another user of the same database.
+    pub fn url_as(&self, user: &str) -> String {
+        format!(
+            "postgres://{user}@127.0.0.1:{}/{POSTGRES_DATABASE}",
+            self.port
+        )
+    }
+
     /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.port

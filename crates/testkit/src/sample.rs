@@ -82,7 +82,14 @@ pub async fn bus(server: &NatsServer, name: &str) -> Bus {
     bus
 }
 
-/// The archive on `server`, migrated.
+/// The user order-service's projection writes the archive as in tests: the migrations'
+/// grants and nothing else.
+pub const ARCHIVE_WRITER: &str = "orderflow_projection";
+/// The user order-service's API reads the archive as in tests (granted only SELECT).
+pub const ARCHIVE_READER: &str = "orderflow_reader";
+
+/// The archive on `server`, migrated by its owner, with the projection's and the reader's
+/// roles allowed to log in (trust authentication on loopback: no passwords).
 pub async fn archive(server: &PostgresServer) -> archive::Archive {
     let archive = archive::Archive::from_args(&archive::ArchiveArgs {
         archive_url: bus::Secret::new(server.url()),
@@ -91,6 +98,16 @@ pub async fn archive(server: &PostgresServer) -> archive::Archive {
     .expect("archive settings")
     .expect("an archive");
     archive.migrate().await.expect("migrate the archive");
+    let owner = sqlx::PgPool::connect(&server.url())
+        .await
+        .expect("connect to the archive as its owner");
+    for role in [ARCHIVE_WRITER, ARCHIVE_READER] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} LOGIN")))
+            .execute(&owner)
+            .await
+            .expect("let the archive's roles log in");
+    }
+    owner.close().await;
     archive
 }
 

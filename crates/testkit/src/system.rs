@@ -527,8 +527,16 @@ impl SystemBuilder {
         let env_of = |service: &'static str, instance: usize| {
             let mut env = common.clone();
             if service == "order-service" {
-                let url = postgres.map_or_else(|| "none".to_owned(), PostgresServer::url);
+                // Least privilege, as deployed: the projection writes, the API reads.
+                let url = postgres.map_or_else(
+                    || "none".to_owned(),
+                    |server| server.url_as(crate::sample::ARCHIVE_WRITER),
+                );
                 env.push(("ARCHIVE_URL".into(), url));
+                if postgres.is_some() {
+                    let reader = crate::sample::ARCHIVE_READER.to_owned();
+                    env.push(("ARCHIVE_READER_USER".into(), reader));
+                }
             }
             if let ("notification-service", Some((url, secret))) = (service, &self.webhook) {
                 env.push(("WEBHOOK_URL".into(), url.clone()));

@@ -120,8 +120,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let archive =
-        Archive::from_args(&config.archive).map_err(|e| RunError::Settings(e.to_string()))?;
+    let settings = |e: archive::ArchiveConfigError| RunError::Settings(e.to_string());
+    let archive = Archive::from_args(&config.archive).map_err(settings)?;
+    let reader = Archive::reader_from_args(&config.archive)
+        .map_err(settings)?
+        .or_else(|| archive.clone());
     if archive.is_none() && !config.nats.hot_window.is_zero() {
         return Err(RunError::Settings(format!(
             "HOT_WINDOW={} forgets orders after that long without an archive: set ARCHIVE_URL \
@@ -151,6 +154,7 @@ pub async fn run(
             admin_token: platform::admin::token(&config.http)?,
             customers: customers(&config.auth).await?,
             archive,
+            reader,
             retention: config.archive.archive_retention,
             nats: config.nats.clone(),
         },
@@ -178,7 +182,10 @@ async fn customers(args: &AuthArgs) -> Result<Option<Customers>, RunError> {
 struct OrderService {
     admin_token: Option<bus::Secret>,
     customers: Option<Customers>,
+    /// The archive as the projection writes it.
     archive: Option<Archive>,
+    /// The archive as the API reads it: another user where one is set, granted only SELECT.
+    reader: Option<Archive>,
     retention: Retention,
     /// For the projection's consumers, tuned like the saga's.
     nats: NatsArgs,
@@ -214,7 +221,7 @@ impl platform::service::Service for OrderService {
             bus,
             nats.stream_replicas,
             nats.stream_partitions,
-            self.archive.clone(),
+            self.reader.clone(),
             nats.hot_window,
         )
         .await
@@ -230,8 +237,8 @@ impl platform::service::Service for OrderService {
         )
     }
 
-    fn degraded(&self, store: &store::Store) -> Vec<String> {
-        match store.archive().map(Archive::last_known_reachable) {
+    fn degraded(&self, _: &store::Store) -> Vec<String> {
+        match self.archive.as_ref().map(Archive::last_known_reachable) {
             Some(Some(false)) => vec![
                 "archive: PostgreSQL does not answer — orders that left the hot log answer 503, \
                  the projection catches up once it is back"
@@ -242,7 +249,7 @@ impl platform::service::Service for OrderService {
     }
 
     fn tasks(&self, store: &store::Store, shutdown: &CancellationToken) -> Vec<Task> {
-        let Some(archive) = store.archive().cloned() else {
+        let Some(archive) = self.archive.clone() else {
             return Vec::new();
         };
         let mut tasks: Vec<Task> = Vec::new();

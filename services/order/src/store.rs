@@ -203,11 +203,6 @@ impl Store {
         &self.bus
     }
 
-    /// The archive, if there is one.
-    pub fn archive(&self) -> Option<&Archive> {
-        self.archive.as_ref()
-    }
-
     /// The order under `key` from its hot events, over its archived snapshot when they no
     /// longer begin with `created`.
     async fn fold(
