@@ -23,7 +23,7 @@ async fn hot_window_passes(app: &TestApp) {
     let client = async_nats::connect(app.nats.url()).await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
     let emptied = async {
-        for stream in ["ORDERS", "INVENTORY", "KV_idempotency"] {
+        for stream in ["ORDERS", "INVENTORY", "NOTIFICATIONS", "KV_idempotency"] {
             loop {
                 let mut handle = jetstream.get_stream(stream).await.unwrap();
                 if handle.info().await.unwrap().state.messages == 0 {
@@ -44,12 +44,15 @@ async fn an_order_reads_and_lists_the_same_after_its_events_left_the_hot_log() {
     app.set_stock("MUG", 10).await;
     let first = app.place_order("alma", &[("MUG", 2)]).await;
     let second = app.place_order("alma", &[("MUG", 1)]).await;
-    let hot = app.wait_for_status(&first, "confirmed").await;
+    app.wait_for_status(&first, "confirmed").await;
+    let hot = app.wait_for_notifications(&first, 1).await;
     app.wait_for_status(&second, "confirmed").await;
 
     hot_window_passes(&app).await;
 
     assert_eq!(app.order(&first).await, hot);
+    assert_eq!(hot["notifications"][0]["kind"], "order_confirmed");
+    assert_eq!(hot["notifications"][0]["outcome"], "sent");
     let page = app
         .get_json(&format!("{}/v1/orders?customer_id=alma", app.order_url()))
         .await;
@@ -82,6 +85,15 @@ async fn a_confirmed_order_cancelled_after_the_hot_window_gives_its_stock_back_o
         app.stock("LAMP").await == (5, 0, 0)
     })
     .await;
+    // The confirmation's notification from the archive, the cancellation's from the hot log.
+    let told = app.wait_for_notifications(&order, 2).await;
+    let kinds: Vec<&str> = told["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["order_confirmed", "order_cancelled"], "{told}");
 }
 
 #[tokio::test]

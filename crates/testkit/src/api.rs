@@ -186,6 +186,21 @@ impl ApiClient {
     }
 }
 
+impl ApiClient {
+    /// Waits until the order shows `count` notification outcomes and returns it.
+    pub async fn wait_for_notifications(&self, order_id: &str, count: usize) -> Value {
+        crate::eventually_some(
+            &format!("order {order_id} to show {count} notifications"),
+            || async {
+                let order = self.order(order_id).await;
+                let shown = order["notifications"].as_array().map_or(0, Vec::len);
+                (shown == count).then_some(order)
+            },
+        )
+        .await
+    }
+}
+
 /// An HTTP client for tests (installs the TLS provider reqwest is built without).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -351,7 +351,7 @@ impl std::ops::Deref for System {
 /// Whether a system runs `subscription`'s consumer: all of them, but the archive's projection
 /// only when the system archives.
 pub(crate) fn consumes(subscription: &events::topology::Subscription, archiving: bool) -> bool {
-    archiving || *subscription != events::topology::ORDER_ARCHIVE
+    archiving || !events::topology::ARCHIVE.contains(subscription)
 }
 
 /// The settings of one service instance, as the environment variables a process gets.

@@ -227,6 +227,10 @@ pub struct OrderView {
     pub updated_at: Option<DateTime<Utc>>,
     /// Every state it entered.
     pub history: Vec<crate::order::Transition>,
+    /// What the customer was told about it, oldest first, and whether it reached them
+    /// (`GET /v1/orders/{order_id}` only; absent from listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<crate::order::Notified>>,
 }
 
 impl From<Order> for OrderView {
@@ -251,6 +255,7 @@ impl From<Order> for OrderView {
             total_cents: record.created.total_cents,
             reason: record.reason,
             history: record.history,
+            notifications: None,
         }
     }
 }
@@ -581,12 +586,18 @@ async fn get_order(
     ApiPath(order_id): ApiPath<OrderId>,
 ) -> Result<axum::Json<OrderView>, Problem> {
     let caller = app.caller(&headers, None).await?;
-    app.store()?
+    let store = app.store()?;
+    let order = store
         .find(order_id)
         .await?
         .filter(|order| visible_to(order, caller.as_ref()))
-        .map(|order| axum::Json(OrderView::from(order)))
-        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
+        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))?;
+    let order = store.notified(order).await?;
+    let notifications = order.notifications.clone();
+    Ok(axum::Json(OrderView {
+        notifications: Some(notifications),
+        ..OrderView::from(order)
+    }))
 }
 
 /// Whether `caller` may see `order`: anyone when customer authentication is off; else only its

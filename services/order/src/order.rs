@@ -11,8 +11,8 @@
 use bus::Recorded;
 use chrono::{DateTime, Utc};
 use events::{
-    CancelReason, Envelope, Event, OrderCancelled, OrderConfirmed, OrderCreated, OrderKey,
-    ReservedLine,
+    CancelReason, Channel, Envelope, Event, NotificationKind, OrderCancelled, OrderConfirmed,
+    OrderCreated, OrderKey, ReservedLine,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -58,6 +58,65 @@ pub struct Transition {
     pub cause_id: Option<Uuid>,
 }
 
+/// What became of one notification about the order: the customer was told (`sent`), or could
+/// not be (`failed`, after every attempt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Notified {
+    /// The state change it announced: `order_confirmed` or `order_cancelled`.
+    #[schema(value_type = String, example = "order_confirmed")]
+    pub kind: NotificationKind,
+    /// `sent` or `failed`.
+    pub outcome: NotifiedOutcome,
+    /// How: `log` or `webhook`.
+    #[schema(value_type = String, example = "webhook")]
+    pub channel: Channel,
+    /// Delivery attempts it took.
+    pub attempts: u32,
+    /// When the outcome was recorded.
+    pub at: DateTime<Utc>,
+    /// The event that recorded it.
+    pub event_id: Uuid,
+}
+
+/// Whether a notification reached the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifiedOutcome {
+    /// Delivered.
+    Sent,
+    /// Not delivered, and not retried any more.
+    Failed,
+}
+
+impl Notified {
+    /// The outcome a notification event records; `None` for any other event.
+    pub fn of(envelope: &Envelope) -> Option<Self> {
+        let (kind, outcome, channel, attempts) = match &envelope.event {
+            Event::NotificationSent(sent) => (
+                sent.kind,
+                NotifiedOutcome::Sent,
+                sent.channel,
+                sent.attempts,
+            ),
+            Event::NotificationFailed(failed) => (
+                failed.kind,
+                NotifiedOutcome::Failed,
+                failed.channel,
+                failed.attempts,
+            ),
+            _ => return None,
+        };
+        Some(Self {
+            kind,
+            outcome,
+            channel,
+            attempts,
+            at: envelope.time,
+            event_id: envelope.id,
+        })
+    }
+}
+
 /// An order, as its events say it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
@@ -71,6 +130,9 @@ pub struct Order {
     pub reason: Option<CancelReason>,
     /// Every state entered, oldest first.
     pub history: Vec<Transition>,
+    /// What the customer was told, oldest first (from notification-service's events, which
+    /// the order's own events do not fold: see [`Order::notified`]).
+    pub notifications: Vec<Notified>,
     /// The sequence of its last event: the precondition of its next one.
     pub last_sequence: u64,
 }
@@ -89,6 +151,9 @@ pub struct Snapshot {
     pub reason: Option<CancelReason>,
     /// Every state entered, oldest first.
     pub history: Vec<Transition>,
+    /// What the customer was told, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notified>,
 }
 
 /// What applying a cause to an order means.
@@ -120,6 +185,7 @@ impl Order {
                 event_id: envelope.id,
                 cause_id: None,
             }],
+            notifications: Vec::new(),
             last_sequence: sequence,
         })
     }
@@ -167,6 +233,7 @@ impl Order {
             status: self.status,
             reason: self.reason.clone(),
             history: self.history.clone(),
+            notifications: self.notifications.clone(),
         }
     }
 
@@ -178,8 +245,26 @@ impl Order {
             status: snapshot.status,
             reason: snapshot.reason,
             history: snapshot.history,
+            notifications: snapshot.notifications,
             last_sequence: 0,
         }
+    }
+
+    /// Adds the outcomes the notification `events` record (each event once, oldest first);
+    /// whether any was new.
+    pub fn notified<'a>(&mut self, events: impl IntoIterator<Item = &'a Envelope>) -> bool {
+        let before = self.notifications.len();
+        for notified in events.into_iter().filter_map(Notified::of) {
+            if !self
+                .notifications
+                .iter()
+                .any(|n| n.event_id == notified.event_id)
+            {
+                self.notifications.push(notified);
+            }
+        }
+        self.notifications.sort_by_key(|n| n.at);
+        self.notifications.len() != before
     }
 
     /// Applies one more event, which may come out of order (the archive's projection retries
@@ -189,6 +274,9 @@ impl Order {
     /// only ever appends `confirmed` to a pending order, and nothing after `cancelled` — so it
     /// takes its place in the history before the cancellation, not nowhere.
     pub fn absorb(&mut self, envelope: &Envelope) -> bool {
+        if Notified::of(envelope).is_some() {
+            return self.notified([envelope]);
+        }
         let before = self.history.len();
         let confirmed_late = matches!(envelope.event, Event::OrderConfirmed(_))
             && self.status == Status::Cancelled
@@ -518,6 +606,53 @@ pub(crate) mod tests {
 
         assert_eq!(archived.status, Status::Cancelled);
         assert_eq!(archived.history, cancelled.history);
+    }
+
+    #[test]
+    fn notification_outcomes_are_kept_once_each_oldest_first_and_survive_a_snapshot() {
+        let mut order = placed();
+        let order_id = order.created.order_id;
+        let outcome = |kind, at_offset: i64| {
+            let failed = events::NotificationFailed {
+                notification_id: Uuid::now_v7(),
+                order_id,
+                kind,
+                channel: Channel::Webhook,
+                attempts: 5,
+                error: "HTTP 500".into(),
+            };
+            Envelope {
+                time: Utc::now() + chrono::Duration::seconds(at_offset),
+                ..Envelope::new("/test", Event::NotificationFailed(failed))
+            }
+        };
+        let later = outcome(NotificationKind::OrderCancelled, 10);
+        let earlier = outcome(NotificationKind::OrderConfirmed, 0);
+
+        assert!(order.notified([&later, &earlier, &later]));
+        assert!(!order.absorb(&earlier));
+
+        let kinds: Vec<_> = order.notifications.iter().map(|n| n.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                NotificationKind::OrderConfirmed,
+                NotificationKind::OrderCancelled
+            ]
+        );
+        assert_eq!(order.notifications[0].outcome, NotifiedOutcome::Failed);
+        let json = serde_json::to_value(order.snapshot()).unwrap();
+        let restored = Order::restore(order.key.clone(), serde_json::from_value(json).unwrap());
+        assert_eq!(restored.notifications, order.notifications);
+    }
+
+    #[test]
+    fn a_snapshot_archived_before_notifications_were_kept_still_reads() {
+        let order = placed();
+        let mut json = serde_json::to_value(order.snapshot()).unwrap();
+        json.as_object_mut().unwrap().remove("notifications");
+        let snapshot: Snapshot = serde_json::from_value(json).unwrap();
+        assert!(snapshot.notifications.is_empty());
     }
 
     #[test]

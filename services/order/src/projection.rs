@@ -1,12 +1,15 @@
-//! The archive's projection, on the durable consumer `order-archive` (every order event, per
-//! partition): folds each event into its order's snapshot in PostgreSQL, so the order outlives
-//! the hot window. The hot log must not drop an event before this has archived it: the hot
-//! window is sized for it (README, "Data lifecycle"), and the consumer's lag is alerted on.
+//! The archive's projection, on the durable consumers `order-archive` (every order event) and
+//! `order-archive-notifications` (every notification's outcome), per partition: folds each
+//! event into its order's snapshot in PostgreSQL, so the order — and what its customer was
+//! told — outlives the hot window. The hot log must not drop an event before this has archived
+//! it: the hot window is sized for it (README, "Data lifecycle"), and the consumers' lag is
+//! alerted on.
 //!
 //! Idempotent and ordered per order: a snapshot's history names the events folded into it, so
 //! a redelivered event changes nothing; an event of an order whose `created` is not archived
 //! yet is retried until it is (events arrive in stream order, so that is rare: a retry of the
-//! `created`, or two replicas). Events are **group-committed**: every handler hands its event
+//! `created`, two replicas, or a notification that overtook its order's events — another
+//! stream, another consumer). Events are **group-committed**: every handler hands its event
 //! to one writer, which folds whatever arrived together in one transaction (the orders locked,
 //! read, folded, written) — at a thousand orders a second one commit per batch, not per event.
 
@@ -21,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use telemetry::metric;
 
-use crate::order::{Order, Snapshot};
+use crate::order::{Notified, Order, Snapshot};
 
 /// Most events one transaction folds.
 const MAX_BATCH: usize = 1024;
@@ -42,8 +45,9 @@ pub fn consumer_specs(
     hot_window: Duration,
     tune: impl Fn(ConsumerSpec) -> ConsumerSpec,
 ) -> Vec<ConsumerSpec> {
-    ConsumerSpec::per_partition(&events::topology::ORDER_ARCHIVE, partitions)
-        .into_iter()
+    events::topology::ARCHIVE
+        .iter()
+        .flat_map(|subscription| ConsumerSpec::per_partition(subscription, partitions))
         .map(|spec| {
             let spec = tune(ConsumerSpec {
                 concurrency: MAX_BATCH,
@@ -100,7 +104,11 @@ impl bus::Handler for Projection {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         if !matches!(
             delivery.envelope.event,
-            Event::OrderCreated(_) | Event::OrderConfirmed(_) | Event::OrderCancelled(_)
+            Event::OrderCreated(_)
+                | Event::OrderConfirmed(_)
+                | Event::OrderCancelled(_)
+                | Event::NotificationSent(_)
+                | Event::NotificationFailed(_)
         ) {
             return Err(HandlerError::permanent(format!(
                 "the archive does not fold {}",
@@ -197,10 +205,7 @@ async fn fold<'a>(
                 }
                 match &outcome {
                     Err(error) => Err(HandlerError::transient(error.to_string())),
-                    Ok(())
-                        if orphans
-                            .contains(&(delivery.key.partition, delivery.stream_sequence)) =>
-                    {
+                    Ok(()) if orphans.contains(&place(delivery)) => {
                         Err(HandlerError::transient(format!(
                             "order {} is not archived yet: its {} waits for its created event",
                             delivery.key.order,
@@ -214,13 +219,26 @@ async fn fold<'a>(
     }
 }
 
-/// One transaction over `deliveries`, bounded by [`WRITE_TIMEOUT`]; also returns (partition,
-/// stream sequence) of the deliveries that found no archived order to fold into (and no
-/// `created` before them).
+/// Where a delivery is stored: its stream (a notification's or an order's) and sequence there.
+fn place(delivery: &Delivery) -> (bool, u16, u64) {
+    (
+        is_notification(delivery),
+        delivery.key.partition,
+        delivery.stream_sequence,
+    )
+}
+
+fn is_notification(delivery: &Delivery) -> bool {
+    Notified::of(&delivery.envelope).is_some()
+}
+
+/// One transaction over `deliveries`, bounded by [`WRITE_TIMEOUT`]; also returns the
+/// [`place`]s of the deliveries that found no archived order to fold into (and no `created`
+/// before them).
 async fn fold_once(
     archive: &Archive,
     deliveries: &[&Delivery],
-) -> (Result<(), archive::ArchiveError>, HashSet<(u16, u64)>) {
+) -> (Result<(), archive::ArchiveError>, HashSet<(bool, u16, u64)>) {
     let mut ids: Vec<uuid::Uuid> = deliveries.iter().map(|d| d.key.order.0).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -229,9 +247,10 @@ async fn fold_once(
         &ids,
         |mut existing: HashMap<uuid::Uuid, ArchivedOrder<Snapshot>>| {
             let mut folded: HashMap<OrderId, (Order, bool)> = HashMap::new();
-            // Stream order within the batch: a `created` before what follows it.
+            // Stream order within the batch: a `created` before what follows it, and an order's
+            // events before the notifications about it (another stream, other sequences).
             let mut by_sequence: Vec<&Delivery> = deliveries.to_vec();
-            by_sequence.sort_by_key(|d| d.stream_sequence);
+            by_sequence.sort_by_key(|d| place(d));
             for delivery in by_sequence {
                 let key = &delivery.key;
                 let entry = match folded.entry(key.order) {
@@ -254,7 +273,7 @@ async fn fold_once(
                 match entry {
                     Some((order, changed)) => *changed |= order.absorb(&delivery.envelope),
                     None => {
-                        orphans.insert((key.partition, delivery.stream_sequence));
+                        orphans.insert(place(delivery));
                     }
                 }
             }
@@ -389,6 +408,53 @@ mod tests {
 
         let order = archived(&archive, &key).await.unwrap();
         assert_eq!(order.status, Status::Confirmed);
+    }
+
+    /// notification-service's record that the customer was told of `confirmed`, stored at
+    /// sequence 1 of its own stream (as the order's `created` is of the order's).
+    fn told_of(key: &OrderKey, confirmed: &Delivery) -> Delivery {
+        let sent = events::NotificationSent {
+            notification_id: uuid::Uuid::now_v7(),
+            order_id: key.order,
+            kind: events::NotificationKind::OrderConfirmed,
+            channel: events::Channel::Webhook,
+            attempts: 2,
+        };
+        let envelope = sample::caused_by(Event::NotificationSent(sent), &confirmed.envelope);
+        sample::delivery(key, envelope)
+    }
+
+    #[tokio::test]
+    async fn what_the_customer_was_told_is_folded_into_the_order_once() {
+        let (_server, archive, projection) = projection().await;
+        let (key, created, confirmed) = placed_and_confirmed();
+        let told = told_of(&key, &confirmed);
+
+        // The notification overtook the order's events (another stream): retried, then folded.
+        let early = projection.handle(told.clone()).await;
+        assert!(
+            matches!(early, Err(HandlerError::Transient(_))),
+            "{early:?}"
+        );
+        let (created, confirmed, told_with_them) = tokio::join!(
+            projection.handle(created),
+            projection.handle(confirmed),
+            projection.handle(told.clone()),
+        );
+        created.unwrap();
+        confirmed.unwrap();
+        if told_with_them.is_err() {
+            projection.handle(told.clone()).await.unwrap();
+        }
+        projection
+            .handle(Delivery { attempt: 2, ..told })
+            .await
+            .unwrap();
+
+        let order = archived(&archive, &key).await.unwrap();
+        assert_eq!(order.status, Status::Confirmed);
+        assert_eq!(order.notifications.len(), 1, "{:?}", order.notifications);
+        assert_eq!(order.notifications[0].attempts, 2);
     }
 
     #[tokio::test]

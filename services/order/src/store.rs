@@ -265,6 +265,16 @@ impl Store {
         self.fold(key, &events).await
     }
 
+    /// `order` with what its customer was told: the outcomes notification-service recorded
+    /// that are still in the hot log, over those the archive has (an order whose `created` is
+    /// still hot has all of its notifications there too — they come after it).
+    pub async fn notified(&self, mut order: Order) -> Result<Order, OrderStoreError> {
+        let history = order.key.history(Domain::Notifications, self.partitions);
+        let events = self.log.read(&history).await?;
+        order.notified(events.iter().map(|recorded| &recorded.envelope));
+        Ok(order)
+    }
+
     /// The order with id `order_id`, whoever placed it (a lookup by id over the customers of
     /// its partition, then in the archive). Under replication a follower may not have applied
     /// a just-placed order yet: an order id minted in the last seconds is looked for a little
