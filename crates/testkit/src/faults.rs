@@ -123,6 +123,9 @@ fn secret() -> String {
     )
 }
 
+/// The hot window of every scenario on a single server.
+pub const HOT_WINDOW: &str = "60s";
+
 /// One 3-node cluster scenario at a time per process: two clusters that start together (six
 /// nats-servers, beside the other tests) were seen to take more than 5 s per stream creation
 /// on a 2-core CI machine, and the services' start-up ran out of time.
@@ -139,12 +142,23 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
     let mut builder: SystemBuilder = System::builder()
         .webhook(receiver.url(), &secret())
         .env("HTTP_RATE_LIMIT", "0");
-    if fault != Fault::ClusterRestartsDefaults {
-        // Short ack windows so redeliveries happen within the run; enough deliveries that no
-        // crash exhausts them.
+    if fault.is_cluster() {
+        if fault != Fault::ClusterRestartsDefaults {
+            // Short ack windows so redeliveries happen within the run; enough deliveries that
+            // no loss of a node exhausts them (a leader election takes seconds).
+            builder = builder
+                .env("CONSUMER_ACK_WAIT_MS", "2000")
+                .env("CONSUMER_MAX_DELIVER", "30");
+        }
+    } else {
+        // Short ack windows so redeliveries happen within the run, and the shortest hot window
+        // they allow (a message's 8 deliveries and the delays between them take ~48 s): in a
+        // long run the first orders leave NATS while the faults go on, and are read, listed
+        // and checked from the archive.
         builder = builder
             .env("CONSUMER_ACK_WAIT_MS", "2000")
-            .env("CONSUMER_MAX_DELIVER", "30");
+            .env("CONSUMER_MAX_DELIVER", "8")
+            .env("HOT_WINDOW", HOT_WINDOW);
     }
     let mut cluster = Vec::new();
     let mut proxy = None;
