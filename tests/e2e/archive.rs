@@ -198,3 +198,160 @@ async fn while_the_archive_is_away_orders_flow_readiness_says_so_and_archived_or
     hot_window_passes(&app).await;
     assert_eq!(app.order(&placed).await["status"], "confirmed");
 }
+
+#[tokio::test]
+async fn a_dead_letter_of_the_archive_is_folded_back_into_it_and_reaches_no_other_consumer() {
+    let app = TestApp::spawn().await;
+    app.set_stock("VASE", 5).await;
+    let order = app.place_order("cleo", &[("VASE", 1)]).await;
+    app.wait_for_status(&order, "confirmed").await;
+    let owner = sqlx::PgPool::connect(&app.postgres.as_ref().expect("an archive").url())
+        .await
+        .unwrap();
+    let row = "SELECT status, snapshot::text FROM orders WHERE order_id = $1::uuid";
+    let archived: (String, String) = testkit::eventually_some("the order archived", || async {
+        let row: Option<(String, String)> = sqlx::query_as(row)
+            .bind(&order)
+            .fetch_optional(&owner)
+            .await
+            .unwrap();
+        row.filter(|(status, _)| status == "confirmed")
+    })
+    .await;
+    // Someone broke the row: the cancellation cannot be folded into it, and is dead-lettered.
+    sqlx::query("UPDATE orders SET snapshot = '{\"not\": \"an order\"}' WHERE order_id = $1::uuid")
+        .bind(&order)
+        .execute(&owner)
+        .await
+        .unwrap();
+    assert_eq!(app.cancel(&order).await.status(), 202);
+    let letters_url = format!("{}/admin/dead-letters", app.order_url());
+    // The cancellation and the notification about it both find the broken row.
+    let letters = testkit::eventually_some("both dead-lettered", || async {
+        let page = app.admin_get_json(&letters_url).await;
+        let letters = page["dead_letters"].as_array()?.clone();
+        (letters.len() == 2).then_some(letters)
+    })
+    .await;
+    let mut consumers: Vec<&str> = letters
+        .iter()
+        .map(|l| l["consumer"].as_str().unwrap())
+        .collect();
+    consumers.sort_unstable();
+    assert_eq!(consumers, ["order-archive", "order-archive-notifications"]);
+    let published_before = (
+        stored(&app, "ORDERS").await,
+        stored(&app, "NOTIFICATIONS").await,
+    );
+
+    // The row is repaired (from a backup, say); the letters are redriven.
+    sqlx::query("UPDATE orders SET snapshot = $2::jsonb WHERE order_id = $1::uuid")
+        .bind(&order)
+        .bind(&archived.1)
+        .execute(&owner)
+        .await
+        .unwrap();
+    let redriven: serde_json::Value = app
+        .as_admin(testkit::http_client().post(format!("{letters_url}/redrive?max=10")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(redriven["redriven"], 2, "{redriven}");
+
+    let (status, snapshot): (String, String) = sqlx::query_as(row)
+        .bind(&order)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert_eq!(status, "cancelled", "folded into the archive");
+    let snapshot: serde_json::Value = serde_json::from_str(&snapshot).unwrap();
+    assert_eq!(snapshot["notifications"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (
+            stored(&app, "ORDERS").await,
+            stored(&app, "NOTIFICATIONS").await
+        ),
+        published_before,
+        "not published again: inventory and notification never see them twice"
+    );
+    let page = app.admin_get_json(&letters_url).await;
+    assert_eq!(
+        page["dead_letters"],
+        serde_json::json!([]),
+        "the letters are gone"
+    );
+}
+
+#[tokio::test]
+async fn a_letter_that_only_claims_to_come_from_the_archive_is_neither_folded_nor_published() {
+    // Inventory and notification may publish dead letters under their own consumers' subjects,
+    // and write any `Dlq-*` header there: such a letter naming the archive's consumer must not
+    // reach the archive (or the bus) through order-service's redrive.
+    let app = TestApp::spawn().await;
+    app.set_stock("BOWL", 5).await;
+    let order = app.place_order("dora", &[("BOWL", 1)]).await;
+    app.wait_for_status(&order, "confirmed").await;
+    let before = app.wait_for_notifications(&order, 1).await;
+    let forged = events::Envelope::new(
+        "/forged",
+        events::Event::OrderCancelled(events::OrderCancelled {
+            order_id: events::OrderId(order.parse().unwrap()),
+            customer_id: events::CustomerId::new("dora").unwrap(),
+            reason: events::CancelReason::CustomerRequested,
+            reserved: Vec::new(),
+        }),
+    );
+    let forged_subject = format!("orders.0.dora.{order}.cancelled");
+    let headers =
+        testkit::sample::dead_letter_headers(&forged_subject, "ORDERS", 1, "order-archive");
+    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let sequence = async_nats::jetstream::new(client)
+        .publish_with_headers(
+            format!("dlq.inventory.{forged_subject}"),
+            headers,
+            forged.to_json().unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let orders_before = stored(&app, "ORDERS").await;
+
+    let url = format!("{}/admin/dead-letters/{sequence}/redrive", app.order_url());
+    let refused = app
+        .as_admin(testkit::http_client().post(url))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(refused.status(), 422);
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("not-redrivable"),
+        "{problem}"
+    );
+    assert_eq!(
+        stored(&app, "ORDERS").await,
+        orders_before,
+        "nothing published"
+    );
+    assert_eq!(stored(&app, "DLQ").await, 1, "kept for inspection");
+    assert_eq!(app.order(&order).await, before, "the order is as it was");
+}
+
+/// How many messages `stream` holds.
+async fn stored(app: &TestApp, stream: &str) -> u64 {
+    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(stream)
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.messages
+}

@@ -139,7 +139,12 @@ impl ArchiveArgs {
     /// The connection options of the reading user (ARCHIVE_READER_USER): ARCHIVE_URL's host
     /// and database, that user and its password. `None` when no reader is set (or no archive).
     pub fn reader_options(&self) -> Result<Option<PgConnectOptions>, ArchiveConfigError> {
-        let Some(user) = self.archive_reader_user.as_deref().map(str::trim) else {
+        let user = self
+            .archive_reader_user
+            .as_deref()
+            .map(str::trim)
+            .filter(|user| !user.is_empty());
+        let Some(user) = user else {
             if self.archive_reader_password.is_some() || self.archive_reader_password_file.is_some()
             {
                 return Err(ArchiveConfigError::ReaderPasswordWithoutUser);
@@ -149,8 +154,9 @@ impl ArchiveArgs {
         let Some(options) = self.base_options()? else {
             return Ok(None);
         };
-        // Everything else ARCHIVE_URL says (host, database, TLS) holds for the reader too.
-        let options = options.username(user);
+        // Everything else ARCHIVE_URL says (host, database, TLS) holds for the reader too — but
+        // not a password written into it: that is the writer's, never sent as the reader's.
+        let options = options.username(user).password("");
         let options = with_password(
             options,
             "ARCHIVE_READER_PASSWORD",

@@ -241,14 +241,14 @@ impl Archive {
         order_id: Uuid,
     ) -> Result<Option<ArchivedOrder<S>>, ArchiveError> {
         self.ensure_schema().await?;
-        let row: Option<Row> = sqlx::query_as(
+        let row: Result<Option<Row>, _> = sqlx::query_as(
             "SELECT order_id, customer_id, status, placed_at, updated_at, idempotency_key, snapshot \
              FROM orders WHERE order_id = $1",
         )
         .bind(order_id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(decode).transpose()
+        .await;
+        self.observed(row)?.map(decode).transpose()
     }
 
     /// The first order created with the (hashed) `Idempotency-Key` `key`, if any.
@@ -257,14 +257,14 @@ impl Archive {
         key: &str,
     ) -> Result<Option<ArchivedOrder<S>>, ArchiveError> {
         self.ensure_schema().await?;
-        let row: Option<Row> = sqlx::query_as(
+        let row: Result<Option<Row>, _> = sqlx::query_as(
             "SELECT order_id, customer_id, status, placed_at, updated_at, idempotency_key, snapshot \
              FROM orders WHERE idempotency_key = $1 ORDER BY order_id LIMIT 1",
         )
         .bind(key)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(decode).transpose()
+        .await;
+        self.observed(row)?.map(decode).transpose()
     }
 
     /// Up to `limit` of `customer`'s archived orders, newest first, placed before the order
@@ -276,7 +276,7 @@ impl Archive {
         limit: usize,
     ) -> Result<Vec<ArchivedOrder<S>>, ArchiveError> {
         self.ensure_schema().await?;
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Result<Vec<Row>, _> = sqlx::query_as(
             "SELECT order_id, customer_id, status, placed_at, updated_at, idempotency_key, snapshot \
              FROM orders WHERE customer_id = $1 AND order_id < $2 \
              ORDER BY order_id DESC LIMIT $3",
@@ -285,8 +285,8 @@ impl Archive {
         .bind(before.unwrap_or(Uuid::max()))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(decode).collect()
+        .await;
+        self.observed(rows)?.into_iter().map(decode).collect()
     }
 
     /// In one transaction: locks `orders`, hands their archived rows (those that exist) to
@@ -386,6 +386,12 @@ impl Archive {
         up
     }
 
+    /// `result` of a read, recorded for [`Archive::last_known_reachable`].
+    fn observed<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, ArchiveError> {
+        self.record_reachable(result.is_ok());
+        Ok(result?)
+    }
+
     /// Records whether the archive just took a write (or answered a check), for
     /// [`Archive::last_known_reachable`] — shared by every clone of this archive.
     pub fn record_reachable(&self, up: bool) {
@@ -393,8 +399,8 @@ impl Archive {
             .store(if up { UP } else { DOWN }, Ordering::Relaxed);
     }
 
-    /// Whether the archive took the last write or check (`None`: none was tried yet). What
-    /// readiness reports, without a query per probe.
+    /// Whether the archive took the last read, write or check (`None`: none was tried yet).
+    /// What readiness reports, without a query per probe.
     pub fn last_known_reachable(&self) -> Option<bool> {
         match self.reachable.load(Ordering::Relaxed) {
             UP => Some(true),

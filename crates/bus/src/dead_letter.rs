@@ -159,7 +159,7 @@ pub(crate) async fn publish(
     headers.insert(header::DLQ_ERROR, header_value(error));
     headers.insert(header::DLQ_TIME, chrono::Utc::now().to_rfc3339().as_str());
 
-    let subject = names::subject::dead_letter(origin.subject);
+    let subject = names::subject::dead_letter(origin.consumer, origin.subject);
     let result = bus
         .publisher()
         // No injection: the original trace context stays as the producer sent it.
@@ -364,8 +364,42 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) {
 pub struct StoredDeadLetter {
     /// Its sequence in the `DLQ` stream (its id for inspection and redrive).
     pub dlq_sequence: u64,
+    /// The subject it was stored under.
+    pub dlq_subject: String,
     /// The letter.
     pub letter: DeadLetter,
+}
+
+impl StoredDeadLetter {
+    /// How long ago its order was placed (order ids are UUID v7, so they carry it), or for a
+    /// payload that names no order, how old its event is; `None` for a payload that is no
+    /// event.
+    pub fn age(&self) -> Option<Duration> {
+        let event = events::Envelope::decode(&self.letter.payload).ok()?;
+        let placed = event
+            .event
+            .order_id()
+            .0
+            .get_timestamp()
+            .map(|ts| {
+                let (secs, nanos) = ts.to_unix();
+                std::time::UNIX_EPOCH + Duration::new(secs, nanos)
+            })
+            .unwrap_or_else(|| std::time::SystemTime::from(event.time));
+        Some(
+            std::time::SystemTime::now()
+                .duration_since(placed)
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
+    /// Whether it was stored under the subject of the consumer its headers name, for the
+    /// subject they name: only that consumer's service may publish there, so the letter is
+    /// that consumer's own (the headers alone are claims anyone who may publish a dead letter
+    /// can make).
+    pub fn is_from_its_consumer(&self) -> bool {
+        self.dlq_subject == names::subject::dead_letter(&self.letter.consumer, &self.letter.subject)
+    }
 }
 
 /// Reading or redriving dead letters failed.
@@ -389,6 +423,38 @@ pub enum DeadLetterError {
         subject: String,
         /// The stream it names.
         stream: String,
+    },
+    /// The message it says it came from is not in its stream as it says: a forged letter (a
+    /// service may write any `Dlq-*` header into the letters it publishes), or one whose
+    /// original has left the stream. Kept for inspection, never published.
+    #[error(
+        "DLQ message {sequence} cannot be redriven: {stream} holds no message {subject:?} with this payload at sequence {stream_sequence}"
+    )]
+    Unverified {
+        /// Its DLQ sequence.
+        sequence: u64,
+        /// The stream it names.
+        stream: String,
+        /// The sequence there it names.
+        stream_sequence: u64,
+        /// The subject it names.
+        subject: String,
+    },
+    /// Its order is older than the hot window allows: the consumers it would reach decide on
+    /// histories that have left NATS by now, and would take it for new (reserve its stock
+    /// again, notify again).
+    #[error(
+        "DLQ message {sequence} cannot be redriven: its order is {}s old, and only events of orders younger than {}s (most of the hot window) are published again — the history its consumers would decide on has left NATS",
+        age.as_secs(),
+        limit.as_secs()
+    )]
+    TooOld {
+        /// Its DLQ sequence.
+        sequence: u64,
+        /// How old its order (or, for a payload that names none, its event) is.
+        age: Duration,
+        /// The oldest an event may be to be published again.
+        limit: Duration,
     },
     /// Republishing it failed.
     #[error(transparent)]
@@ -442,6 +508,7 @@ impl Bus {
                 .map(|letter| {
                     Some(StoredDeadLetter {
                         dlq_sequence: sequence,
+                        dlq_subject: message.subject.to_string(),
                         letter,
                     })
                 })
@@ -462,10 +529,31 @@ impl Bus {
     /// headers (trace context included) as they were — then removes it from the DLQ. `false`
     /// if it is no longer there (already redriven). Safe to repeat after a crash: the
     /// republish carries `Nats-Msg-Id` `redrive:<sequence>`, so the server stores it once.
-    pub async fn redrive(&self, sequence: u64) -> Result<bool, DeadLetterError> {
+    ///
+    /// Only what is verifiably a message of its stream is published again: the message the
+    /// letter names must still be there with the same subject and payload
+    /// ([`DeadLetterError::Unverified`] otherwise — a letter's headers are claims). With a
+    /// `hot_window`, a letter whose order was placed longer ago than 90% of it is refused
+    /// ([`DeadLetterError::TooOld`]): the copy would reach every consumer of its subject, and
+    /// theirs is a history of the hot window only.
+    pub async fn redrive(
+        &self,
+        sequence: u64,
+        hot_window: Option<Duration>,
+    ) -> Result<bool, DeadLetterError> {
         let Some(stored) = self.dead_letter(sequence).await? else {
             return Ok(false);
         };
+        if let Some(window) = hot_window.filter(|w| !w.is_zero()) {
+            let limit = window.mul_f64(0.9);
+            if let Some(age) = stored.age().filter(|age| *age > limit) {
+                return Err(DeadLetterError::TooOld {
+                    sequence,
+                    age,
+                    limit,
+                });
+            }
+        }
         // Anyone who can publish to the DLQ can write these headers: redrive only onto the
         // event subjects of the stream the letter says it came from, never onto a KV bucket,
         // another stream or a reply subject.
@@ -474,6 +562,14 @@ impl Bus {
                 sequence,
                 subject: stored.letter.subject.clone(),
                 stream: stored.letter.stream.clone(),
+            });
+        }
+        if !self.is_verified(&stored).await? {
+            return Err(DeadLetterError::Unverified {
+                sequence,
+                stream: stored.letter.stream.clone(),
+                stream_sequence: stored.letter.sequence,
+                subject: stored.letter.subject.clone(),
             });
         }
         let mut headers = HeaderMap::new();
@@ -499,12 +595,53 @@ impl Bus {
             )
             .instrument(span)
             .await?;
-        let dlq = self.dlq().await?;
-        dlq.delete_message(sequence)
-            .await
-            .map_err(|e| DeadLetterError::Unavailable(e.to_string()))?;
-        metrics::counter!(metric::DEAD_LETTERS_REDRIVEN).increment(1);
+        self.discard_dead_letter(sequence).await?;
         tracing::info!(sequence, subject = %stored.letter.subject, "dead letter redriven");
         Ok(true)
+    }
+
+    /// Whether the message `stored` names is in its stream, at its sequence, with its subject
+    /// and payload byte for byte — the letter is then a true copy, whoever published it.
+    /// `false` once that message has left the stream.
+    pub async fn is_verified(&self, stored: &StoredDeadLetter) -> Result<bool, DeadLetterError> {
+        let letter = &stored.letter;
+        if !events::layout::stream_holds(&letter.stream, &letter.subject) {
+            return Ok(false);
+        }
+        let stream = self
+            .jetstream()
+            .get_stream_no_info(&letter.stream)
+            .await
+            .map_err(|e| DeadLetterError::Unavailable(e.to_string()))?;
+        match stream.get_raw_message(letter.sequence).await {
+            Ok(original) => {
+                Ok(original.subject.as_str() == letter.subject
+                    && original.payload == letter.payload)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::stream::RawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(DeadLetterError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Removes dead letter `sequence` once its event was handled some other way (taken back
+    /// by the consumer that gave it up), counted as redriven. Removing it again is harmless.
+    pub async fn discard_dead_letter(&self, sequence: u64) -> Result<(), DeadLetterError> {
+        let dlq = self.dlq().await?;
+        if let Err(e) = dlq.delete_message(sequence).await {
+            // Already gone (a repeated redrive): done.
+            if self.dead_letter(sequence).await?.is_some() {
+                return Err(DeadLetterError::Unavailable(e.to_string()));
+            }
+            return Ok(());
+        }
+        metrics::counter!(metric::DEAD_LETTERS_REDRIVEN).increment(1);
+        Ok(())
     }
 }

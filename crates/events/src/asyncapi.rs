@@ -81,15 +81,19 @@ pub fn document() -> Value {
     channels.insert(
         "dead-letters".to_owned(),
         json!({
-            "address": format!("{}.{{original_subject}}", subject::DLQ_PREFIX),
+            "address": format!("{}.{{consumer}}.{{original_subject}}", subject::DLQ_PREFIX),
             "title": "Dead letters",
             "description": format!(
-                "A message a consumer gave up on, under its original subject, in stream `{}`: \
-                 the original body and headers, plus the `Dlq-*` headers. The admin API lists, \
-                 shows and redrives them.",
+                "A message a consumer gave up on, under that consumer's name and its original \
+                 subject, in stream `{}`: the original body and headers, plus the `Dlq-*` \
+                 headers. Each service may publish under its own consumers' names only. The \
+                 admin API lists, shows and redrives them.",
                 stream::DLQ
             ),
             "parameters": {
+                "consumer": {
+                    "description": "The durable consumer that gave up on the message."
+                },
                 "original_subject": {
                     "description": "The subject the message was first published on (several tokens)."
                 }

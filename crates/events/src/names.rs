@@ -4,16 +4,24 @@
 
 /// Subjects outside the event layout (events themselves: [`crate::layout`]).
 pub mod subject {
-    /// Prefix of dead-letter subjects: a message from `orders.0.alice.<id>.created` goes to
-    /// `dlq.orders.0.alice.<id>.created`.
+    /// Prefix of dead-letter subjects: a message from `orders.0.alice.<id>.created` that the
+    /// consumer `inventory` gave up on goes to `dlq.inventory.orders.0.alice.<id>.created`.
+    /// Each service may publish only under its own consumers' names, so the subject proves
+    /// which consumer (and service) wrote a letter; its `Dlq-*` headers are only claims.
     pub const DLQ_PREFIX: &str = "dlq";
     /// Advisory the server emits when a message exhausted `max_deliver` on a consumer;
     /// followed by `.<stream>.<consumer>`.
     pub const MAX_DELIVERIES_ADVISORY_PREFIX: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES";
 
-    /// The dead-letter subject for a message originally published on `subject`.
-    pub fn dead_letter(subject: &str) -> String {
-        format!("{DLQ_PREFIX}.{subject}")
+    /// The dead-letter subject for a message originally published on `subject` that
+    /// `consumer` gave up on.
+    pub fn dead_letter(consumer: &str, subject: &str) -> String {
+        format!("{DLQ_PREFIX}.{consumer}.{subject}")
+    }
+
+    /// Every dead-letter subject of `consumer` (what its service may publish).
+    pub fn dead_letters_of(consumer: &str) -> String {
+        format!("{DLQ_PREFIX}.{consumer}.>")
     }
 }
 

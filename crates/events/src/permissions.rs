@@ -4,8 +4,8 @@
 //! test (`ORDERFLOW_BLESS=1` rewrites it), and `cargo run -p events --example
 //! nats-permissions -- <partitions>` prints it for a partitioned deployment.
 //!
-//! Least privilege, per service: publish the events it writes, dead letters of the events it
-//! consumes, its own KV buckets, acks of its own consumers; call the JetStream API only for its
+//! Least privilege, per service: publish the events it writes, dead letters under the names
+//! of its own consumers, its own KV buckets, acks of its own consumers; call the JetStream API only for its
 //! own streams (create, update, read — never delete or purge), its own buckets (and ordered
 //! consumers on them), its own durable consumers on the stream it reads, and its watchers of
 //! that stream's max-deliveries advisories; check that the streams it uses exist; and receive
@@ -47,14 +47,9 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
     let reads: Vec<(&str, Domain)> = topology::subscriptions_of(service)
         .filter_map(|subscription| Some((subscription.durable, subscription.domain()?)))
         .collect();
-    let mut dead_letters: Vec<Domain> = reads.iter().map(|(_, domain)| *domain).collect();
-    dead_letters.dedup();
-    for domain in dead_letters {
-        publish.push(format!(
-            "{}.{}.>",
-            names::subject::DLQ_PREFIX,
-            domain.token()
-        ));
+    // Dead letters under its own consumers' names only: the subject is the proof of origin.
+    for (durable, _) in &reads {
+        publish.push(names::subject::dead_letters_of(durable));
     }
     for bucket in topology::buckets_of(service) {
         publish.push(format!("$KV.{bucket}.>"));

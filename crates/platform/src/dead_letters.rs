@@ -1,9 +1,15 @@
 //! Dead letters as an operator feature, behind the admin token: list them, inspect one, and
 //! redrive — one, or the oldest N at a bounded rate so a redrive cannot flood the consumers it
 //! feeds. A redriven letter is published again on its original subject with its original
-//! headers and removed from the DLQ; repeating a redrive is harmless.
+//! headers and removed from the DLQ; repeating a redrive is harmless. Two exceptions, both
+//! because a published copy reaches *every* consumer of its subject: a letter whose event is
+//! older than most of the hot window is refused (the others would take it for new), and the
+//! letters of a consumer this service takes back itself ([`Reprocess`]) go only to it.
 
+use std::future::Future;
 use std::ops::RangeInclusive;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,7 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
-use bus::{Bus, DeadLetterError, Secret, StoredDeadLetter};
+use bus::{Bus, DeadLetter, DeadLetterError, Secret, StoredDeadLetter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::path::{Parameter, ParameterIn};
@@ -22,6 +28,91 @@ use crate::problem::{ApiPath, ApiQuery, Problem};
 
 /// Most letters one list or bulk redrive handles.
 pub const MAX_BATCH: usize = 1000;
+
+/// A consumer of this service whose dead letters it takes back in-process on redrive, instead
+/// of publishing them again where every other consumer of the subject would see them too.
+pub trait Reprocess: Send + Sync + 'static {
+    /// Whether the letters `consumer` gave up are taken back here.
+    fn handles(&self, consumer: &str) -> bool;
+
+    /// Handles the letter's event as its consumer would have; `Ok` once it is done (the letter
+    /// is then removed).
+    fn reprocess(&self, letter: DeadLetter) -> BoxedReprocess<'_>;
+}
+
+/// What [`Reprocess::reprocess`] returns.
+pub type BoxedReprocess<'a> = Pin<Box<dyn Future<Output = Result<(), Problem>> + Send + 'a>>;
+
+/// How this service redrives: the bus, the hot window (events older than most of it are not
+/// published again) and the consumers it takes letters back for.
+#[derive(Clone)]
+pub struct Redrive {
+    bus: Bus,
+    hot_window: Option<Duration>,
+    local: Option<Arc<dyn Reprocess>>,
+}
+
+impl std::fmt::Debug for Redrive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redrive")
+            .field("hot_window", &self.hot_window)
+            .field("local", &self.local.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redrive {
+    /// Redrives on `bus`, refusing events older than 90% of `hot_window` (zero: none).
+    pub fn new(bus: Bus, hot_window: Duration) -> Self {
+        Self {
+            bus,
+            hot_window: (!hot_window.is_zero()).then_some(hot_window),
+            local: None,
+        }
+    }
+
+    /// Takes the letters of the consumers `local` handles back in-process.
+    pub fn taking_back(self, local: impl Reprocess) -> Self {
+        Self {
+            local: Some(Arc::new(local)),
+            ..self
+        }
+    }
+
+    /// Redrives letter `sequence`; `false` if it is no longer there.
+    async fn one(&self, sequence: u64) -> Result<bool, Problem> {
+        if let Some(local) = &self.local {
+            let Some(stored) = self.bus.dead_letter(sequence).await? else {
+                return Ok(false);
+            };
+            if local.handles(&stored.letter.consumer) {
+                // Claiming one of our consumers is not enough: another service may publish
+                // such headers under its own consumers' subjects. Taken back only if it was
+                // stored under that consumer's own subject, or is a true copy of its original
+                // (letters stored before subjects named their consumer); else neither taken
+                // back nor published.
+                if !stored.is_from_its_consumer() && !self.bus.is_verified(&stored).await? {
+                    return Err(Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "not-redrivable",
+                        "This dead letter cannot be redriven",
+                    )
+                    .with_detail(format!(
+                        "DLQ message {sequence} claims consumer {:?} but was not published under \
+                         its subject, and is no copy of a message still in its stream: it is \
+                         kept for inspection",
+                        stored.letter.consumer
+                    )));
+                }
+                local.reprocess(stored.letter).await?;
+                self.bus.discard_dead_letter(sequence).await?;
+                tracing::info!(sequence, "dead letter taken back by its consumer");
+                return Ok(true);
+            }
+        }
+        Ok(self.bus.redrive(sequence, self.hot_window).await?)
+    }
+}
 
 /// A dead letter as the admin API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -154,8 +245,12 @@ fn batch_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
 pub struct Redriven {
     /// Letters published again and removed from the DLQ.
     pub redriven: usize,
-    /// Letters left in the DLQ because their subject is not an event subject of their stream.
+    /// Letters left in the DLQ that cannot be redriven: not a true copy of a message of their
+    /// stream (forged, or its original is gone), or of an order older than most of the hot
+    /// window.
     pub not_redrivable: usize,
+    /// Letters left in the DLQ for now: what they need did not answer (retry the redrive).
+    pub retry_later: usize,
 }
 
 impl From<DeadLetterError> for Problem {
@@ -167,10 +262,18 @@ impl From<DeadLetterError> for Problem {
                 "Not a dead letter",
             )
             .with_detail(error.to_string()),
-            DeadLetterError::NotRedrivable { .. } => Problem::new(
+            DeadLetterError::NotRedrivable { .. } | DeadLetterError::Unverified { .. } => {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not-redrivable",
+                    "This dead letter cannot be redriven",
+                )
+                .with_detail(error.to_string())
+            }
+            DeadLetterError::TooOld { .. } => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "not-redrivable",
-                "This dead letter cannot be redriven",
+                "too-old",
+                "This dead letter is too old to be redriven",
             )
             .with_detail(error.to_string()),
             DeadLetterError::Publish(e) => e.into(),
@@ -183,7 +286,7 @@ impl From<DeadLetterError> for Problem {
 }
 
 /// The dead-letter admin routes, behind `admin_token` when one is set.
-pub fn routes(bus: Bus, admin_token: Option<Secret>) -> Router {
+pub fn routes(redrive: Redrive, admin_token: Option<Secret>) -> Router {
     Router::new()
         .route("/admin/dead-letters", get(list))
         .route("/admin/dead-letters/redrive", post(redrive_oldest))
@@ -193,7 +296,7 @@ pub fn routes(bus: Bus, admin_token: Option<Secret>) -> Router {
             admin_token,
             crate::admin::require_token,
         ))
-        .with_state(bus)
+        .with_state(redrive)
 }
 
 /// A batch size: `value` or `default`, 1 to [`MAX_BATCH`].
@@ -221,7 +324,7 @@ where
     params(ListQuery), security(("bearer" = [])),
     responses((status = 200, description = "A page of dead letters", body = DeadLetterPage)))]
 async fn list(
-    State(bus): State<Bus>,
+    State(Redrive { bus, .. }): State<Redrive>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<DeadLetterPage>, Problem> {
     let limit = bounded(query.limit, 50, "limit")?;
@@ -242,7 +345,7 @@ async fn list(
     responses((status = 200, description = "The dead letter", body = DeadLetterView),
               (status = 404, description = "No such dead letter (or already redriven)")))]
 async fn inspect(
-    State(bus): State<Bus>,
+    State(Redrive { bus, .. }): State<Redrive>,
     ApiPath(sequence): ApiPath<u64>,
 ) -> Result<axum::Json<DeadLetterView>, Problem> {
     bus.dead_letter(sequence)
@@ -256,15 +359,16 @@ async fn inspect(
     params(("sequence" = u64, Path, minimum = 1, description = "DLQ sequence")),
     responses((status = 200, description = "Published again", body = Redriven),
               (status = 404, description = "No such dead letter (or already redriven)"),
-              (status = 422, description = "Not a dead letter, or its subject is not an event subject of its stream")))]
+              (status = 422, description = "Not a dead letter, not a true copy of a message still in its stream, or of an order older than most of the hot window")))]
 async fn redrive_one(
-    State(bus): State<Bus>,
+    State(redrive): State<Redrive>,
     ApiPath(sequence): ApiPath<u64>,
 ) -> Result<axum::Json<Redriven>, Problem> {
-    if bus.redrive(sequence).await? {
+    if redrive.one(sequence).await? {
         Ok(axum::Json(Redriven {
             redriven: 1,
             not_redrivable: 0,
+            retry_later: 0,
         }))
     } else {
         Err(Problem::not_found(format!(
@@ -278,26 +382,32 @@ async fn redrive_one(
     params(RedriveQuery), security(("bearer" = [])),
     responses((status = 200, description = "How many were published again", body = Redriven)))]
 async fn redrive_oldest(
-    State(bus): State<Bus>,
+    State(redrive): State<Redrive>,
     ApiQuery(query): ApiQuery<RedriveQuery>,
 ) -> Result<axum::Json<Redriven>, Problem> {
     let max = bounded(query.max, 100, "max")?;
     let per_second = bounded(query.per_second.map(|n| n as usize), 20, "per_second")?;
     let mut pace = tokio::time::interval(Duration::from_secs(1) / per_second as u32);
-    let (mut redriven, mut not_redrivable) = (0, 0);
-    for stored in bus.dead_letters(0, max).await? {
+    let (mut redriven, mut not_redrivable, mut retry_later) = (0, 0, 0);
+    for stored in redrive.bus.dead_letters(0, max).await? {
         pace.tick().await;
-        match bus.redrive(stored.dlq_sequence).await {
+        // One letter that cannot go, or not yet, must not block the ones after it.
+        match redrive.one(stored.dlq_sequence).await {
             Ok(true) => redriven += 1,
             Ok(false) => {}
-            // Skipped, not fatal: one forged letter must not block the redrive of the rest.
-            Err(DeadLetterError::NotRedrivable { .. }) => not_redrivable += 1,
-            Err(e) => return Err(e.into()),
+            Err(problem) if problem.status_code() == StatusCode::UNPROCESSABLE_ENTITY => {
+                not_redrivable += 1
+            }
+            Err(problem) if problem.status_code() == StatusCode::SERVICE_UNAVAILABLE => {
+                retry_later += 1
+            }
+            Err(problem) => return Err(problem),
         }
     }
     Ok(axum::Json(Redriven {
         redriven,
         not_redrivable,
+        retry_later,
     }))
 }
 

@@ -124,3 +124,30 @@ pub async fn expire(bus: &Bus, domain: events::Domain, key: &OrderKey) {
         .await
         .expect("purge the order's events");
 }
+
+/// The `Dlq-*` headers of a dead letter that says `consumer` gave up on message
+/// `stream_sequence` of `stream`, first published on `subject` — what any service that may
+/// publish a dead letter can write, true or not.
+pub fn dead_letter_headers(
+    subject: &str,
+    stream: &str,
+    stream_sequence: u64,
+    consumer: &str,
+) -> async_nats::HeaderMap {
+    use events::names::header;
+    let mut headers = async_nats::HeaderMap::new();
+    let sequence = stream_sequence.to_string();
+    for (name, value) in [
+        (header::DLQ_SUBJECT, subject),
+        (header::DLQ_STREAM, stream),
+        (header::DLQ_SEQUENCE, sequence.as_str()),
+        (header::DLQ_CONSUMER, consumer),
+        (header::DLQ_DELIVERIES, "1"),
+        (header::DLQ_REASON, "permanent"),
+        (header::DLQ_ERROR, "forged"),
+        (header::DLQ_TIME, "2026-12-02T00:00:00Z"),
+    ] {
+        headers.insert(name, value);
+    }
+    headers
+}

@@ -17,6 +17,7 @@ use axum::Router;
 use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, ProvisionError};
 use platform::config::{HttpArgs, NatsArgs};
 use platform::customer_auth::{AuthArgs, Customers};
+use platform::dead_letters::Redrive;
 use platform::service::{RunError, Started, Task};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
@@ -156,6 +157,7 @@ pub async fn run(
             archive,
             reader,
             retention: config.archive.archive_retention,
+            take_back: projection::TakeBack::default(),
             nats: config.nats.clone(),
         },
         config.nats,
@@ -187,6 +189,8 @@ struct OrderService {
     /// The archive as the API reads it: another user where one is set, granted only SELECT.
     reader: Option<Archive>,
     retention: Retention,
+    /// The archive consumers' dead letters, folded back on redrive once the projection runs.
+    take_back: projection::TakeBack,
     /// For the projection's consumers, tuned like the saga's.
     nats: NatsArgs,
 }
@@ -211,7 +215,7 @@ impl platform::service::Service for OrderService {
             customers: self.customers.clone(),
         })
         .merge(platform::dead_letters::routes(
-            bus.clone(),
+            Redrive::new(bus.clone(), self.nats.hot_window).taking_back(self.take_back.clone()),
             self.admin_token.clone(),
         ))
     }
@@ -238,14 +242,25 @@ impl platform::service::Service for OrderService {
     }
 
     fn degraded(&self, _: &store::Store) -> Vec<String> {
-        match self.archive.as_ref().map(Archive::last_known_reachable) {
-            Some(Some(false)) => vec![
-                "archive: PostgreSQL does not answer — orders that left the hot log answer 503, \
-                 the projection catches up once it is back"
+        let down = |archive: &Option<Archive>| {
+            archive.as_ref().and_then(Archive::last_known_reachable) == Some(false)
+        };
+        let mut degraded = Vec::new();
+        if down(&self.archive) {
+            degraded.push(
+                "archive: PostgreSQL does not take the projection's writes — it catches up once \
+                 they go through"
                     .to_owned(),
-            ],
-            _ => Vec::new(),
+            );
         }
+        if down(&self.reader) {
+            degraded.push(
+                "archive: PostgreSQL does not answer the API's reads — orders that left the hot \
+                 log answer 503"
+                    .to_owned(),
+            );
+        }
+        degraded
     }
 
     fn tasks(&self, store: &store::Store, shutdown: &CancellationToken) -> Vec<Task> {
@@ -254,6 +269,7 @@ impl platform::service::Service for OrderService {
         };
         let mut tasks: Vec<Task> = Vec::new();
         let projection = projection::Projection::start(archive.clone());
+        self.take_back.serve(projection.clone());
         let specs = projection::consumer_specs(store.partitions(), self.nats.hot_window, |spec| {
             self.nats.tune(spec)
         });

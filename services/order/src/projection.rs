@@ -15,11 +15,15 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use archive::{Archive, ArchivedOrder};
-use bus::{ConsumerSpec, Delivery, HandlerError};
-use events::{Event, OrderId, Partitions};
+use axum::http::StatusCode;
+use bus::{ConsumerSpec, DeadLetter, Delivery, Handler as _, HandlerError, Lease};
+use events::{Envelope, Event, OrderId, OrderKey, Partitions};
+use platform::dead_letters::{BoxedReprocess, Reprocess};
+use platform::problem::Problem;
 use tokio::sync::{mpsc, oneshot};
 
 use telemetry::metric;
@@ -123,6 +127,66 @@ impl bus::Handler for Projection {
         outcome
             .await
             .unwrap_or_else(|_| Err(HandlerError::transient("the archive writer has stopped")))
+    }
+}
+
+/// Takes the archive consumers' dead letters back on redrive: each is folded into the archive
+/// here, never published again — a copy of an order event would reach inventory and
+/// notification too, and after the hot window they could not tell it from a new one (stock
+/// reserved twice, a customer notified twice). Empty until the projection starts.
+#[derive(Debug, Clone, Default)]
+pub struct TakeBack(Arc<OnceLock<Projection>>);
+
+impl TakeBack {
+    /// From now on, letters are folded by `projection`.
+    pub fn serve(&self, projection: Projection) {
+        let _ = self.0.set(projection);
+    }
+}
+
+impl Reprocess for TakeBack {
+    fn handles(&self, consumer: &str) -> bool {
+        events::topology::ARCHIVE
+            .iter()
+            .any(|subscription| subscription.durable == consumer)
+    }
+
+    fn reprocess(&self, letter: DeadLetter) -> BoxedReprocess<'_> {
+        Box::pin(async move {
+            let projection = self.0.get().ok_or_else(|| {
+                Problem::unavailable(1).with_detail("the archive's projection is not running")
+            })?;
+            let unusable = |why: String| {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not-redrivable",
+                    "This dead letter cannot be redriven",
+                )
+                .with_detail(why)
+            };
+            let envelope = Envelope::decode(&letter.payload)
+                .map_err(|e| unusable(format!("its payload is not an event: {e}")))?;
+            let (key, _) = OrderKey::parse(&letter.subject)
+                .map_err(|e| unusable(format!("its subject names no order: {e}")))?;
+            let delivery = Delivery {
+                envelope,
+                key,
+                subject: letter.subject,
+                stream_sequence: letter.sequence,
+                // A redelivery: what an earlier attempt did is read before anything is written.
+                attempt: letter.deliveries.saturating_add(1),
+                is_last_attempt: false,
+                lease: Lease::unbounded(),
+            };
+            projection
+                .handle(delivery)
+                .await
+                .map_err(|error| match error {
+                    HandlerError::Permanent(_) => unusable(error.to_string()),
+                    HandlerError::Transient(_) => Problem::unavailable(5)
+                        .with_detail(format!("the archive did not take it, retry later: {error}")),
+                })
+        })
     }
 }
 

@@ -302,19 +302,8 @@ async fn a_forged_dead_letter_naming_a_kv_bucket_is_not_redriven() {
     // Anyone who may publish to `dlq.>` can write the `Dlq-*` headers; a redrive must not
     // turn them into a write to a bucket (or any subject that is not an event of its stream).
     let h = Harness::start().await;
-    let mut headers = HeaderMap::new();
-    for (name, value) in [
-        (names::header::DLQ_SUBJECT, "$KV.stock.SKU-1"),
-        (names::header::DLQ_STREAM, "KV_stock"),
-        (names::header::DLQ_SEQUENCE, "1"),
-        (names::header::DLQ_CONSUMER, "inventory"),
-        (names::header::DLQ_DELIVERIES, "1"),
-        (names::header::DLQ_REASON, "permanent"),
-        (names::header::DLQ_ERROR, "forged"),
-        (names::header::DLQ_TIME, "2026-12-02T00:00:00Z"),
-    ] {
-        headers.insert(name, value);
-    }
+    let headers =
+        testkit::sample::dead_letter_headers("$KV.stock.SKU-1", "KV_stock", 1, "inventory");
     let sequence = h
         .bus
         .jetstream()
@@ -329,7 +318,7 @@ async fn a_forged_dead_letter_naming_a_kv_bucket_is_not_redriven() {
         .unwrap()
         .sequence;
 
-    let error = h.bus.redrive(sequence).await.unwrap_err();
+    let error = h.bus.redrive(sequence, None).await.unwrap_err();
     assert!(
         matches!(error, bus::DeadLetterError::NotRedrivable { .. }),
         "{error}"
@@ -338,5 +327,103 @@ async fn a_forged_dead_letter_naming_a_kv_bucket_is_not_redriven() {
         h.stored(names::stream::DLQ).await,
         1,
         "the letter stays for inspection"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_whose_order_is_older_than_the_hot_window_is_not_published_again() {
+    // Its consumers keep the history they decide on for the hot window only: a copy of an older
+    // event would look new to them.
+    let h = Harness::start().await;
+    let placed = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(chrono::Utc::now().timestamp()).unwrap() - 2 * 3600,
+        0,
+    ));
+    let event = order_created(OrderId(placed));
+    let subject = crate::support::subject_of(&event);
+    let original = publish_raw(&h, "old-order", event.to_json().unwrap()).await;
+    let headers = testkit::sample::dead_letter_headers(
+        &subject,
+        crate::support::ORDERS,
+        original,
+        "inventory",
+    );
+    let sequence = h
+        .bus
+        .jetstream()
+        .publish_with_headers(
+            names::subject::dead_letter("inventory", &subject),
+            headers,
+            event.to_json().unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+
+    let window = Duration::from_secs(3600);
+    let error = h.bus.redrive(sequence, Some(window)).await.unwrap_err();
+
+    assert!(
+        matches!(error, bus::DeadLetterError::TooOld { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        h.stored(crate::support::ORDERS).await,
+        1,
+        "nothing published"
+    );
+    assert_eq!(h.stored(names::stream::DLQ).await, 1, "the letter stays");
+    assert!(
+        h.bus.redrive(sequence, None).await.unwrap(),
+        "no window: published"
+    );
+    assert_eq!(h.stored(crate::support::ORDERS).await, 2);
+}
+
+#[tokio::test]
+async fn a_dead_letter_that_is_no_copy_of_a_message_in_its_stream_is_not_published() {
+    // Its headers are claims: a service may publish any of them in its own letters. What is
+    // published again must be in the stream already, subject and payload alike.
+    let h = Harness::start().await;
+    let real = order_created(OrderId::new());
+    let subject = crate::support::subject_of(&real);
+    let sequence_of_real = publish_raw(&h, "real", real.to_json().unwrap()).await;
+    let forged = events::Envelope {
+        source: "/forged".into(),
+        ..real.clone()
+    };
+    let headers = testkit::sample::dead_letter_headers(
+        &subject,
+        crate::support::ORDERS,
+        sequence_of_real,
+        "inventory",
+    );
+    let sequence = h
+        .bus
+        .jetstream()
+        .publish_with_headers(
+            names::subject::dead_letter("inventory", &subject),
+            headers,
+            forged.to_json().unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+
+    let error = h.bus.redrive(sequence, None).await.unwrap_err();
+
+    assert!(
+        matches!(error, bus::DeadLetterError::Unverified { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        h.stored(crate::support::ORDERS).await,
+        1,
+        "nothing published"
     );
 }
