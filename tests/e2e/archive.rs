@@ -5,13 +5,15 @@ use serde_json::Value;
 use testkit::{PATIENCE, TestApp};
 
 /// The shortest hot window the services accept with these consumer settings: a message must
-/// stay through 3 deliveries of 1 s plus the delays between them, and the dedupe window.
+/// stay through 3 deliveries of 1 s (ack window and handler timeout alike) plus the delays
+/// between them, and the dedupe window.
 const HOT_WINDOW: &str = "15s";
 
 async fn app_with_a_short_hot_window() -> TestApp {
     TestApp::builder()
         .env("HOT_WINDOW", HOT_WINDOW)
         .env("CONSUMER_ACK_WAIT_MS", "1000")
+        .env("CONSUMER_HANDLER_TIMEOUT_MS", "1000")
         .env("CONSUMER_MAX_DELIVER", "3")
         .spawn()
         .await

@@ -150,7 +150,7 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
     let redriven: Value = app
         .as_admin(
             app.http
-                .post(format!("{list_url}/redrive?max=2&per_second=50")),
+                .post(format!("{list_url}/redrive?max=6&per_second=50")),
         )
         .send()
         .await
@@ -158,11 +158,14 @@ async fn bulk_redrive_takes_the_oldest_letters_and_reports_how_many() {
         .json()
         .await
         .unwrap();
-    assert_eq!(redriven["redriven"], 2);
-    // Garbage stays garbage: each redriven letter is back on its subject, where both
+    // Inventory's letters are published again; the archive's are taken back by order-service,
+    // where garbage cannot be folded: they stay, counted, and do not stop the others.
+    assert_eq!(redriven["redriven"], 3, "{redriven}");
+    assert_eq!(redriven["not_redrivable"], 3, "{redriven}");
+    // Garbage stays garbage: each republished letter is back on its subject, where both
     // consumers dead-letter it again.
     eventually("the redriven poison is dead-lettered again", || async {
-        count().await == 8
+        count().await == 3 + 6
     })
     .await;
 }

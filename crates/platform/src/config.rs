@@ -91,6 +91,11 @@ pub struct NatsArgs {
     /// How long NATS waits for a consumer to settle a message before redelivering it, ms.
     #[arg(long, env = "CONSUMER_ACK_WAIT_MS", default_value = "30000", value_parser = millis)]
     pub consumer_ack_wait: Duration,
+    /// Longest a handler may work on one delivery, ms: progress acks keep its message that
+    /// long, past the ack window, before the attempt counts as failed. The hot window must
+    /// outlast it on every delivery.
+    #[arg(long, env = "CONSUMER_HANDLER_TIMEOUT_MS", default_value = "60000", value_parser = millis)]
+    pub consumer_handler_timeout: Duration,
     /// Deliveries of a message before it is dead-lettered (the default retries a failing
     /// message for about 6.5 minutes).
     #[arg(long, env = "CONSUMER_MAX_DELIVER", default_value_t = bus::DEFAULT_MAX_DELIVER)]
@@ -149,6 +154,7 @@ impl NatsArgs {
         bus::ConsumerSpec {
             ack_wait: self.consumer_ack_wait,
             progress_every: self.consumer_ack_wait / 3,
+            handler_timeout: self.consumer_handler_timeout,
             max_deliver: self.consumer_max_deliver,
             ..spec
         }
@@ -163,7 +169,10 @@ impl NatsArgs {
         if !window.is_zero() {
             let spec = self.tune(bus::ConsumerSpec::new("-", "-", &[]));
             let deliveries = u32::try_from(spec.max_deliver).unwrap_or(u32::MAX);
-            let needed = spec.ack_wait.saturating_mul(deliveries) + spec.retry_budget();
+            // A delivery stays pending for the ack window if its handler dies, for the handler
+            // timeout if it works on (progress acks extend the window meanwhile).
+            let per_delivery = spec.ack_wait.max(spec.handler_timeout);
+            let needed = per_delivery.saturating_mul(deliveries) + spec.retry_budget();
             // Within it, `Nats-Msg-Id` dedupe must outlast a publisher's retries.
             let needed = needed.max(MIN_DEDUPE_WINDOW);
             if window < needed {
@@ -216,7 +225,7 @@ pub enum NatsConfigError {
     DedupeWindow(Duration),
     /// The hot window is shorter than a message may need to stay in its stream.
     #[error(
-        "HOT_WINDOW {} is too short: a message may stay pending for {} (CONSUMER_MAX_DELIVER deliveries of CONSUMER_ACK_WAIT_MS each, plus the retry delays between them) and would expire while still being retried; lengthen HOT_WINDOW, or shorten the ack wait or the deliveries",
+        "HOT_WINDOW {} is too short: a message may stay pending for {} (CONSUMER_MAX_DELIVER deliveries of the longer of CONSUMER_ACK_WAIT_MS and CONSUMER_HANDLER_TIMEOUT_MS each, plus the retry delays between them) and would expire while still being retried; lengthen HOT_WINDOW, or shorten the ack wait, the handler timeout or the deliveries",
         humantime::format_duration(*.window),
         humantime::format_duration(*.needed)
     )]
@@ -346,6 +355,7 @@ impl Default for NatsArgs {
             stream_replicas: 1,
             stream_partitions: Partitions::ONE,
             consumer_ack_wait: Duration::from_secs(30),
+            consumer_handler_timeout: Duration::from_secs(60),
             consumer_max_deliver: bus::DEFAULT_MAX_DELIVER,
             hot_window: Duration::from_secs(24 * 3600),
             dedupe_window: Duration::from_secs(120),
@@ -431,6 +441,7 @@ mod tests {
         let nats = NatsArgs {
             hot_window: hot_window("90s").unwrap(),
             consumer_ack_wait: Duration::from_secs(1),
+            consumer_handler_timeout: Duration::from_secs(1),
             consumer_max_deliver: 3,
             ..NatsArgs::default()
         };
@@ -459,13 +470,21 @@ mod tests {
 
     #[test]
     fn a_hot_window_shorter_than_a_messages_retries_is_refused_with_what_it_needs() {
-        // 20 deliveries of 30 s each, plus 6.5 minutes of nak delays between them.
+        // 20 deliveries, each pending up to the 60 s a handler may work on it (progress acks
+        // keep it past the 30 s ack window), plus 6.5 minutes of nak delays between them.
         let nats = NatsArgs {
             hot_window: hot_window("10m").unwrap(),
             ..NatsArgs::default()
         };
         let error = nats.stream_settings().unwrap_err().to_string();
         assert!(error.contains("HOT_WINDOW 10m is too short"), "{error}");
+        assert!(error.contains("26m 31s"), "{error}");
+        // Handlers cut off at the ack window: the ack window per delivery.
+        let quick_handlers = NatsArgs {
+            consumer_handler_timeout: Duration::from_secs(30),
+            ..nats
+        };
+        let error = quick_handlers.stream_settings().unwrap_err().to_string();
         assert!(error.contains("16m 31s"), "{error}");
         assert!(hot_window("soon").is_err());
     }

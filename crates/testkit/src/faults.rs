@@ -151,12 +151,14 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
                 .env("CONSUMER_MAX_DELIVER", "30");
         }
     } else {
-        // Short ack windows so redeliveries happen within the run, and the shortest hot window
-        // they allow (a message's 8 deliveries and the delays between them take ~48 s): in a
+        // Short ack windows (and handler timeouts) so redeliveries happen within the run, and
+        // the shortest hot window they allow (a message's 8 deliveries and the delays between
+        // them take ~48 s): in a
         // long run the first orders leave NATS while the faults go on, and are read, listed
         // and checked from the archive.
         builder = builder
             .env("CONSUMER_ACK_WAIT_MS", "2000")
+            .env("CONSUMER_HANDLER_TIMEOUT_MS", "2000")
             .env("CONSUMER_MAX_DELIVER", "8")
             .env("HOT_WINDOW", HOT_WINDOW);
     }

@@ -268,7 +268,7 @@ impl platform::service::Service for OrderService {
             return Vec::new();
         };
         let mut tasks: Vec<Task> = Vec::new();
-        let projection = projection::Projection::start(archive.clone());
+        let projection = projection::Projection::start(archive.clone(), self.nats.hot_window);
         self.take_back.serve(projection.clone());
         let specs = projection::consumer_specs(store.partitions(), self.nats.hot_window, |spec| {
             self.nats.tune(spec)

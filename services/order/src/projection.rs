@@ -53,12 +53,18 @@ pub fn consumer_specs(
         .iter()
         .flat_map(|subscription| ConsumerSpec::per_partition(subscription, partitions))
         .map(|spec| {
-            let spec = tune(ConsumerSpec {
-                concurrency: MAX_BATCH,
-                max_batch: MAX_BATCH,
-                max_ack_pending: 4 * MAX_BATCH as i64,
-                ..spec
-            });
+            let spec = ConsumerSpec {
+                // A delivery waits for its batch's transaction, however short the saga's
+                // handlers are cut: timing it out sooner would only spend its deliveries (the
+                // budget below counts a whole write timeout per delivery).
+                handler_timeout: write_timeout(hot_window) + LINGER,
+                ..tune(ConsumerSpec {
+                    concurrency: MAX_BATCH,
+                    max_batch: MAX_BATCH,
+                    max_ack_pending: 4 * MAX_BATCH as i64,
+                    ..spec
+                })
+            };
             // Keeping every event in NATS (a zero window), half a day of outage is ridden out.
             let span = if hot_window.is_zero() {
                 Duration::from_secs(12 * 3600)
@@ -67,14 +73,8 @@ pub fn consumer_specs(
             };
             // Each delivery may also spend a whole write timeout before its nak: count it, so
             // the last delivery still comes within the span however the archive fails.
-            let per_delivery = WRITE_TIMEOUT + LINGER + spec.max_nak_delay;
-            let worst = i64::try_from(span.as_millis() / per_delivery.as_millis().max(1))
-                .unwrap_or(i64::MAX)
-                .max(1);
-            let max_deliver = spec
-                .deliveries_within(span)
-                .min(worst)
-                .max(spec.max_deliver);
+            let max_deliver =
+                spec.deliveries_within_spending(span, write_timeout(hot_window) + LINGER);
             ConsumerSpec {
                 max_deliver,
                 ..spec
@@ -97,9 +97,9 @@ pub struct Projection {
 
 impl Projection {
     /// The projection into `archive`; its writer runs until every handle to it is dropped.
-    pub fn start(archive: Archive) -> Self {
+    pub fn start(archive: Archive, hot_window: Duration) -> Self {
         let (writer, pending) = mpsc::channel(MAX_BATCH);
-        tokio::spawn(write(archive, pending));
+        tokio::spawn(write(archive, pending, write_timeout(hot_window)));
         Self { writer }
     }
 }
@@ -192,7 +192,16 @@ impl Reprocess for TakeBack {
 
 /// Longest a transaction may take before the batch counts as failed (and is retried): a hung
 /// connection must not stall the projection, and `orderflow_archive_available` must say so.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// 30 s, or an eighth of a shorter hot window, so that even a hung write on every delivery
+/// leaves the last one (and the dead letter) within half the window.
+pub fn write_timeout(hot_window: Duration) -> Duration {
+    const LONGEST: Duration = Duration::from_secs(30);
+    if hot_window.is_zero() {
+        LONGEST
+    } else {
+        LONGEST.min(hot_window / 8)
+    }
+}
 
 /// How long the writer may sit idle before it checks the archive still answers, so that
 /// `orderflow_archive_available` says so even when no order comes.
@@ -200,7 +209,7 @@ const IDLE_CHECK: Duration = Duration::from_secs(10);
 
 /// The writer: takes whatever events are waiting (up to [`MAX_BATCH`]) and folds them in one
 /// transaction, until the channel closes.
-async fn write(archive: Archive, mut pending: mpsc::Receiver<Pending>) {
+async fn write(archive: Archive, mut pending: mpsc::Receiver<Pending>, timeout: Duration) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         match tokio::time::timeout(IDLE_CHECK, pending.recv_many(&mut batch, MAX_BATCH)).await {
@@ -221,7 +230,7 @@ async fn write(archive: Archive, mut pending: mpsc::Receiver<Pending>) {
             }
         }
         metrics::histogram!(metric::ARCHIVE_BATCH_SIZE).record(batch.len() as f64);
-        let outcomes = fold(&archive, batch.iter().map(|p| &p.delivery)).await;
+        let outcomes = fold(&archive, batch.iter().map(|p| &p.delivery), timeout).await;
         for (pending, outcome) in batch.drain(..).zip(outcomes) {
             let _ = pending.done.send(outcome);
         }
@@ -234,6 +243,7 @@ async fn write(archive: Archive, mut pending: mpsc::Receiver<Pending>) {
 async fn fold<'a>(
     archive: &Archive,
     deliveries: impl Iterator<Item = &'a Delivery>,
+    timeout: Duration,
 ) -> Vec<Result<(), HandlerError>> {
     let deliveries: Vec<&Delivery> = deliveries.collect();
     let mut corrupt: HashMap<OrderId, String> = HashMap::new();
@@ -243,7 +253,7 @@ async fn fold<'a>(
             .copied()
             .filter(|d| !corrupt.contains_key(&d.key.order))
             .collect();
-        let (written, orphans) = fold_once(archive, &live).await;
+        let (written, orphans) = fold_once(archive, &live, timeout).await;
         let outcome = match written {
             Ok(()) => Ok(()),
             Err(archive::ArchiveError::Corrupt { order, source }) => {
@@ -296,12 +306,13 @@ fn is_notification(delivery: &Delivery) -> bool {
     Notified::of(&delivery.envelope).is_some()
 }
 
-/// One transaction over `deliveries`, bounded by [`WRITE_TIMEOUT`]; also returns the
+/// One transaction over `deliveries`, bounded by `timeout`; also returns the
 /// [`place`]s of the deliveries that found no archived order to fold into (and no `created`
 /// before them).
 async fn fold_once(
     archive: &Archive,
     deliveries: &[&Delivery],
+    timeout: Duration,
 ) -> (Result<(), archive::ArchiveError>, HashSet<(bool, u16, u64)>) {
     let mut ids: Vec<uuid::Uuid> = deliveries.iter().map(|d| d.key.order.0).collect();
     ids.sort_unstable();
@@ -348,9 +359,9 @@ async fn fold_once(
                 .collect()
         },
     );
-    let written = match tokio::time::timeout(WRITE_TIMEOUT, update).await {
+    let written = match tokio::time::timeout(timeout, update).await {
         Ok(written) => written.map(|_| ()),
-        Err(_) => Err(archive::ArchiveError::Timeout(WRITE_TIMEOUT)),
+        Err(_) => Err(archive::ArchiveError::Timeout(timeout)),
     };
     (written, orphans)
 }
@@ -381,7 +392,7 @@ mod tests {
     async fn projection() -> (PostgresServer, Archive, Projection) {
         let server = PostgresServer::start();
         let archive = sample::archive(&server).await;
-        let projection = Projection::start(archive.clone());
+        let projection = Projection::start(archive.clone(), Duration::ZERO);
         (server, archive, projection)
     }
 
@@ -412,12 +423,19 @@ mod tests {
 
     #[test]
     fn the_projection_gives_up_within_half_the_hot_window_however_slowly_the_archive_fails() {
-        let window = Duration::from_secs(24 * 3600);
-        for spec in consumer_specs(Partitions::ONE, window, |spec| spec) {
-            let worst = (WRITE_TIMEOUT + LINGER + spec.max_nak_delay)
-                * u32::try_from(spec.max_deliver).unwrap();
-            assert!(worst <= window / 2, "{worst:?}");
-            assert!(spec.max_deliver > 100, "an outage of hours is ridden out");
+        for window in [24 * 3600, 3600, 60, 15].map(Duration::from_secs) {
+            for spec in consumer_specs(Partitions::ONE, window, |spec| spec) {
+                // Every delivery hangs for a whole write, then waits its nak delay.
+                let each = write_timeout(window) + LINGER;
+                let worst = each * u32::try_from(spec.max_deliver).unwrap() + spec.retry_budget();
+                assert!(
+                    worst <= window / 2 || spec.max_deliver == 1,
+                    "{window:?}: {worst:?}"
+                );
+                if window.as_secs() >= 24 * 3600 {
+                    assert!(spec.max_deliver > 100, "an outage of hours is ridden out");
+                }
+            }
         }
     }
 

@@ -591,7 +591,7 @@ mod tests {
                 _postgres: postgres,
                 bus,
                 store,
-                projection: Projection::start(archive),
+                projection: Projection::start(archive, Duration::ZERO),
             }
         }
 

@@ -171,10 +171,16 @@ impl ConsumerSpec {
     /// How many deliveries of a message that fails at once on each fit in `span`: the
     /// inverse of [`ConsumerSpec::retry_budget`] (at least 1, at most 65535).
     pub fn deliveries_within(&self, span: Duration) -> i64 {
-        let mut spent = Duration::ZERO;
+        self.deliveries_within_spending(span, Duration::ZERO)
+    }
+
+    /// How many deliveries of a message fit in `span` when each also spends `each` (a handler
+    /// that waits that long before it fails) before its nak delay (at least 1, at most 65535).
+    pub fn deliveries_within_spending(&self, span: Duration, each: Duration) -> i64 {
+        let mut spent = each;
         let mut deliveries: u64 = 1;
         while deliveries < u64::from(u16::MAX) {
-            spent += self.nak_delay_after(deliveries);
+            spent += self.nak_delay_after(deliveries) + each;
             if spent > span {
                 break;
             }
