@@ -1,8 +1,10 @@
 //! NATS as production should run it: TLS with client certificates, and one user per service
 //! with the permissions shipped in `deploy/nats/permissions.conf`. The saga works end to end
 //! with them — both outcomes, notifications, the admin reads — and a service's credentials
-//! cannot publish another's events, touch another's bucket, change or delete a stream, or read
-//! another's replies: the server refuses each and says so.
+//! cannot publish another's events, touch another's bucket, change or delete a stream, read
+//! another's replies, or write a dead letter under another consumer's name: the server refuses
+//! each and says so. A letter it may write, under its own name, cannot launder a forged event
+//! through order-service's redrive either.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -154,4 +156,73 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
     // ...nor listen to the order service's replies (its reads of orders and keys).
     let _eavesdrop = client.subscribe("_INBOX_order-service.>").await.unwrap();
     refused("subscription", "_inbox_order-service".into()).await;
+
+    // Dead letters: it may not write under another consumer's name...
+    let cancellation = format!("orders.0.sam.{order_id}.cancelled");
+    let under_archive = format!("dlq.order-archive.{cancellation}");
+    let forged = events::Envelope::new(
+        "/forged",
+        events::Event::OrderCancelled(events::OrderCancelled {
+            order_id: events::OrderId(order_id.parse().unwrap()),
+            customer_id: events::CustomerId::new("sam").unwrap(),
+            reason: events::CancelReason::CustomerRequested,
+            reserved: vec![events::ReservedLine {
+                sku: events::Sku::new("SECURE").unwrap(),
+                quantity: 1,
+            }],
+        }),
+    );
+    let letter = || forged.to_json().unwrap().into();
+    let headers =
+        |consumer| testkit::sample::dead_letter_headers(&cancellation, "ORDERS", 1, consumer);
+    assert!(
+        js.publish_with_headers(under_archive.clone(), headers("order-archive"), letter())
+            .await
+            .unwrap()
+            .await
+            .is_err(),
+        "a letter under the archive's name was stored"
+    );
+    refused("publish", under_archive).await;
+    // ...and a letter under its own name that launders a cancellation nobody made (a redrive
+    // would publish it with order-service's credentials) is refused at redrive, with the reason.
+    for claimed in ["inventory", "order-archive"] {
+        let sequence = js
+            .publish_with_headers(
+                format!("dlq.inventory.{cancellation}"),
+                headers(claimed),
+                letter(),
+            )
+            .await
+            .unwrap()
+            .await
+            .expect("its own dead-letter subject")
+            .sequence;
+        let url = format!(
+            "{}/admin/dead-letters/{sequence}/redrive",
+            system.order.url()
+        );
+        let refused = system
+            .as_admin(system.http.post(&url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 422, "claiming {claimed}");
+        let problem: serde_json::Value = refused.json().await.unwrap();
+        assert!(
+            problem["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("not-redrivable"),
+            "{problem}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&sequence.to_string()),
+            "{problem}"
+        );
+    }
+    assert_eq!(system.order(&order_id).await["status"], "confirmed");
 }

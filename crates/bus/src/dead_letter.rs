@@ -525,8 +525,9 @@ impl Bus {
         }
     }
 
-    /// Publishes dead letter `sequence` again on its original subject — payload and original
-    /// headers (trace context included) as they were — then removes it from the DLQ. `false`
+    /// Publishes dead letter `sequence` again on its original subject — its payload, with the
+    /// original message's [`header::REPLAYED`] headers (trace context included) — then removes
+    /// it from the DLQ. `false`
     /// if it is no longer there (already redriven). Safe to repeat after a crash: the
     /// republish carries `Nats-Msg-Id` `redrive:<sequence>`, so the server stores it once.
     ///
@@ -564,24 +565,22 @@ impl Bus {
                 stream: stored.letter.stream.clone(),
             });
         }
-        if !self.is_verified(&stored).await? {
+        let Some(original) = self.original_of(&stored).await? else {
             return Err(DeadLetterError::Unverified {
                 sequence,
                 stream: stored.letter.stream.clone(),
                 stream_sequence: stored.letter.sequence,
                 subject: stored.letter.subject.clone(),
             });
-        }
+        };
+        // The original's headers, not the letter's (which its publisher wrote), and of those
+        // only the ones an event carries: its type and version, and its trace context. A
+        // conditional append's precondition held once; the copy is appended as it is (readers
+        // fold an event id once).
         let mut headers = HeaderMap::new();
-        for (name, values) in stored.letter.headers.iter() {
-            let name_str: &str = name.as_ref();
-            // A conditional append's precondition held once; the redriven copy is appended
-            // as it is (readers fold an event id once).
-            if name_str.starts_with("Dlq-") || name_str.starts_with("Nats-Expected-") {
-                continue;
-            }
-            for value in values {
-                headers.append(name.clone(), value.clone());
+        for name in header::REPLAYED {
+            for value in original.get_all(name) {
+                headers.append(name, value.clone());
             }
         }
         let span = tracing::info_span!("redrive", dlq.sequence = sequence, subject = %stored.letter.subject);
@@ -604,9 +603,18 @@ impl Bus {
     /// and payload byte for byte — the letter is then a true copy, whoever published it.
     /// `false` once that message has left the stream.
     pub async fn is_verified(&self, stored: &StoredDeadLetter) -> Result<bool, DeadLetterError> {
+        Ok(self.original_of(stored).await?.is_some())
+    }
+
+    /// The headers of the message `stored` names, if it is in its stream with the letter's
+    /// subject and payload (see [`Bus::is_verified`]).
+    async fn original_of(
+        &self,
+        stored: &StoredDeadLetter,
+    ) -> Result<Option<HeaderMap>, DeadLetterError> {
         let letter = &stored.letter;
         if !events::layout::stream_holds(&letter.stream, &letter.subject) {
-            return Ok(false);
+            return Ok(None);
         }
         let stream = self
             .jetstream()
@@ -614,17 +622,20 @@ impl Bus {
             .await
             .map_err(|e| DeadLetterError::Unavailable(e.to_string()))?;
         match stream.get_raw_message(letter.sequence).await {
-            Ok(original) => {
-                Ok(original.subject.as_str() == letter.subject
-                    && original.payload == letter.payload)
+            Ok(original)
+                if original.subject.as_str() == letter.subject
+                    && original.payload == letter.payload =>
+            {
+                Ok(Some(original.headers))
             }
+            Ok(_) => Ok(None),
             Err(e)
                 if matches!(
                     e.kind(),
                     jetstream::stream::RawMessageErrorKind::NoMessageFound
                 ) =>
             {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(DeadLetterError::Unavailable(e.to_string())),
         }

@@ -1,10 +1,11 @@
 //! Dead letters as an operator feature, behind the admin token: list them, inspect one, and
 //! redrive — one, or the oldest N at a bounded rate so a redrive cannot flood the consumers it
-//! feeds. A redriven letter is published again on its original subject with its original
-//! headers and removed from the DLQ; repeating a redrive is harmless. Two exceptions, both
-//! because a published copy reaches *every* consumer of its subject: a letter whose event is
-//! older than most of the hot window is refused (the others would take it for new), and the
-//! letters of a consumer this service takes back itself ([`Reprocess`]) go only to it.
+//! feeds. A redriven letter is published again on its original subject — only if it is a true
+//! copy of a message still in its stream, with that message's event and trace headers — and
+//! removed from the DLQ; repeating a redrive is harmless. Two exceptions, both because a
+//! published copy reaches *every* consumer of its subject: a letter whose order is older than
+//! most of the hot window is refused (the others would take it for new), and the letters of a
+//! consumer this service takes back itself ([`Reprocess`]) go only to it.
 
 use std::future::Future;
 use std::ops::RangeInclusive;

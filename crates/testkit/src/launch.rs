@@ -16,6 +16,8 @@ pub(crate) fn until_ready(
     ready: impl Fn(&Child) -> bool,
 ) -> Child {
     let deadline = Instant::now() + timeout;
+    // What the last attempt that exited early said: the next attempt starts a new log.
+    let mut exited_saying = String::new();
     loop {
         let mut child = command()
             .spawn()
@@ -36,8 +38,12 @@ pub(crate) fn until_ready(
             let _ = child.kill();
             let _ = child.wait();
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("{what} did not become ready within {timeout:?}:\n{text}");
+            panic!(
+                "{what} did not become ready within {timeout:?}:\n{text}\n\
+                 (an earlier attempt exited saying:)\n{exited_saying}"
+            );
         }
+        exited_saying = std::fs::read_to_string(log).unwrap_or_default();
         std::thread::sleep(Duration::from_millis(100));
     }
 }
