@@ -159,9 +159,12 @@ impl Webhook {
             .map_err(|_| WebhookConfigError::WeakSecret)?;
         // A redirect would lead the request to a URL nobody configured (and past the egress
         // check of the configured one's literal address): not followed, it fails for good.
+        // Nor a proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`): the proxy would
+        // resolve and dial the host itself, past the egress policy.
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .dns_resolver(egress)
             .build()?;
         let breaker = failsafe::Config::new()
