@@ -82,6 +82,7 @@ fn help_lists_every_setting_with_its_environment_variable() {
                 "WEBHOOK_SECRET",
                 "WEBHOOK_TIMEOUT_MS",
                 "WEBHOOK_ALLOW_PRIVATE",
+                "WEBHOOK_ALLOW_HTTP",
             ][..],
         ),
     ] {
@@ -125,6 +126,7 @@ fn a_bad_setting_stops_the_service_at_start_with_a_clear_message() {
     let output = Command::new(service_binary("notification-service"))
         .env("WEBHOOK_URL", "http://127.0.0.1:9/hook")
         .env("WEBHOOK_ALLOW_PRIVATE", "true")
+        .env("WEBHOOK_ALLOW_HTTP", "true")
         .env("WEBHOOK_SECRET", "whsec_c2hvcnQ=")
         .output()
         .unwrap();

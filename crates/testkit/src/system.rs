@@ -543,6 +543,7 @@ impl SystemBuilder {
                 env.push(("WEBHOOK_SECRET".into(), secret.clone()));
                 // Test receivers listen on loopback, which webhooks may not reach by default.
                 env.push(("WEBHOOK_ALLOW_PRIVATE".into(), "true".into()));
+                env.push(("WEBHOOK_ALLOW_HTTP".into(), "true".into()));
             }
             env.extend(
                 self.service_env

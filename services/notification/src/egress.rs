@@ -109,6 +109,8 @@ pub fn redacted(url: &Url) -> String {
 pub struct Egress {
     /// Private, loopback and link-local addresses are allowed too.
     pub allow_private: bool,
+    /// Plain `http://` URLs are allowed too.
+    pub allow_http: bool,
 }
 
 impl Egress {
@@ -210,6 +212,7 @@ mod tests {
         let name: Name = "localhost".parse().unwrap();
         let refused = Egress {
             allow_private: false,
+            allow_http: false,
         }
         .resolve(name)
         .await;
@@ -217,6 +220,7 @@ mod tests {
         let name: Name = "localhost".parse().unwrap();
         let allowed = Egress {
             allow_private: true,
+            allow_http: false,
         }
         .resolve(name)
         .await;

@@ -47,6 +47,10 @@ pub struct Config {
     /// off, only public addresses are dialled.
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
+    /// Lets webhooks use plain http:// (a development receiver); off, only https:// URLs are
+    /// accepted — a notification and its signature would otherwise cross the network in clear.
+    #[arg(long, env = "WEBHOOK_ALLOW_HTTP")]
+    pub webhook_allow_http: bool,
     /// Signing secret, `whsec_` + base64 of at least 24 random bytes (required with WEBHOOK_URL).
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, value_parser = platform::config::secret)]
     pub webhook_secret: Option<Secret>,
@@ -75,6 +79,7 @@ impl Config {
     pub fn egress(&self) -> egress::Egress {
         egress::Egress {
             allow_private: self.webhook_allow_private,
+            allow_http: self.webhook_allow_http,
         }
     }
 }

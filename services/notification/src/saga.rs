@@ -133,6 +133,7 @@ mod tests {
             Duration::from_secs(5),
             Egress {
                 allow_private: true,
+                allow_http: true,
             },
             endpoints,
         )

@@ -34,6 +34,11 @@ pub enum WebhookConfigError {
         "WEBHOOK_URL {0} is a private, loopback or link-local address; set WEBHOOK_ALLOW_PRIVATE=true to allow it"
     )]
     NotPublic(String),
+    /// The URL is plain http, which is not allowed.
+    #[error(
+        "WEBHOOK_URL {0} is plain http: a notification and its signature would cross the network in clear; use https://, or set WEBHOOK_ALLOW_HTTP=true for a development receiver"
+    )]
+    PlainHttp(String),
     /// No secret with a URL.
     #[error("WEBHOOK_SECRET is required when WEBHOOK_URL is set")]
     MissingSecret,
@@ -137,6 +142,9 @@ fn parse(url: &str, egress: Egress) -> Result<Url, WebhookConfigError> {
         .and_then(|host| host.parse::<std::net::IpAddr>().ok());
     if literal.is_some_and(|ip| !egress.allows(ip)) {
         return Err(WebhookConfigError::NotPublic(egress::redacted(&url)));
+    }
+    if url.scheme() == "http" && !egress.allow_http {
+        return Err(WebhookConfigError::PlainHttp(egress::redacted(&url)));
     }
     Ok(url)
 }
@@ -323,6 +331,7 @@ mod tests {
 
     const PUBLIC_ONLY: Egress = Egress {
         allow_private: false,
+        allow_http: true,
     };
 
     #[test]
@@ -376,8 +385,41 @@ mod tests {
         }
         let allowed = Egress {
             allow_private: true,
+            allow_http: true,
         };
         assert!(validate(Some("http://127.0.0.1:9000/hook"), Some(&strong()), allowed).is_ok());
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_allowed_for_development_without_saying_its_path() {
+        let https_only = Egress {
+            allow_http: false,
+            ..PUBLIC_ONLY
+        };
+        let error = validate(
+            Some("http://hooks.example.com/t/s3cr3t"),
+            Some(&strong()),
+            https_only,
+        )
+        .unwrap_err();
+        assert!(matches!(error, WebhookConfigError::PlainHttp(_)), "{error}");
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        assert!(
+            validate(
+                Some("https://hooks.example.com/t"),
+                Some(&strong()),
+                https_only
+            )
+            .is_ok()
+        );
+        assert!(
+            validate(
+                Some("http://hooks.example.com/t"),
+                Some(&strong()),
+                PUBLIC_ONLY
+            )
+            .is_ok()
+        );
     }
 
     #[test]
