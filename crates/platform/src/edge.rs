@@ -158,6 +158,30 @@ impl RateLimit {
     }
 }
 
+/// Every `X-Forwarded-For` header, in order, as one list: a proxy may add its hop as a header
+/// line of its own, and reading only the first would take the client's word for the rest. A
+/// value that is not text counts as a hop that is not an address.
+fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<String> {
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|value| value.to_str().unwrap_or("unknown"))
+        .collect();
+    (!hops.is_empty()).then(|| hops.join(","))
+}
+
+/// Whose budget a request spends: the client's IPv4 address, or its IPv6 /64 — one host
+/// usually holds a whole /64, and per-address budgets would let it rotate through them.
+fn budget_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 /// The client a request comes from: the peer, unless the peer is a trusted proxy — then the
 /// right-most `X-Forwarded-For` address that is not a trusted proxy itself (addresses left of
 /// it were written by the client and prove nothing).
@@ -196,12 +220,9 @@ async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next
     if PROBES.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    let forwarded_for = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let client = client_address(peer.ip(), forwarded_for, &budget.trusted_proxies);
-    match budget.per_client.check_key(&client) {
+    let forwarded_for = forwarded_for(request.headers());
+    let client = client_address(peer.ip(), forwarded_for.as_deref(), &budget.trusted_proxies);
+    match budget.per_client.check_key(&budget_key(client)) {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -384,6 +405,35 @@ mod tests {
             ),
             ip("198.51.100.1")
         );
+    }
+
+    #[test]
+    fn every_forwarded_for_header_is_read_in_order() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(forwarded_for(&headers), None);
+        headers.append("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        headers.append("x-forwarded-for", "198.51.100.1, 10.2.2.2".parse().unwrap());
+        let joined = forwarded_for(&headers).unwrap();
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_address(ip("10.1.1.1"), Some(&joined), &trusted),
+            ip("198.51.100.1"),
+            "the proxy's own line is believed, not the client's first one"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_client_spends_the_budget_of_its_64() {
+        assert_eq!(
+            budget_key(ip("2001:db8:1:2:aaaa::1")),
+            budget_key(ip("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            budget_key(ip("2001:db8:1:2::1")),
+            budget_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(budget_key(ip("::ffff:203.0.113.9")), ip("203.0.113.9"));
+        assert_eq!(budget_key(ip("203.0.113.9")), ip("203.0.113.9"));
     }
 
     #[test]
