@@ -310,17 +310,13 @@ async fn a_letter_that_only_claims_to_come_from_the_archive_is_neither_folded_no
     let headers =
         testkit::sample::dead_letter_headers(&forged_subject, "ORDERS", 1, "order-archive");
     let client = async_nats::connect(app.nats.url()).await.unwrap();
-    let sequence = async_nats::jetstream::new(client)
-        .publish_with_headers(
-            format!("dlq.inventory.{forged_subject}"),
-            headers,
-            forged.to_json().unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence;
+    let sequence = testkit::sample::publish_dead_letter(
+        &async_nats::jetstream::new(client),
+        format!("dlq.inventory.{forged_subject}"),
+        headers,
+        forged.to_json().unwrap(),
+    )
+    .await;
     let orders_before = stored(&app, "ORDERS").await;
 
     let url = format!("{}/admin/dead-letters/{sequence}/redrive", app.order_url());

@@ -461,6 +461,14 @@ pub enum DeadLetterError {
     Publish(#[from] PublishError),
 }
 
+/// Whether a stream answered that it holds no message at that sequence.
+fn is_missing(error: &jetstream::stream::RawMessageError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::stream::RawMessageErrorKind::NoMessageFound
+    )
+}
+
 impl Bus {
     async fn dlq(&self) -> Result<jetstream::stream::Stream, DeadLetterError> {
         self.jetstream()
@@ -513,14 +521,7 @@ impl Bus {
                     })
                 })
                 .ok_or(DeadLetterError::NotADeadLetter(sequence)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    jetstream::stream::RawMessageErrorKind::NoMessageFound
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(DeadLetterError::Unavailable(e.to_string())),
         }
     }
@@ -542,9 +543,19 @@ impl Bus {
         sequence: u64,
         hot_window: Option<Duration>,
     ) -> Result<bool, DeadLetterError> {
-        let Some(stored) = self.dead_letter(sequence).await? else {
-            return Ok(false);
-        };
+        match self.dead_letter(sequence).await? {
+            Some(stored) => self.redrive_stored(stored, hot_window).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// [`Bus::redrive`] of a letter already read.
+    pub async fn redrive_stored(
+        &self,
+        stored: StoredDeadLetter,
+        hot_window: Option<Duration>,
+    ) -> Result<(), DeadLetterError> {
+        let sequence = stored.dlq_sequence;
         if let Some(window) = hot_window.filter(|w| !w.is_zero()) {
             let limit = window.mul_f64(0.9);
             if let Some(age) = stored.age().filter(|age| *age > limit) {
@@ -596,7 +607,7 @@ impl Bus {
             .await?;
         self.discard_dead_letter(sequence).await?;
         tracing::info!(sequence, subject = %stored.letter.subject, "dead letter redriven");
-        Ok(true)
+        Ok(())
     }
 
     /// Whether the message `stored` names is in its stream, at its sequence, with its subject
@@ -629,14 +640,7 @@ impl Bus {
                 Ok(Some(original.headers))
             }
             Ok(_) => Ok(None),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    jetstream::stream::RawMessageErrorKind::NoMessageFound
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(DeadLetterError::Unavailable(e.to_string())),
         }
     }

@@ -82,10 +82,10 @@ impl Redrive {
 
     /// Redrives letter `sequence`; `false` if it is no longer there.
     async fn one(&self, sequence: u64) -> Result<bool, Problem> {
+        let Some(stored) = self.bus.dead_letter(sequence).await? else {
+            return Ok(false);
+        };
         if let Some(local) = &self.local {
-            let Some(stored) = self.bus.dead_letter(sequence).await? else {
-                return Ok(false);
-            };
             if local.handles(&stored.letter.consumer) {
                 // Claiming one of our consumers is not enough: another service may publish
                 // such headers under its own consumers' subjects. Taken back only if it was
@@ -111,7 +111,8 @@ impl Redrive {
                 return Ok(true);
             }
         }
-        Ok(self.bus.redrive(sequence, self.hot_window).await?)
+        self.bus.redrive_stored(stored, self.hot_window).await?;
+        Ok(true)
     }
 }
 

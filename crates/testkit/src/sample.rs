@@ -151,3 +151,20 @@ pub fn dead_letter_headers(
     }
     headers
 }
+
+/// Publishes a dead letter on `subject` as anyone allowed to write there could: `headers` (see
+/// [`dead_letter_headers`]) and `payload`; its sequence in the `DLQ` stream.
+pub async fn publish_dead_letter(
+    jetstream: &async_nats::jetstream::Context,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: Vec<u8>,
+) -> u64 {
+    jetstream
+        .publish_with_headers(subject, headers, payload.into())
+        .await
+        .expect("publish a dead letter")
+        .await
+        .expect("the DLQ stores it")
+        .sequence
+}

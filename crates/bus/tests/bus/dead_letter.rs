@@ -304,19 +304,13 @@ async fn a_forged_dead_letter_naming_a_kv_bucket_is_not_redriven() {
     let h = Harness::start().await;
     let headers =
         testkit::sample::dead_letter_headers("$KV.stock.SKU-1", "KV_stock", 1, "inventory");
-    let sequence = h
-        .bus
-        .jetstream()
-        .publish_with_headers(
-            "dlq.forged",
-            headers,
-            br#"{"available":1000000}"#.to_vec().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence;
+    let sequence = testkit::sample::publish_dead_letter(
+        h.bus.jetstream(),
+        "dlq.forged".into(),
+        headers,
+        br#"{"available":1000000}"#.to_vec(),
+    )
+    .await;
 
     let error = h.bus.redrive(sequence, None).await.unwrap_err();
     assert!(
@@ -349,19 +343,13 @@ async fn a_dead_letter_whose_order_is_older_than_the_hot_window_is_not_published
         original,
         "inventory",
     );
-    let sequence = h
-        .bus
-        .jetstream()
-        .publish_with_headers(
-            names::subject::dead_letter("inventory", &subject),
-            headers,
-            event.to_json().unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence;
+    let sequence = testkit::sample::publish_dead_letter(
+        h.bus.jetstream(),
+        names::subject::dead_letter("inventory", &subject),
+        headers,
+        event.to_json().unwrap(),
+    )
+    .await;
 
     let window = Duration::from_secs(3600);
     let error = h.bus.redrive(sequence, Some(window)).await.unwrap_err();
@@ -401,19 +389,13 @@ async fn a_dead_letter_that_is_no_copy_of_a_message_in_its_stream_is_not_publish
         sequence_of_real,
         "inventory",
     );
-    let sequence = h
-        .bus
-        .jetstream()
-        .publish_with_headers(
-            names::subject::dead_letter("inventory", &subject),
-            headers,
-            forged.to_json().unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence;
+    let sequence = testkit::sample::publish_dead_letter(
+        h.bus.jetstream(),
+        names::subject::dead_letter("inventory", &subject),
+        headers,
+        forged.to_json().unwrap(),
+    )
+    .await;
 
     let error = h.bus.redrive(sequence, None).await.unwrap_err();
 
