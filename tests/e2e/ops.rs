@@ -122,6 +122,32 @@ fn help_lists_every_setting_with_its_environment_variable() {
 }
 
 #[test]
+fn the_provisioning_step_lists_its_settings_and_never_shows_a_secret() {
+    let output = Command::new(service_binary("orderflow-admin"))
+        .args(["provision", "--help"])
+        .env("NATS_PASSWORD", "hunter2-operator-secret")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for var in [
+        "NATS_URL",
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_PASSWORD_FILE",
+        "STREAM_REPLICAS",
+        "STREAM_PARTITIONS",
+        "HOT_WINDOW",
+        "CONSUMER_ACK_WAIT_MS",
+        "ARCHIVE_CONSUMERS",
+        "PROVISION_TIMEOUT",
+    ] {
+        assert!(help.contains(&format!("env: {var}")), "{var}:\n{help}");
+    }
+    assert!(!help.contains("hunter2"), "{help}");
+}
+
+#[test]
 fn a_bad_setting_stops_the_service_at_start_with_a_clear_message() {
     let output = Command::new(service_binary("notification-service"))
         .env("WEBHOOK_URL", "http://127.0.0.1:9/hook")

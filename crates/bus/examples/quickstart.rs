@@ -97,7 +97,9 @@ async fn main() -> anyhow::Result<()> {
     consumer.await??;
 
     // KV with compare-and-set: `modify` reads, decides, and writes only over what it read.
-    let counters = KvStore::<u64>::open(&bus, &KvBucket::new("quickstart")).await?;
+    let bucket = KvBucket::new("quickstart");
+    bus.provision_bucket(&bucket).await?;
+    let counters = KvStore::<u64>::open(&bus, &bucket).await?;
     let count = counters
         .modify("orders", |seen| {
             let next = seen.copied().unwrap_or(0) + 1;

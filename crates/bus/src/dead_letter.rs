@@ -224,26 +224,32 @@ struct MaxDeliveries {
 /// Dead-letters the messages that `consumer` on `stream` gave up on through ack timeouts, until
 /// `shutdown`. Reads the captured advisories through a durable consumer of its own, so none is
 /// missed while no process runs.
+/// The durable consumer that watches `consumer`'s max-deliveries advisories on `stream`.
+pub(crate) fn watcher_config(stream: &str, consumer: &str) -> pull::Config {
+    pull::Config {
+        durable_name: Some(names::durable::max_deliveries_watcher(consumer, stream)),
+        filter_subject: format!(
+            "{}.{stream}.{consumer}",
+            names::subject::MAX_DELIVERIES_ADVISORY_PREFIX
+        ),
+        ack_wait: Duration::from_secs(30),
+        // Never give up on an advisory: it is the last record that a message died.
+        max_deliver: -1,
+        ..Default::default()
+    }
+}
+
 pub(crate) async fn watch_max_deliveries(
     bus: Bus,
     stream: String,
     consumer: String,
     shutdown: CancellationToken,
 ) -> Result<(), jetstream::stream::ConsumerError> {
-    let advisories = bus
+    // Provisioned with the consumer it watches (`Consumer::provision`), checked by `bind`.
+    let advisories: jetstream::consumer::PullConsumer = bus
         .jetstream()
-        .create_consumer_on_stream(
-            pull::Config {
-                durable_name: Some(names::durable::max_deliveries_watcher(&consumer, &stream)),
-                filter_subject: format!(
-                    "{}.{stream}.{consumer}",
-                    names::subject::MAX_DELIVERIES_ADVISORY_PREFIX
-                ),
-                ack_wait: Duration::from_secs(30),
-                // Never give up on an advisory: it is the last record that a message died.
-                max_deliver: -1,
-                ..Default::default()
-            },
+        .get_consumer_from_stream(
+            names::durable::max_deliveries_watcher(&consumer, &stream),
             names::stream::ADVISORIES,
         )
         .await?;

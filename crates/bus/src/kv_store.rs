@@ -154,9 +154,9 @@ impl<T> Clone for KvStore<T> {
 }
 
 impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
-    /// Provisions `bucket` (create or update) and opens it.
+    /// Opens `bucket`, which must exist ([`Bus::provision_bucket`] creates it).
     pub async fn open(bus: &Bus, bucket: &KvBucket) -> Result<Self, ProvisionError> {
-        let kv = bus.key_value(bucket).await?;
+        let kv = bus.bucket(&bucket.name).await?;
         metrics::counter!(metric::KV_CAS_CONFLICTS, "bucket" => bucket.name.clone()).increment(0);
         Ok(Self {
             kv,
@@ -196,6 +196,30 @@ impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
     /// The raw KV handle, for listing and watching.
     pub fn kv(&self) -> &kv::Store {
         &self.kv
+    }
+
+    /// Every key that has a value or a deletion marker, read from the bucket's stream info
+    /// rather than by a watch: a watch is a consumer, and a service may create none (a
+    /// consumer's deliver subject would have the server publish wherever it names).
+    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        use futures::TryStreamExt as _;
+        let prefix = self.kv.prefix.clone();
+        let subjects = self
+            .kv
+            .stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(|e| self.unavailable("(every key)", e))?;
+        let mut keys: Vec<String> = subjects
+            .map_ok(|(subject, _)| subject)
+            .try_collect::<Vec<String>>()
+            .await
+            .map_err(|e| self.unavailable("(every key)", e))?
+            .into_iter()
+            .filter_map(|subject| subject.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
+        keys.sort();
+        Ok(keys)
     }
 
     fn unavailable(&self, key: &str, reason: impl std::fmt::Display) -> StoreError {

@@ -2,8 +2,10 @@
 //!
 //! - [`Bus::connect`] — a connection that reconnects forever, with auth and TLS from config, and
 //!   a readiness flag ([`Bus::is_connected`]).
-//! - [`Bus::provision_streams`], [`Bus::key_value`] — idempotent create-or-update of streams and
-//!   KV buckets, done by every service at start-up.
+//! - [`Bus::provision_streams`], [`Bus::provision_bucket`], [`Consumer::provision`] — idempotent
+//!   create-or-update of streams, KV buckets and durable consumers: the provisioning step's job;
+//!   a service only checks ([`Bus::check_streams`]) and binds ([`Bus::bucket`],
+//!   [`Consumer::bind`]).
 //! - [`EventLog`] — the event store: an aggregate's history read back in one round trip, and
 //!   conditional appends that refuse to write over a history that moved.
 //! - [`Publisher`] — typed events out, PubAck in; deterministic `Nats-Msg-Id`; W3C trace context
@@ -33,7 +35,7 @@ pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterReason, StoredDeadL
 pub use event_log::{AppendError, Appended, EventLog, ReadError, Recorded};
 pub use handler::{Delivery, Handler, HandlerError, Lease};
 pub use kv_store::{Change, KvStore, RECENT_KEYS, StoreError, Versioned};
-pub use provision::{KvBucket, ProvisionError, StreamSettings};
+pub use provision::{KvBucket, ProvisionError, StreamSettings, stream_names};
 pub use publish::{Expect, MsgId, PublishError, Published, Publisher};
 pub use trace::{HeaderExtractor, HeaderInjector};
 

@@ -1,12 +1,16 @@
-//! Idempotent provisioning: every service creates or updates the streams and KV buckets it
-//! owns at start-up, so a fresh NATS, a restarted one and a changed setting all converge. Each
-//! stream has one owner (the writer of its events; order-service for the dead-letter streams),
-//! so NATS permissions can keep every other service from changing it.
+//! Provisioning, apart from the services: the deployment's provisioning step
+//! (`orderflow-admin provision`, with the operator's rights) creates or updates every stream,
+//! KV bucket and durable consumer, idempotently, so a fresh NATS, an upgrade and a changed
+//! setting all converge. The services hold no right to create, update, purge or delete any of
+//! them — a stream update is a purge in effect (`max_msgs: 1`, `sealed`), and `sources`,
+//! `republish` or a push consumer's deliver subject make the *server* publish past every user
+//! permission — so a service only checks that what it needs exists, in the subject layout it
+//! knows ([`Bus::check_streams`]), and waits until it does.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use events::{Domain, Partitions, names, topology};
+use events::{Domain, Partitions, layout, names, topology};
 
 use crate::connect::Bus;
 
@@ -26,6 +30,10 @@ pub struct StreamSettings {
     pub dlq_max_age: Duration,
     /// How many partition streams each event domain is split into.
     pub partitions: Partitions,
+    /// Longest an `Idempotency-Key` claim is kept; never past the hot window (the archive
+    /// remembers the key after that, and each claim costs nats-server memory like any
+    /// retained subject).
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for StreamSettings {
@@ -36,6 +44,46 @@ impl Default for StreamSettings {
             max_age: Duration::from_secs(24 * 3600),
             dlq_max_age: Duration::from_secs(30 * 24 * 3600),
             partitions: Partitions::ONE,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl StreamSettings {
+    /// Every KV bucket of the deployment ([`names::bucket`]), as provisioned.
+    pub fn buckets(&self) -> Vec<KvBucket> {
+        names::bucket::ALL
+            .into_iter()
+            .map(|name| self.bucket(name))
+            .collect()
+    }
+
+    /// The bucket `name` as these settings provision it.
+    pub fn bucket(&self, name: &str) -> KvBucket {
+        let bucket = KvBucket {
+            replicas: self.replicas,
+            ..KvBucket::new(name)
+        };
+        match name {
+            names::bucket::IDEMPOTENCY => KvBucket {
+                ttl: Some(if self.max_age.is_zero() {
+                    self.idempotency_ttl
+                } else {
+                    self.idempotency_ttl.min(self.max_age)
+                }),
+                ..bucket
+            },
+            // One record per SKU, marks included: room for about a million SKUs.
+            names::bucket::STOCK => KvBucket {
+                max_bytes: Some(256 << 20),
+                ..bucket
+            },
+            // One small record per disabled endpoint.
+            names::bucket::WEBHOOK_ENDPOINTS => KvBucket {
+                max_bytes: Some(1 << 20),
+                ..bucket
+            },
+            _ => bucket,
         }
     }
 }
@@ -69,7 +117,7 @@ impl KvBucket {
     }
 }
 
-/// Provisioning failed.
+/// Provisioning failed, or what a service needs is not there (yet).
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     /// Settings that cannot work.
@@ -84,16 +132,37 @@ pub enum ProvisionError {
         #[source]
         source: jetstream::context::CreateStreamError,
     },
-    /// A stream this service uses but does not own does not exist (yet).
-    #[error("stream {stream} does not exist yet; {owner} creates it: {source}")]
+    /// A stream of the deployment does not exist (yet).
+    #[error(
+        "stream {stream} does not exist: the deployment's provisioning step (`orderflow-admin provision`) creates it: {source}"
+    )]
     Missing {
         /// The stream.
         stream: String,
-        /// The service that creates it.
-        owner: &'static str,
         /// The server's answer.
         #[source]
         source: jetstream::context::GetStreamError,
+    },
+    /// A stream exists but says nothing of its subject layout: it was created before layouts
+    /// were recorded (or by hand), and provisioning records it.
+    #[error(
+        "stream {stream} carries no subject layout record: run the deployment's provisioning step (`orderflow-admin provision`)"
+    )]
+    Unrecorded {
+        /// The stream.
+        stream: String,
+    },
+    /// A stream holds its events under a subject layout this build does not write: starting
+    /// would misread them. Fatal: the data must be migrated first.
+    #[error(
+        "stream {stream} holds subject layout {found:?}, this build reads and writes layout {}: its events must be migrated before this version runs on them (docs/runbooks.md, \"Upgrading the subject layout\")",
+        layout::LAYOUT_VERSION
+    )]
+    Layout {
+        /// The stream.
+        stream: String,
+        /// The layout it records.
+        found: String,
     },
     /// The server refused a KV bucket.
     #[error("cannot create or update KV bucket {bucket}: {source}")]
@@ -104,77 +173,105 @@ pub enum ProvisionError {
         #[source]
         source: jetstream::context::CreateKeyValueError,
     },
+    /// A KV bucket of the deployment does not exist (yet).
+    #[error(
+        "KV bucket {bucket} does not exist: the deployment's provisioning step (`orderflow-admin provision`) creates it: {source}"
+    )]
+    MissingBucket {
+        /// The bucket.
+        bucket: String,
+        /// The server's answer.
+        #[source]
+        source: jetstream::context::KeyValueError,
+    },
+}
+
+impl ProvisionError {
+    /// Whether waiting cannot help: the deployment must be changed (migrated) first.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Layout { .. } | Self::Settings(_))
+    }
 }
 
 impl Bus {
-    /// Creates or updates every stream: the event streams (`ORDERS`, `INVENTORY`,
-    /// `NOTIFICATIONS`, or their partitions `ORDERS_<p>`, …), `DLQ` and `ADVISORIES`. For tests
-    /// and tools that own the whole server; a service uses [`Bus::provision_streams_of`].
+    /// Creates or updates every stream of the deployment — the event streams (`ORDERS`,
+    /// `INVENTORY`, `NOTIFICATIONS`, or their partitions `ORDERS_<p>`, …), `DLQ` and
+    /// `ADVISORIES` — each recording the subject layout it holds. The provisioning step's
+    /// job (it holds the rights; the services do not), and tests'. A stream that records
+    /// another layout is left alone: [`ProvisionError::Layout`].
     pub async fn provision_streams(&self, settings: &StreamSettings) -> Result<(), ProvisionError> {
         for stream in streams(settings)? {
-            self.create_or_update(stream).await?;
-        }
-        Ok(())
-    }
-
-    /// Creates or updates the streams `service` owns: the stream of the events it writes
-    /// ([`topology::written_by`]), and `DLQ` and `ADVISORIES` for their owner. A service may
-    /// therefore be granted the right to change its own streams only; the ones it reads are
-    /// its owners' to create ([`Bus::streams_used_by_exist`]).
-    pub async fn provision_streams_of(
-        &self,
-        settings: &StreamSettings,
-        service: &str,
-    ) -> Result<(), ProvisionError> {
-        for stream in streams(settings)? {
-            if stream.owner == service {
-                self.create_or_update(stream).await?;
+            let name = stream.config.name.clone();
+            if let Ok(existing) = self.jetstream().get_stream(&name).await
+                && let Some(found) = existing
+                    .cached_info()
+                    .config
+                    .metadata
+                    .get(layout::LAYOUT_METADATA)
+                && *found != layout::LAYOUT_VERSION.to_string()
+            {
+                return Err(ProvisionError::Layout {
+                    stream: name,
+                    found: found.clone(),
+                });
             }
+            self.jetstream()
+                .create_or_update_stream(stream.config)
+                .await
+                .map_err(|source| ProvisionError::Stream {
+                    stream: name,
+                    source,
+                })?;
         }
         Ok(())
     }
 
-    /// Whether the streams `service` uses but does not own exist — the event stream it
-    /// consumes and the dead-letter streams: [`ProvisionError::Missing`] names the first that
-    /// does not, and its owner. Its consumers start once this holds.
-    pub async fn streams_used_by_exist(
+    /// Whether every stream `service` uses — the events it writes and reads, the dead-letter
+    /// and advisory streams — exists and holds the subject layout this build knows: what a
+    /// service checks before it starts. [`ProvisionError::Missing`] and
+    /// [`ProvisionError::Unrecorded`] pass once provisioning has run;
+    /// [`ProvisionError::Layout`] does not.
+    pub async fn check_streams(
         &self,
         settings: &StreamSettings,
         service: &str,
     ) -> Result<(), ProvisionError> {
-        let consumed: Vec<Domain> = topology::subscriptions_of(service)
+        let used: Vec<Domain> = topology::subscriptions_of(service)
             .filter_map(|s| s.domain())
+            .chain(topology::written_by(service))
             .collect();
-        for stream in streams(settings)? {
-            let used = stream.domain.is_none_or(|d| consumed.contains(&d));
-            if stream.owner != service && used {
-                self.jetstream()
-                    .get_stream(&stream.config.name)
-                    .await
-                    .map_err(|source| ProvisionError::Missing {
-                        stream: stream.config.name.clone(),
-                        owner: stream.owner,
-                        source,
-                    })?;
+        let streams = streams(settings)?
+            .into_iter()
+            .filter(|s| s.domain.is_none_or(|d| used.contains(&d)));
+        for stream in streams {
+            let name = stream.config.name;
+            let found = self.jetstream().get_stream(&name).await.map_err(|source| {
+                ProvisionError::Missing {
+                    stream: name.clone(),
+                    source,
+                }
+            })?;
+            match found
+                .cached_info()
+                .config
+                .metadata
+                .get(layout::LAYOUT_METADATA)
+            {
+                None => return Err(ProvisionError::Unrecorded { stream: name }),
+                Some(found) if *found != layout::LAYOUT_VERSION.to_string() => {
+                    return Err(ProvisionError::Layout {
+                        stream: name,
+                        found: found.clone(),
+                    });
+                }
+                Some(_) => {}
             }
         }
         Ok(())
     }
 
-    async fn create_or_update(&self, stream: OwnedStream) -> Result<(), ProvisionError> {
-        let name = stream.config.name.clone();
-        self.jetstream()
-            .create_or_update_stream(stream.config)
-            .await
-            .map(|_| ())
-            .map_err(|source| ProvisionError::Stream {
-                stream: name,
-                source,
-            })
-    }
-
-    /// Creates or updates a KV bucket and returns its handle.
-    pub async fn key_value(&self, bucket: &KvBucket) -> Result<kv::Store, ProvisionError> {
+    /// Creates or updates a KV bucket and returns its handle: the provisioning step's job.
+    pub async fn provision_bucket(&self, bucket: &KvBucket) -> Result<kv::Store, ProvisionError> {
         let config = kv::Config {
             bucket: bucket.name.clone(),
             history: bucket.history,
@@ -186,22 +283,58 @@ impl Bus {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        self.jetstream()
+        let store = self
+            .jetstream()
             .create_or_update_key_value(config)
             .await
             .map_err(|source| ProvisionError::Bucket {
                 bucket: bucket.name.clone(),
                 source,
+            })?;
+        // A `Nats-Rollup: all` header on any write would purge the whole bucket — a purge
+        // right by the back door for whoever may write one key. No key is ever purged here
+        // (deletes are markers), so rollups are refused.
+        let mut stream_config = store.stream.cached_info().config.clone();
+        if stream_config.allow_rollup {
+            stream_config.allow_rollup = false;
+            self.jetstream()
+                .update_stream(&stream_config)
+                .await
+                .map_err(|e| ProvisionError::Bucket {
+                    bucket: bucket.name.clone(),
+                    source: jetstream::context::CreateKeyValueError::with_source(
+                        jetstream::context::CreateKeyValueErrorKind::JetStream,
+                        e,
+                    ),
+                })?;
+        }
+        Ok(store)
+    }
+
+    /// The handle of an existing KV bucket: what a service opens (it may not create one).
+    pub async fn bucket(&self, name: &str) -> Result<kv::Store, ProvisionError> {
+        self.jetstream()
+            .get_key_value(name)
+            .await
+            .map_err(|source| ProvisionError::MissingBucket {
+                bucket: name.to_owned(),
+                source,
             })
     }
 }
 
-/// A stream of the system, with the service that creates and configures it.
+/// The name of every stream `settings` describe (none if they cannot work).
+pub fn stream_names(settings: &StreamSettings) -> Vec<String> {
+    streams(settings)
+        .map(|streams| streams.into_iter().map(|s| s.config.name).collect())
+        .unwrap_or_default()
+}
+
+/// A stream of the system.
 struct OwnedStream {
     config: stream::Config,
-    /// The event domain it holds (`None`: `DLQ`, `ADVISORIES`).
+    /// The event domain it holds (`None`: `DLQ`, `ADVISORIES`, which every service uses).
     domain: Option<Domain>,
-    owner: &'static str,
 }
 
 /// Every stream `settings` describe, or why they cannot work.
@@ -229,6 +362,11 @@ fn streams(settings: &StreamSettings) -> Result<Vec<OwnedStream>, ProvisionError
         // Histories are read with multi-last direct gets; dead letters are fetched by
         // sequence when redriven.
         allow_direct: true,
+        metadata: [(
+            layout::LAYOUT_METADATA.to_owned(),
+            layout::LAYOUT_VERSION.to_string(),
+        )]
+        .into(),
         ..Default::default()
     };
     let events = Domain::ALL.into_iter().flat_map(|domain| {
@@ -239,7 +377,6 @@ fn streams(settings: &StreamSettings) -> Result<Vec<OwnedStream>, ProvisionError
                 settings.max_age,
             ),
             domain: Some(domain),
-            owner: topology::writer(domain),
         })
     });
     let support = names::stream::SUPPORT
@@ -247,7 +384,6 @@ fn streams(settings: &StreamSettings) -> Result<Vec<OwnedStream>, ProvisionError
         .map(|(name, subjects)| OwnedStream {
             config: config(name.to_owned(), subjects.to_owned(), settings.dlq_max_age),
             domain: None,
-            owner: topology::SUPPORT_STREAMS_OWNER,
         });
     Ok(events.chain(support).collect())
 }

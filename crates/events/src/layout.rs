@@ -27,6 +27,10 @@ use crate::notification::NotificationKind;
 /// The version of this layout; a change to it is a migration, not an edit.
 pub const LAYOUT_VERSION: u32 = 2;
 
+/// The stream metadata key under which every stream of a deployment records the layout its
+/// subjects follow ([`LAYOUT_VERSION`]): a service refuses a stream of another layout.
+pub const LAYOUT_METADATA: &str = "orderflow.layout";
+
 /// Most partitions a deployment may split its streams into.
 pub const MAX_PARTITIONS: u16 = 64;
 

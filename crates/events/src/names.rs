@@ -49,6 +49,9 @@ pub mod bucket {
     /// notification-service: webhook endpoints disabled by a 410.
     pub const WEBHOOK_ENDPOINTS: &str = "webhook_endpoints";
 
+    /// Every bucket.
+    pub const ALL: [&str; 3] = [STOCK, IDEMPOTENCY, WEBHOOK_ENDPOINTS];
+
     /// The stream that holds `bucket`.
     pub fn stream(bucket: &str) -> String {
         format!("KV_{bucket}")

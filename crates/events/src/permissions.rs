@@ -5,11 +5,12 @@
 //! nats-permissions -- <partitions>` prints it for a partitioned deployment.
 //!
 //! Least privilege, per service: publish the events it writes, dead letters under the names
-//! of its own consumers, its own KV buckets, acks of its own consumers; call the JetStream API only for its
-//! own streams (create, update, read — never delete or purge), its own buckets (and ordered
-//! consumers on them), its own durable consumers on the stream it reads, and its watchers of
-//! that stream's max-deliveries advisories; check that the streams it uses exist; and receive
-//! replies only under its own inbox prefix ([`names::inbox_prefix`]).
+//! of its own consumers, its own KV buckets, acks of its own consumers; call the JetStream API
+//! only to read its own streams and buckets, to bind to, pull from and ack its own durable
+//! consumers and their advisory watchers, and to check that the streams it uses exist; and
+//! receive replies only under its own inbox prefix ([`names::inbox_prefix`]). No service may
+//! create, update, delete or purge a stream, a bucket or a consumer: the provisioning step
+//! does that with the operator's rights.
 
 use std::fmt::Write as _;
 
@@ -56,7 +57,8 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
     }
     publish.push("$JS.API.INFO".to_owned());
 
-    // Its own streams and buckets: configure and read them, never delete or purge them.
+    // Its own streams and buckets: check and read them — never create, update, delete or
+    // purge them: that is the provisioning step's (the operator's) right alone.
     let mut owned: Vec<String> = partitions
         .all()
         .map(|p| writes.stream(p, partitions))
@@ -69,27 +71,11 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
         .map(|b| names::bucket::stream(b))
         .collect();
     for stream in owned.iter().chain(&buckets) {
-        for call in [
-            "STREAM.CREATE",
-            "STREAM.UPDATE",
-            "STREAM.INFO",
-            "STREAM.MSG.GET",
-        ] {
+        for call in ["STREAM.INFO", "STREAM.MSG.GET"] {
             publish.push(format!("$JS.API.{call}.{stream}"));
         }
         publish.push(format!("$JS.API.DIRECT.GET.{stream}"));
         publish.push(format!("$JS.API.DIRECT.GET.{stream}.>"));
-    }
-    // Ordered consumers on its buckets (a listing of keys, a watch); none on event streams,
-    // where other services' durable consumers live.
-    for stream in &buckets {
-        for call in ["CONSUMER.CREATE", "CONSUMER.INFO", "CONSUMER.DELETE"] {
-            publish.push(format!("$JS.API.{call}.{stream}"));
-            publish.push(format!("$JS.API.{call}.{stream}.>"));
-        }
-        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"));
-        publish.push(format!("$JS.ACK.{stream}.>"));
-        publish.push(format!("$JS.FC.{stream}.>"));
     }
     if service == topology::SUPPORT_STREAMS_OWNER {
         // Redriven or discarded dead letters are removed one by one (admin API).
@@ -123,12 +109,10 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
     }
 }
 
-/// Create (with or without filter subjects in the name), read, pull from and ack one durable
-/// consumer.
-fn consumer_calls(stream: &str, durable: &str) -> [String; 5] {
+/// Read, pull from and ack one durable consumer — never create or update it: its deliver
+/// subject, were it a push consumer, would have the server publish wherever it names.
+fn consumer_calls(stream: &str, durable: &str) -> [String; 3] {
     [
-        format!("$JS.API.CONSUMER.CREATE.{stream}.{durable}"),
-        format!("$JS.API.CONSUMER.CREATE.{stream}.{durable}.>"),
         format!("$JS.API.CONSUMER.INFO.{stream}.{durable}"),
         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"),
         format!("$JS.ACK.{stream}.{durable}.>"),
@@ -234,15 +218,26 @@ mod tests {
     }
 
     #[test]
-    fn only_the_writer_may_change_a_stream() {
+    fn no_service_may_create_or_change_a_stream_a_bucket_or_a_consumer() {
         for grant in grants(Partitions::new(2).unwrap()) {
-            let writes = topology::written_by(grant.user).unwrap();
             for subject in &grant.publish {
-                if let Some(stream) = subject.strip_prefix("$JS.API.STREAM.UPDATE.") {
-                    let own = stream.starts_with(writes.stream_base())
-                        || stream.starts_with("KV_")
-                        || grant.user == topology::SUPPORT_STREAMS_OWNER;
-                    assert!(own, "{} may change {stream}", grant.user);
+                for call in [
+                    "STREAM.CREATE",
+                    "STREAM.UPDATE",
+                    "STREAM.DELETE",
+                    "STREAM.PURGE",
+                    "STREAM.SNAPSHOT",
+                    "STREAM.RESTORE",
+                    "CONSUMER.CREATE",
+                    "CONSUMER.DURABLE.CREATE",
+                    "CONSUMER.DELETE",
+                    "CONSUMER.PAUSE",
+                ] {
+                    assert!(
+                        !subject.contains(&format!("$JS.API.{call}")),
+                        "{} may call {subject}",
+                        grant.user
+                    );
                 }
             }
         }
@@ -299,7 +294,7 @@ mod tests {
         assert!(
             grant
                 .publish
-                .contains(&"$JS.API.STREAM.UPDATE.INVENTORY_1".to_owned())
+                .contains(&"$JS.API.DIRECT.GET.INVENTORY_1".to_owned())
         );
     }
 

@@ -160,6 +160,12 @@ impl NatsArgs {
         }
     }
 
+    /// Each of `specs` [tuned](NatsArgs::tune): a service's consumers as it runs them, and as
+    /// the provisioning step creates them.
+    pub fn tune_all(&self, specs: Vec<bus::ConsumerSpec>) -> Vec<bus::ConsumerSpec> {
+        specs.into_iter().map(|spec| self.tune(spec)).collect()
+    }
+
     /// Stream settings with the configured replicas, partitions and hot window, or why the
     /// window is too short: a message must stay in its stream through every delivery a
     /// consumer may make of it, or it expires while still being retried and is lost.

@@ -43,6 +43,8 @@ pub struct Health {
     /// 503). Ready with these is still ready: taking the replica out of rotation would stop
     /// the work that does not need them.
     pub degraded: Vec<String>,
+    /// Why it is not ready yet, when it knows (what it waits for).
+    pub waiting: Option<String>,
 }
 
 /// What the edge serves besides the service's own API.
@@ -248,8 +250,11 @@ async fn readyz(State(edge): State<Edge>) -> Response {
         };
         axum::Json(body).into_response()
     } else {
+        let why = health
+            .waiting
+            .unwrap_or_else(|| "not connected to NATS".to_owned());
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
-            .with_detail("not connected to NATS, or streams and consumers not provisioned yet")
+            .with_detail(why)
             .into_response()
     }
 }

@@ -1,13 +1,14 @@
 //! The life of a service, shared by all three: connect to NATS, serve HTTP at once (health
-//! answers while NATS is still away; the API answers 503 until ready), provision its own
-//! streams and state (retrying with backoff until NATS is reachable) and be ready, start the
-//! consumers once the streams they read exist (their owners create them), then on shutdown
-//! stop taking HTTP, drain the consumers, and close the connection — all within the grace
-//! period.
+//! answers while NATS is still away; the API answers 503 until ready), wait until what it
+//! needs exists — every stream in the subject layout it knows, its buckets, its durable
+//! consumers as it would configure them; the deployment's provisioning step creates them, a
+//! service may not — then build its state, bind its consumers and be ready (`/readyz` says
+//! what it waits for meanwhile; a stream of an unknown layout stops it), and on shutdown stop
+//! taking HTTP, drain the consumers, and close the connection — all within the grace period.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -59,15 +60,17 @@ pub trait Service: Send + Sync + 'static {
     /// The API routes; their state becomes available once started.
     fn routes(&self, state: Started<Self::State>, bus: &Bus) -> Router;
 
-    /// Creates or updates the service's buckets and builds its state.
-    fn provision(
+    /// Opens the service's buckets (provisioned, not created: see the module docs) and builds
+    /// its state.
+    fn open(
         &self,
         bus: &Bus,
         nats: &NatsArgs,
-    ) -> impl Future<Output = Result<Self::State, ProvisionError>> + Send;
+        settings: &StreamSettings,
+    ) -> impl Future<Output = Result<Self::State, OpenError>> + Send;
 
     /// The durable consumers and the handler that serves them.
-    fn consumers(&self, state: &Self::State, bus: &Bus) -> (Vec<ConsumerSpec>, Self::Handler);
+    fn consumers(&self, state: &Self::State) -> (Vec<ConsumerSpec>, Self::Handler);
 
     /// What the service runs without right now, for `/readyz` (nothing by default): said, not
     /// failed, because the rest of its work goes on.
@@ -102,6 +105,10 @@ pub enum RunError {
     /// A consumer is misconfigured or refused by the server.
     #[error(transparent)]
     Consumer(#[from] bus::ConsumeError),
+    /// What the service needs on NATS cannot serve it without a change to the deployment
+    /// (a stream of another subject layout).
+    #[error(transparent)]
+    Open(#[from] OpenError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
@@ -119,13 +126,19 @@ pub async fn run<S: Service>(
     let settings = nats.stream_settings()?;
     let bus = Bus::connect(&nats.bus_config(S::NAME)?).await?;
     let ready = Arc::new(AtomicBool::new(false));
+    let waiting = Waiting::default();
     let started = Started::<S::State>::default();
     let edge = Edge {
         metrics: telemetry::metrics_handle(),
         openapi: Arc::new(crate::openapi::complete(service.openapi())),
         ready: {
-            let (bus, ready, started, service) =
-                (bus.clone(), ready.clone(), started.clone(), service.clone());
+            let (bus, ready, started, service, waiting) = (
+                bus.clone(),
+                ready.clone(),
+                started.clone(),
+                service.clone(),
+                waiting.clone(),
+            );
             Arc::new(move || Health {
                 ready: bus.is_connected() && ready.load(Ordering::Relaxed),
                 degraded: started
@@ -133,6 +146,7 @@ pub async fn run<S: Service>(
                     .get()
                     .map(|state| service.degraded(state))
                     .unwrap_or_default(),
+                waiting: waiting.get(),
             })
         },
         limits: http.clone(),
@@ -142,23 +156,36 @@ pub async fn run<S: Service>(
 
     let mut consumers = tokio::task::JoinSet::new();
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(state) = provision(service.as_ref(), &bus, &nats, &settings, &shutdown).await {
-        let (specs, handler) = service.consumers(&state, &bus);
-        for task in service.tasks(&state, &shutdown) {
-            tasks.spawn(task);
+    let opened = open(
+        service.as_ref(),
+        &bus,
+        &nats,
+        &settings,
+        &waiting,
+        &shutdown,
+    )
+    .await;
+    match opened {
+        Err(fatal) => {
+            tracing::error!(error = %fatal, "cannot start");
+            shutdown.cancel();
+            let _ = server.await;
+            bus.drain().await;
+            return Err(fatal);
         }
-        let _ = started.0.set(state);
-        // Ready once its own streams and state exist: its API does not need the others'.
-        ready.store(true, Ordering::Relaxed);
-        tracing::info!(service = S::NAME, "ready");
-        // Its consumers start once the streams they read exist (their owners create them);
-        // durable consumers then deliver everything stored meanwhile.
-        if streams_used_exist::<S>(&bus, &settings, &shutdown).await {
-            for spec in specs {
-                let consumer = Consumer::create(&bus, nats.tune(spec)).await?;
+        Ok(None) => {}
+        Ok(Some((state, bound, handler))) => {
+            for task in service.tasks(&state, &shutdown) {
+                tasks.spawn(task);
+            }
+            let _ = started.0.set(state);
+            // Durable consumers deliver everything stored while the service was away.
+            for consumer in bound {
                 consumers.spawn(consumer.run(handler.clone(), shutdown.clone()));
             }
-            tracing::info!(service = S::NAME, "consuming");
+            waiting.set(None);
+            ready.store(true, Ordering::Relaxed);
+            tracing::info!(service = S::NAME, "ready and consuming");
         }
     }
 
@@ -188,51 +215,104 @@ pub async fn run<S: Service>(
     }
 }
 
-/// Provisions the service's own streams and its state, retrying with backoff until it works;
-/// `None` if shutdown comes first.
-async fn provision<S: Service>(
+/// Why a service is not ready yet, for `/readyz`.
+#[derive(Debug, Clone, Default)]
+struct Waiting(Arc<Mutex<Option<String>>>);
+
+impl Waiting {
+    fn set(&self, why: Option<String>) {
+        if let Ok(mut waiting) = self.0.lock() {
+            *waiting = why;
+        }
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|waiting| waiting.clone())
+    }
+}
+
+/// A service's state and its bound consumers, with their handler.
+type Opened<S> = (
+    <S as Service>::State,
+    Vec<Consumer>,
+    <S as Service>::Handler,
+);
+
+/// Waits until every stream exists in the layout this build knows, then opens the service's
+/// state and binds its consumers, retrying with backoff while anything is missing (`waiting`
+/// says what); `Ok(None)` if shutdown comes first, an error if waiting cannot help.
+async fn open<S: Service>(
     service: &S,
     bus: &Bus,
     nats: &NatsArgs,
     settings: &StreamSettings,
+    waiting: &Waiting,
     shutdown: &CancellationToken,
-) -> Option<S::State> {
-    retry("provisioning", shutdown, || async {
-        bus.provision_streams_of(settings, S::NAME).await?;
-        service.provision(bus, nats).await
+) -> Result<Option<Opened<S>>, RunError> {
+    retry(waiting, shutdown, || async {
+        if !bus.is_connected() {
+            return Err(OpenError::Disconnected);
+        }
+        bus.check_streams(settings, S::NAME).await?;
+        let state = service.open(bus, nats, settings).await?;
+        let (specs, handler) = service.consumers(&state);
+        let mut bound = Vec::with_capacity(specs.len());
+        for spec in specs {
+            bound.push(Consumer::bind(bus, nats.tune(spec)).await?);
+        }
+        Ok((state, bound, handler))
     })
     .await
 }
 
-/// Waits, with backoff, until the streams the service reads exist; `false` if shutdown comes
-/// first.
-async fn streams_used_exist<S: Service>(
-    bus: &Bus,
-    settings: &StreamSettings,
-    shutdown: &CancellationToken,
-) -> bool {
-    retry("starting the consumers", shutdown, || {
-        bus.streams_used_by_exist(settings, S::NAME)
-    })
-    .await
-    .is_some()
+/// Why an attempt to open a service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// NATS is not reachable (yet).
+    #[error("not connected to NATS")]
+    Disconnected,
+    /// A stream or bucket is missing, or of an unknown layout.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// A consumer is missing or provisioned with other settings.
+    #[error(transparent)]
+    Consumer(#[from] bus::ConsumeError),
 }
 
-/// Runs `attempt` until it succeeds (backoff 0.2 s doubling to 5 s, each failure logged with
-/// `what`); `None` if shutdown comes first.
-async fn retry<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut attempt: F) -> Option<T>
+impl OpenError {
+    /// Whether waiting cannot help.
+    fn is_fatal(&self) -> bool {
+        match self {
+            Self::Disconnected => false,
+            Self::Provision(e) => e.is_fatal(),
+            Self::Consumer(e) => matches!(e, bus::ConsumeError::Spec { .. }),
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds (backoff 0.2 s doubling to 5 s, each failure logged and
+/// kept in `waiting`); `Ok(None)` if shutdown comes first, the error if it is fatal.
+async fn retry<T, F, Fut>(
+    waiting: &Waiting,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Result<Option<T>, RunError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ProvisionError>>,
+    Fut: Future<Output = Result<T, OpenError>>,
 {
     let mut delay = Duration::from_millis(200);
     loop {
         match attempt().await {
-            Ok(value) => return Some(value),
-            Err(e) => tracing::warn!(error = %e, ?delay, "{what} failed; retrying"),
+            Ok(value) => return Ok(Some(value)),
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, ?delay, "waiting for what this service needs on NATS");
+                waiting.set(Some(format!("waiting: {e}")));
+            }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return None,
+            _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
         }
     }

@@ -93,45 +93,6 @@ impl TestApp {
             }
         }
     }
-
-    /// Waits until every durable consumer of the saga exists: a service is ready once its own
-    /// streams exist and starts consuming once the streams it reads exist, and a test that
-    /// reads a consumer's progress needs it there.
-    async fn wait_consuming(&self, partitions: u16, archiving: bool) {
-        let partitions = events::Partitions::new(partitions).expect("a valid STREAM_PARTITIONS");
-        let client = async_nats::connect(self.nats.url())
-            .await
-            .expect("connect to NATS");
-        let jetstream = async_nats::jetstream::new(client);
-        for subscription in events::topology::SUBSCRIPTIONS {
-            let Some(domain) = subscription.domain() else {
-                continue;
-            };
-            if !crate::system::consumes(&subscription, archiving) {
-                continue;
-            }
-            for partition in partitions.all() {
-                let stream = domain.stream(partition, partitions);
-                let what = format!("{} consumes {stream}", subscription.service);
-                crate::eventually(&what, || async {
-                    match jetstream.get_stream(&stream).await {
-                        Ok(stream) => stream.consumer_info(subscription.durable).await.is_ok(),
-                        Err(_) => false,
-                    }
-                })
-                .await;
-            }
-        }
-    }
-}
-
-/// The value of `key` among the services' settings, if any sets it.
-fn setting<'a>(instances: &'a [ServiceEnv], key: &str) -> Option<&'a str> {
-    instances
-        .iter()
-        .flat_map(|i| &i.env)
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 impl std::ops::Deref for TestApp {
@@ -175,6 +136,7 @@ impl SystemBuilder {
             .build()
             .expect("a runtime for the services");
         let shutdown = CancellationToken::new();
+        provision(&self.provisioning_env(&nats, postgres.as_ref())).await;
         let mut services = Vec::new();
         let instances = self.service_envs(&nats, postgres.as_ref());
         let mut read = HashSet::new();
@@ -241,15 +203,20 @@ impl SystemBuilder {
             runtime: Some(runtime),
         };
         app.wait_ready().await;
-        let partitions = setting(&instances, "STREAM_PARTITIONS").map_or(1, |p| {
-            p.parse()
-                .unwrap_or_else(|e| panic!("STREAM_PARTITIONS {p}: {e}"))
-        });
-        // Unless the server wants credentials, which only the services have.
-        if setting(&instances, "NATS_USER").is_none() {
-            app.wait_consuming(partitions, app.postgres.is_some()).await;
-        }
         app
+    }
+}
+
+/// The provisioning step, in this process: `orderflow-admin provision` with `env`.
+async fn provision(env: &[(String, String)]) {
+    #[derive(clap::Parser)]
+    struct Provision {
+        #[command(flatten)]
+        args: orderflow_admin::ProvisionArgs,
+    }
+    let Provision { args } = parse::<Provision>("orderflow-admin", env, &mut HashSet::new());
+    if let Err(e) = orderflow_admin::provision_deployment(&args).await {
+        panic!("orderflow-admin provision failed: {e}");
     }
 }
 

@@ -70,15 +70,22 @@ pub fn delivery(key: &OrderKey, envelope: Envelope) -> Delivery {
     }
 }
 
-/// A bus connected to `server` as `name`, with every stream provisioned (one partition).
+/// A bus connected to `server` as `name`, with every stream and bucket provisioned (one
+/// partition), as the provisioning step leaves a deployment.
 pub async fn bus(server: &NatsServer, name: &str) -> Bus {
     let bus = Bus::connect(&BusConfig::new(name).with_url(server.url()))
         .await
         .expect("connect to NATS");
     eventually("the bus is connected", || async { bus.is_connected() }).await;
-    bus.provision_streams(&StreamSettings::default())
+    let settings = StreamSettings::default();
+    bus.provision_streams(&settings)
         .await
         .expect("provision the streams");
+    for bucket in settings.buckets() {
+        bus.provision_bucket(&bucket)
+            .await
+            .expect("provision the buckets");
+    }
     bus
 }
 

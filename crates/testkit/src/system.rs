@@ -93,6 +93,32 @@ fn build_services(exe_dir: &Path) {
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
+/// Runs the provisioning step, `orderflow-admin provision`, with `env` (as the operator would),
+/// logging to `log_dir`; panics with its output if it fails.
+pub fn provision(env: &[(String, String)], log_dir: &Path) {
+    let log = log_dir.join("orderflow-admin.log");
+    let file = std::fs::File::create(&log).expect("provisioning log");
+    let mut command = Command::new(service_binary("orderflow-admin"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("NATS_") || key.starts_with("STREAM_") || key.starts_with("HOT_") {
+            command.env_remove(key);
+        }
+    }
+    let status = command
+        .arg("provision")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log handle"))
+        .stderr(file)
+        .status()
+        .expect("run orderflow-admin");
+    assert!(
+        status.success(),
+        "orderflow-admin provision failed ({status}):\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
 /// Polls `url`'s `/readyz` until it answers 200. Fails with why not: what `gone` says once the
 /// service stopped, or the time waited.
 pub(crate) async fn until_ready(
@@ -310,6 +336,7 @@ pub struct SystemBuilder {
     service_env: Vec<(String, String, String)>,
     without_archive: bool,
     postgres: Option<PostgresServer>,
+    provisioner_env: Vec<(String, String)>,
 }
 
 /// The admin token a [`System`] gives its services unless told otherwise: admin endpoints are
@@ -405,6 +432,14 @@ impl SystemBuilder {
         self
     }
 
+    /// Sets an environment variable for the provisioning step only (`orderflow-admin
+    /// provision`, run before the services start): the operator's credentials.
+    pub fn provisioner_env(mut self, key: &str, value: &str) -> Self {
+        self.provisioner_env
+            .push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Services connect here instead of the server's own URL (a proxy, or a cluster's URLs).
     pub fn nats_url(mut self, url: &str) -> Self {
         self.nats_url = Some(url.to_owned());
@@ -437,6 +472,10 @@ impl SystemBuilder {
             .prefix("orderflow-logs-")
             .tempdir()
             .expect("log dir");
+        provision(
+            &self.provisioning_env(&nats, postgres.as_ref()),
+            logs.path(),
+        );
         let mut processes: Vec<ServiceProcess> = self
             .service_envs(&nats, postgres.as_ref())
             .into_iter()
@@ -506,13 +545,26 @@ impl SystemBuilder {
         self.admin_token.as_deref()
     }
 
-    /// Every instance to start, in order (order, the inventory replicas, notification), with
-    /// its settings.
-    pub(crate) fn service_envs(
+    /// The provisioning step's settings: the services' shared ones (stream shapes, consumer
+    /// tuning, TLS), whether order-service archives, and [`SystemBuilder::provisioner_env`].
+    pub(crate) fn provisioning_env(
         &self,
         nats: &NatsServer,
         postgres: Option<&PostgresServer>,
-    ) -> Vec<ServiceEnv> {
+    ) -> Vec<(String, String)> {
+        let mut env = self.common_env(nats, postgres);
+        env.retain(|(key, _)| key != "ADMIN_TOKEN");
+        env.push(("ARCHIVE_CONSUMERS".into(), postgres.is_some().to_string()));
+        env.extend(self.provisioner_env.iter().cloned());
+        env
+    }
+
+    /// The settings every service gets.
+    fn common_env(
+        &self,
+        nats: &NatsServer,
+        postgres: Option<&PostgresServer>,
+    ) -> Vec<(String, String)> {
         let mut common = vec![(
             "NATS_URL".to_owned(),
             self.nats_url.clone().unwrap_or_else(|| nats.url()),
@@ -524,6 +576,17 @@ impl SystemBuilder {
         if let Some(token) = &self.admin_token {
             common.push(("ADMIN_TOKEN".into(), token.clone()));
         }
+        common
+    }
+
+    /// Every instance to start, in order (order, the inventory replicas, notification), with
+    /// its settings.
+    pub(crate) fn service_envs(
+        &self,
+        nats: &NatsServer,
+        postgres: Option<&PostgresServer>,
+    ) -> Vec<ServiceEnv> {
+        let common = self.common_env(nats, postgres);
         let env_of = |service: &'static str, instance: usize| {
             let mut env = common.clone();
             if service == "order-service" {

@@ -7,7 +7,6 @@ use axum::middleware;
 use axum::routing::get;
 use bus::Secret;
 use events::{OrderId, Sku};
-use futures::StreamExt as _;
 use platform::problem::{ApiJson, ApiPath, FieldError, Problem};
 use platform::service::Started;
 use serde::{Deserialize, Serialize};
@@ -106,15 +105,12 @@ async fn list_stock(
     AxumState(stores): AxumState<Started<Stores>>,
 ) -> Result<axum::Json<Vec<StockView>>, Problem> {
     let stores = stores.get()?;
-    let mut keys = stores.ledger().stock().kv().keys().await.map_err(|e| {
+    let keys = stores.ledger().stock().keys().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot list stock keys");
         Problem::unavailable(1)
     })?;
     let mut views = Vec::new();
-    while let Some(key) = keys.next().await {
-        let Ok(key) = key else {
-            return Err(Problem::unavailable(1));
-        };
+    for key in keys {
         if let Some(stock) = stores.ledger().stock().get(&key).await? {
             views.push(StockView::new(&key, &stock.value));
         }

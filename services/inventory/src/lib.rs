@@ -13,9 +13,9 @@ mod store;
 use std::net::SocketAddr;
 
 use axum::Router;
-use bus::{Bus, CancellationToken, ConsumerSpec, ProvisionError};
+use bus::{Bus, CancellationToken, ConsumerSpec, StreamSettings};
 use platform::config::{HttpArgs, NatsArgs};
-use platform::service::{RunError, Started, Task};
+use platform::service::{OpenError, RunError, Started, Task};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
@@ -44,6 +44,12 @@ pub struct Config {
     /// HTTP limits and the admin token.
     #[command(flatten)]
     pub http: HttpArgs,
+}
+
+/// The durable consumers inventory-service runs under `nats`, as the provisioning step creates
+/// them and the service binds to them.
+pub fn consumer_specs(nats: &NatsArgs) -> Vec<ConsumerSpec> {
+    nats.tune_all(saga::consumer_specs(nats.stream_partitions))
 }
 
 /// Runs the service on `listener` until `shutdown`.
@@ -75,11 +81,16 @@ impl platform::service::Service for InventoryService {
         api::routes(store, self.admin_token.clone())
     }
 
-    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<store::Store, ProvisionError> {
-        store::Store::open(bus, nats.stream_replicas, nats.stream_partitions).await
+    async fn open(
+        &self,
+        bus: &Bus,
+        _: &NatsArgs,
+        settings: &StreamSettings,
+    ) -> Result<store::Store, OpenError> {
+        Ok(store::Store::open(bus, settings).await?)
     }
 
-    fn consumers(&self, store: &store::Store, _bus: &Bus) -> (Vec<ConsumerSpec>, saga::Saga) {
+    fn consumers(&self, store: &store::Store) -> (Vec<ConsumerSpec>, saga::Saga) {
         let saga = saga::Saga {
             store: store.clone(),
         };

@@ -361,7 +361,9 @@ mod tests {
     async fn saga(available: u64) -> (NatsServer, Saga) {
         let server = NatsServer::start();
         let bus = sample::bus(&server, "inventory-saga-test").await;
-        let store = Store::open(&bus, 1, Partitions::ONE).await.unwrap();
+        let store = Store::open(&bus, &bus::StreamSettings::default())
+            .await
+            .unwrap();
         store
             .ledger()
             .apply(&sample::sku("MUG"), StockOp::SetAvailable(available), None)

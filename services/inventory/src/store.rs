@@ -8,11 +8,10 @@
 use std::time::Duration;
 
 use bus::ReadError;
-use bus::{AppendError, Appended, Bus, EventLog, KvBucket, KvStore, MsgId, ProvisionError};
+use bus::{AppendError, Appended, Bus, EventLog, KvStore, MsgId, ProvisionError, StreamSettings};
 use events::layout::{self, History};
 use events::names::bucket::STOCK;
 use events::{Domain, Envelope, OrderId, OrderKey, Partitions, Sku};
-use futures::StreamExt as _;
 
 use crate::ledger::Ledger;
 use crate::reservation::Reservation;
@@ -32,24 +31,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// Provisions the stock bucket and opens the store.
-    pub async fn open(
-        bus: &Bus,
-        replicas: usize,
-        partitions: Partitions,
-    ) -> Result<Self, ProvisionError> {
-        let stock = KvStore::open(
-            bus,
-            &KvBucket {
-                replicas,
-                // One record per SKU, marks included: room for about a million SKUs.
-                max_bytes: Some(256 << 20),
-                ..KvBucket::new(STOCK)
-            },
-        )
-        .await?
-        // Every batch of a SKU writes its record: remembering its last revision saves a read.
-        .with_cache(bus::RECENT_KEYS);
+    /// Opens the store on the stock bucket.
+    pub async fn open(bus: &Bus, settings: &StreamSettings) -> Result<Self, ProvisionError> {
+        let (replicas, partitions) = (settings.replicas, settings.partitions);
+        let stock = KvStore::open(bus, &settings.bucket(STOCK))
+            .await?
+            // Every batch of a SKU writes its record: remembering its last revision saves a read.
+            .with_cache(bus::RECENT_KEYS);
         Ok(Self {
             log: bus.events().clone().with_leader_reads(replicas > 1),
             partitions,
@@ -114,12 +102,8 @@ impl Store {
     /// order has no decision are left alone: that order's message is still to be delivered.
     pub async fn reconcile(self, shutdown: bus::CancellationToken) {
         // At start, every SKU may hold marks a previous process left.
-        let mut seed: Vec<Sku> = match self.ledger.stock().kv().keys().await {
-            Ok(keys) => {
-                keys.filter_map(|k| async move { k.ok().and_then(|k| Sku::new(k).ok()) })
-                    .collect()
-                    .await
-            }
+        let mut seed: Vec<Sku> = match self.ledger.stock().keys().await {
+            Ok(keys) => keys.into_iter().filter_map(|k| Sku::new(k).ok()).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list stock keys to reconcile");
                 Vec::new()

@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use bus::{Bus, CancellationToken, ConsumerSpec, KvBucket, KvStore, ProvisionError, Secret};
+use bus::{Bus, CancellationToken, ConsumerSpec, KvStore, Secret, StreamSettings};
 use platform::config::{HttpArgs, NatsArgs};
-use platform::service::{RunError, Started};
+use platform::service::{OpenError, RunError, Started};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
@@ -84,6 +84,12 @@ impl Config {
     }
 }
 
+/// The durable consumers notification-service runs under `nats`, as the provisioning step creates
+/// them and the service binds to them.
+pub fn consumer_specs(nats: &NatsArgs) -> Vec<ConsumerSpec> {
+    nats.tune_all(saga::consumer_specs(nats.stream_partitions))
+}
+
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(
     config: Config,
@@ -125,18 +131,18 @@ impl platform::service::Service for NotificationService {
         api::routes(store, self.admin_token.clone())
     }
 
-    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<store::Store, ProvisionError> {
+    async fn open(
+        &self,
+        bus: &Bus,
+        _: &NatsArgs,
+        settings: &StreamSettings,
+    ) -> Result<store::Store, OpenError> {
         let webhook = match &self.webhook {
             None => None,
             Some((url, secret)) => {
                 let endpoints = KvStore::open(
                     bus,
-                    &KvBucket {
-                        replicas: nats.stream_replicas,
-                        // One small record per disabled endpoint.
-                        max_bytes: Some(1 << 20),
-                        ..KvBucket::new(events::names::bucket::WEBHOOK_ENDPOINTS)
-                    },
+                    &settings.bucket(events::names::bucket::WEBHOOK_ENDPOINTS),
                 )
                 .await?;
                 // Validated in `run`; a failure here is the HTTP client itself.
@@ -149,10 +155,10 @@ impl platform::service::Service for NotificationService {
                 }
             }
         };
-        Ok(store::Store::new(bus, nats.stream_partitions, webhook))
+        Ok(store::Store::new(bus, settings.partitions, webhook))
     }
 
-    fn consumers(&self, store: &store::Store, _bus: &Bus) -> (Vec<ConsumerSpec>, saga::Saga) {
+    fn consumers(&self, store: &store::Store) -> (Vec<ConsumerSpec>, saga::Saga) {
         let saga = saga::Saga {
             store: store.clone(),
         };

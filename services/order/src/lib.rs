@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use archive::{Archive, ArchiveArgs, Retention, Schema};
 use axum::Router;
-use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, ProvisionError};
+use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, StreamSettings};
 use platform::config::{HttpArgs, NatsArgs};
 use platform::customer_auth::{AuthArgs, Customers};
 use platform::dead_letters::Redrive;
-use platform::service::{RunError, Started, Task};
+use platform::service::{OpenError, RunError, Started, Task};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
@@ -115,6 +115,22 @@ pub async fn archive_command(args: &ArchiveArgs, command: &ArchiveCommand) -> Ex
     }
 }
 
+/// The durable consumers order-service runs under `nats` — the saga's, and with `archive`
+/// the projection's — as the provisioning step creates them and the service binds to them.
+pub fn consumer_specs(nats: &NatsArgs, archive: bool) -> Vec<ConsumerSpec> {
+    let mut specs = nats.tune_all(saga::consumer_specs(nats.stream_partitions));
+    if archive {
+        specs.extend(projection_specs(nats));
+    }
+    specs
+}
+
+fn projection_specs(nats: &NatsArgs) -> Vec<ConsumerSpec> {
+    projection::consumer_specs(nats.stream_partitions, nats.hot_window, |spec| {
+        nats.tune(spec)
+    })
+}
+
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(
     config: Config,
@@ -159,6 +175,7 @@ pub async fn run(
             retention: config.archive.archive_retention,
             take_back: projection::TakeBack::default(),
             nats: config.nats.clone(),
+            projection_consumers: std::sync::Mutex::default(),
         },
         config.nats,
         config.http,
@@ -193,6 +210,8 @@ struct OrderService {
     take_back: projection::TakeBack,
     /// For the projection's consumers, tuned like the saga's.
     nats: NatsArgs,
+    /// The projection's consumers, bound while opening, until its task runs them.
+    projection_consumers: std::sync::Mutex<Vec<Consumer>>,
 }
 
 impl platform::service::Service for OrderService {
@@ -220,19 +239,28 @@ impl platform::service::Service for OrderService {
         ))
     }
 
-    async fn provision(&self, bus: &Bus, nats: &NatsArgs) -> Result<store::Store, ProvisionError> {
-        store::Store::open(
-            bus,
-            nats.stream_replicas,
-            nats.stream_partitions,
-            self.reader.clone(),
-            nats.hot_window,
-        )
-        .await
+    async fn open(
+        &self,
+        bus: &Bus,
+        _: &NatsArgs,
+        settings: &StreamSettings,
+    ) -> Result<store::Store, OpenError> {
+        let store = store::Store::open(bus, settings, self.reader.clone()).await?;
+        if self.archive.is_some() {
+            // The projection's consumers are as much a part of readiness as the saga's.
+            let specs = projection_specs(&self.nats);
+            let mut bound = Vec::with_capacity(specs.len());
+            for spec in specs {
+                bound.push(Consumer::bind(bus, spec).await?);
+            }
+            if let Ok(mut parked) = self.projection_consumers.lock() {
+                *parked = bound;
+            }
+        }
+        Ok(store)
     }
 
-    fn consumers(&self, store: &store::Store, bus: &Bus) -> (Vec<ConsumerSpec>, saga::Saga) {
-        let _ = bus;
+    fn consumers(&self, store: &store::Store) -> (Vec<ConsumerSpec>, saga::Saga) {
         (
             saga::consumer_specs(store.partitions()),
             saga::Saga {
@@ -263,53 +291,30 @@ impl platform::service::Service for OrderService {
         degraded
     }
 
-    fn tasks(&self, store: &store::Store, shutdown: &CancellationToken) -> Vec<Task> {
+    fn tasks(&self, _: &store::Store, shutdown: &CancellationToken) -> Vec<Task> {
         let Some(archive) = self.archive.clone() else {
             return Vec::new();
         };
         let mut tasks: Vec<Task> = Vec::new();
         let projection = projection::Projection::start(archive.clone(), self.nats.hot_window);
         self.take_back.serve(projection.clone());
-        let specs = projection::consumer_specs(store.partitions(), self.nats.hot_window, |spec| {
-            self.nats.tune(spec)
-        });
-        for spec in specs {
-            tasks.push(Box::pin(project(
-                store.bus().clone(),
-                spec,
-                projection.clone(),
-                shutdown.clone(),
-            )));
+        let bound = self
+            .projection_consumers
+            .lock()
+            .map(|mut parked| std::mem::take(&mut *parked))
+            .unwrap_or_default();
+        for consumer in bound {
+            let (projection, shutdown) = (projection.clone(), shutdown.clone());
+            tasks.push(Box::pin(async move {
+                if let Err(e) = consumer.run(projection, shutdown).await {
+                    tracing::error!(error = %e, "the archive's projection failed");
+                }
+            }));
         }
         if let Retention::For(age) = self.retention {
             tasks.push(Box::pin(expire(archive, age, shutdown.clone())));
         }
         tasks
-    }
-}
-
-/// Runs one of the projection's consumers until shutdown, creating it once NATS lets it.
-async fn project(
-    bus: Bus,
-    spec: ConsumerSpec,
-    projection: projection::Projection,
-    shutdown: CancellationToken,
-) {
-    let mut delay = Duration::from_millis(200);
-    let consumer = loop {
-        match Consumer::create(&bus, spec.clone()).await {
-            Ok(consumer) => break consumer,
-            Err(e) => {
-                tracing::warn!(error = %e, ?delay, "starting the archive's projection failed; retrying")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
-        }
-    };
-    if let Err(e) = consumer.run(projection, shutdown).await {
-        tracing::error!(error = %e, "the archive's projection failed");
     }
 }
 

@@ -101,7 +101,7 @@ mod tests {
     async fn saga() -> (NatsServer, Saga) {
         let server = NatsServer::start();
         let bus = sample::bus(&server, "order-saga-test").await;
-        let store = Store::open(&bus, 1, Partitions::ONE, None, std::time::Duration::ZERO)
+        let store = Store::open(&bus, &bus::StreamSettings::default(), None)
             .await
             .unwrap();
         (server, Saga { store })
@@ -201,10 +201,8 @@ mod tests {
         // Another replica cancels the order; this one still remembers it pending.
         let replica = Store::open(
             &sample::bus(&server, "replica").await,
-            1,
-            Partitions::ONE,
+            &bus::StreamSettings::default(),
             None,
-            std::time::Duration::ZERO,
         )
         .await
         .unwrap();

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use archive::{Archive, ArchiveError};
-use bus::{AppendError, Appended, Bus, EventLog, KvBucket, KvStore, MsgId, ProvisionError};
+use bus::{AppendError, Appended, Bus, EventLog, KvStore, MsgId, ProvisionError, StreamSettings};
 use bus::{ReadError, Recorded, StoreError};
 use events::layout::{self, History};
 use events::names::bucket::IDEMPOTENCY;
@@ -33,10 +33,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::order::{Decision, Order, Snapshot};
 
-/// How long an `Idempotency-Key` is claimed in NATS at most; with an archive, no longer than
-/// the hot window (the archive remembers the key after that, and each claim costs nats-server
-/// memory like any retained subject).
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Rounds of "decide, append, find the history moved" before giving up for now.
 const ROUNDS: usize = 16;
 /// How many orders the process remembers as first guesses: a few seconds of its busiest rate.
@@ -166,29 +162,16 @@ impl Store {
     /// all).
     pub async fn open(
         bus: &Bus,
-        replicas: usize,
-        partitions: Partitions,
+        settings: &StreamSettings,
         archive: Option<Archive>,
-        hot_window: Duration,
     ) -> Result<Self, ProvisionError> {
-        let ttl = match (&archive, hot_window.is_zero()) {
-            (Some(_), false) => IDEMPOTENCY_TTL.min(hot_window),
-            _ => IDEMPOTENCY_TTL,
-        };
+        let partitions = settings.partitions;
         Ok(Self {
             log: bus.events().clone(),
             bus: bus.clone(),
             partitions,
             archive,
-            idempotency: KvStore::open(
-                bus,
-                &KvBucket {
-                    replicas,
-                    ttl: Some(ttl),
-                    ..KvBucket::new(IDEMPOTENCY)
-                },
-            )
-            .await?,
+            idempotency: KvStore::open(bus, &settings.bucket(IDEMPOTENCY)).await?,
             recent: Arc::new(Recent::new(RECENT_ORDERS)),
         })
     }
@@ -196,11 +179,6 @@ impl Store {
     /// How many partitions the streams have.
     pub fn partitions(&self) -> Partitions {
         self.partitions
-    }
-
-    /// The connection the store uses.
-    pub fn bus(&self) -> &Bus {
-        &self.bus
     }
 
     /// The order under `key` from its hot events, over its archived snapshot when they no
@@ -577,15 +555,9 @@ mod tests {
             let postgres = PostgresServer::start();
             let bus = sample::bus(&nats, "order-store-test").await;
             let archive = sample::archive(&postgres).await;
-            let store = Store::open(
-                &bus,
-                1,
-                Partitions::ONE,
-                Some(archive.clone()),
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+            let store = Store::open(&bus, &bus::StreamSettings::default(), Some(archive.clone()))
+                .await
+                .unwrap();
             Setup {
                 _nats: nats,
                 _postgres: postgres,

@@ -14,7 +14,8 @@ mod spec;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
+use events::names;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -51,6 +52,32 @@ pub enum ConsumeError {
         #[source]
         source: jetstream::stream::ConsumerError,
     },
+    /// The durable consumer (or its advisory watcher) does not exist (yet).
+    #[error(
+        "consumer {durable} on {stream} does not exist: the deployment's provisioning step (`orderflow-admin provision`) creates it: {source}"
+    )]
+    Missing {
+        /// The durable name.
+        durable: String,
+        /// The stream.
+        stream: String,
+        /// The server's answer.
+        #[source]
+        source: jetstream::stream::ConsumerError,
+    },
+    /// The durable consumer exists with other settings than this service runs with: the
+    /// provisioning step and the service were given different settings.
+    #[error(
+        "consumer {durable} on {stream} is provisioned with {what}: give the provisioning step (`orderflow-admin provision`) and the services the same settings, and provision again"
+    )]
+    Drift {
+        /// The durable name.
+        durable: String,
+        /// The stream.
+        stream: String,
+        /// What differs, provisioned against expected.
+        what: String,
+    },
 }
 
 /// A provisioned durable pull consumer, ready to [`run`](Consumer::run) a handler.
@@ -62,21 +89,76 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Validates `spec` and creates (or updates) the durable consumer on the server.
+    /// Validates `spec`, creates (or updates) the durable consumer and its advisory watcher on
+    /// the server, and binds to it: what the provisioning step and tests do.
     pub async fn create(bus: &Bus, spec: ConsumerSpec) -> Result<Self, ConsumeError> {
+        Self::provision(bus, &spec).await?;
+        Self::bind(bus, spec).await
+    }
+
+    /// Validates `spec` and creates (or updates) its durable consumer and the watcher of its
+    /// max-deliveries advisories: the provisioning step's job, never a service's.
+    pub async fn provision(bus: &Bus, spec: &ConsumerSpec) -> Result<(), ConsumeError> {
         spec.validate().map_err(|source| ConsumeError::Spec {
             durable: spec.durable.clone(),
             source,
         })?;
-        let consumer = bus
+        let create = |config: pull::Config, stream: String| async move {
+            let durable = config.durable_name.clone().unwrap_or_default();
+            bus.jetstream()
+                .create_consumer_on_stream(config, &stream)
+                .await
+                .map(drop)
+                .map_err(|source| ConsumeError::Create {
+                    durable,
+                    stream,
+                    source,
+                })
+        };
+        create(spec.server_config(), spec.stream.clone()).await?;
+        create(
+            dead_letter::watcher_config(&spec.stream, &spec.durable),
+            names::stream::ADVISORIES.to_owned(),
+        )
+        .await
+    }
+
+    /// Validates `spec` and binds to its existing durable consumer — what a service does: it
+    /// may not create one. [`ConsumeError::Missing`] until provisioned;
+    /// [`ConsumeError::Drift`] if provisioned with other settings.
+    pub async fn bind(bus: &Bus, spec: ConsumerSpec) -> Result<Self, ConsumeError> {
+        spec.validate().map_err(|source| ConsumeError::Spec {
+            durable: spec.durable.clone(),
+            source,
+        })?;
+        let missing = |durable: &str, stream: &str| {
+            let (durable, stream) = (durable.to_owned(), stream.to_owned());
+            move |source| ConsumeError::Missing {
+                durable,
+                stream,
+                source,
+            }
+        };
+        let mut consumer: PullConsumer = bus
             .jetstream()
-            .create_consumer_on_stream(spec.server_config(), &spec.stream)
+            .get_consumer_from_stream(&spec.durable, &spec.stream)
             .await
-            .map_err(|source| ConsumeError::Create {
+            .map_err(missing(&spec.durable, &spec.stream))?;
+        let watcher = names::durable::max_deliveries_watcher(&spec.durable, &spec.stream);
+        let _: PullConsumer = bus
+            .jetstream()
+            .get_consumer_from_stream(&watcher, names::stream::ADVISORIES)
+            .await
+            .map_err(missing(&watcher, names::stream::ADVISORIES))?;
+        if let Some(what) = spec.drift(&consumer.cached_info().config) {
+            return Err(ConsumeError::Drift {
                 durable: spec.durable.clone(),
                 stream: spec.stream.clone(),
-                source,
-            })?;
+                what,
+            });
+        }
+        // Read once more so the first lag report is current.
+        let _ = consumer.info().await;
         Ok(Self {
             bus: bus.clone(),
             spec: Arc::new(spec),

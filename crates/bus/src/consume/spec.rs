@@ -197,6 +197,58 @@ impl ConsumerSpec {
             .min(self.max_nak_delay)
     }
 
+    /// What differs between the consumer the server holds (`provisioned`) and this spec, in
+    /// words; `None` if they agree on everything the server enforces.
+    pub(super) fn drift(&self, provisioned: &jetstream::consumer::Config) -> Option<String> {
+        let expected = self.server_config();
+        let sorted = |subjects: &[String]| {
+            let mut subjects = subjects.to_vec();
+            subjects.sort();
+            subjects
+        };
+        let (have, want) = (
+            sorted(&provisioned.filter_subjects),
+            sorted(&expected.filter_subjects),
+        );
+        let mut differences = Vec::new();
+        if have != want && !(want.len() == 1 && provisioned.filter_subject == want[0]) {
+            differences.push(format!("filter subjects {have:?}, not {want:?}"));
+        }
+        let (p, e) = (provisioned, &expected);
+        for (what, have, want) in [
+            (
+                "ack wait",
+                format!("{:?}", p.ack_wait),
+                format!("{:?}", e.ack_wait),
+            ),
+            (
+                "deliveries",
+                p.max_deliver.to_string(),
+                e.max_deliver.to_string(),
+            ),
+            (
+                "backoff",
+                format!("{:?}", p.backoff),
+                format!("{:?}", e.backoff),
+            ),
+            (
+                "max ack pending",
+                p.max_ack_pending.to_string(),
+                e.max_ack_pending.to_string(),
+            ),
+            (
+                "ack policy",
+                format!("{:?}", p.ack_policy),
+                format!("{:?}", e.ack_policy),
+            ),
+        ] {
+            if have != want {
+                differences.push(format!("{what} {have}, not {want}"));
+            }
+        }
+        (!differences.is_empty()).then(|| differences.join(", "))
+    }
+
     pub(super) fn server_config(&self) -> pull::Config {
         pull::Config {
             durable_name: Some(self.durable.clone()),

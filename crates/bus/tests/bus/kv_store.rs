@@ -12,6 +12,7 @@ use crate::support::{Harness, connect};
 async fn two_processes(harness: &Harness) -> (KvStore<u64>, KvStore<u64>, Bus) {
     let other = connect(&harness.server, BusConfig::new("other-process")).await;
     let bucket = KvBucket::new("counters");
+    harness.bus.provision_bucket(&bucket).await.unwrap();
     let cached = KvStore::open(&harness.bus, &bucket)
         .await
         .unwrap()

@@ -48,10 +48,10 @@ async fn provisioning_again_is_idempotent_and_applies_changed_settings() {
 async fn a_kv_bucket_is_created_once_and_its_ttl_can_change() {
     let h = Harness::start().await;
     let mut bucket = KvBucket::new(names::bucket::IDEMPOTENCY);
-    let kv = h.bus.key_value(&bucket).await.unwrap();
+    let kv = h.bus.provision_bucket(&bucket).await.unwrap();
     kv.put("k", "v".into()).await.unwrap();
     bucket.ttl = Some(Duration::from_secs(600));
-    let kv = h.bus.key_value(&bucket).await.unwrap();
+    let kv = h.bus.provision_bucket(&bucket).await.unwrap();
     assert_eq!(
         kv.get("k").await.unwrap().as_deref(),
         Some(&b"v"[..]),
@@ -122,44 +122,58 @@ async fn a_partitioned_layout_has_one_stream_per_partition_and_nats_mapping_agre
 }
 
 #[tokio::test]
-async fn a_service_creates_only_its_own_streams_and_finds_those_it_reads_once_their_owner_has() {
+async fn a_service_waits_for_streams_not_provisioned_yet_and_refuses_another_layout() {
     let server = testkit::NatsServer::start();
     let bus = crate::support::connect(&server, bus::BusConfig::new("provision")).await;
     let settings = StreamSettings::default();
-    let exists = |name: &'static str| {
-        let js = bus.jetstream().clone();
-        async move { js.get_stream(name).await.is_ok() }
-    };
 
-    bus.provision_streams_of(&settings, "inventory-service")
-        .await
-        .unwrap();
-    assert!(exists("INVENTORY").await);
     let err = bus
-        .streams_used_by_exist(&settings, "inventory-service")
+        .check_streams(&settings, "order-service")
         .await
         .unwrap_err();
+    assert!(matches!(err, bus::ProvisionError::Missing { .. }), "{err}");
+    assert!(!err.is_fatal());
     assert!(
-        matches!(&err, bus::ProvisionError::Missing { stream, owner: "order-service", .. } if stream == "ORDERS"),
+        err.to_string().contains("orderflow-admin provision"),
         "{err}"
     );
 
-    bus.provision_streams_of(&settings, "order-service")
+    bus.provision_streams(&settings).await.unwrap();
+    bus.check_streams(&settings, "order-service").await.unwrap();
+
+    // A stream from before layouts were recorded: provisioning records it.
+    let mut unrecorded = bus.jetstream().get_stream("ORDERS").await.unwrap();
+    let mut config = unrecorded.info().await.unwrap().config.clone();
+    config.metadata.remove(events::layout::LAYOUT_METADATA);
+    bus.jetstream().update_stream(&config).await.unwrap();
+    let err = bus
+        .check_streams(&settings, "order-service")
         .await
-        .unwrap();
-    bus.streams_used_by_exist(&settings, "inventory-service")
-        .await
-        .unwrap();
-    for stream in [
-        "ORDERS",
-        "INVENTORY",
-        names::stream::DLQ,
-        names::stream::ADVISORIES,
-    ] {
-        assert!(exists(stream).await, "{stream}");
-    }
+        .unwrap_err();
     assert!(
-        !exists("NOTIFICATIONS").await,
-        "only notification-service creates its stream"
+        matches!(&err, bus::ProvisionError::Unrecorded { stream } if stream == "ORDERS"),
+        "{err}"
+    );
+    bus.provision_streams(&settings).await.unwrap();
+    bus.check_streams(&settings, "order-service").await.unwrap();
+
+    // A layout this build does not know: neither the service nor provisioning touch it.
+    config
+        .metadata
+        .insert(events::layout::LAYOUT_METADATA.to_owned(), "1".to_owned());
+    bus.jetstream().update_stream(&config).await.unwrap();
+    let err = bus
+        .check_streams(&settings, "order-service")
+        .await
+        .unwrap_err();
+    assert!(err.is_fatal(), "{err}");
+    assert!(
+        err.to_string().contains("Upgrading the subject layout"),
+        "{err}"
+    );
+    let err = bus.provision_streams(&settings).await.unwrap_err();
+    assert!(
+        matches!(&err, bus::ProvisionError::Layout { found, .. } if found == "1"),
+        "{err}"
     );
 }

@@ -1,0 +1,65 @@
+//! orderflow-admin: the operator's one tool, and the only holder of the rights the services
+//! are denied. `provision` creates or updates every stream, KV bucket and durable consumer of
+//! a deployment — the deployment's provisioning step (a one-shot in compose, a Job in
+//! Kubernetes, a step of `scripts/dev` and of the test harness).
+//!
+//! Credentials come from the environment or files (`NATS_PASSWORD_FILE`), never from the
+//! command line; `--json` prints what a script reads.
+
+mod provision;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use provision::{
+    ProvisionArgs, ProvisionFailed, Provisioned, provision, run as provision_deployment,
+};
+
+/// `orderflow-admin`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "orderflow-admin",
+    version,
+    about = "orderflow's operator tool: provisions the deployment on NATS"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Print the outcome as JSON (for scripts) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update every stream, KV bucket and durable consumer of the deployment, with
+    /// the settings given (the services must be given the same ones). Safe to repeat; run it
+    /// before the services start and after every change of these settings or of the build.
+    Provision(ProvisionArgs),
+}
+
+/// Runs `cli`; what it prints is the outcome (stdout) or why it failed (stderr).
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Provision(args) => match provision::run(&args).await {
+            Ok(done) => {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&done).unwrap_or_default()
+                    );
+                } else {
+                    println!("{done}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("orderflow-admin provision: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
