@@ -24,5 +24,6 @@ mod redelivery;
 mod saga;
 mod secrets;
 mod security;
+mod slow_clients;
 mod support;
 mod trace;

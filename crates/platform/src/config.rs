@@ -288,6 +288,19 @@ pub struct HttpArgs {
     /// Requests running longer are answered 503, in milliseconds.
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
     pub http_request_timeout: Duration,
+    /// How long a client has to send a request's head (line and headers), from when the
+    /// server starts waiting for it — so also how long a kept-alive connection may sit idle
+    /// between requests — in milliseconds; then the connection is closed. Slow clients
+    /// (slowloris) cannot hold connections longer.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
+    pub http_header_read_timeout: Duration,
+    /// Most connections open at once; a connection beyond it is closed at once (and counted in
+    /// `http_server_connections_refused_total`). Bounds the memory clients can hold.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+    /// Largest request head (line and headers) accepted, in bytes; beyond it, 431.
+    #[arg(long, env = "HTTP_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub http_max_header_bytes: usize,
     /// Requests per second one client (IP address) may make, bursts up to twice that; beyond
     /// it, 429 with `Retry-After`. 0 turns the limit off (load tests from one machine).
     #[arg(long, env = "HTTP_RATE_LIMIT", default_value_t = 1000)]
@@ -308,6 +321,20 @@ pub struct HttpArgs {
 }
 
 impl HttpArgs {
+    /// Refuses limits that cannot work, saying which.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.http_header_read_timeout.is_zero() {
+            return Err("HTTP_HEADER_READ_TIMEOUT_MS must be positive".into());
+        }
+        if self.http_max_connections == 0 {
+            return Err("HTTP_MAX_CONNECTIONS must be at least 1".into());
+        }
+        if !(1024..=1 << 20).contains(&self.http_max_header_bytes) {
+            return Err("HTTP_MAX_HEADER_BYTES must be between 1024 and 1048576".into());
+        }
+        Ok(())
+    }
+
     /// The admin token, from `ADMIN_TOKEN` or the file `ADMIN_TOKEN_FILE` names (one trailing
     /// newline dropped); `None` if neither is set, and the admin endpoints stay closed.
     pub fn admin_credential(&self) -> Result<Option<Secret>, AdminTokenError> {
@@ -337,6 +364,9 @@ impl Default for HttpArgs {
             admin_token_file: None,
             http_body_limit: 64 * 1024,
             http_request_timeout: Duration::from_secs(10),
+            http_header_read_timeout: Duration::from_secs(10),
+            http_max_connections: 1024,
+            http_max_header_bytes: 16 * 1024,
             http_rate_limit: 1000,
             http_trusted_proxies: Vec::new(),
             http_trust_trace_context: false,

@@ -1,8 +1,11 @@
 //! The HTTP edge every service shares: its API routes plus `/healthz` (alive), `/readyz` (NATS
-//! connected and its own streams and state provisioned; what it runs without, if anything), `/metrics` (Prometheus) and `/openapi.json`, wrapped in a
-//! server span per request (none for probes and scrapes), request metrics, a body-size limit
-//! and a request timeout, with 404/405 as problem JSON. [`serve`] stops accepting on shutdown
-//! and lets in-flight requests finish.
+//! connected and what it needs there bound; what it runs without, if anything), `/metrics`
+//! (Prometheus) and `/openapi.json`, wrapped in a server span per request (none for probes and
+//! scrapes), request metrics, a body-size limit and a request timeout, with 404/405 as problem
+//! JSON. [`serve`] holds at most `HTTP_MAX_CONNECTIONS`, closes a connection whose request head
+//! does not arrive within `HTTP_HEADER_READ_TIMEOUT_MS` (slowloris, idle keep-alive) or is
+//! larger than `HTTP_MAX_HEADER_BYTES`, stops accepting on shutdown and lets in-flight
+//! requests finish.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -18,10 +21,15 @@ use axum::routing::get;
 use bus::CancellationToken;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
 use opentelemetry::trace::TraceContextExt as _;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -103,17 +111,63 @@ pub fn router(api: Router, edge: Edge) -> Router {
         ))
 }
 
-/// Serves `router` on `listener` until `shutdown`, then waits for in-flight requests.
+/// Serves `router` on `listener` within `limits` until `shutdown`, then waits for in-flight
+/// requests (idle connections are closed at once).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: HttpArgs,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    // The peer address keys the per-client rate limit.
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        // Counted from when the server waits for a head: slowloris clients and idle
+        // kept-alive connections alike are closed after it.
+        .header_read_timeout(limits.http_header_read_timeout)
+        .max_header_size(limits.http_max_header_bytes)
+        .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(limits.http_max_connections));
+    let connections = GracefulShutdown::new();
+    metrics::gauge!(metric::HTTP_OPEN_CONNECTIONS).set(0.0);
+    metrics::counter!(metric::HTTP_CONNECTIONS_REFUSED).increment(0);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: wait rather than spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!(metric::HTTP_CONNECTIONS_REFUSED).increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        // The peer address keys the per-client rate limit (axum's `ConnectInfo`).
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request)
+        });
+        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let open = metrics::gauge!(metric::HTTP_OPEN_CONNECTIONS);
+            open.increment(1.0);
+            // A client that goes away, or times out, is its own business.
+            let _ = connection.await;
+            open.decrement(1.0);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }
 
 /// A per-client (IP) request budget; `None` when turned off.

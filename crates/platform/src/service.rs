@@ -124,6 +124,7 @@ pub async fn run<S: Service>(
 ) -> Result<(), RunError> {
     let service = Arc::new(service);
     let settings = nats.stream_settings()?;
+    http.validate().map_err(RunError::Settings)?;
     let bus = Bus::connect(&nats.bus_config(S::NAME)?).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let waiting = Waiting::default();
@@ -152,7 +153,12 @@ pub async fn run<S: Service>(
         limits: http.clone(),
     };
     let router = edge::router(service.routes(started.clone(), &bus), edge);
-    let server = tokio::spawn(edge::serve(listener, router, shutdown.clone()));
+    let server = tokio::spawn(edge::serve(
+        listener,
+        router,
+        http.clone(),
+        shutdown.clone(),
+    ));
 
     let mut consumers = tokio::task::JoinSet::new();
     let mut tasks = tokio::task::JoinSet::new();

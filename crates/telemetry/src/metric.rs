@@ -48,6 +48,12 @@ catalog! {
     /// Requests refused by the per-client rate limit.
     HTTP_RATE_LIMITED = "http_server_rate_limited_total", Counter [],
         "HTTP requests refused with 429 by the per-client rate limit";
+    /// Connections the HTTP edge holds open.
+    HTTP_OPEN_CONNECTIONS = "http_server_open_connections", Gauge [],
+        "HTTP connections open (at most HTTP_MAX_CONNECTIONS)";
+    /// Connections refused because HTTP_MAX_CONNECTIONS were open.
+    HTTP_CONNECTIONS_REFUSED = "http_server_connections_refused_total", Counter [],
+        "HTTP connections closed at once because HTTP_MAX_CONNECTIONS were open";
     /// Events published, by outcome (stored, duplicate, conflict, circuit_open, error).
     EVENTS_PUBLISHED = "orderflow_events_published_total", Counter ["type", "outcome"],
         "Events published to JetStream, by event type and outcome";

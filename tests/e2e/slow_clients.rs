@@ -1,0 +1,134 @@
+//! Slow and greedy clients cannot sink a service: a connection whose request head does not
+//! arrive in time is closed (slowloris), a head too large is refused, and connections beyond
+//! the cap are closed at once — while orders are still taken.
+
+use std::time::{Duration, Instant};
+
+use testkit::TestApp;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// The order-service's address, `127.0.0.1:<port>`.
+fn address(app: &TestApp) -> String {
+    app.order_url().trim_start_matches("http://").to_owned()
+}
+
+/// A slowloris client: a request line and one header, then a header byte now and then, never
+/// the blank line that ends the head. Returns when the server closes the connection, with how
+/// long it was held; gives up after `longest`.
+async fn slowloris(address: String, longest: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(&address).await.ok()?;
+    stream
+        .write_all(b"POST /v1/orders HTTP/1.1\r\nHost: orderflow\r\nX-Slow: ")
+        .await
+        .ok()?;
+    let mut buffer = [0u8; 256];
+    while started.elapsed() < longest {
+        tokio::select! {
+            read = stream.read(&mut buffer) => match read {
+                // Closed (possibly after a 408 the server chose to write).
+                Ok(0) | Err(_) => return Some(started.elapsed()),
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if stream.write_all(b"a").await.is_err() {
+                    return Some(started.elapsed());
+                }
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn hundreds_of_slowloris_connections_are_closed_after_the_header_timeout_while_orders_go_on()
+{
+    let app = TestApp::builder()
+        .service_env("order-service", "HTTP_HEADER_READ_TIMEOUT_MS", "1500")
+        .service_env("order-service", "HTTP_RATE_LIMIT", "0")
+        .spawn()
+        .await;
+    app.set_stock("SLOW", 100).await;
+    let slow: Vec<_> = (0..300)
+        .map(|_| tokio::spawn(slowloris(address(&app), Duration::from_secs(30))))
+        .collect();
+    // Held open meanwhile, the slow connections do not keep orders out.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let order = app.place_order("patient", &[("SLOW", 1)]).await;
+        app.wait_for_status(&order, "confirmed").await;
+    }
+    for connection in slow {
+        let held = connection
+            .await
+            .unwrap()
+            .expect("a slowloris connection was still open after 30 s");
+        assert!(
+            held >= Duration::from_millis(1000),
+            "closed after {held:?}, before the timeout"
+        );
+    }
+    // And the service takes orders as before.
+    let order = app.place_order("patient", &[("SLOW", 1)]).await;
+    app.wait_for_status(&order, "confirmed").await;
+}
+
+#[tokio::test]
+async fn a_request_head_larger_than_the_limit_is_refused_with_431() {
+    let app = TestApp::builder()
+        .service_env("order-service", "HTTP_MAX_HEADER_BYTES", "4096")
+        .spawn()
+        .await;
+    let response = app
+        .http
+        .get(format!("{}/v1/orders?customer_id=big", app.order_url()))
+        .header("x-padding", "p".repeat(8192))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+}
+
+#[tokio::test]
+async fn a_connection_beyond_the_cap_is_closed_at_once_and_the_cap_frees_as_slow_ones_time_out() {
+    let app = TestApp::builder()
+        .service_env("order-service", "HTTP_MAX_CONNECTIONS", "20")
+        .service_env("order-service", "HTTP_HEADER_READ_TIMEOUT_MS", "2000")
+        .spawn()
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    // The 21st is accepted by the kernel and closed by the service without an answer.
+    let refused_at = Instant::now();
+    let mut extra = TcpStream::connect(address(&app)).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1), extra.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection over the cap got {:?}: {}",
+        read,
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(refused_at.elapsed() < Duration::from_secs(1));
+    // Once the held ones time out, the service answers again.
+    crate::support::eventually("the cap frees up", || async {
+        app.http
+            .get(format!("{}/healthz", app.order_url()))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    drop(held);
+}
