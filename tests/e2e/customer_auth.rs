@@ -143,6 +143,10 @@ async fn missing_expired_misaddressed_forged_and_unsigned_tokens_are_refused() {
             provider.token_with(Signer::Es256, altered("exp", json!(now - 3600))),
         ),
         (
+            "a not-before in an hour",
+            provider.token_with(Signer::Es256, altered("nbf", json!(now + 3600))),
+        ),
+        (
             "wrong audience",
             provider.token_with(Signer::Es256, altered("aud", json!("another-api"))),
         ),
@@ -199,4 +203,75 @@ async fn the_document_declares_the_customer_scheme_when_it_is_on() {
     assert!(create["responses"]["401"].is_object());
     let required = openapi["components"]["schemas"]["CreateOrder"]["required"].clone();
     assert!(!required.as_array().unwrap().contains(&json!("customer_id")));
+}
+
+#[tokio::test]
+async fn a_slow_jwks_server_delays_only_the_token_whose_key_is_unknown() {
+    let provider = IdentityProvider::start().await;
+    let app = app_trusting(&provider).await;
+    let known = provider.token("kim");
+    let asked = provider.fetches();
+    provider.stall();
+    // A token under a key rotated in since the last fetch sends the service to the provider
+    // (once 10 s have passed since the last fetch: until then it is refused at once), which
+    // does not answer...
+    let rotated = provider.token_with(Signer::Rotated, provider.claims("lee"));
+    let send = || {
+        let (http, url) = (app.http.clone(), format!("{}/v1/orders", app.order_url()));
+        let token = rotated.clone();
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&order())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let mut waiting = send();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while provider.fetches() == asked {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never asked again"
+        );
+        if waiting.is_finished() {
+            assert_eq!(
+                waiting.await.unwrap(),
+                401,
+                "an unknown key before any fetch"
+            );
+            waiting = send();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // ...and meanwhile tokens under known keys are verified as ever.
+    for _ in 0..3 {
+        assert_eq!(get_as(&app, &known, "/v1/orders").await.status(), 200);
+    }
+    assert!(!waiting.is_finished(), "the fetch was answered already");
+    // Once the provider answers with the rotated key, the waiting request goes through.
+    provider.rotate();
+    provider.release();
+    assert_eq!(waiting.await.unwrap(), 202);
+}
+
+#[tokio::test]
+async fn the_keys_are_fetched_again_on_the_schedule_the_provider_sets() {
+    let provider = IdentityProvider::start().await;
+    // At most every 10 s, however short the provider asks for.
+    provider.cache_for(1);
+    let app = app_trusting(&provider).await;
+    let asked = provider.fetches();
+    crate::support::eventually("a scheduled fetch", || async { provider.fetches() > asked }).await;
+    // The rotated key was picked up by the schedule: no token had to ask for it.
+    provider.rotate();
+    let fetched = provider.fetches();
+    crate::support::eventually("another scheduled fetch", || async {
+        provider.fetches() > fetched
+    })
+    .await;
+    let token = provider.token_with(Signer::Rotated, provider.claims("max"));
+    assert_eq!(place_as(&app, &token, &order()).await.status(), 202);
 }

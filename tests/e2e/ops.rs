@@ -72,6 +72,7 @@ fn help_lists_every_setting_with_its_environment_variable() {
                 "AUTH_JWKS_FILE",
                 "AUTH_ISSUER",
                 "AUTH_AUDIENCE",
+                "AUTH_JWKS_ALLOW_HTTP",
             ][..],
         ),
         ("inventory-service", &[][..]),

@@ -1,12 +1,19 @@
 //! Customer authentication for the public API. When configured (`AUTH_JWKS_URL` or
 //! `AUTH_JWKS_FILE`, with `AUTH_ISSUER` and `AUTH_AUDIENCE`), a request needs a bearer JWT
 //! signed with RS256 or ES256 by a key of that JWKS, issued by that issuer for that audience,
-//! unexpired; the customer is its `sub`. Any other algorithm — `none` and the HMAC family
-//! included, which would let a public key serve as a shared secret — is refused before a key
-//! is looked at. Off, the API takes the customer from the request: for a trusted network only.
+//! unexpired and not before its `nbf`; the customer is its `sub`. Any other algorithm — `none`
+//! and the HMAC family included, which would let a public key serve as a shared secret — is
+//! refused before a key is looked at. Off, the API takes the customer from the request: for a
+//! trusted network only.
+//!
+//! The keys are a snapshot that requests read without waiting: a JWKS fetch (over https only,
+//! unless `AUTH_JWKS_ALLOW_HTTP` says otherwise) runs outside it, one at a time — on a schedule
+//! the provider's `Cache-Control: max-age` sets, and when a token names a key the snapshot
+//! lacks (a rotation), at most every 10 s — and swaps the snapshot when it succeeds. A slow
+//! or failing provider delays only the tokens whose keys are unknown.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -14,7 +21,7 @@ use events::CustomerId;
 use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use tokio::sync::RwLock;
+use tokio::sync::Mutex;
 
 use crate::problem::Problem;
 
@@ -35,6 +42,10 @@ pub struct AuthArgs {
     /// The `aud` every customer token must carry (required with a JWKS).
     #[arg(long, env = "AUTH_AUDIENCE")]
     pub auth_audience: Option<String>,
+    /// Accept an `http://` AUTH_JWKS_URL (a development provider): the keys would travel
+    /// unprotected, and whoever can change them can sign in as any customer.
+    #[arg(long, env = "AUTH_JWKS_ALLOW_HTTP")]
+    pub auth_jwks_allow_http: bool,
 }
 
 /// Customer authentication cannot be set up as configured.
@@ -49,8 +60,10 @@ pub enum AuthConfigError {
     /// Issuer or audience without a JWKS.
     #[error("AUTH_ISSUER and AUTH_AUDIENCE need AUTH_JWKS_URL or AUTH_JWKS_FILE")]
     NoKeys,
-    /// The URL is not http(s).
-    #[error("AUTH_JWKS_URL must be an http:// or https:// URL")]
+    /// The URL is not https (or http with AUTH_JWKS_ALLOW_HTTP).
+    #[error(
+        "AUTH_JWKS_URL must be an https:// URL (http:// only with AUTH_JWKS_ALLOW_HTTP=true, for a development provider)"
+    )]
     BadUrl,
     /// The file cannot be read or is not a JWKS.
     #[error("cannot load the JWKS file {path}: {reason}")]
@@ -92,16 +105,19 @@ struct Inner {
     audience: String,
     /// What a token must satisfy, per accepted algorithm (same order as [`ALGORITHMS`]).
     validations: [Validation; 2],
-    keys: RwLock<Keys>,
+    /// The keys requests verify with: read, never waited for.
+    keys: RwLock<Arc<Keys>>,
+    /// Held while the JWKS is fetched, so one fetch is in flight; when the last one began.
+    fetching: Mutex<Option<Instant>>,
     http: reqwest::Client,
 }
 
 /// The published keys, parsed once per JWKS load rather than once per request.
+#[derive(Default)]
 struct Keys {
     usable: Vec<Key>,
     /// How many keys the JWKS published (a token without `kid` needs exactly one).
     published: usize,
-    fetched: Option<Instant>,
 }
 
 struct Key {
@@ -157,6 +173,11 @@ impl std::fmt::Debug for Customers {
 
 /// A fetch of the JWKS is not repeated more often than this, whatever tokens arrive.
 const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+/// How often the JWKS is fetched on schedule when the provider says nothing
+/// (`Cache-Control: max-age`), and the bounds put on what it says.
+const SCHEDULE_DEFAULT: Duration = Duration::from_secs(15 * 60);
+const SCHEDULE_BOUNDS: (Duration, Duration) =
+    (REFRESH_AT_MOST_EVERY, Duration::from_secs(24 * 3600));
 /// The accepted algorithms.
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
 
@@ -175,7 +196,10 @@ impl Customers {
                 return Err(AuthConfigError::NoKeys);
             }
             (None, None) => return Ok(None),
-            (Some(url), None) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+            (Some(url), None)
+                if !(url.starts_with("https://")
+                    || (args.auth_jwks_allow_http && url.starts_with("http://"))) =>
+            {
                 return Err(AuthConfigError::BadUrl);
             }
             (Some(_), None) => None,
@@ -191,6 +215,7 @@ impl Customers {
             validation.set_issuer(&[&issuer]);
             validation.set_audience(&[&audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.validate_nbf = true;
             validation.leeway = 30;
             validation
         });
@@ -199,19 +224,24 @@ impl Customers {
             issuer,
             audience,
             validations,
-            keys: RwLock::new(Keys {
+            keys: RwLock::new(Arc::new(Keys {
                 usable: set.as_ref().map(usable_keys).unwrap_or_default(),
                 published: set.as_ref().map_or(0, |set| set.keys.len()),
-                fetched: None,
-            }),
+            })),
+            fetching: Mutex::new(None),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
+                // Whatever the environment says: the provider is reached directly.
+                .no_proxy()
                 .build()
                 .unwrap_or_default(),
         }));
         // A provider that is down at start must not keep the API down: the keys are fetched
-        // again when a token names one we do not have.
-        customers.refresh().await;
+        // again on schedule, and when a token names one we do not have.
+        if customers.0.url.is_some() {
+            let first = customers.refresh().await.unwrap_or(SCHEDULE_DEFAULT);
+            tokio::spawn(refresh_on_schedule(Arc::downgrade(&customers.0), first));
+        }
         Ok(Some(customers))
     }
 
@@ -237,50 +267,93 @@ impl Customers {
             keys.find(kid, header.alg)
                 .map(|key| jsonwebtoken::decode::<Claims>(token, key, validation))
         };
-        let decoded = match decode(&*self.0.keys.read().await) {
+        let decoded = match decode(&self.keys()) {
             Some(decoded) => decoded,
             None => {
+                // A key we do not know: perhaps rotated in since the last fetch.
                 self.refresh().await;
-                decode(&*self.0.keys.read().await)
-                    .ok_or_else(|| Refusal::UnknownKey(header.kid.clone()))?
+                decode(&self.keys()).ok_or_else(|| Refusal::UnknownKey(header.kid.clone()))?
             }
         };
         let claims = decoded.map_err(Refusal::Invalid)?.claims;
         CustomerId::new(claims.sub).map_err(|_| Refusal::Subject)
     }
 
-    /// Fetches the JWKS again (from a URL only, at most every [`REFRESH_AT_MOST_EVERY`]).
-    async fn refresh(&self) {
-        let Some(url) = &self.0.url else {
-            return;
-        };
-        let mut keys = self.0.keys.write().await;
-        if keys
-            .fetched
-            .is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY)
-        {
-            return;
+    /// The keys as last loaded.
+    fn keys(&self) -> Arc<Keys> {
+        self.0
+            .keys
+            .read()
+            .map(|keys| keys.clone())
+            .unwrap_or_default()
+    }
+
+    /// Fetches the JWKS again (from a URL only; waiting for a fetch already in flight, and
+    /// not again within [`REFRESH_AT_MOST_EVERY`] of the last) and swaps the keys in. What the
+    /// provider's `Cache-Control: max-age` says, if it answered.
+    async fn refresh(&self) -> Option<Duration> {
+        let url = self.0.url.as_ref()?;
+        let mut last = self.0.fetching.lock().await;
+        if last.is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY) {
+            return None;
         }
-        keys.fetched = Some(Instant::now());
+        *last = Some(Instant::now());
         let fetched = async {
             let response = self.0.http.get(url).send().await?.error_for_status()?;
-            response.json::<JwkSet>().await
+            let max_age = max_age(response.headers());
+            Ok::<_, reqwest::Error>((response.json::<JwkSet>().await?, max_age))
         };
         match fetched.await {
-            Ok(set) => {
-                keys.usable = usable_keys(&set);
-                keys.published = set.keys.len();
+            Ok((set, max_age)) => {
+                let keys = Keys {
+                    usable: usable_keys(&set),
+                    published: set.keys.len(),
+                };
                 tracing::info!(
-                    keys = set.keys.len(),
+                    keys = keys.published,
                     usable = keys.usable.len(),
                     "customer JWKS loaded"
                 );
+                if let Ok(mut current) = self.0.keys.write() {
+                    *current = Arc::new(keys);
+                }
+                Some(max_age.unwrap_or(SCHEDULE_DEFAULT))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot fetch the customer JWKS; keeping the keys we have")
+                tracing::warn!(error = %e, "cannot fetch the customer JWKS; keeping the keys we have");
+                None
             }
         }
     }
+}
+
+/// Fetches the JWKS every `every` (then as the provider says) while the verifier lives.
+async fn refresh_on_schedule(verifier: Weak<Inner>, mut every: Duration) {
+    loop {
+        tokio::time::sleep(every.clamp(SCHEDULE_BOUNDS.0, SCHEDULE_BOUNDS.1)).await;
+        let Some(inner) = verifier.upgrade() else {
+            return;
+        };
+        every = Customers(inner)
+            .refresh()
+            .await
+            .unwrap_or(REFRESH_AT_MOST_EVERY);
+    }
+}
+
+/// `max-age` of a `Cache-Control` header (zero for `no-cache`/`no-store`).
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    value.split(',').map(str::trim).find_map(|directive| {
+        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")
+        {
+            return Some(Duration::ZERO);
+        }
+        let (name, seconds) = directive.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| seconds.trim().parse().ok().map(Duration::from_secs))?
+    })
 }
 
 fn read_file(path: &PathBuf) -> Result<JwkSet, AuthConfigError> {
@@ -334,6 +407,7 @@ mod tests {
             auth_jwks_file: file.map(PathBuf::from),
             auth_issuer: issuer.then(|| "https://id.example/".to_owned()),
             auth_audience: audience.then(|| "orderflow-api".to_owned()),
+            auth_jwks_allow_http: false,
         }
     }
 
@@ -375,6 +449,34 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn an_http_jwks_url_is_refused_unless_allowed_for_development() {
+        let http = Some("http://127.0.0.1:9/jwks.json");
+        let error = setup(args(http, None, true, true)).await.unwrap_err();
+        assert!(error.contains("AUTH_JWKS_ALLOW_HTTP"), "{error}");
+        let allowed = AuthArgs {
+            auth_jwks_allow_http: true,
+            ..args(http, None, true, true)
+        };
+        assert_eq!(setup(allowed).await, Ok(true));
+    }
+
+    #[test]
+    fn the_schedule_follows_the_providers_max_age() {
+        let headers = |value: &str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::CACHE_CONTROL, value.parse().unwrap());
+            headers
+        };
+        assert_eq!(
+            max_age(&headers("public, max-age=600")),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(max_age(&headers("no-store")), Some(Duration::ZERO));
+        assert_eq!(max_age(&headers("public")), None);
+        assert_eq!(max_age(&reqwest::header::HeaderMap::new()), None);
     }
 
     #[tokio::test]
