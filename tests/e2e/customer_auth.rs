@@ -275,3 +275,34 @@ async fn the_keys_are_fetched_again_on_the_schedule_the_provider_sets() {
     let token = provider.token_with(Signer::Rotated, provider.claims("max"));
     assert_eq!(place_as(&app, &token, &order()).await.status(), 202);
 }
+
+#[tokio::test]
+async fn an_authenticated_customer_over_their_rate_gets_429_while_others_go_on() {
+    let provider = IdentityProvider::start().await;
+    let mut builder = TestApp::builder()
+        .service_env("order-service", "AUTH_CUSTOMER_RATE_LIMIT", "3")
+        // One address for every customer here: the per-address limit would mix them.
+        .env("HTTP_RATE_LIMIT", "0");
+    for (key, value) in provider.service_env() {
+        builder = builder.env(key, &value);
+    }
+    let app = builder.spawn().await;
+    let greedy = provider.token("nia");
+    let mut limited = None;
+    for _ in 0..40 {
+        let response = get_as(&app, &greedy, "/v1/orders").await;
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("40 quick requests against 3/s were never limited");
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("this customer"),
+        "{problem}"
+    );
+    let patient = provider.token("oli");
+    assert_eq!(get_as(&app, &patient, "/v1/orders").await.status(), 200);
+}

@@ -73,6 +73,7 @@ fn help_lists_every_setting_with_its_environment_variable() {
                 "AUTH_ISSUER",
                 "AUTH_AUDIENCE",
                 "AUTH_JWKS_ALLOW_HTTP",
+                "AUTH_CUSTOMER_RATE_LIMIT",
             ][..],
         ),
         ("inventory-service", &[][..]),

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::problem::Problem;
+use crate::rate_limit::{Budgets, too_many_requests};
 
 /// How customers are authenticated.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -46,6 +47,10 @@ pub struct AuthArgs {
     /// unprotected, and whoever can change them can sign in as any customer.
     #[arg(long, env = "AUTH_JWKS_ALLOW_HTTP")]
     pub auth_jwks_allow_http: bool,
+    /// Requests per second one authenticated customer may make, whatever addresses they come
+    /// from, bursts up to twice that; beyond it, 429 with `Retry-After`. 0 turns it off.
+    #[arg(long, env = "AUTH_CUSTOMER_RATE_LIMIT", default_value_t = 100)]
+    pub auth_customer_rate_limit: u32,
 }
 
 /// Customer authentication cannot be set up as configured.
@@ -110,6 +115,8 @@ struct Inner {
     /// Held while the JWKS is fetched, so one fetch is in flight; when the last one began.
     fetching: Mutex<Option<Instant>>,
     http: reqwest::Client,
+    /// Each customer's request budget (`None`: no limit).
+    per_customer: Option<Arc<Budgets<String>>>,
 }
 
 /// The published keys, parsed once per JWKS load rather than once per request.
@@ -235,6 +242,7 @@ impl Customers {
                 .no_proxy()
                 .build()
                 .unwrap_or_default(),
+            per_customer: Budgets::new(args.auth_customer_rate_limit),
         }));
         // A provider that is down at start must not keep the API down: the keys are fetched
         // again on schedule, and when a token names one we do not have.
@@ -376,15 +384,26 @@ pub async fn customer(
         return Ok(None);
     };
     match customers.authenticate(headers).await {
-        Ok(customer) => match claimed {
-            Some(claimed) if claimed != customer.as_str() => Err(Problem::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "not-your-customer-id",
-                "The request names another customer",
-            )
-            .with_detail("leave customer_id out, or give the one your token is for")),
-            _ => Ok(Some(customer)),
-        },
+        Ok(customer) => {
+            if let Some(Err(wait)) = customers
+                .0
+                .per_customer
+                .as_ref()
+                .map(|budgets| budgets.check(&customer.as_str().to_owned()))
+            {
+                metrics::counter!(telemetry::metric::HTTP_RATE_LIMITED).increment(1);
+                return Err(too_many_requests("this customer", wait));
+            }
+            match claimed {
+                Some(claimed) if claimed != customer.as_str() => Err(Problem::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "not-your-customer-id",
+                    "The request names another customer",
+                )
+                .with_detail("leave customer_id out, or give the one your token is for")),
+                _ => Ok(Some(customer)),
+            }
+        }
         Err(refusal) => {
             tracing::info!(reason = %refusal, "customer token refused");
             Err(Problem::unauthenticated(match refusal {
@@ -408,6 +427,7 @@ mod tests {
             auth_issuer: issuer.then(|| "https://id.example/".to_owned()),
             auth_audience: audience.then(|| "orderflow-api".to_owned()),
             auth_jwks_allow_http: false,
+            auth_customer_rate_limit: 0,
         }
     }
 

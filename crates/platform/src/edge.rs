@@ -8,7 +8,6 @@
 //! requests finish.
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +18,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bus::CancellationToken;
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -37,6 +34,7 @@ use telemetry::metric;
 
 use crate::config::HttpArgs;
 use crate::problem::Problem;
+use crate::rate_limit::{Budgets, too_many_requests};
 
 /// Tells whether the service can do its job right now.
 pub type Readiness = Arc<dyn Fn() -> Health + Send + Sync>;
@@ -176,7 +174,7 @@ struct RateLimit(Option<Arc<Budget>>);
 
 /// The budgets, and whom to believe about who the client is.
 struct Budget {
-    per_client: DefaultKeyedRateLimiter<IpAddr>,
+    per_client: Arc<Budgets<IpAddr>>,
     /// Proxies whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<IpNet>,
 }
@@ -190,27 +188,12 @@ const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 impl RateLimit {
     fn new(per_second: u32, trusted_proxies: Vec<IpNet>) -> Self {
-        let Some(rate) = NonZeroU32::new(per_second) else {
-            return Self(None);
-        };
-        let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-        let budget = Arc::new(Budget {
-            per_client: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
-            trusted_proxies,
-        });
-        // Forget idle clients now and then, so the table does not grow with every address seen.
-        let weak = Arc::downgrade(&budget);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                let Some(budget) = weak.upgrade() else {
-                    return;
-                };
-                budget.per_client.retain_recent();
-            }
-        });
-        Self(Some(budget))
+        Self(Budgets::new(per_second).map(|per_client| {
+            Arc::new(Budget {
+                per_client,
+                trusted_proxies,
+            })
+        }))
     }
 }
 
@@ -278,19 +261,11 @@ async fn limit_rate(State(limit): State<RateLimit>, request: Request, next: Next
     }
     let forwarded_for = forwarded_for(request.headers());
     let client = client_address(peer.ip(), forwarded_for.as_deref(), &budget.trusted_proxies);
-    match budget.per_client.check_key(&budget_key(client)) {
+    match budget.per_client.check(&budget_key(client)) {
         Ok(()) => next.run(request).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+        Err(wait) => {
             metrics::counter!(metric::HTTP_RATE_LIMITED).increment(1);
-            Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                "Too many requests",
-            )
-            .with_detail("this client exceeded its request rate; retry after the given delay")
-            .with_retry_after(wait.as_secs().max(1))
-            .into_response()
+            too_many_requests("this client", wait).into_response()
         }
     }
 }

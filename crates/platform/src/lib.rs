@@ -22,5 +22,6 @@ pub mod json;
 pub mod openapi;
 pub mod probe;
 pub mod problem;
+pub mod rate_limit;
 pub mod service;
 pub mod shutdown;

@@ -45,9 +45,9 @@ catalog! {
     /// HTTP requests by route template and status, with their duration.
     HTTP_REQUEST_DURATION = "http_server_request_duration_seconds", Histogram ["method", "route", "status"],
         "Duration of HTTP requests, by method, route template and status";
-    /// Requests refused by the per-client rate limit.
+    /// Requests refused by the per-client or per-customer rate limit.
     HTTP_RATE_LIMITED = "http_server_rate_limited_total", Counter [],
-        "HTTP requests refused with 429 by the per-client rate limit";
+        "HTTP requests refused with 429 by the per-client or per-customer rate limit";
     /// Connections the HTTP edge holds open.
     HTTP_OPEN_CONNECTIONS = "http_server_open_connections", Gauge [],
         "HTTP connections open (at most HTTP_MAX_CONNECTIONS)";
