@@ -300,7 +300,10 @@ async fn an_authenticated_customer_over_their_rate_gets_429_while_others_go_on()
     assert!(response.headers().contains_key("retry-after"));
     let problem: Value = response.json().await.unwrap();
     assert!(
-        problem["detail"].as_str().unwrap().contains("this customer"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("this customer"),
         "{problem}"
     );
     let patient = provider.token("oli");

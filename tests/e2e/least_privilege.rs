@@ -13,16 +13,20 @@ use std::time::Duration;
 use testkit::{NatsServer, Pki, System};
 
 const USERS: [(&str, &str, &str); 3] = [
-    ("order-service", "ORDER_PASSWORD", "order-secret-1"),
+    (
+        "order-service",
+        "ORDER_PASSWORD",
+        "order-secret-1-4b7e0c9a2f",
+    ),
     (
         "inventory-service",
         "INVENTORY_PASSWORD",
-        "inventory-secret-2",
+        "inventory-secret-2-8d1f6a3c5e",
     ),
     (
         "notification-service",
         "NOTIFICATION_PASSWORD",
-        "notification-secret-3",
+        "notification-secret-3-2c9e7b4a1d",
     ),
 ];
 
@@ -38,13 +42,13 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
     for (_, variable, password) in USERS {
         server = server.env(variable, password);
     }
-    server = server.env("OPERATOR_PASSWORD", "operator-secret-4");
+    server = server.env("OPERATOR_PASSWORD", "operator-secret-4-6a0d3f8b2e");
     let server = server.start();
 
     let mut builder = System::builder()
         .nats(server)
         .provisioner_env("NATS_USER", "operator")
-        .provisioner_env("NATS_PASSWORD", "operator-secret-4")
+        .provisioner_env("NATS_PASSWORD", "operator-secret-4-6a0d3f8b2e")
         .env("NATS_TLS_CA", pki.ca.to_str().unwrap())
         .env("NATS_TLS_CERT", pki.client_cert.to_str().unwrap())
         .env("NATS_TLS_KEY", pki.client_key.to_str().unwrap());
@@ -95,7 +99,10 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = errors.clone();
     let client = async_nats::ConnectOptions::new()
-        .user_and_password("inventory-service".into(), "inventory-secret-2".into())
+        .user_and_password(
+            "inventory-service".into(),
+            "inventory-secret-2-8d1f6a3c5e".into(),
+        )
         .custom_inbox_prefix("_INBOX_inventory-service")
         .add_root_certificates(pki.ca.clone())
         .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
@@ -292,11 +299,13 @@ async fn no_service_may_change_purge_or_add_to_its_own_streams_buckets_or_consum
     for (_, variable, password) in USERS {
         server = server.env(variable, password);
     }
-    let server = server.env("OPERATOR_PASSWORD", "operator-secret-4").start();
+    let server = server
+        .env("OPERATOR_PASSWORD", "operator-secret-4-6a0d3f8b2e")
+        .start();
     let mut builder = testkit::TestApp::builder()
         .nats(server)
         .provisioner_env("NATS_USER", "operator")
-        .provisioner_env("NATS_PASSWORD", "operator-secret-4");
+        .provisioner_env("NATS_PASSWORD", "operator-secret-4-6a0d3f8b2e");
     for (user, _, password) in USERS {
         builder = builder.service_env(user, "NATS_USER", user).service_env(
             user,

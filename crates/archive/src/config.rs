@@ -112,6 +112,14 @@ pub enum ArchiveConfigError {
     /// Both ways of giving a password were used.
     #[error("set {0} or {0}_FILE, not both")]
     BothPasswords(&'static str),
+    /// A password that is a demo value or easy to guess.
+    #[error("{setting} is refused: {why}")]
+    WeakPassword {
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        why: &'static str,
+    },
     /// A reader's password without a reader.
     #[error("ARCHIVE_READER_PASSWORD(_FILE) is set without ARCHIVE_READER_USER")]
     ReaderPasswordWithoutUser,
@@ -195,9 +203,9 @@ fn with_password(
     inline: Option<&Secret>,
     file: Option<&PathBuf>,
 ) -> Result<PgConnectOptions, ArchiveConfigError> {
-    Ok(match (inline, file) {
+    let password = match (inline, file) {
         (Some(_), Some(_)) => return Err(ArchiveConfigError::BothPasswords(setting)),
-        (Some(password), None) => options.password(password.expose()),
+        (Some(password), None) => password.clone(),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|source| {
                 ArchiveConfigError::PasswordFile {
@@ -207,10 +215,14 @@ fn with_password(
                 }
             })?;
             let password = text.strip_suffix('\n').unwrap_or(&text);
-            options.password(password.strip_suffix('\r').unwrap_or(password))
+            Secret::new(password.strip_suffix('\r').unwrap_or(password))
         }
-        (None, None) => options,
-    })
+        (None, None) => return Ok(options),
+    };
+    if let Some(why) = password.weakness() {
+        return Err(ArchiveConfigError::WeakPassword { setting, why });
+    }
+    Ok(options.password(password.expose()))
 }
 
 /// What every connection sets.

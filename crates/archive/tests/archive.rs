@@ -306,7 +306,7 @@ fn the_reader_connects_where_the_writer_does_as_its_own_user() {
     let args = ArchiveArgs {
         archive_url: Secret::new("postgres://writer@db.internal:6432/shop?sslmode=require"),
         archive_reader_user: Some("reader".into()),
-        archive_reader_password: Some(Secret::new("r3ad")),
+        archive_reader_password: Some(Secret::new("r3ad-9f2c7e41b8d0a5")),
         ..ArchiveArgs::default()
     };
     let options = args.reader_options().unwrap().unwrap();

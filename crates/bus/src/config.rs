@@ -19,6 +19,27 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Why a secret may not be used, if it may not: a value shipped as a demo or placeholder
+    /// (anyone can read it where it was shipped), or one with too little entropy to resist
+    /// guessing — estimated generously as its length times log2 of its distinct characters, so
+    /// only the plainly weak are refused (32 random hex digits carry 128 bits; 16 carry 64).
+    pub fn weakness(&self) -> Option<&'static str> {
+        let secret = self.0.as_str();
+        const DEMO_MARKERS: [&str; 5] =
+            ["change-me", "changeme", "change_me", "replace-me", "demo-"];
+        const LEAST_BITS: f64 = 64.0;
+        let lower = secret.to_lowercase();
+        if DEMO_MARKERS.iter().any(|marker| lower.contains(marker)) {
+            return Some("it is a demo or placeholder value");
+        }
+        let distinct = secret
+            .chars()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let bits = secret.chars().count() as f64 * (distinct.max(1) as f64).log2();
+        (bits < LEAST_BITS).then_some("it has too little entropy (use 16 or more random bytes)")
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -242,6 +263,26 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err, ConfigError::SeveralAuthMethods);
+    }
+
+    #[test]
+    fn demo_values_and_guessable_secrets_are_refused_and_random_ones_taken() {
+        for weak in [
+            "demo-admin-token-change-me",
+            "demo-order-nats-password-change-me",
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            "abababababababababab",
+            "order-secret-1",
+        ] {
+            assert!(Secret::new(weak).weakness().is_some(), "{weak}");
+        }
+        for strong in [
+            "0123456789abcdef",
+            "5f0c2a9e7d41b3c86a2e9f10d7c4b8a3",
+            "testkit-admin-token-0123456789",
+        ] {
+            assert_eq!(Secret::new(strong).weakness(), None, "{strong}");
+        }
     }
 
     #[test]

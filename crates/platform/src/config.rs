@@ -128,6 +128,14 @@ impl NatsArgs {
                 })?),
                 (None, None) => None,
             };
+        for (setting, secret) in [
+            ("NATS_PASSWORD", &password),
+            ("NATS_TOKEN", &self.nats_token),
+        ] {
+            if let Some(why) = secret.as_ref().and_then(Secret::weakness) {
+                return Err(NatsConfigError::Weak { setting, why });
+            }
+        }
         let auth = NatsAuth::from_settings(
             self.nats_user.clone(),
             password,
@@ -223,6 +231,14 @@ pub enum NatsConfigError {
     /// The settings contradict each other.
     #[error(transparent)]
     Bus(#[from] ConfigError),
+    /// A NATS credential is a demo value or easy to guess.
+    #[error("{setting} is refused: {why}")]
+    Weak {
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        why: &'static str,
+    },
     /// A dedupe window shorter than a publisher retries.
     #[error(
         "DEDUPE_WINDOW {} is too short: a publisher retries one publish for up to 10 s; give at least 15s",
@@ -270,6 +286,9 @@ pub enum AdminTokenError {
     /// The token is too short to keep anyone out.
     #[error("the admin token must have at least {MIN_ADMIN_TOKEN_LEN} characters (it has {0})")]
     TooShort(usize),
+    /// The token is a demo value or easy to guess.
+    #[error("the admin token is refused: {0}")]
+    Weak(&'static str),
 }
 
 /// The HTTP edge's limits and the admin token.
@@ -353,6 +372,9 @@ impl HttpArgs {
         if length < MIN_ADMIN_TOKEN_LEN {
             return Err(AdminTokenError::TooShort(length));
         }
+        if let Some(why) = token.weakness() {
+            return Err(AdminTokenError::Weak(why));
+        }
         Ok(Some(token))
     }
 }
@@ -423,6 +445,14 @@ mod tests {
         std::fs::write(&path, "0123456789abcdef-from-a-file\n").unwrap();
         let token = http(None, Some(path)).admin_credential().unwrap().unwrap();
         assert_eq!(token.expose(), "0123456789abcdef-from-a-file");
+    }
+
+    #[test]
+    fn a_demo_admin_token_is_refused() {
+        let error = http(Some("demo-admin-token-change-me"), None)
+            .admin_credential()
+            .unwrap_err();
+        assert!(error.to_string().contains("demo"), "{error}");
     }
 
     #[test]
