@@ -348,10 +348,10 @@ impl Replies {
                     .rsplit('.')
                     .next()
                     .and_then(|t| t.parse::<u64>().ok());
-                if let (Some(token), Ok(waiting)) = (token, replies.waiting.lock()) {
-                    if let Some(reader) = waiting.get(&token) {
-                        let _ = reader.send(message);
-                    }
+                if let (Some(token), Ok(waiting)) = (token, replies.waiting.lock())
+                    && let Some(reader) = waiting.get(&token)
+                {
+                    let _ = reader.send(message);
                 }
             }
         });

@@ -104,10 +104,11 @@ impl Lease {
     /// arrival, which is later, so counting from the sending keeps the lease on the safe side
     /// however slow the confirmation is.
     pub(crate) fn renew(&self, sent: Instant) {
-        if let Ok(mut renewed) = self.renewed.lock() {
-            if renewed.elapsed() < self.window && sent > *renewed {
-                *renewed = sent;
-            }
+        if let Ok(mut renewed) = self.renewed.lock()
+            && renewed.elapsed() < self.window
+            && sent > *renewed
+        {
+            *renewed = sent;
         }
     }
 

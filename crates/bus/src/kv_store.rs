@@ -375,18 +375,16 @@ impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
         key: &str,
         mut decide: impl FnMut(Option<&T>) -> Change<T, R>,
     ) -> Result<R, StoreError> {
-        if let Some(guess) = self.cache.as_ref().and_then(|cache| cache.get(key)) {
-            if let Change::Write(value, result) = decide(guess.as_ref().map(|g| &g.value)) {
-                if self
-                    .write_over(key, &value, guess.as_ref())
-                    .await?
-                    .is_some()
-                {
-                    return Ok(result);
-                }
-            }
-            // A stale guess, or a decision to keep: decide again on what the server has.
+        if let Some(guess) = self.cache.as_ref().and_then(|cache| cache.get(key))
+            && let Change::Write(value, result) = decide(guess.as_ref().map(|g| &g.value))
+            && self
+                .write_over(key, &value, guess.as_ref())
+                .await?
+                .is_some()
+        {
+            return Ok(result);
         }
+        // A stale guess, or a decision to keep: decide again on what the server has.
         for attempt in 1..=MAX_CAS_ATTEMPTS {
             let current = self.get(key).await?;
             let written = match decide(current.as_ref().map(|c| &c.value)) {

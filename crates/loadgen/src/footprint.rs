@@ -148,10 +148,10 @@ pub async fn measure(
     let mut messages = 0u64;
     for n in 0..orders {
         for (subject, payload) in events_of(n)? {
-            if in_flight.len() >= WINDOW {
-                if let Some(ack) = in_flight.next().await {
-                    ack?;
-                }
+            if in_flight.len() >= WINDOW
+                && let Some(ack) = in_flight.next().await
+            {
+                ack?;
             }
             let ack = js
                 .publish(subject, payload.into())

@@ -85,31 +85,31 @@ impl Redrive {
         let Some(stored) = self.bus.dead_letter(sequence).await? else {
             return Ok(false);
         };
-        if let Some(local) = &self.local {
-            if local.handles(&stored.letter.consumer) {
-                // Claiming one of our consumers is not enough: another service may publish
-                // such headers under its own consumers' subjects. Taken back only if it was
-                // stored under that consumer's own subject, or is a true copy of its original
-                // (letters stored before subjects named their consumer); else neither taken
-                // back nor published.
-                if !stored.is_from_its_consumer() && !self.bus.is_verified(&stored).await? {
-                    return Err(Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "not-redrivable",
-                        "This dead letter cannot be redriven",
-                    )
-                    .with_detail(format!(
-                        "DLQ message {sequence} claims consumer {:?} but was not published under \
+        if let Some(local) = &self.local
+            && local.handles(&stored.letter.consumer)
+        {
+            // Claiming one of our consumers is not enough: another service may publish
+            // such headers under its own consumers' subjects. Taken back only if it was
+            // stored under that consumer's own subject, or is a true copy of its original
+            // (letters stored before subjects named their consumer); else neither taken
+            // back nor published.
+            if !stored.is_from_its_consumer() && !self.bus.is_verified(&stored).await? {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not-redrivable",
+                    "This dead letter cannot be redriven",
+                )
+                .with_detail(format!(
+                    "DLQ message {sequence} claims consumer {:?} but was not published under \
                          its subject, and is no copy of a message still in its stream: it is \
                          kept for inspection",
-                        stored.letter.consumer
-                    )));
-                }
-                local.reprocess(stored.letter).await?;
-                self.bus.discard_dead_letter(sequence).await?;
-                tracing::info!(sequence, "dead letter taken back by its consumer");
-                return Ok(true);
+                    stored.letter.consumer
+                )));
             }
+            local.reprocess(stored.letter).await?;
+            self.bus.discard_dead_letter(sequence).await?;
+            tracing::info!(sequence, "dead letter taken back by its consumer");
+            return Ok(true);
         }
         self.bus.redrive_stored(stored, self.hot_window).await?;
         Ok(true)

@@ -315,10 +315,10 @@ pub struct System {
 impl Drop for System {
     fn drop(&mut self) {
         // A failed test keeps its logs for the post-mortem.
-        if std::thread::panicking() {
-            if let Some(logs) = self.logs.take() {
-                eprintln!("service logs kept in {}", logs.keep().display());
-            }
+        if std::thread::panicking()
+            && let Some(logs) = self.logs.take()
+        {
+            eprintln!("service logs kept in {}", logs.keep().display());
         }
     }
 }
