@@ -14,6 +14,7 @@ mod customer_auth;
 mod dead_letters;
 mod deploy;
 mod faults;
+mod full_store;
 mod idempotency;
 mod least_privilege;
 mod loadgen;

@@ -1,12 +1,14 @@
 //! orderflow-admin: the operator's one tool, and the only holder of the rights the services
 //! are denied. `provision` creates or updates every stream, KV bucket and durable consumer of
 //! a deployment — the deployment's provisioning step (a one-shot in compose, a Job in
-//! Kubernetes, a step of `scripts/dev` and of the test harness).
+//! Kubernetes, a step of `scripts/dev` and of the test harness); `usage` says how full each
+//! store is against its bound.
 //!
 //! Credentials come from the environment or files (`NATS_PASSWORD_FILE`), never from the
 //! command line; `--json` prints what a script reads.
 
 mod provision;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -21,7 +23,7 @@ pub use provision::{
 #[command(
     name = "orderflow-admin",
     version,
-    about = "orderflow's operator tool: provisions the deployment on NATS"
+    about = "orderflow's operator tool: provisions the deployment on NATS and says how full it is"
 )]
 pub struct Cli {
     /// What to do.
@@ -39,6 +41,9 @@ pub enum Command {
     /// the settings given (the services must be given the same ones). Safe to repeat; run it
     /// before the services start and after every change of these settings or of the build.
     Provision(ProvisionArgs),
+    /// How full every stream and bucket is against its byte bound (exit 1 if any is above the
+    /// admission limit, where order-service refuses new orders).
+    Usage(usage::UsageArgs),
 }
 
 /// Runs `cli`; what it prints is the outcome (stdout) or why it failed (stderr).
@@ -61,5 +66,6 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Usage(args) => usage::run(&args, cli.json).await,
     }
 }

@@ -225,3 +225,48 @@ async fn a_service_refuses_to_start_on_a_stream_of_a_subject_layout_it_does_not_
     assert!(err.contains("holds subject layout \"3\""), "{err}");
     assert!(err.contains("Upgrading the subject layout"), "{err}");
 }
+
+#[tokio::test]
+async fn usage_lists_every_store_against_its_bound_as_json() {
+    let server = NatsServer::start();
+    orderflow_admin::provision_deployment(&args(&server, &[("HOT_WINDOW", "0")]))
+        .await
+        .unwrap();
+    let output = std::process::Command::new(testkit::service_binary("orderflow-admin"))
+        .args(["usage", "--json"])
+        .env("NATS_URL", server.url())
+        .env("HOT_WINDOW", "0")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let usage: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let bounds: Vec<(String, u64)> = usage
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["store"].as_str().unwrap().to_owned(),
+                s["max_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let defaults = bus::Bounds::default();
+    for (store, bound) in [
+        ("ORDERS", defaults.events),
+        ("DLQ", defaults.dlq),
+        ("ADVISORIES", defaults.advisories),
+        ("KV_idempotency", defaults.idempotency),
+        ("KV_stock", defaults.stock),
+        ("KV_webhook_endpoints", defaults.webhook_endpoints),
+    ] {
+        assert!(
+            bounds.contains(&(store.to_owned(), bound)),
+            "{store}: {bounds:?}"
+        );
+    }
+}

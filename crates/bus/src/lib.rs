@@ -35,7 +35,9 @@ pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterReason, StoredDeadL
 pub use event_log::{AppendError, Appended, EventLog, ReadError, Recorded};
 pub use handler::{Delivery, Handler, HandlerError, Lease};
 pub use kv_store::{Change, KvStore, RECENT_KEYS, StoreError, Versioned};
-pub use provision::{KvBucket, ProvisionError, StreamSettings, stream_names};
+pub use provision::{
+    Bounds, KvBucket, ProvisionError, StreamSettings, Usage, stores_written_by, stream_names,
+};
 pub use publish::{Expect, MsgId, PublishError, Published, Publisher};
 pub use trace::{HeaderExtractor, HeaderInjector};
 

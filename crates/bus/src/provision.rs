@@ -15,7 +15,7 @@ use events::{Domain, Partitions, layout, names, topology};
 use crate::connect::Bus;
 
 /// Settings shared by every stream the system owns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamSettings {
     /// Copies of each stream in a cluster: 1 locally, 3 in production (`STREAM_REPLICAS`).
     pub replicas: usize,
@@ -34,6 +34,70 @@ pub struct StreamSettings {
     /// remembers the key after that, and each claim costs nats-server memory like any
     /// retained subject).
     pub idempotency_ttl: Duration,
+    /// The byte bound of every stream and bucket.
+    pub bounds: Bounds,
+}
+
+/// The most bytes each store may hold. A store at its bound refuses new writes and never drops
+/// what it holds (discard *new*); order-service refuses new orders before that
+/// ([`Bounds::admission`]) so that accepted ones have room to finish.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// Each event domain's streams together (`EVENTS_MAX_BYTES`), split evenly among its
+    /// partitions.
+    pub events: u64,
+    /// The dead letters (`DLQ_MAX_BYTES`).
+    pub dlq: u64,
+    /// The captured max-deliveries advisories (`ADVISORIES_MAX_BYTES`).
+    pub advisories: u64,
+    /// The `Idempotency-Key` claims (`IDEMPOTENCY_MAX_BYTES`).
+    pub idempotency: u64,
+    /// Stock per SKU (`STOCK_MAX_BYTES`).
+    pub stock: u64,
+    /// Disabled webhook endpoints (`WEBHOOK_ENDPOINTS_MAX_BYTES`).
+    pub webhook_endpoints: u64,
+    /// The share of any bound the saga writes to above which new orders are refused
+    /// (`ADMISSION_LIMIT`, 0.9): the rest is room for the orders already accepted.
+    pub admission: f64,
+}
+
+impl Default for Bounds {
+    /// Together about 8 GiB, inside the 10 GB JetStream store of `deploy/nats/nats.conf`.
+    fn default() -> Self {
+        Self {
+            events: 2 << 30,
+            dlq: 1 << 30,
+            advisories: 128 << 20,
+            idempotency: 512 << 20,
+            stock: 256 << 20,
+            webhook_endpoints: 1 << 20,
+            admission: 0.9,
+        }
+    }
+}
+
+impl Bounds {
+    /// The smallest bound a store may have: room for a few events.
+    pub const LEAST: u64 = 16 << 10;
+
+    /// Refuses bounds that cannot work, saying which.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let all = [
+            self.events,
+            self.dlq,
+            self.advisories,
+            self.idempotency,
+            self.stock,
+            self.webhook_endpoints,
+        ];
+        if all.iter().any(|bound| *bound < Self::LEAST) {
+            return Err("every store's byte bound must be at least 16 KiB");
+        }
+        if !(self.admission > 0.0 && self.admission < 1.0) {
+            return Err("ADMISSION_LIMIT must be between 0 and 1 (a share of each bound)");
+        }
+        Ok(())
+    }
 }
 
 impl Default for StreamSettings {
@@ -45,6 +109,7 @@ impl Default for StreamSettings {
             dlq_max_age: Duration::from_secs(30 * 24 * 3600),
             partitions: Partitions::ONE,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            bounds: Bounds::default(),
         }
     }
 }
@@ -71,16 +136,17 @@ impl StreamSettings {
                 } else {
                     self.idempotency_ttl.min(self.max_age)
                 }),
+                max_bytes: Some(self.bounds.idempotency),
                 ..bucket
             },
-            // One record per SKU, marks included: room for about a million SKUs.
+            // One record per SKU, marks included: the default holds about a million SKUs.
             names::bucket::STOCK => KvBucket {
-                max_bytes: Some(256 << 20),
+                max_bytes: Some(self.bounds.stock),
                 ..bucket
             },
             // One small record per disabled endpoint.
             names::bucket::WEBHOOK_ENDPOINTS => KvBucket {
-                max_bytes: Some(1 << 20),
+                max_bytes: Some(self.bounds.webhook_endpoints),
                 ..bucket
             },
             _ => bucket,
@@ -323,6 +389,77 @@ impl Bus {
     }
 }
 
+/// The stores (streams, and buckets by their streams `KV_<bucket>`) `service` writes: its
+/// event streams, its buckets, and for order-service `DLQ` and `ADVISORIES`.
+pub fn stores_written_by(settings: &StreamSettings, service: &str) -> Vec<String> {
+    let writes = topology::written_by(service);
+    let mut stores: Vec<String> = streams(settings)
+        .map(|streams| {
+            streams
+                .into_iter()
+                .filter(|s| match s.domain {
+                    Some(domain) => Some(domain) == writes,
+                    None => service == topology::SUPPORT_STREAMS_OWNER,
+                })
+                .map(|s| s.config.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    stores.extend(
+        topology::buckets_of(service)
+            .iter()
+            .map(|bucket| names::bucket::stream(bucket)),
+    );
+    stores
+}
+
+/// How full one store is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// The stream (a bucket's is `KV_<bucket>`).
+    pub store: String,
+    /// Bytes it holds.
+    pub bytes: u64,
+    /// Its bound (0: none).
+    pub max_bytes: u64,
+    /// Messages it holds.
+    pub messages: u64,
+}
+
+impl Usage {
+    /// The share of its bound in use (0 without a bound).
+    pub fn ratio(&self) -> f64 {
+        if self.max_bytes == 0 {
+            0.0
+        } else {
+            self.bytes as f64 / self.max_bytes as f64
+        }
+    }
+}
+
+impl Bus {
+    /// How full each of `stores` is, read from their stream info.
+    pub async fn usage(&self, stores: &[String]) -> Result<Vec<Usage>, ProvisionError> {
+        let mut usage = Vec::with_capacity(stores.len());
+        for store in stores {
+            let stream = self.jetstream().get_stream(store).await.map_err(|source| {
+                ProvisionError::Missing {
+                    stream: store.clone(),
+                    source,
+                }
+            })?;
+            let info = stream.cached_info();
+            usage.push(Usage {
+                store: store.clone(),
+                bytes: info.state.bytes,
+                max_bytes: u64::try_from(info.config.max_bytes).unwrap_or(0),
+                messages: info.state.messages,
+            });
+        }
+        Ok(usage)
+    }
+}
+
 /// The name of every stream `settings` describe (none if they cannot work).
 pub fn stream_names(settings: &StreamSettings) -> Vec<String> {
     streams(settings)
@@ -350,12 +487,19 @@ fn streams(settings: &StreamSettings) -> Result<Vec<OwnedStream>, ProvisionError
             "duplicate window must be positive and no longer than the hot window",
         ));
     }
-    let config = |name: String, subjects: String, max_age| stream::Config {
+    settings
+        .bounds
+        .validate()
+        .map_err(ProvisionError::Settings)?;
+    let config = |name: String, subjects: String, max_age, max_bytes: u64| stream::Config {
         name,
         subjects: vec![subjects],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
-        discard: stream::DiscardPolicy::Old,
+        // At its byte bound a stream refuses what is new and keeps what it has: an event
+        // stored is never dropped for room (only age — the hot window — retires events).
+        discard: stream::DiscardPolicy::New,
+        max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
         num_replicas: settings.replicas,
         duplicate_window: settings.duplicate_window,
         max_age,
@@ -375,6 +519,7 @@ fn streams(settings: &StreamSettings) -> Result<Vec<OwnedStream>, ProvisionError
                 domain.stream(p, settings.partitions),
                 domain.stream_subjects(p, settings.partitions),
                 settings.max_age,
+                settings.bounds.events / u64::from(settings.partitions.count()),
             ),
             domain: Some(domain),
         })
@@ -382,7 +527,16 @@ fn streams(settings: &StreamSettings) -> Result<Vec<OwnedStream>, ProvisionError
     let support = names::stream::SUPPORT
         .into_iter()
         .map(|(name, subjects)| OwnedStream {
-            config: config(name.to_owned(), subjects.to_owned(), settings.dlq_max_age),
+            config: config(
+                name.to_owned(),
+                subjects.to_owned(),
+                settings.dlq_max_age,
+                if name == names::stream::DLQ {
+                    settings.bounds.dlq
+                } else {
+                    settings.bounds.advisories
+                },
+            ),
             domain: None,
         });
     Ok(events.chain(support).collect())

@@ -105,6 +105,16 @@ pub enum PublishError {
         /// The last sequence the writer expected.
         expected: u64,
     },
+    /// The stream (or bucket) is at its byte or message bound: it refuses new messages and
+    /// keeps what it holds. Retrying later succeeds once it has room again.
+    #[error("publish to {subject} refused: the store is full ({source})")]
+    StoreFull {
+        /// The subject.
+        subject: String,
+        /// The server's answer.
+        #[source]
+        source: jetstream::context::PublishError,
+    },
     /// The server refused the message for a reason retrying cannot fix.
     #[error("publish to {subject} refused: {source}")]
     Refused {
@@ -120,7 +130,15 @@ impl PublishError {
     /// Whether trying again later may succeed (NATS down or slow), as opposed to a bug or a
     /// refusal. A consumer naks transient failures and dead-letters the others.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::CircuitOpen | Self::Exhausted { .. })
+        matches!(
+            self,
+            Self::CircuitOpen | Self::Exhausted { .. } | Self::StoreFull { .. }
+        )
+    }
+
+    /// Whether the stream was full (at its bound).
+    pub fn is_store_full(&self) -> bool {
+        matches!(self, Self::StoreFull { .. })
     }
 }
 
@@ -159,6 +177,17 @@ fn unwell(kind: PublishErrorKind) -> bool {
             // No responders: JetStream is (re)starting and the stream is not loaded yet.
             | PublishErrorKind::StreamNotFound
     )
+}
+
+/// Whether the stream refused the message because it is at its bound (discard new): the
+/// server's "store failed" answer naming a maximum.
+pub(crate) fn store_full(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| {
+            e.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED
+                && e.to_string().contains("maximum")
+        })
 }
 
 /// A clustered stream is still proposing a message with the same `Nats-Msg-Id` (an earlier try
@@ -370,6 +399,10 @@ impl Publisher {
                 msg_id: msg_id.to_string(),
                 attempts,
                 elapsed: started.elapsed(),
+                source,
+            },
+            Attempt::Failed(source) if store_full(&source) => PublishError::StoreFull {
+                subject: subject.to_owned(),
                 source,
             },
             Attempt::Failed(source) => PublishError::Refused {

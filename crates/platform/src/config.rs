@@ -40,6 +40,25 @@ pub fn hot_window(value: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{value:?} is not a duration such as `24h` or `90m` (or 0): {e}"))
 }
 
+/// clap value parser: a size in bytes as people write it (`2GiB`, `512MiB`, `65536`).
+pub fn bytes(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{value:?} is not a size such as `2GiB` or `512MiB`: {e}"))
+}
+
+/// clap value parser: a share, more than 0 and less than 1 (`0.9`).
+pub fn share(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(share) if share > 0.0 && share < 1.0 => Ok(share),
+        _ => Err(format!(
+            "{value:?} is not a share between 0 and 1 (such as 0.9)"
+        )),
+    }
+}
+
 /// clap value parser: a duration given in milliseconds.
 pub fn millis(value: &str) -> Result<Duration, String> {
     value
@@ -111,6 +130,33 @@ pub struct NatsArgs {
     /// for that long: a shorter window costs nats-server less memory at high rates.
     #[arg(long, env = "DEDUPE_WINDOW", default_value = "2m", value_parser = hot_window)]
     pub dedupe_window: Duration,
+    /// Most bytes each event domain's streams hold together (split among its partitions): at
+    /// the bound new events are refused, none stored is dropped. With the defaults below, about
+    /// 8 GiB in all — keep the sum inside NATS's JetStream store.
+    #[arg(long, env = "EVENTS_MAX_BYTES", default_value = "2GiB", value_parser = bytes)]
+    pub events_max_bytes: u64,
+    /// Most bytes of dead letters kept (`DLQ`).
+    #[arg(long, env = "DLQ_MAX_BYTES", default_value = "1GiB", value_parser = bytes)]
+    pub dlq_max_bytes: u64,
+    /// How long dead letters are kept (`DLQ`, and the max-deliveries advisories).
+    #[arg(long, env = "DLQ_MAX_AGE", default_value = "30days", value_parser = hot_window)]
+    pub dlq_max_age: Duration,
+    /// Most bytes of captured max-deliveries advisories (`ADVISORIES`).
+    #[arg(long, env = "ADVISORIES_MAX_BYTES", default_value = "128MiB", value_parser = bytes)]
+    pub advisories_max_bytes: u64,
+    /// Most bytes of `Idempotency-Key` claims (KV `idempotency`; they expire).
+    #[arg(long, env = "IDEMPOTENCY_MAX_BYTES", default_value = "512MiB", value_parser = bytes)]
+    pub idempotency_max_bytes: u64,
+    /// Most bytes of stock records (KV `stock`, one per SKU).
+    #[arg(long, env = "STOCK_MAX_BYTES", default_value = "256MiB", value_parser = bytes)]
+    pub stock_max_bytes: u64,
+    /// Most bytes of disabled webhook endpoints (KV `webhook_endpoints`).
+    #[arg(long, env = "WEBHOOK_ENDPOINTS_MAX_BYTES", default_value = "1MiB", value_parser = bytes)]
+    pub webhook_endpoints_max_bytes: u64,
+    /// Above this share of any byte bound the saga writes to, order-service refuses new orders
+    /// (503 `store-full`, `Retry-After`): the rest is room for the orders already accepted.
+    #[arg(long, env = "ADMISSION_LIMIT", default_value = "0.9", value_parser = share)]
+    pub admission_limit: f64,
 }
 
 impl NatsArgs {
@@ -196,9 +242,24 @@ impl NatsArgs {
         if self.dedupe_window < MIN_DEDUPE_WINDOW {
             return Err(NatsConfigError::DedupeWindow(self.dedupe_window));
         }
+        let bounds = bus::Bounds {
+            events: self.events_max_bytes,
+            dlq: self.dlq_max_bytes,
+            advisories: self.advisories_max_bytes,
+            idempotency: self.idempotency_max_bytes,
+            stock: self.stock_max_bytes,
+            webhook_endpoints: self.webhook_endpoints_max_bytes,
+            admission: self.admission_limit,
+        };
+        bounds.validate().map_err(NatsConfigError::Bounds)?;
+        if self.dlq_max_age.is_zero() {
+            return Err(NatsConfigError::Bounds("DLQ_MAX_AGE must be positive"));
+        }
         Ok(StreamSettings {
             replicas: self.stream_replicas,
             partitions: self.stream_partitions,
+            bounds,
+            dlq_max_age: self.dlq_max_age,
             max_age: window,
             duplicate_window: if window.is_zero() {
                 self.dedupe_window
@@ -231,6 +292,9 @@ pub enum NatsConfigError {
     /// The settings contradict each other.
     #[error(transparent)]
     Bus(#[from] ConfigError),
+    /// A store's bound cannot work.
+    #[error("{0}")]
+    Bounds(&'static str),
     /// A NATS credential is a demo value or easy to guess.
     #[error("{setting} is refused: {why}")]
     Weak {
@@ -417,6 +481,14 @@ impl Default for NatsArgs {
             consumer_max_deliver: bus::DEFAULT_MAX_DELIVER,
             hot_window: Duration::from_secs(24 * 3600),
             dedupe_window: Duration::from_secs(120),
+            events_max_bytes: bus::Bounds::default().events,
+            dlq_max_bytes: bus::Bounds::default().dlq,
+            dlq_max_age: bus::StreamSettings::default().dlq_max_age,
+            advisories_max_bytes: bus::Bounds::default().advisories,
+            idempotency_max_bytes: bus::Bounds::default().idempotency,
+            stock_max_bytes: bus::Bounds::default().stock,
+            webhook_endpoints_max_bytes: bus::Bounds::default().webhook_endpoints,
+            admission_limit: bus::Bounds::default().admission,
         }
     }
 }
@@ -431,6 +503,27 @@ mod tests {
             admin_token_file: file,
             ..HttpArgs::default()
         }
+    }
+
+    #[test]
+    fn the_defaults_of_the_flags_and_of_the_settings_agree() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            nats: NatsArgs,
+        }
+        let parsed = Flags::try_parse_from(["test"]).unwrap().nats;
+        assert_eq!(
+            parsed.stream_settings().unwrap(),
+            NatsArgs::default().stream_settings().unwrap()
+        );
+        assert_eq!(
+            parsed.stream_settings().unwrap().bounds,
+            bus::Bounds::default()
+        );
+        assert_eq!(bytes("2GiB"), Ok(2 << 30));
+        assert!(share("1").is_err() && share("0.9") == Ok(0.9));
     }
 
     #[test]

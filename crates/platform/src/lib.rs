@@ -25,3 +25,4 @@ pub mod problem;
 pub mod rate_limit;
 pub mod service;
 pub mod shutdown;
+pub mod usage;

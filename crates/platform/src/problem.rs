@@ -131,6 +131,19 @@ impl Problem {
         .with_retry_after(retry_after_seconds)
     }
 
+    /// 503 while a store the work needs is (nearly) full: nothing was accepted; retry later.
+    pub fn store_full() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-full",
+            "Storage full",
+        )
+        .with_detail(
+            "the event store is nearly full: no new orders are taken until it has room again; nothing was accepted",
+        )
+        .with_retry_after(30)
+    }
+
     /// 500 with nothing internal in it; the caller logs the cause.
     pub fn internal() -> Self {
         Self::new(
@@ -223,7 +236,10 @@ impl From<bus::StoreError> for Problem {
 impl From<bus::PublishError> for Problem {
     /// A failed publish: 503 + `Retry-After` while NATS is away, else 500; the cause is logged.
     fn from(error: bus::PublishError) -> Self {
-        if error.is_transient() {
+        if error.is_store_full() {
+            tracing::warn!(error = %error, "a store is full; answering 503 store-full");
+            Problem::store_full()
+        } else if error.is_transient() {
             tracing::warn!(error = %error, "publish failed; answering 503");
             Problem::unavailable(1)
         } else {

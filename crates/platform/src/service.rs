@@ -78,6 +78,18 @@ pub trait Service: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The stores whose fill it reports (`orderflow_store_used_ratio`): those it writes, by
+    /// default.
+    fn watched_stores(&self, settings: &StreamSettings) -> Vec<String> {
+        bus::stores_written_by(settings, Self::NAME)
+    }
+
+    /// Its gate on new work, closed while a watched store is above the admission limit
+    /// (none by default: only the service that takes new work has one).
+    fn admission(&self) -> Option<crate::usage::Admission> {
+        None
+    }
+
     /// Background work that runs beside the consumers until `shutdown` (none by default).
     fn tasks(&self, _state: &Self::State, _shutdown: &CancellationToken) -> Vec<Task> {
         Vec::new()
@@ -184,6 +196,13 @@ pub async fn run<S: Service>(
             for task in service.tasks(&state, &shutdown) {
                 tasks.spawn(task);
             }
+            tasks.spawn(crate::usage::watch(
+                bus.clone(),
+                service.watched_stores(&settings),
+                service.admission(),
+                settings.bounds.admission,
+                shutdown.clone(),
+            ));
             let _ = started.0.set(state);
             // Durable consumers deliver everything stored while the service was away.
             for consumer in bound {

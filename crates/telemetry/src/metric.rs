@@ -54,6 +54,9 @@ catalog! {
     /// Connections refused because HTTP_MAX_CONNECTIONS were open.
     HTTP_CONNECTIONS_REFUSED = "http_server_connections_refused_total", Counter [],
         "HTTP connections closed at once because HTTP_MAX_CONNECTIONS were open";
+    /// How full each stream or bucket is against its byte bound.
+    STORE_USED_RATIO = "orderflow_store_used_ratio", Gauge ["store"],
+        "Share of a stream's or bucket's byte bound in use (new orders are refused above ADMISSION_LIMIT)";
     /// Events published, by outcome (stored, duplicate, conflict, circuit_open, error).
     EVENTS_PUBLISHED = "orderflow_events_published_total", Counter ["type", "outcome"],
         "Events published to JetStream, by event type and outcome";

@@ -46,6 +46,8 @@ pub struct App {
     pub(crate) store: Started<Store>,
     /// Customer authentication, when on.
     pub(crate) customers: Option<Customers>,
+    /// Closed while a store the saga writes is nearly full.
+    pub(crate) admission: platform::usage::Admission,
 }
 
 impl App {
@@ -462,7 +464,7 @@ fn hex(bytes: &[u8]) -> String {
         (status = 413, description = "Body too large"),
         (status = 415, description = "Not JSON"),
         (status = 422, description = "Invalid order, or Idempotency-Key reused for another request"),
-        (status = 503, description = "Event bus unavailable; retry with the same Idempotency-Key"),
+        (status = 503, description = "Event bus unavailable, or a store nearly full (`store-full`); nothing was accepted: retry after `Retry-After` with the same Idempotency-Key"),
     )
 )]
 #[tracing::instrument(name = "create order", skip_all, fields(order_id = tracing::field::Empty))]
@@ -477,6 +479,9 @@ async fn create_order(
     }
     let (customer_id, items, currency) = validate(&request)?;
     let store = app.store()?;
+    // Nothing is taken that might not be stored, or whose saga might not finish: while a
+    // store is nearly full, new orders wait (a retry with the same key is the same order).
+    app.admission.check()?;
     let mut order_id = OrderId::new();
     let mut replayed = false;
     let key = idempotency_key(&headers, caller.as_ref())?;

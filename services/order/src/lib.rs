@@ -19,6 +19,7 @@ use platform::config::{HttpArgs, NatsArgs};
 use platform::customer_auth::{AuthArgs, Customers};
 use platform::dead_letters::Redrive;
 use platform::service::{OpenError, RunError, Started, Task};
+use platform::usage::Admission;
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
@@ -176,6 +177,7 @@ pub async fn run(
             take_back: projection::TakeBack::default(),
             nats: config.nats.clone(),
             projection_consumers: std::sync::Mutex::default(),
+            admission: Admission::default(),
         },
         config.nats,
         config.http,
@@ -212,6 +214,8 @@ struct OrderService {
     nats: NatsArgs,
     /// The projection's consumers, bound while opening, until its task runs them.
     projection_consumers: std::sync::Mutex<Vec<Consumer>>,
+    /// Closed while a store the saga writes is nearly full: new orders are refused.
+    admission: Admission,
 }
 
 impl platform::service::Service for OrderService {
@@ -232,6 +236,7 @@ impl platform::service::Service for OrderService {
         api::routes(api::App {
             store,
             customers: self.customers.clone(),
+            admission: self.admission.clone(),
         })
         .merge(platform::dead_letters::routes(
             Redrive::new(bus.clone(), self.nats.hot_window).taking_back(self.take_back.clone()),
@@ -267,6 +272,24 @@ impl platform::service::Service for OrderService {
                 store: store.clone(),
             },
         )
+    }
+
+    /// Every store an order is written to on its way, so that new orders are refused before
+    /// any of them is full: its own, and inventory's and notification's event streams.
+    fn watched_stores(&self, settings: &StreamSettings) -> Vec<String> {
+        let mut stores = bus::stores_written_by(settings, SERVICE);
+        for service in ["inventory-service", "notification-service"] {
+            stores.extend(
+                bus::stores_written_by(settings, service)
+                    .into_iter()
+                    .filter(|store| !store.starts_with("KV_")),
+            );
+        }
+        stores
+    }
+
+    fn admission(&self) -> Option<Admission> {
+        Some(self.admission.clone())
     }
 
     fn degraded(&self, _: &store::Store) -> Vec<String> {

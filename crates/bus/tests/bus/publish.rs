@@ -181,3 +181,37 @@ async fn publishing_while_nats_is_down_fails_fast_once_the_breaker_opens_and_rec
         }
     }
 }
+
+#[tokio::test]
+async fn a_stream_at_its_bound_refuses_new_events_as_store_full_and_keeps_the_old_ones() {
+    let server = testkit::NatsServer::start();
+    let bus = support::connect(&server, BusConfig::new("full")).await;
+    bus.provision_streams(&bus::StreamSettings {
+        bounds: bus::Bounds {
+            events: bus::Bounds::LEAST,
+            ..bus::Bounds::default()
+        },
+        ..bus::StreamSettings::default()
+    })
+    .await
+    .unwrap();
+    let mut stored = 0u64;
+    let refused = loop {
+        let envelope = order_created(OrderId::new());
+        let msg_id = MsgId::new(EventKind::OrderCreated, envelope.correlation_id);
+        match bus
+            .publisher()
+            .publish(&crate::support::subject_of(&envelope), &envelope, &msg_id)
+            .await
+        {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 1000, "16 KiB took 1,000 events");
+    };
+    assert!(refused.is_store_full(), "{refused}");
+    assert!(refused.is_transient(), "a full store may have room later");
+    let mut orders = bus.jetstream().get_stream("ORDERS").await.unwrap();
+    let state = orders.info().await.unwrap().state.clone();
+    assert_eq!((state.first_sequence, state.messages), (1, stored));
+}
