@@ -6,10 +6,11 @@
 //! each and says so. A letter it may write, under its own name, cannot launder a forged event
 //! through order-service's redrive either.
 
+use futures::StreamExt as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use events::permissions::IMPORTED_API_PREFIX;
 use testkit::{NatsServer, Pki, System};
 
 const USERS: [(&str, &str, &str); 3] = [
@@ -42,22 +43,21 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
     for (_, variable, password) in USERS {
         server = server.env(variable, password);
     }
-    server = server.env("OPERATOR_PASSWORD", "operator-secret-4-6a0d3f8b2e");
+    server = server.env("OPERATOR_PASSWORD", OPERATOR_PASSWORD);
     let server = server.start();
 
     let mut builder = System::builder()
         .nats(server)
         .provisioner_env("NATS_USER", "operator")
-        .provisioner_env("NATS_PASSWORD", "operator-secret-4-6a0d3f8b2e")
+        .provisioner_env("NATS_PASSWORD", OPERATOR_PASSWORD)
         .env("NATS_TLS_CA", pki.ca.to_str().unwrap())
         .env("NATS_TLS_CERT", pki.client_cert.to_str().unwrap())
         .env("NATS_TLS_KEY", pki.client_key.to_str().unwrap());
     for (user, _, password) in USERS {
-        builder = builder.service_env(user, "NATS_USER", user).service_env(
-            user,
-            "NATS_PASSWORD",
-            password,
-        );
+        builder = builder
+            .service_env(user, "NATS_USER", user)
+            .service_env(user, "NATS_PASSWORD", password)
+            .service_env(user, "NATS_JS_API_PREFIX", IMPORTED_API_PREFIX);
     }
     let system = builder.start().await;
 
@@ -95,76 +95,76 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
         );
     }
 
-    // Log in as the inventory service and try what it must not do.
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let seen = errors.clone();
-    let client = async_nats::ConnectOptions::new()
-        .user_and_password(
-            "inventory-service".into(),
-            "inventory-secret-2-8d1f6a3c5e".into(),
-        )
-        .custom_inbox_prefix("_INBOX_inventory-service")
-        .add_root_certificates(pki.ca.clone())
-        .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
-        .require_tls(true)
-        .event_callback(move |event| {
-            let seen = seen.clone();
-            async move {
-                if let async_nats::Event::ServerError(e) = event {
-                    seen.lock().unwrap().push(e.to_string().to_lowercase());
-                }
-            }
-        })
-        .connect(system.nats.url())
+    // Log in as the inventory service and try what it must not do. Its account imports none of
+    // it, so nothing is even answered, and nothing anywhere changes.
+    let tls = || {
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(pki.ca.clone())
+            .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
+            .require_tls(true)
+    };
+    let operator = Login::connect(tls(), &system.nats, "operator", OPERATOR_PASSWORD).await;
+    let inventory = Login::connect(
+        tls(),
+        &system.nats,
+        "inventory-service",
+        "inventory-secret-2-8d1f6a3c5e",
+    )
+    .await;
+    // Once the stock's marks have settled, nothing writes until the next order.
+    let _ = system.stock("SECURE").await;
+    let before = operator.streams().await;
+    let forged = format!("orders.0.mallory.{}.confirmed", events::OrderId::new());
+    for (what, subject, body) in [
+        ("announce an order", forged.as_str(), "forged"),
+        ("write another's bucket", "$KV.idempotency.forged", "x"),
+        (
+            "write another's bucket",
+            "JS.ORDERFLOW.API.$KV.idempotency.forged",
+            "x",
+        ),
+        (
+            "read another's bucket",
+            "$JS.API.DIRECT.GET.KV_idempotency",
+            "{}",
+        ),
+        (
+            "read another's bucket",
+            "JS.ORDERFLOW.API.DIRECT.GET.KV_idempotency",
+            "{}",
+        ),
+        (
+            "change a stream it reads",
+            "$JS.API.STREAM.UPDATE.ORDERS",
+            "{}",
+        ),
+        (
+            "change a stream it reads",
+            "JS.ORDERFLOW.API.STREAM.UPDATE.ORDERS",
+            "{}",
+        ),
+        (
+            "delete its stream",
+            "JS.ORDERFLOW.API.STREAM.DELETE.INVENTORY",
+            "{}",
+        ),
+    ] {
+        inventory.unanswered(what, subject, body).await;
+    }
+    assert_eq!(operator.streams().await, before, "a stream changed");
+    // ...nor listen to the order service's replies (its reads of orders and keys): another
+    // account's subjects are not its own.
+    let mut eavesdrop = inventory
+        .client
+        .subscribe("_INBOX_order-service.>")
         .await
         .unwrap();
-    let refused = |what: &'static str, subject: String| {
-        let errors = errors.clone();
-        async move {
-            let subject = subject.to_lowercase();
-            crate::support::eventually(what, || async {
-                errors.lock().unwrap().iter().any(|e| {
-                    e.contains(&format!("permissions violation for {what}")) && e.contains(&subject)
-                })
-            })
-            .await;
-        }
-    };
-
-    // It may not announce orders...
+    let _ = system.order(&order_id).await;
+    let heard = tokio::time::timeout(Duration::from_millis(500), eavesdrop.next()).await;
+    assert!(heard.is_err(), "inventory heard order-service's replies");
     let js = async_nats::jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(1))
-        .build(client.clone());
-    let forged = format!("orders.0.mallory.{}.confirmed", events::OrderId::new());
-    let stored = js
-        .publish(forged.clone(), "forged".into())
-        .await
-        .unwrap()
-        .await;
-    assert!(stored.is_err(), "a forged orders.confirmed was stored");
-    refused("publish", forged).await;
-    // ...nor write or read another service's bucket...
-    client
-        .publish("$KV.idempotency.forged", "x".into())
-        .await
-        .unwrap();
-    refused("publish", "$KV.idempotency.forged".into()).await;
-    let _ = client
-        .request("$JS.API.DIRECT.GET.KV_idempotency", "".into())
-        .await;
-    refused("publish", "$JS.API.DIRECT.GET.KV_idempotency".into()).await;
-    // ...nor change or remove a stream, even one it reads (its own: see below)...
-    let _ = client
-        .request("$JS.API.STREAM.UPDATE.ORDERS", "{}".into())
-        .await;
-    refused("publish", "$JS.API.STREAM.UPDATE.ORDERS".into()).await;
-    let _ = client
-        .request("$JS.API.STREAM.DELETE.INVENTORY", "".into())
-        .await;
-    refused("publish", "$JS.API.STREAM.DELETE.INVENTORY".into()).await;
-    // ...nor listen to the order service's replies (its reads of orders and keys).
-    let _eavesdrop = client.subscribe("_INBOX_order-service.>").await.unwrap();
-    refused("subscription", "_inbox_order-service".into()).await;
+        .build(inventory.client.clone());
 
     // Dead letters: it may not write under another consumer's name...
     let cancellation = format!("orders.0.sam.{order_id}.cancelled");
@@ -192,7 +192,6 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
             .is_err(),
         "a letter under the archive's name was stored"
     );
-    refused("publish", under_archive).await;
     // ...and a letter under its own name that launders a cancellation nobody made (a redrive
     // would publish it with order-service's credentials) is refused at redrive, with the reason.
     for claimed in ["inventory", "order-archive"] {
@@ -236,59 +235,67 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
     assert_eq!(system.order(&order_id).await["status"], "confirmed");
 }
 
-/// One service's NATS login, and every error the server sent it (lower case).
+/// The operator's password in these tests.
+const OPERATOR_PASSWORD: &str = "operator-secret-4-6a0d3f8b2e";
+
+/// A NATS login, as a service or the operator.
 struct Login {
     client: async_nats::Client,
-    errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Login {
-    async fn as_user(server: &NatsServer, user: &str, password: &str) -> Self {
-        let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-        let seen = errors.clone();
-        let client = async_nats::ConnectOptions::new()
+    async fn connect(
+        options: async_nats::ConnectOptions,
+        server: &NatsServer,
+        user: &str,
+        password: &str,
+    ) -> Self {
+        let client = options
             .user_and_password(user.into(), password.into())
             .custom_inbox_prefix(events::names::inbox_prefix(user))
-            .event_callback(move |event| {
-                let seen = seen.clone();
-                async move {
-                    if let async_nats::Event::ServerError(e) = event {
-                        seen.lock().unwrap().push(e.to_string().to_lowercase());
-                    }
-                }
-            })
             .connect(server.url())
             .await
             .unwrap();
-        Self { client, errors }
+        Self { client }
     }
 
-    /// Sends a JetStream API request and expects the server to refuse it for permissions.
-    async fn refused(&self, what: &str, subject: String, body: serde_json::Value) {
+    /// Sends a request and expects it served by nothing: no answer, or the server's "JetStream
+    /// not enabled for account" (a service's account has none of its own).
+    async fn unanswered(&self, what: &str, subject: &str, body: &str) {
         let answer = tokio::time::timeout(
             Duration::from_secs(1),
             self.client
-                .request(subject.clone(), body.to_string().into()),
+                .request(subject.to_owned(), body.to_owned().into()),
         )
         .await;
         if let Ok(Ok(reply)) = answer {
-            panic!(
-                "{what}: {subject} answered {}",
-                String::from_utf8_lossy(&reply.payload)
+            let text = String::from_utf8_lossy(&reply.payload);
+            assert!(
+                text.contains("JetStream not enabled for account"),
+                "{what}: {subject} answered {text}"
             );
         }
-        let wanted = format!(
-            "permissions violation for publish to \"{}\"",
-            subject.to_lowercase()
-        );
-        crate::support::eventually(what, || async {
-            self.errors
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|e| e.contains(&wanted))
-        })
-        .await;
+    }
+
+    /// Every stream with its configuration and state (as the operator sees them).
+    async fn streams(&self) -> Vec<String> {
+        use futures::TryStreamExt as _;
+        let js = async_nats::jetstream::new(self.client.clone());
+        let mut names: Vec<String> = js.stream_names().try_collect().await.unwrap();
+        names.sort();
+        let mut streams = Vec::new();
+        for name in names {
+            let info = js.get_stream(&name).await.unwrap().cached_info().clone();
+            streams.push(format!(
+                "{name} {} first {} last {} messages {}",
+                // Through a Value, whose maps are ordered (the metadata is a HashMap).
+                serde_json::to_value(&info.config).unwrap(),
+                info.state.first_sequence,
+                info.state.last_sequence,
+                info.state.messages
+            ));
+        }
+        streams
     }
 }
 
@@ -299,19 +306,16 @@ async fn no_service_may_change_purge_or_add_to_its_own_streams_buckets_or_consum
     for (_, variable, password) in USERS {
         server = server.env(variable, password);
     }
-    let server = server
-        .env("OPERATOR_PASSWORD", "operator-secret-4-6a0d3f8b2e")
-        .start();
+    let server = server.env("OPERATOR_PASSWORD", OPERATOR_PASSWORD).start();
     let mut builder = testkit::TestApp::builder()
         .nats(server)
         .provisioner_env("NATS_USER", "operator")
-        .provisioner_env("NATS_PASSWORD", "operator-secret-4-6a0d3f8b2e");
+        .provisioner_env("NATS_PASSWORD", OPERATOR_PASSWORD);
     for (user, _, password) in USERS {
-        builder = builder.service_env(user, "NATS_USER", user).service_env(
-            user,
-            "NATS_PASSWORD",
-            password,
-        );
+        builder = builder
+            .service_env(user, "NATS_USER", user)
+            .service_env(user, "NATS_PASSWORD", password)
+            .service_env(user, "NATS_JS_API_PREFIX", IMPORTED_API_PREFIX);
     }
     let app = builder.spawn().await;
     app.set_stock("KEPT", 5).await;
@@ -341,9 +345,20 @@ async fn no_service_may_change_purge_or_add_to_its_own_streams_buckets_or_consum
             "ORDERS",
         ),
     ];
+    let operator = Login::connect(
+        async_nats::ConnectOptions::new(),
+        &app.nats,
+        "operator",
+        OPERATOR_PASSWORD,
+    )
+    .await;
+    // Once the stock's marks have settled, nothing writes until the next order.
+    let _ = app.stock("KEPT").await;
+    let before = operator.streams().await;
     for (user, stream, bucket, durable, consumed) in owned {
         let (_, _, password) = USERS.into_iter().find(|(u, _, _)| *u == user).unwrap();
-        let login = Login::as_user(&app.nats, user, password).await;
+        let login =
+            Login::connect(async_nats::ConnectOptions::new(), &app.nats, user, password).await;
         let subjects = format!("{}.>", stream.to_lowercase());
         let update = |change: serde_json::Value| {
             let mut config = serde_json::json!({
@@ -353,95 +368,103 @@ async fn no_service_may_change_purge_or_add_to_its_own_streams_buckets_or_consum
                 .as_object_mut()
                 .unwrap()
                 .extend(change.as_object().unwrap().clone());
-            config
+            config.to_string()
         };
-        let update_subject = format!("$JS.API.STREAM.UPDATE.{stream}");
         // Each update would purge in effect, or have the server copy events past every
-        // permission (a source, a republish).
-        let mut attempts: Vec<(&str, String, serde_json::Value)> = vec![
-            (
-                "shorten its age",
-                update_subject.clone(),
-                update(serde_json::json!({"max_age": 1_000_000_000})),
-            ),
-            (
-                "keep one message",
-                update_subject.clone(),
-                update(serde_json::json!({"max_msgs": 1})),
-            ),
-            (
-                "seal it",
-                update_subject.clone(),
-                update(serde_json::json!({"sealed": true})),
-            ),
-            (
-                "source another stream",
-                update_subject.clone(),
-                update(serde_json::json!({"sources": [{"name": consumed}]})),
-            ),
-            (
-                "republish it",
-                update_subject.clone(),
-                update(
+        // permission (a source, a republish); a consumer it could shape would be a push
+        // consumer delivering wherever it names. Under the imported prefix and the API's own.
+        let mut attempts: Vec<(&str, String, String)> = Vec::new();
+        for api in [IMPORTED_API_PREFIX, "$JS.API"] {
+            for (what, change) in [
+                (
+                    "shorten its age",
+                    serde_json::json!({"max_age": 1_000_000_000}),
+                ),
+                ("keep one message", serde_json::json!({"max_msgs": 1})),
+                ("seal it", serde_json::json!({"sealed": true})),
+                (
+                    "source another stream",
+                    serde_json::json!({"sources": [{"name": consumed}]}),
+                ),
+                (
+                    "republish it",
                     serde_json::json!({"republish": {"src": ">", "dest": "orders.0.x.y.confirmed"}}),
                 ),
-            ),
-            (
+            ] {
+                attempts.push((
+                    what,
+                    format!("{api}.STREAM.UPDATE.{stream}"),
+                    update(change),
+                ));
+            }
+            attempts.push((
                 "create a stream",
-                "$JS.API.STREAM.CREATE.EVIL".into(),
-                serde_json::json!({"name": "EVIL", "subjects": ["evil.>"]}),
-            ),
-            // A consumer it could shape would be a push consumer delivering wherever it names.
-            (
+                format!("{api}.STREAM.CREATE.EVIL"),
+                r#"{"name": "EVIL", "subjects": ["evil.>"]}"#.to_owned(),
+            ));
+            attempts.push((
                 "change its own durable consumer",
-                format!("$JS.API.CONSUMER.CREATE.{consumed}.{durable}"),
+                format!("{api}.CONSUMER.CREATE.{consumed}.{durable}"),
                 serde_json::json!({"stream_name": consumed, "config": {
                     "durable_name": durable, "deliver_subject": "orders.0.x.y.confirmed",
-                    "ack_policy": "explicit"}}),
-            ),
-            (
+                    "ack_policy": "explicit"}})
+                .to_string(),
+            ));
+            attempts.push((
                 "a push consumer on its own bucket",
-                format!("$JS.API.CONSUMER.CREATE.KV_{bucket}"),
+                format!("{api}.CONSUMER.CREATE.KV_{bucket}"),
                 serde_json::json!({"stream_name": format!("KV_{bucket}"), "config": {
-                    "deliver_subject": "orders.0.x.y.confirmed", "ack_policy": "none"}}),
-            ),
-        ];
-        for (what, subject) in [
-            ("purge its stream", format!("$JS.API.STREAM.PURGE.{stream}")),
-            (
-                "delete its stream",
-                format!("$JS.API.STREAM.DELETE.{stream}"),
-            ),
-            (
-                "purge its bucket",
-                format!("$JS.API.STREAM.PURGE.KV_{bucket}"),
-            ),
-            (
-                "delete its bucket",
-                format!("$JS.API.STREAM.DELETE.KV_{bucket}"),
-            ),
-        ] {
-            attempts.push((what, subject, serde_json::json!({})));
-        }
-        futures::future::join_all(attempts.into_iter().map(|(what, subject, body)| {
-            let login = &login;
-            async move {
-                login
-                    .refused(&format!("{user}: {what}"), subject, body)
-                    .await
+                    "deliver_subject": "orders.0.x.y.confirmed", "ack_policy": "none"}})
+                .to_string(),
+            ));
+            for (what, call) in [
+                ("purge its stream", format!("STREAM.PURGE.{stream}")),
+                ("delete its stream", format!("STREAM.DELETE.{stream}")),
+                ("purge its bucket", format!("STREAM.PURGE.KV_{bucket}")),
+                ("delete its bucket", format!("STREAM.DELETE.KV_{bucket}")),
+            ] {
+                attempts.push((what, format!("{api}.{call}"), "{}".to_owned()));
             }
+        }
+        futures::future::join_all(attempts.iter().map(|(what, subject, body)| {
+            let login = &login;
+            let what = format!("{user}: {what}");
+            async move { login.unanswered(&what, subject, body).await }
         }))
         .await;
+        // What it may ask (a read of its own stream) answered to a reply subject of its
+        // choosing: another domain's events, a purge, its own stream's purge. The answer goes
+        // back to its own account only, where those subjects lead nowhere.
+        let own_read = format!("{IMPORTED_API_PREFIX}.DIRECT.GET.{stream}");
+        for reply in [
+            "orders.0.mallory.forged.confirmed".to_owned(),
+            format!("{IMPORTED_API_PREFIX}.STREAM.PURGE.{stream}"),
+            "$JS.API.STREAM.PURGE.ORDERS".to_owned(),
+            format!("$KV.{bucket}.forged"),
+        ] {
+            login
+                .client
+                .publish_with_reply(own_read.clone(), reply, r#"{"seq": 1}"#.into())
+                .await
+                .unwrap();
+        }
+        login.client.flush().await.unwrap();
         // A write it may make, with a rollup header, would purge the whole bucket.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Rollup", "all");
         let rollup = async_nats::jetstream::new(login.client.clone())
-            .publish_with_headers(format!("$KV.{bucket}.rollup"), headers, "x".into())
+            .publish_with_headers(
+                format!("{IMPORTED_API_PREFIX}.$KV.{bucket}.rollup"),
+                headers,
+                "x".into(),
+            )
             .await
             .unwrap()
             .await;
         assert!(rollup.is_err(), "{user}: a rollup on {bucket} was accepted");
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(operator.streams().await, before, "a stream changed");
 
     // Nothing changed: the order and the stock are as they were, and the saga goes on.
     assert_eq!(app.order(&order).await["status"], "confirmed");

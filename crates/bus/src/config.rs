@@ -156,7 +156,13 @@ pub struct BusConfig {
     pub tls: NatsTls,
     /// Publish retries and circuit breaker.
     pub publish: PublishPolicy,
+    /// Where the JetStream API is reached: `$JS.API` in the account that holds the streams, or
+    /// the prefix under which a service's own account imports it (`NATS_JS_API_PREFIX`).
+    pub api_prefix: String,
 }
+
+/// The JetStream API's own prefix.
+pub const DEFAULT_API_PREFIX: &str = "$JS.API";
 
 impl BusConfig {
     /// Where this connection receives replies ([`events::names::inbox_prefix`]).
@@ -172,6 +178,7 @@ impl BusConfig {
             auth: NatsAuth::None,
             tls: NatsTls::default(),
             publish: PublishPolicy::default(),
+            api_prefix: DEFAULT_API_PREFIX.to_owned(),
         }
     }
 
@@ -185,6 +192,10 @@ impl BusConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.url.trim().is_empty() {
             return Err(ConfigError::EmptyUrl);
+        }
+        let token = |t: &str| !t.is_empty() && !t.contains(['*', '>', ' ']);
+        if !self.api_prefix.split('.').all(token) {
+            return Err(ConfigError::ApiPrefix);
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::HalfClientCertificate);
@@ -219,6 +230,9 @@ pub enum ConfigError {
     /// Only one of client certificate and key is set.
     #[error("NATS_TLS_CERT and NATS_TLS_KEY must be set together")]
     HalfClientCertificate,
+    /// The JetStream API prefix is not a plain subject.
+    #[error("NATS_JS_API_PREFIX must be a subject without wildcards (such as JS.ORDERFLOW.API)")]
+    ApiPrefix,
     /// The publish policy is inconsistent.
     #[error("invalid publish policy: {0}")]
     PublishPolicy(&'static str),

@@ -84,9 +84,10 @@ impl Bus {
             })?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.publish.ack_timeout)
+            .api_prefix(&config.api_prefix)
             .build(client.clone());
         let publisher = Publisher::new(jetstream.clone(), config.publish.clone());
-        let events = EventLog::new(jetstream.clone(), publisher.clone());
+        let events = EventLog::new(jetstream.clone(), publisher.clone(), &config.api_prefix);
         Ok(Self {
             client,
             jetstream,

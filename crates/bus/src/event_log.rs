@@ -138,16 +138,23 @@ pub struct EventLog {
     publisher: Publisher,
     replies: Arc<OnceCell<Arc<Replies>>>,
     leader_reads: bool,
+    /// Where the JetStream API answers (`$JS.API`, or an import's prefix in another account).
+    api_prefix: Arc<str>,
 }
 
 impl EventLog {
-    pub(crate) fn new(jetstream: jetstream::Context, publisher: Publisher) -> Self {
+    pub(crate) fn new(
+        jetstream: jetstream::Context,
+        publisher: Publisher,
+        api_prefix: &str,
+    ) -> Self {
         Self {
             client: jetstream.client(),
             jetstream,
             publisher,
             replies: Arc::new(OnceCell::new()),
             leader_reads: false,
+            api_prefix: api_prefix.into(),
         }
     }
 
@@ -218,7 +225,7 @@ impl EventLog {
         let sent = self
             .client
             .publish_with_reply(
-                format!("$JS.API.DIRECT.GET.{}", history.stream),
+                format!("{}.DIRECT.GET.{}", self.api_prefix, history.stream),
                 replies.subject(token),
                 request.into(),
             )

@@ -28,7 +28,9 @@ mod provision;
 mod publish;
 mod trace;
 
-pub use config::{BusConfig, ConfigError, NatsAuth, NatsTls, PublishPolicy, Secret};
+pub use config::{
+    BusConfig, ConfigError, DEFAULT_API_PREFIX, NatsAuth, NatsTls, PublishPolicy, Secret,
+};
 pub use connect::{Bus, ConnectError};
 pub use consume::{ConsumeError, Consumer, ConsumerSpec, DEFAULT_MAX_DELIVER, SpecError};
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterReason, StoredDeadLetter};

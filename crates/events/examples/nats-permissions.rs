@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let count = std::env::args().nth(1).unwrap_or_else(|| "1".to_owned());
     match count.parse().ok().and_then(|n| Partitions::new(n).ok()) {
         Some(partitions) => {
-            print!("{}", events::permissions::nats_authorization(partitions));
+            print!("{}", events::permissions::nats_accounts(partitions));
             ExitCode::SUCCESS
         }
         None => {

@@ -125,49 +125,118 @@ fn password_variable(service: &str) -> String {
     format!("{}_PASSWORD", base.to_uppercase().replace('-', "_"))
 }
 
-/// The `authorization` block of a nats-server configuration with every service's user and the
-/// [`OPERATOR`]. The passwords are `$<SERVICE>_PASSWORD` variables: define them (from the server's environment)
-/// before including it.
-pub fn nats_authorization(partitions: Partitions) -> String {
+/// The account that holds every stream and bucket, and the operator's user.
+pub const DATA_ACCOUNT: &str = "ORDERFLOW";
+
+/// The prefix under which each service's account imports the JetStream API (and its KV
+/// writes): what `NATS_JS_API_PREFIX` must say in a service's settings.
+pub const IMPORTED_API_PREFIX: &str = "JS.ORDERFLOW.API";
+
+/// `order-service` → `ORDER`: the account of a service.
+pub fn account_of(service: &str) -> String {
+    let base = service.strip_suffix("-service").unwrap_or(service);
+    base.to_uppercase().replace('-', "_")
+}
+
+/// Whether answering `subject` may take several messages (a pull's batch, a multi-last get).
+fn streams_responses(subject: &str) -> bool {
+    subject.starts_with("$JS.API.CONSUMER.MSG.NEXT.") || subject.starts_with("$JS.API.DIRECT.GET.")
+}
+
+/// Where an importing service's account reaches `subject`: JetStream API calls and KV writes
+/// under [`IMPORTED_API_PREFIX`] (the client's JetStream context adds it), the rest as is.
+fn imported_as(subject: &str) -> String {
+    if let Some(call) = subject.strip_prefix("$JS.API.") {
+        format!("{IMPORTED_API_PREFIX}.{call}")
+    } else if subject.starts_with("$KV.") {
+        format!("{IMPORTED_API_PREFIX}.{subject}")
+    } else {
+        subject.to_owned()
+    }
+}
+
+/// The `accounts` block of a nats-server configuration, for `partitions` partitions: the
+/// streams and buckets live in [`DATA_ACCOUNT`] (with the [`OPERATOR`]), and each service in
+/// an account of its own, which imports exactly its [`Grant`] as *services*. A service import
+/// rewrites the reply subject of every request, so JetStream's answers go back to the
+/// requester only — within one account they would go wherever a request's reply subject
+/// named, past every user permission (an event subject, a KV key, a JetStream API call).
+/// Passwords are `$<SERVICE>_PASSWORD` variables from the server's environment.
+pub fn nats_accounts(partitions: Partitions) -> String {
+    let grants = grants(partitions);
+    // Each subject exported once, to every account that imports it.
+    let mut exports: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for grant in &grants {
+        for subject in &grant.publish {
+            exports
+                .entry(subject.as_str())
+                .or_default()
+                .push(account_of(grant.user));
+        }
+    }
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Least-privilege NATS users, one per service, for {} partition(s) — generated from\n\
-         # crates/events (permissions.rs, layout.rs, topology.rs): do not edit. Regenerate with\n\
+        "# NATS accounts, one per service, for {} partition(s) — generated from crates/events\n\
+         # (permissions.rs, layout.rs, topology.rs): do not edit. Regenerate with\n\
          # `ORDERFLOW_BLESS=1 cargo test -p events`, or for another partition count with\n\
          # `cargo run -p events --example nats-permissions -- <partitions>`.\n\
+         # The streams live in {DATA_ACCOUNT}; each service's account imports exactly what it may\n\
+         # do there (its services reach the JetStream API with NATS_JS_API_PREFIX={IMPORTED_API_PREFIX}).\n\
          # Each password comes from the server's environment; include this file from nats.conf.",
         partitions.count()
     );
-    out.push_str("authorization {\n  users: [\n");
-    for grant in grants(partitions) {
-        let _ = writeln!(out, "    {{");
-        let _ = writeln!(out, "      user: {}", grant.user);
-        let _ = writeln!(out, "      password: ${}", grant.password_variable);
-        let _ = writeln!(out, "      permissions: {{");
-        let _ = writeln!(out, "        publish: {{ allow: [");
-        for subject in &grant.publish {
-            let _ = writeln!(out, "          {subject:?}");
-        }
-        let _ = writeln!(out, "        ] }}");
-        let _ = writeln!(out, "        subscribe: {{ allow: [");
-        for subject in &grant.subscribe {
-            let _ = writeln!(out, "          {subject:?}");
-        }
-        let _ = writeln!(out, "        ] }}");
-        let _ = writeln!(out, "      }}");
-        let _ = writeln!(out, "    }}");
-    }
-    // Humans: the `nats` CLI of the runbooks, and redriving dead letters of any service.
-    let _ = writeln!(out, "    {{");
+    out.push_str("accounts {\n");
+    let _ = writeln!(out, "  {DATA_ACCOUNT}: {{");
+    let _ = writeln!(out, "    jetstream: enabled");
     let _ = writeln!(
         out,
-        "      # Operators (the `nats` CLI, redrives): everything."
+        "    # Operators: orderflow-admin (provisioning), the `nats` CLI, redrives of any service."
     );
-    let _ = writeln!(out, "      user: {OPERATOR}");
-    let _ = writeln!(out, "      password: ${}", password_variable(OPERATOR));
-    let _ = writeln!(out, "    }}");
-    out.push_str("  ]\n}\n");
+    let _ = writeln!(
+        out,
+        "    users: [ {{ user: {OPERATOR}, password: ${} }} ]",
+        password_variable(OPERATOR)
+    );
+    let _ = writeln!(out, "    exports: [");
+    for (subject, accounts) in &exports {
+        let response = if streams_responses(subject) {
+            ", response_type: stream"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "      {{ service: {subject:?}, accounts: [{}]{response} }}",
+            accounts.join(", ")
+        );
+    }
+    let _ = writeln!(out, "    ]");
+    let _ = writeln!(out, "  }}");
+    for grant in &grants {
+        let _ = writeln!(out, "  {}: {{", account_of(grant.user));
+        let _ = writeln!(
+            out,
+            "    users: [ {{ user: {}, password: ${} }} ]",
+            grant.user, grant.password_variable
+        );
+        let _ = writeln!(out, "    imports: [");
+        for subject in &grant.publish {
+            let to = imported_as(subject);
+            let mapping = if to == *subject {
+                String::new()
+            } else {
+                format!(", to: {to:?}")
+            };
+            let _ = writeln!(
+                out,
+                "      {{ service: {{ account: {DATA_ACCOUNT}, subject: {subject:?} }}{mapping} }}"
+            );
+        }
+        let _ = writeln!(out, "    ]");
+        let _ = writeln!(out, "  }}");
+    }
+    out.push_str("}\n");
     out
 }
 
@@ -262,9 +331,26 @@ mod tests {
     }
 
     #[test]
-    fn operators_have_their_own_user() {
-        let conf = nats_authorization(Partitions::ONE);
-        assert!(conf.contains("user: operator\n      password: $OPERATOR_PASSWORD"));
+    fn operators_have_their_own_user_in_the_account_that_holds_the_streams() {
+        let conf = nats_accounts(Partitions::ONE);
+        assert!(conf.contains("ORDERFLOW: {\n    jetstream: enabled"));
+        assert!(conf.contains("users: [ { user: operator, password: $OPERATOR_PASSWORD } ]"));
+    }
+
+    #[test]
+    fn each_service_imports_only_its_grant_and_the_api_under_the_prefix() {
+        let conf = nats_accounts(Partitions::ONE);
+        assert!(conf.contains(
+            r#"{ service: { account: ORDERFLOW, subject: "$JS.API.DIRECT.GET.INVENTORY" }, to: "JS.ORDERFLOW.API.DIRECT.GET.INVENTORY" }"#
+        ));
+        assert!(conf.contains(
+            r#"{ service: { account: ORDERFLOW, subject: "$KV.stock.>" }, to: "JS.ORDERFLOW.API.$KV.stock.>" }"#
+        ));
+        assert!(conf.contains(
+            r#"{ service: "$JS.API.CONSUMER.MSG.NEXT.ORDERS.inventory", accounts: [INVENTORY], response_type: stream }"#
+        ));
+        // An event subject is exported to its writer's account alone.
+        assert!(conf.contains(r#"{ service: "orders.*.*.*.created", accounts: [ORDER] }"#));
     }
 
     #[test]
@@ -304,7 +390,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../deploy/nats/permissions.conf"
         );
-        let generated = nats_authorization(Partitions::ONE);
+        let generated = nats_accounts(Partitions::ONE);
         if std::env::var_os("ORDERFLOW_BLESS").is_some() {
             std::fs::write(path, &generated).unwrap();
         }

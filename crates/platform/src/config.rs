@@ -100,6 +100,11 @@ pub struct NatsArgs {
     /// Client key for mutual TLS (with NATS_TLS_CERT).
     #[arg(long, env = "NATS_TLS_KEY")]
     pub nats_tls_key: Option<PathBuf>,
+    /// Where this connection reaches the JetStream API: `$JS.API` in the account that holds
+    /// the streams; the prefix its own account imports the API under when each service has
+    /// an account of its own (`JS.ORDERFLOW.API`, deploy/nats/permissions.conf).
+    #[arg(long, env = "NATS_JS_API_PREFIX", default_value = bus::DEFAULT_API_PREFIX)]
+    pub nats_js_api_prefix: String,
     /// Replicas of every stream and bucket: 1 locally, 3 in a production cluster.
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
@@ -196,6 +201,7 @@ impl NatsArgs {
                 cert: self.nats_tls_cert.clone(),
                 key: self.nats_tls_key.clone(),
             },
+            api_prefix: self.nats_js_api_prefix.clone(),
             ..BusConfig::new(service).with_url(&self.nats_url)
         };
         config.validate()?;
@@ -474,6 +480,7 @@ impl Default for NatsArgs {
             nats_tls_ca: None,
             nats_tls_cert: None,
             nats_tls_key: None,
+            nats_js_api_prefix: bus::DEFAULT_API_PREFIX.to_owned(),
             stream_replicas: 1,
             stream_partitions: Partitions::ONE,
             consumer_ack_wait: Duration::from_secs(30),
