@@ -7,7 +7,12 @@ use crate::support::{accepted_order_id, order_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_orders_for_fifty_units_confirm_exactly_fifty() {
-    let app = TestApp::builder().inventory_replicas(2).spawn().await;
+    // Two hundred concurrent connections from one address: no per-client cap here.
+    let app = TestApp::builder()
+        .inventory_replicas(2)
+        .env("HTTP_MAX_CONNECTIONS_PER_CLIENT", "0")
+        .spawn()
+        .await;
     app.set_stock("HOT", 50).await;
     let url = format!("{}/v1/orders", app.order_url());
     let posts = (0..200).map(|i| {

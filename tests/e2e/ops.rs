@@ -117,6 +117,8 @@ fn help_lists_every_setting_with_its_environment_variable() {
             "HTTP_HEADER_READ_TIMEOUT_MS",
             "HTTP_MAX_CONNECTIONS",
             "HTTP_MAX_HEADER_BYTES",
+            "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+            "HTTP_WRITE_TIMEOUT_MS",
             "SHUTDOWN_GRACE_MS",
             "ADMIN_TOKEN",
             "ADMIN_TOKEN_FILE",

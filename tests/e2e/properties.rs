@@ -106,7 +106,12 @@ fn body(flaw: &Flaw) -> Vec<u8> {
 #[test]
 fn generated_bad_orders_get_4xx_problems_and_publish_nothing() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let app = runtime.block_on(TestApp::builder().env("HTTP_RATE_LIMIT", "0").spawn());
+    let app = runtime.block_on(
+        TestApp::builder()
+            .env("HTTP_RATE_LIMIT", "0")
+            .env("HTTP_MAX_CONNECTIONS_PER_CLIENT", "0")
+            .spawn(),
+    );
     let mut runner = TestRunner::new(Config {
         cases: 96,
         failure_persistence: None,

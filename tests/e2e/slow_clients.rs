@@ -47,6 +47,8 @@ async fn hundreds_of_slowloris_connections_are_closed_after_the_header_timeout_w
     let app = TestApp::builder()
         .service_env("order-service", "HTTP_HEADER_READ_TIMEOUT_MS", "1500")
         .service_env("order-service", "HTTP_RATE_LIMIT", "0")
+        // Everyone here is 127.0.0.1: as if the slow clients came from many addresses.
+        .service_env("order-service", "HTTP_MAX_CONNECTIONS_PER_CLIENT", "1000")
         .spawn()
         .await;
     app.set_stock("SLOW", 100).await;
@@ -131,4 +133,88 @@ async fn a_connection_beyond_the_cap_is_closed_at_once_and_the_cap_frees_as_slow
     })
     .await;
     drop(held);
+}
+
+#[tokio::test]
+async fn one_client_holds_at_most_its_share_of_connections_unless_it_is_a_trusted_proxy() {
+    let app = TestApp::builder()
+        .service_env("order-service", "HTTP_MAX_CONNECTIONS_PER_CLIENT", "5")
+        .service_env("order-service", "HTTP_HEADER_READ_TIMEOUT_MS", "2000")
+        .spawn()
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    // The sixth from the same address is closed without an answer, though the service has
+    // room for a thousand.
+    let mut extra = TcpStream::connect(address(&app)).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1), extra.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a sixth connection got {read:?}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(held);
+
+    // Behind a trusted proxy, one address carries many clients: not capped.
+    let proxied = TestApp::builder()
+        .service_env("order-service", "HTTP_MAX_CONNECTIONS_PER_CLIENT", "5")
+        .service_env("order-service", "HTTP_TRUSTED_PROXIES", "127.0.0.1/32")
+        .spawn()
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let mut stream = TcpStream::connect(address(&proxied)).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let response = proxied
+        .http
+        .get(format!("{}/healthz", proxied.order_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_cut_off_after_the_write_timeout() {
+    let app = TestApp::builder()
+        .service_env("order-service", "HTTP_WRITE_TIMEOUT_MS", "1000")
+        .service_env("order-service", "HTTP_RATE_LIMIT", "0")
+        .spawn()
+        .await;
+    // Hundreds of pipelined requests for the OpenAPI document — megabytes of answers — into a
+    // small receive window nobody reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket
+        .connect(address(&app).parse().unwrap())
+        .await
+        .unwrap();
+    let requests = 400;
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: orderflow\r\n\r\n".repeat(requests);
+    stream.write_all(&request).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Reading now finds the connection closed after what had been written before the stall.
+    let mut answers = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answers)).await;
+    assert!(read.is_ok(), "the stalled connection was still open");
+    let answered = String::from_utf8_lossy(&answers)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(answered < requests, "all {requests} answers were written");
 }

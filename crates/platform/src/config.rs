@@ -387,6 +387,15 @@ pub struct HttpArgs {
     /// `http_server_connections_refused_total`). Bounds the memory clients can hold.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub http_max_connections: usize,
+    /// Most connections one client (an IPv4 address, an IPv6 /64) holds at once; beyond it a
+    /// new one is closed at once. Trusted proxies (HTTP_TRUSTED_PROXIES) are not capped; 0
+    /// turns the cap off (load tests from one machine).
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 64)]
+    pub http_max_connections_per_client: usize,
+    /// How long writing an answer may stall (a client that stops reading), in milliseconds;
+    /// then the connection is closed.
+    #[arg(long, env = "HTTP_WRITE_TIMEOUT_MS", default_value = "15000", value_parser = millis)]
+    pub http_write_timeout: Duration,
     /// Largest request head (line and headers) accepted, in bytes; beyond it, 431.
     #[arg(long, env = "HTTP_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub http_max_header_bytes: usize,
@@ -417,6 +426,9 @@ impl HttpArgs {
         }
         if self.http_max_connections == 0 {
             return Err("HTTP_MAX_CONNECTIONS must be at least 1".into());
+        }
+        if self.http_write_timeout.is_zero() {
+            return Err("HTTP_WRITE_TIMEOUT_MS must be positive".into());
         }
         if !(1024..=1 << 20).contains(&self.http_max_header_bytes) {
             return Err("HTTP_MAX_HEADER_BYTES must be between 1024 and 1048576".into());
@@ -458,6 +470,8 @@ impl Default for HttpArgs {
             http_request_timeout: Duration::from_secs(10),
             http_header_read_timeout: Duration::from_secs(10),
             http_max_connections: 1024,
+            http_max_connections_per_client: 64,
+            http_write_timeout: Duration::from_secs(15),
             http_max_header_bytes: 16 * 1024,
             http_rate_limit: 1000,
             http_trusted_proxies: Vec::new(),

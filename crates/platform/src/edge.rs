@@ -125,6 +125,10 @@ pub async fn serve(
         .max_header_size(limits.http_max_header_bytes)
         .keep_alive(true);
     let slots = Arc::new(Semaphore::new(limits.http_max_connections));
+    let per_client = ClientSlots::new(
+        limits.http_max_connections_per_client,
+        limits.http_trusted_proxies.clone(),
+    );
     let connections = GracefulShutdown::new();
     metrics::gauge!(metric::HTTP_OPEN_CONNECTIONS).set(0.0);
     metrics::counter!(metric::HTTP_CONNECTIONS_REFUSED).increment(0);
@@ -141,12 +145,19 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let (Ok(slot), Some(client_slot)) = (
+            slots.clone().try_acquire_owned(),
+            per_client.take(peer.ip()),
+        ) else {
             metrics::counter!(metric::HTTP_CONNECTIONS_REFUSED).increment(1);
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // A client that stops reading its answer holds the connection no longer than this.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.http_write_timeout));
+        let stream = Box::pin(stream);
         // The peer address keys the per-client rate limit (axum's `ConnectInfo`).
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -160,12 +171,75 @@ pub async fn serve(
             // A client that goes away, or times out, is its own business.
             let _ = connection.await;
             open.decrement(1.0);
-            drop(slot);
+            drop((slot, client_slot));
         });
     }
     drop(listener);
     connections.shutdown().await;
     Ok(())
+}
+
+/// The connections each client (an IPv4 address, an IPv6 /64) holds, capped, so that one
+/// client cannot take every slot; trusted proxies, which carry many clients, are not capped
+/// (nor anyone with a limit of 0).
+#[derive(Clone)]
+struct ClientSlots {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+    limit: usize,
+    trusted_proxies: Arc<[IpNet]>,
+}
+
+/// One connection of a client, given back when dropped.
+struct ClientSlot {
+    slots: ClientSlots,
+    client: Option<IpAddr>,
+}
+
+impl ClientSlots {
+    fn new(limit: usize, trusted_proxies: Vec<IpNet>) -> Self {
+        Self {
+            open: Arc::default(),
+            limit,
+            trusted_proxies: trusted_proxies.into(),
+        }
+    }
+
+    /// A slot for a connection from `peer`, or `None` if it holds its share already.
+    fn take(&self, peer: IpAddr) -> Option<ClientSlot> {
+        if self.limit == 0 || self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+            return Some(ClientSlot {
+                slots: self.clone(),
+                client: None,
+            });
+        }
+        let client = budget_key(peer);
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(client).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            slots: self.clone(),
+            client: Some(client),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let Some(client) = self.client else {
+            return;
+        };
+        if let Ok(mut open) = self.slots.open.lock()
+            && let Some(count) = open.get_mut(&client)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&client);
+            }
+        }
+    }
 }
 
 /// A per-client (IP) request budget; `None` when turned off.

@@ -141,7 +141,8 @@ pub async fn run(fault: Fault, size: Size) -> Outcome {
     let receiver = WebhookReceiver::start().await;
     let mut builder: SystemBuilder = System::builder()
         .webhook(receiver.url(), &secret())
-        .env("HTTP_RATE_LIMIT", "0");
+        .env("HTTP_RATE_LIMIT", "0")
+        .env("HTTP_MAX_CONNECTIONS_PER_CLIENT", "0");
     if fault.is_cluster() {
         if fault != Fault::ClusterRestartsDefaults {
             // Short ack windows so redeliveries happen within the run; enough deliveries that
