@@ -13,6 +13,35 @@ fn address(app: &TestApp) -> String {
     app.order_url().trim_start_matches("http://").to_owned()
 }
 
+/// `n` connections to `app`'s order-service, each holding half a request head.
+async fn hold(app: &TestApp, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = TcpStream::connect(address(app)).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    held
+}
+
+/// A new connection to `app`'s order-service is closed within a second without an answer.
+async fn closed_at_once(app: &TestApp, what: &str) {
+    let mut extra = TcpStream::connect(address(app)).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1), extra.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "{what} got {read:?}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
 /// A slowloris client: a request line and one header, then a header byte now and then, never
 /// the blank line that ends the head. Returns when the server closes the connection, with how
 /// long it was held; gives up after `longest`.
@@ -99,30 +128,9 @@ async fn a_connection_beyond_the_cap_is_closed_at_once_and_the_cap_frees_as_slow
         .service_env("order-service", "HTTP_HEADER_READ_TIMEOUT_MS", "2000")
         .spawn()
         .await;
-    let mut held = Vec::new();
-    for _ in 0..20 {
-        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\n")
-            .await
-            .unwrap();
-        held.push(stream);
-    }
+    let held = hold(&app, 20).await;
     // The 21st is accepted by the kernel and closed by the service without an answer.
-    let refused_at = Instant::now();
-    let mut extra = TcpStream::connect(address(&app)).await.unwrap();
-    let _ = extra
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(1), extra.read_to_end(&mut answer)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "the connection over the cap got {:?}: {}",
-        read,
-        String::from_utf8_lossy(&answer)
-    );
-    assert!(refused_at.elapsed() < Duration::from_secs(1));
+    closed_at_once(&app, "the connection over the cap").await;
     // Once the held ones time out, the service answers again.
     crate::support::eventually("the cap frees up", || async {
         app.http
@@ -142,28 +150,10 @@ async fn one_client_holds_at_most_its_share_of_connections_unless_it_is_a_truste
         .service_env("order-service", "HTTP_HEADER_READ_TIMEOUT_MS", "2000")
         .spawn()
         .await;
-    let mut held = Vec::new();
-    for _ in 0..5 {
-        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\n")
-            .await
-            .unwrap();
-        held.push(stream);
-    }
+    let held = hold(&app, 5).await;
     // The sixth from the same address is closed without an answer, though the service has
     // room for a thousand.
-    let mut extra = TcpStream::connect(address(&app)).await.unwrap();
-    let _ = extra
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(1), extra.read_to_end(&mut answer)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "a sixth connection got {read:?}: {}",
-        String::from_utf8_lossy(&answer)
-    );
+    closed_at_once(&app, "a sixth connection").await;
     drop(held);
 
     // Behind a trusted proxy, one address carries many clients: not capped.
@@ -172,15 +162,7 @@ async fn one_client_holds_at_most_its_share_of_connections_unless_it_is_a_truste
         .service_env("order-service", "HTTP_TRUSTED_PROXIES", "127.0.0.1/32")
         .spawn()
         .await;
-    let mut held = Vec::new();
-    for _ in 0..10 {
-        let mut stream = TcpStream::connect(address(&proxied)).await.unwrap();
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\n")
-            .await
-            .unwrap();
-        held.push(stream);
-    }
+    let _held = hold(&proxied, 10).await;
     let response = proxied
         .http
         .get(format!("{}/healthz", proxied.order_url()))

@@ -19,6 +19,16 @@ pub enum HandlerError {
     /// message is nak'ed with a growing delay, and dead-lettered after the last delivery.
     #[error("transient: {0}")]
     Transient(#[source] BoxError),
+    /// Worth retrying, but not sooner than `after`: what it waits for (another event, another
+    /// consumer catching up) takes that long, and retrying sooner would only spend deliveries.
+    #[error("transient, retry after {after:?}: {error}")]
+    Wait {
+        /// The least delay before the next delivery.
+        after: std::time::Duration,
+        /// Why.
+        #[source]
+        error: BoxError,
+    },
     /// Can never succeed (invalid content, a broken invariant): dead letter now.
     #[error("permanent: {0}")]
     Permanent(#[source] BoxError),
@@ -28,6 +38,14 @@ impl HandlerError {
     /// A transient failure.
     pub fn transient(error: impl Into<BoxError>) -> Self {
         Self::Transient(error.into())
+    }
+
+    /// A transient failure not worth retrying sooner than `after`.
+    pub fn wait(after: std::time::Duration, error: impl Into<BoxError>) -> Self {
+        Self::Wait {
+            after,
+            error: error.into(),
+        }
     }
 
     /// A permanent failure.

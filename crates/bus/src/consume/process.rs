@@ -23,7 +23,8 @@ use crate::trace;
 /// What to do with a message once its handler is done.
 enum Verdict {
     Ack,
-    Retry(String),
+    /// Nak, after the schedule's delay or, if longer, the one given.
+    Retry(String, Option<Duration>),
     DeadLetter(DeadLetterReason, String),
 }
 
@@ -101,11 +102,12 @@ pub(super) async fn process<H: Handler>(
                 let timed_out = || HandlerError::transient(format!("handler timed out after {:?}", spec.handler_timeout));
                 let verdict = match with_progress_acks(handled, &message, spec.progress_every, &lease).await.unwrap_or_else(|_| Ok(Err(timed_out()))) {
                     Ok(Ok(())) => Verdict::Ack,
-                    Ok(Err(HandlerError::Transient(e))) if is_last_attempt => Verdict::DeadLetter(
+                    Ok(Err(HandlerError::Transient(e) | HandlerError::Wait { error: e, .. })) if is_last_attempt => Verdict::DeadLetter(
                         DeadLetterReason::RetriesExhausted,
                         format!("transient failure on the last of {} deliveries: {e}", spec.max_deliver),
                     ),
-                    Ok(Err(HandlerError::Transient(e))) => Verdict::Retry(e.to_string()),
+                    Ok(Err(HandlerError::Transient(e))) => Verdict::Retry(e.to_string(), None),
+                    Ok(Err(HandlerError::Wait { after, error })) => Verdict::Retry(error.to_string(), Some(after)),
                     Ok(Err(HandlerError::Permanent(e))) => Verdict::DeadLetter(DeadLetterReason::Permanent, e.to_string()),
                     Err(panic) => Verdict::DeadLetter(DeadLetterReason::Permanent, format!("handler panicked: {}", panic_text(&panic))),
                 };
@@ -166,7 +168,7 @@ async fn settle(
 ) -> &'static str {
     let (kind, outcome) = match verdict {
         Verdict::Ack => (AckKind::Ack, "ack"),
-        Verdict::Retry(error) if !lease.is_held() => {
+        Verdict::Retry(error, _) if !lease.is_held() => {
             // The server has redelivered the message (or will): a nak from this old delivery
             // would land on the current one and hand it to a third handler while the second
             // still works on it. Stay silent; the current delivery settles the message.
@@ -178,8 +180,10 @@ async fn settle(
             tracing::Span::current().record("otel.status_code", "ERROR");
             return "stale";
         }
-        Verdict::Retry(error) => {
-            let delay = spec.nak_delay_after(attempt);
+        Verdict::Retry(error, at_least) => {
+            let delay = spec
+                .nak_delay_after(attempt)
+                .max(at_least.unwrap_or_default());
             tracing::warn!(error, ?delay, attempt, "transient failure; will retry");
             tracing::Span::current().record("otel.status_code", "ERROR");
             (AckKind::Nak(Some(delay)), "retry")
