@@ -244,7 +244,15 @@ impl Consumer {
                         }
                         break 'pull;
                     }
-                    next = batch.next() => next,
+                    // A pull the server lost (a restart between request and answer) would never
+                    // end: its expiry ends it from the server's side, this from ours.
+                    next = tokio::time::timeout(self.spec.pull_expiry + PULL_GRACE, batch.next()) => match next {
+                        Ok(next) => next,
+                        Err(_) => {
+                            tracing::warn!(durable, "a pull went unanswered past its expiry; pulling again");
+                            break;
+                        }
+                    },
                 };
                 match next {
                     Some(Ok(message)) => {
@@ -285,6 +293,10 @@ impl Consumer {
         Ok(())
     }
 }
+
+/// How long past its expiry a pull may go without a word from the server before it is
+/// abandoned and made again.
+const PULL_GRACE: Duration = Duration::from_secs(5);
 
 /// How often the consumer's lag is read from the server.
 const LAG_EVERY: Duration = Duration::from_secs(5);
