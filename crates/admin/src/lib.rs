@@ -46,6 +46,20 @@ pub enum Command {
     Usage(usage::UsageArgs),
 }
 
+/// Who the admin connects as (its connection name and reply inbox).
+pub(crate) const CONNECTION_NAME: &str = "orderflow-admin";
+
+/// Whether `bus` is connected within `within` (it reconnects in the background).
+pub(crate) async fn connected(bus: &bus::Bus, within: std::time::Duration) -> bool {
+    tokio::time::timeout(within, async {
+        while !bus.is_connected() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// Runs `cli`; what it prints is the outcome (stdout) or why it failed (stderr).
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {

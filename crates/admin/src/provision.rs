@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 use bus::{Bus, ConsumeError, Consumer, ConsumerSpec, ProvisionError, StreamSettings};
 use platform::config::{NatsArgs, NatsConfigError};
 
-/// Who the provisioning step connects as (its connection name and reply inbox).
-const CONNECTION_NAME: &str = "orderflow-admin";
-
 /// `orderflow-admin provision`'s settings: the services' NATS settings, and whether
 /// order-service archives.
 #[derive(Debug, Clone, clap::Args)]
@@ -100,16 +97,13 @@ impl ProvisionFailed {
 /// until `args.timeout`.
 pub async fn run(args: &ProvisionArgs) -> Result<Provisioned, ProvisionFailed> {
     let deadline = Instant::now() + args.timeout;
-    let bus = Bus::connect(&args.nats.bus_config(CONNECTION_NAME)?).await?;
+    let bus = Bus::connect(&args.nats.bus_config(crate::CONNECTION_NAME)?).await?;
     let outcome = async {
-        while !bus.is_connected() {
-            if Instant::now() > deadline {
-                return Err(ProvisionFailed::Unreachable {
-                    url: args.nats.nats_url.clone(),
-                    timeout: args.timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !crate::connected(&bus, args.timeout).await {
+            return Err(ProvisionFailed::Unreachable {
+                url: args.nats.nats_url.clone(),
+                timeout: args.timeout,
+            });
         }
         let mut delay = Duration::from_millis(200);
         loop {

@@ -59,14 +59,8 @@ pub(crate) async fn run(args: &UsageArgs, json: bool) -> ExitCode {
 
 async fn usage(args: &UsageArgs) -> Result<(Vec<Usage>, f64), Box<dyn std::error::Error>> {
     let settings = args.nats.stream_settings()?;
-    let bus = Bus::connect(&args.nats.bus_config("orderflow-admin")?).await?;
-    let connected = tokio::time::timeout(Duration::from_secs(10), async {
-        while !bus.is_connected() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    if connected.is_err() {
+    let bus = Bus::connect(&args.nats.bus_config(crate::CONNECTION_NAME)?).await?;
+    if !crate::connected(&bus, Duration::from_secs(10)).await {
         return Err(format!("cannot reach NATS at {}", args.nats.nats_url).into());
     }
     let mut stores = bus::stream_names(&settings);

@@ -269,17 +269,9 @@ impl Bus {
         for stream in streams(settings)? {
             let name = stream.config.name.clone();
             if let Ok(existing) = self.jetstream().get_stream(&name).await
-                && let Some(found) = existing
-                    .cached_info()
-                    .config
-                    .metadata
-                    .get(layout::LAYOUT_METADATA)
-                && *found != layout::LAYOUT_VERSION.to_string()
+                && let Some(other) = other_layout(&name, existing.cached_info())
             {
-                return Err(ProvisionError::Layout {
-                    stream: name,
-                    found: found.clone(),
-                });
+                return Err(other);
             }
             self.jetstream()
                 .create_or_update_stream(stream.config)
@@ -317,20 +309,12 @@ impl Bus {
                     source,
                 }
             })?;
-            match found
-                .cached_info()
-                .config
-                .metadata
-                .get(layout::LAYOUT_METADATA)
-            {
-                None => return Err(ProvisionError::Unrecorded { stream: name }),
-                Some(found) if *found != layout::LAYOUT_VERSION.to_string() => {
-                    return Err(ProvisionError::Layout {
-                        stream: name,
-                        found: found.clone(),
-                    });
-                }
-                Some(_) => {}
+            let info = found.cached_info();
+            if let Some(other) = other_layout(&name, info) {
+                return Err(other);
+            }
+            if !info.config.metadata.contains_key(layout::LAYOUT_METADATA) {
+                return Err(ProvisionError::Unrecorded { stream: name });
             }
         }
         Ok(())
@@ -458,6 +442,15 @@ impl Bus {
         }
         Ok(usage)
     }
+}
+
+/// [`ProvisionError::Layout`] if `stream` records a subject layout other than this build's.
+fn other_layout(stream: &str, info: &stream::Info) -> Option<ProvisionError> {
+    let found = info.config.metadata.get(layout::LAYOUT_METADATA)?;
+    (*found != layout::LAYOUT_VERSION.to_string()).then(|| ProvisionError::Layout {
+        stream: stream.to_owned(),
+        found: found.clone(),
+    })
 }
 
 /// The name of every stream `settings` describe (none if they cannot work).

@@ -139,7 +139,7 @@ impl Consumer {
                 source,
             }
         };
-        let mut consumer: PullConsumer = bus
+        let consumer: PullConsumer = bus
             .jetstream()
             .get_consumer_from_stream(&spec.durable, &spec.stream)
             .await
@@ -157,8 +157,6 @@ impl Consumer {
                 what,
             });
         }
-        // Read once more so the first lag report is current.
-        let _ = consumer.info().await;
         Ok(Self {
             bus: bus.clone(),
             spec: Arc::new(spec),
