@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod archive;
+mod backup;
 mod bad_input;
 mod cluster;
 mod contention;

@@ -46,20 +46,20 @@ async fn main() -> anyhow::Result<()> {
     // Create-only: expected last sequence 0 under the order's subjects.
     let first = bus
         .events()
-        .append(&history, &subject, &created, &msg_id, 0)
+        .append(&history, &subject, &created, &msg_id, 0, &[])
         .await?;
     println!("appended {subject}: {first:?}");
     // The same append again (a retry, its answer lost) finds its own event: stored, once.
     let retry = bus
         .events()
-        .append(&history, &subject, &created, &msg_id, 0)
+        .append(&history, &subject, &created, &msg_id, 0, &[])
         .await?;
     println!("retried: {retry:?}");
     // Another writer's event for the same order finds the history moved, and gets it instead.
     let competing = Envelope::new("/orderflow/quickstart", created.event.clone());
     match bus
         .events()
-        .append(&history, &subject, &competing, &msg_id, 0)
+        .append(&history, &subject, &competing, &msg_id, 0, &[])
         .await?
     {
         Appended::Moved(events) => {

@@ -260,9 +260,10 @@ impl EventLog {
     }
 
     /// Appends `envelope` on `subject` if nothing was appended under `history` since sequence
-    /// `after` (0: if nothing ever was). If the history moved — or the server deduplicated the
-    /// message id — reads it and returns it, unless it already holds this very event (an
-    /// earlier try stored it and its answer was lost), which counts as stored.
+    /// `after` (0: if nothing ever was), with `annotations` as headers beside the event's. If
+    /// the history moved — or the server deduplicated the message id — reads it and returns
+    /// it, unless it already holds this very event (an earlier try stored it and its answer
+    /// was lost), which counts as stored.
     pub async fn append(
         &self,
         history: &History,
@@ -270,6 +271,7 @@ impl EventLog {
         envelope: &Envelope,
         msg_id: &MsgId,
         after: u64,
+        annotations: &[(&str, &str)],
     ) -> Result<Appended, AppendError> {
         let expect = Expect {
             filter: history.filter.clone(),
@@ -277,7 +279,7 @@ impl EventLog {
         };
         match self
             .publisher
-            .append(subject, envelope, msg_id, &expect)
+            .append(subject, envelope, msg_id, &expect, annotations)
             .await
         {
             Ok(Published {

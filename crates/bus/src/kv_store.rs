@@ -373,29 +373,48 @@ impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
     pub async fn modify<R>(
         &self,
         key: &str,
-        mut decide: impl FnMut(Option<&T>) -> Change<T, R>,
+        decide: impl FnMut(Option<&T>) -> Change<T, R>,
     ) -> Result<R, StoreError> {
+        Ok(self.modify_versioned(key, decide).await?.value)
+    }
+
+    /// [`Self::modify`], and the revision the decision took effect at: the one written, or
+    /// the one read when the decision was to keep (0: the key did not exist).
+    pub async fn modify_versioned<R>(
+        &self,
+        key: &str,
+        mut decide: impl FnMut(Option<&T>) -> Change<T, R>,
+    ) -> Result<Versioned<R>, StoreError> {
         if let Some(guess) = self.cache.as_ref().and_then(|cache| cache.get(key))
             && let Change::Write(value, result) = decide(guess.as_ref().map(|g| &g.value))
-            && self
-                .write_over(key, &value, guess.as_ref())
-                .await?
-                .is_some()
+            && let Some(revision) = self.write_over(key, &value, guess.as_ref()).await?
         {
-            return Ok(result);
+            return Ok(Versioned {
+                value: result,
+                revision,
+            });
         }
         // A stale guess, or a decision to keep: decide again on what the server has.
         for attempt in 1..=MAX_CAS_ATTEMPTS {
             let current = self.get(key).await?;
+            let read_at = current.as_ref().map_or(0, |c| c.revision);
             let written = match decide(current.as_ref().map(|c| &c.value)) {
-                Change::Keep(result) => return Ok(result),
+                Change::Keep(result) => {
+                    return Ok(Versioned {
+                        value: result,
+                        revision: read_at,
+                    });
+                }
                 Change::Write(value, result) => self
                     .write_over(key, &value, current.as_ref())
                     .await?
-                    .map(|_| result),
+                    .map(|revision| Versioned {
+                        value: result,
+                        revision,
+                    }),
             };
-            if let Some(result) = written {
-                return Ok(result);
+            if let Some(written) = written {
+                return Ok(written);
             }
             metrics::counter!(metric::KV_CAS_CONFLICTS, "bucket" => self.bucket.clone())
                 .increment(1);

@@ -292,19 +292,22 @@ impl Publisher {
         envelope: &Envelope,
         msg_id: &MsgId,
     ) -> Result<Published, PublishError> {
-        self.publish_event(subject, envelope, msg_id, None).await
+        self.publish_event(subject, envelope, msg_id, None, &[])
+            .await
     }
 
-    /// Appends `envelope` on `subject` only if nothing was appended under `expect.filter`
-    /// since `expect.last`; [`PublishError::Conflict`] if something was.
+    /// Appends `envelope` on `subject`, with `annotations` as headers besides the event's own,
+    /// only if nothing was appended under `expect.filter` since `expect.last`;
+    /// [`PublishError::Conflict`] if something was.
     pub async fn append(
         &self,
         subject: &str,
         envelope: &Envelope,
         msg_id: &MsgId,
         expect: &Expect,
+        annotations: &[(&str, &str)],
     ) -> Result<Published, PublishError> {
-        self.publish_event(subject, envelope, msg_id, Some(expect))
+        self.publish_event(subject, envelope, msg_id, Some(expect), annotations)
             .await
     }
 
@@ -314,6 +317,7 @@ impl Publisher {
         envelope: &Envelope,
         msg_id: &MsgId,
         expect: Option<&Expect>,
+        annotations: &[(&str, &str)],
     ) -> Result<Published, PublishError> {
         let kind = envelope.kind();
         let payload = envelope
@@ -325,6 +329,9 @@ impl Publisher {
             header::EVENT_VERSION,
             kind.current_version().to_string().as_str(),
         );
+        for (name, value) in annotations {
+            headers.insert(*name, *value);
+        }
         if let Some(expect) = expect {
             headers.insert(
                 header::EXPECTED_LAST_SUBJECT_SEQUENCE,

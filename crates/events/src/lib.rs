@@ -25,6 +25,7 @@ pub use envelope::{DecodeError, Envelope, Event, EventKind, SPEC_VERSION};
 pub use id::{Currency, CustomerId, InvalidId, OrderId, Sku, TOKEN_MAX_LEN, TOKEN_PATTERN};
 pub use inventory::{
     InventoryRejected, InventoryReleased, InventoryReserved, ReservedLine, Shortfall,
+    StockRevisions,
 };
 pub use layout::{Domain, OrderKey, Partitions};
 pub use notification::{Channel, NotificationFailed, NotificationKind, NotificationSent};

@@ -122,11 +122,22 @@ pub mod header {
     pub const DLQ_TIME: &str = "Dlq-Time";
     /// Dead letter: the original `Nats-Msg-Id`, kept because the dead letter needs its own.
     pub const DLQ_MSG_ID: &str = "Dlq-Original-Msg-Id";
+    /// An inventory decision or release: per SKU, the revision of the `stock` record its
+    /// stock change is at (a JSON object, [`crate::StockRevisions`]), so that a backup can
+    /// tell whether its copy of a record holds the change.
+    pub const STOCK_REVISION: &str = "Orderflow-Stock-Revision";
 
     /// The headers a redrive carries over from the original message: what an event carries
     /// besides its body — its type and version, and its trace context. Nothing else (no
     /// precondition, no `Dlq-*` claim) is published again.
-    pub const REPLAYED: [&str; 5] = [EVENT_TYPE, EVENT_VERSION, TRACEPARENT, TRACESTATE, BAGGAGE];
+    pub const REPLAYED: [&str; 6] = [
+        EVENT_TYPE,
+        EVENT_VERSION,
+        STOCK_REVISION,
+        TRACEPARENT,
+        TRACESTATE,
+        BAGGAGE,
+    ];
 }
 
 /// The values of the `Dlq-Reason` header.

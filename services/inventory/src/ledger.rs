@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::{Change, KvStore, Lease, StoreError};
+use bus::{Change, KvStore, Lease, StoreError, Versioned};
 use events::Sku;
 use futures::FutureExt as _;
 use tokio::sync::{Notify, oneshot};
@@ -54,7 +54,7 @@ impl From<LedgerError> for bus::HandlerError {
     }
 }
 
-type Reply = oneshot::Sender<Result<Applied, LedgerError>>;
+type Reply = oneshot::Sender<Result<Versioned<Applied>, LedgerError>>;
 
 struct Job {
     op: StockOp,
@@ -109,13 +109,14 @@ impl Ledger {
     }
 
     /// Applies `op` to `sku` in the next batch and waits until it is written (or found to
-    /// change nothing); `lease` is checked when the batch is applied.
+    /// change nothing); `lease` is checked when the batch is applied. The revision is the
+    /// record's, written or read: the stock revision an event recording the change carries.
     pub async fn apply(
         &self,
         sku: &Sku,
         op: StockOp,
         lease: Option<&Lease>,
-    ) -> Result<Applied, LedgerError> {
+    ) -> Result<Versioned<Applied>, LedgerError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(
             sku,
@@ -236,7 +237,7 @@ impl Ledger {
             jobs.iter().map(|j| (j.op, j.lease.clone())).collect();
         let written = self
             .stock
-            .modify(sku.as_str(), |current| {
+            .modify_versioned(sku.as_str(), |current| {
                 let mut record = current.cloned().unwrap_or_default();
                 let mut changed = false;
                 let results: Vec<Result<Applied, LedgerError>> = ops
@@ -260,13 +261,16 @@ impl Ledger {
             .await;
         metrics::histogram!(metric::STOCK_BATCH_SIZE).record(jobs.len() as f64);
         match written {
-            Ok((results, marks)) => {
+            Ok(Versioned {
+                value: (results, marks),
+                revision,
+            }) => {
                 if marks > 0 {
                     self.marked(Some(sku.clone()));
                 }
                 for (job, result) in jobs.drain(..).zip(results) {
                     if let Some(reply) = job.reply {
-                        let _ = reply.send(result);
+                        let _ = reply.send(result.map(|value| Versioned { value, revision }));
                     }
                 }
             }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use bus::{ConsumerSpec, Delivery, HandlerError, Lease};
 use events::{
     Envelope, Event, OrderCreated, OrderId, OrderKey, Partitions, ReservedLine, Shortfall, Sku,
+    StockRevisions,
 };
 use uuid::Uuid;
 
@@ -78,6 +79,8 @@ struct Taken {
     event: Uuid,
     /// The lines that were short.
     shortfall: Vec<Shortfall>,
+    /// The stock revisions the takes were written or read at.
+    revisions: StockRevisions,
 }
 
 impl Saga {
@@ -107,7 +110,11 @@ impl Saga {
                 reservation::rejected(key.order, taken.shortfall.clone(), taken.event, cause)
             };
             // Create-only: the first decision is the decision.
-            match self.store.append(key, &decision, 0).await? {
+            match self
+                .store
+                .append(key, &decision, 0, Some(&taken.revisions))
+                .await?
+            {
                 Ok(_) => {
                     self.settle_own(key.order, &lines, &decision).await?;
                     tracing::info!(order_id = %key.order, decision = %decision.kind(), "reservation decided");
@@ -134,6 +141,7 @@ impl Saga {
         let fresh = Uuid::now_v7();
         let mut marked: Option<Uuid> = None;
         let mut shortfall = Vec::new();
+        let mut revisions = StockRevisions::default();
         for line in lines {
             let outcome = if shortfall.is_empty() {
                 let event = marked.unwrap_or(fresh);
@@ -142,12 +150,13 @@ impl Saga {
                     quantity: line.quantity,
                     event,
                 };
-                match self
+                let applied = self
                     .store
                     .ledger()
                     .apply(&line.sku, op, Some(lease))
-                    .await?
-                {
+                    .await?;
+                revisions.note(&line.sku, applied.revision);
+                match applied.value {
                     Applied::Moved => Applied::Moved,
                     Applied::AlreadyMoved(earlier) => match marked {
                         Some(ours) if ours != earlier => {
@@ -163,6 +172,7 @@ impl Saga {
                 }
             } else {
                 let stock = self.store.ledger().stock().get(line.sku.as_str()).await?;
+                revisions.note(&line.sku, stock.as_ref().map_or(0, |s| s.revision));
                 let available = stock.map_or(0, |s| s.value.available);
                 if available >= u64::from(line.quantity) {
                     continue;
@@ -183,6 +193,7 @@ impl Saga {
         Ok(Taken {
             event: marked.unwrap_or(fresh),
             shortfall,
+            revisions,
         })
     }
 
@@ -269,7 +280,7 @@ impl Saga {
         cause: &Envelope,
     ) -> Result<Option<Reservation>, HandlerError> {
         let rejection = reservation::rejected(key.order, Vec::new(), Uuid::now_v7(), cause);
-        match self.store.append(key, &rejection, 0).await? {
+        match self.store.append(key, &rejection, 0, None).await? {
             Ok(_) => {
                 tracing::info!(order_id = %key.order, "cancelled before its reservation; rejected in advance");
                 Ok(None)
@@ -293,6 +304,7 @@ impl Saga {
         let ledger = self.store.ledger();
         let fresh = Uuid::now_v7();
         let mut marked: Option<Uuid> = None;
+        let mut revisions = StockRevisions::default();
         for line in lines {
             // The takes were kept: their marks can go in the same write.
             if let Some(decision) = decision {
@@ -303,7 +315,9 @@ impl Saga {
                 quantity: line.quantity,
                 event: marked.unwrap_or(fresh),
             };
-            match ledger.apply(&line.sku, op, Some(lease)).await? {
+            let applied = ledger.apply(&line.sku, op, Some(lease)).await?;
+            revisions.note(&line.sku, applied.revision);
+            match applied.value {
                 Applied::AlreadyMoved(earlier) if marked.is_none() => marked = Some(earlier),
                 Applied::AlreadyMoved(earlier) if marked != Some(earlier) => {
                     return Err(HandlerError::transient(format!(
@@ -319,7 +333,7 @@ impl Saga {
         let released = reservation::released(key.order, lines.to_vec(), release, cause);
         match self
             .store
-            .append(key, &released, reservation.last_sequence)
+            .append(key, &released, reservation.last_sequence, Some(&revisions))
             .await?
         {
             Ok(_) => {

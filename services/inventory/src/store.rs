@@ -11,7 +11,8 @@ use bus::ReadError;
 use bus::{AppendError, Appended, Bus, EventLog, KvStore, MsgId, ProvisionError, StreamSettings};
 use events::layout::{self, History};
 use events::names::bucket::STOCK;
-use events::{Domain, Envelope, OrderId, OrderKey, Partitions, Sku};
+use events::names::header;
+use events::{Domain, Envelope, OrderId, OrderKey, Partitions, Sku, StockRevisions};
 
 use crate::ledger::Ledger;
 use crate::reservation::Reservation;
@@ -73,13 +74,20 @@ impl Store {
     }
 
     /// Appends `event` to the order's inventory history if it has not moved past `after`;
-    /// the moved history, folded, if it has.
+    /// the moved history, folded, if it has. `stock` says where the event's stock changes
+    /// are in the stock bucket, if it made any (sent as [`header::STOCK_REVISION`]).
     pub async fn append(
         &self,
         key: &OrderKey,
         event: &Envelope,
         after: u64,
+        stock: Option<&StockRevisions>,
     ) -> Result<Result<u64, Reservation>, AppendError> {
+        let revision = stock.map(StockRevisions::to_header);
+        let annotations: Vec<(&str, &str)> = revision
+            .iter()
+            .map(|r| (header::STOCK_REVISION, r.as_str()))
+            .collect();
         let appended = self
             .log
             .append(
@@ -88,6 +96,7 @@ impl Store {
                 event,
                 &MsgId::new(event.kind(), key.order),
                 after,
+                &annotations,
             )
             .await?;
         Ok(match appended {

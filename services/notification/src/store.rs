@@ -61,6 +61,7 @@ impl Store {
                 outcome,
                 &MsgId::new(outcome.kind(), notification_id(key.order, kind)),
                 0,
+                &[],
             )
             .await?;
         Ok(matches!(appended, Appended::Stored(_)))

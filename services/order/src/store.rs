@@ -225,6 +225,7 @@ impl Store {
                 created,
                 &MsgId::new(created.kind(), key.order),
                 0,
+                &[],
             )
             .await?;
         let order = match appended {
@@ -344,6 +345,7 @@ impl Store {
                     &event,
                     &MsgId::new(event.kind(), key.order),
                     order.last_sequence,
+                    &[],
                 )
                 .await?;
             match appended {

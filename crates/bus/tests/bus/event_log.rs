@@ -52,6 +52,7 @@ async fn append(h: &Harness, envelope: &Envelope, after: u64) -> Appended {
             envelope,
             &MsgId::new(envelope.kind(), envelope.id),
             after,
+            &[],
         )
         .await
         .unwrap()
