@@ -18,6 +18,7 @@ pub struct Bus {
     jetstream: jetstream::Context,
     publisher: Publisher,
     events: EventLog,
+    api_prefix: std::sync::Arc<str>,
 }
 
 /// Why the bus could not be set up.
@@ -93,7 +94,13 @@ impl Bus {
             jetstream,
             publisher,
             events,
+            api_prefix: config.api_prefix.as_str().into(),
         })
+    }
+
+    /// The subject prefix of the JetStream API this connection uses.
+    pub fn api_prefix(&self) -> &str {
+        &self.api_prefix
     }
 
     /// Whether the connection is up (the readiness signal).

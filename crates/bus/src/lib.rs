@@ -26,6 +26,7 @@ mod handler;
 mod kv_store;
 mod provision;
 mod publish;
+mod snapshot;
 mod trace;
 
 pub use config::{
@@ -41,6 +42,7 @@ pub use provision::{
     Bounds, KvBucket, ProvisionError, StreamSettings, Usage, stores_written_by, stream_names,
 };
 pub use publish::{Expect, MsgId, PublishError, Published, Publisher};
+pub use snapshot::{SnapshotError, StreamSnapshot};
 pub use trace::{HeaderExtractor, HeaderInjector};
 
 /// Re-exported so services can name KV stores and cancellation without extra dependencies.

@@ -12,5 +12,6 @@ mod provision;
 mod publish;
 mod restart;
 mod security;
+mod snapshot;
 mod support;
 mod trace_context;
