@@ -6,6 +6,7 @@
 mod api;
 mod ledger;
 mod reservation;
+pub mod restore;
 mod saga;
 mod stock;
 mod store;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
 pub use api::{SetStock, StockView};
+pub use stock::{Mark, StockRecord};
 
 /// The service name: connection name, `service.name`, event `source`.
 pub const SERVICE: &str = "inventory-service";

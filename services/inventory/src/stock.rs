@@ -202,7 +202,7 @@ impl StockRecord {
         self.taking.len() + self.returning.len()
     }
 
-    fn give_back(&mut self, quantity: u32) {
+    pub(crate) fn give_back(&mut self, quantity: u32) {
         let units = u64::from(quantity);
         self.available += units;
         self.reserved = self.reserved.saturating_sub(units);

@@ -80,6 +80,16 @@ pub enum ConsumeError {
     },
 }
 
+/// Where a new consumer and its advisory watcher start (stream sequences; `None`: at the
+/// beginning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Starts {
+    /// The consumer's first sequence.
+    pub consumer: Option<u64>,
+    /// Its watcher's first sequence in `ADVISORIES`.
+    pub watcher: Option<u64>,
+}
+
 /// A provisioned durable pull consumer, ready to [`run`](Consumer::run) a handler.
 #[derive(Debug)]
 pub struct Consumer {
@@ -97,14 +107,40 @@ impl Consumer {
     }
 
     /// Validates `spec` and creates (or updates) its durable consumer and the watcher of its
-    /// max-deliveries advisories: the provisioning step's job, never a service's.
+    /// max-deliveries advisories: the provisioning step's job, never a service's. A consumer
+    /// that exists keeps where it started (a restore starts consumers part-way).
     pub async fn provision(bus: &Bus, spec: &ConsumerSpec) -> Result<(), ConsumeError> {
+        Self::provision_from(bus, spec, Starts::default()).await
+    }
+
+    /// [`Self::provision`], with the consumer and its watcher starting at the given stream
+    /// sequences if they do not exist yet — what a restore does, to deliver again everything
+    /// after the marks its backup took.
+    pub async fn provision_from(
+        bus: &Bus,
+        spec: &ConsumerSpec,
+        starts: Starts,
+    ) -> Result<(), ConsumeError> {
         spec.validate().map_err(|source| ConsumeError::Spec {
             durable: spec.durable.clone(),
             source,
         })?;
-        let create = |config: pull::Config, stream: String| async move {
+        let create = |mut config: pull::Config, stream: String, start: Option<u64>| async move {
             let durable = config.durable_name.clone().unwrap_or_default();
+            // The start cannot be changed once made: an update repeats the existing one.
+            let existing = bus
+                .jetstream()
+                .get_consumer_from_stream::<pull::Config, _, _>(&durable, &stream)
+                .await
+                .ok()
+                .map(|c: PullConsumer| c.cached_info().config.deliver_policy);
+            config.deliver_policy = match (existing, start) {
+                (Some(policy), _) => policy,
+                (None, Some(start)) => jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start.max(1),
+                },
+                (None, None) => config.deliver_policy,
+            };
             bus.jetstream()
                 .create_consumer_on_stream(config, &stream)
                 .await
@@ -115,10 +151,11 @@ impl Consumer {
                     source,
                 })
         };
-        create(spec.server_config(), spec.stream.clone()).await?;
+        create(spec.server_config(), spec.stream.clone(), starts.consumer).await?;
         create(
             dead_letter::watcher_config(&spec.stream, &spec.durable),
             names::stream::ADVISORIES.to_owned(),
+            starts.watcher,
         )
         .await
     }
