@@ -1,8 +1,15 @@
 //! Backup and restore: what a backup needs from the running system, and the round trip.
 
-use events::StockRevisions;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
 use events::names::header;
-use testkit::TestApp;
+use events::{Envelope, Event, EventKind, StockRevisions};
+use serde_json::Value;
+use testkit::{
+    Ledger, NatsServer, Outcome, PostgresServer, System, TestApp, WebhookReceiver, Workload,
+    check_invariants,
+};
 
 /// A backup tells, SKU by SKU, whether its copy of a stock record holds an order's take by
 /// comparing revisions: so every decision says where its takes are.
@@ -42,6 +49,186 @@ async fn a_reservation_says_which_stock_revision_holds_its_take() {
         assert!(
             set_at < taken_at && taken_at <= now,
             "{sku}: stock set at {set_at}, taken at {taken_at}, record at {now}"
+        );
+    }
+}
+
+/// Every event of `stream` on `nats`, by sequence, decoded.
+async fn events_of(nats: &str, stream: &str) -> Vec<(u64, Envelope)> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats).await.unwrap());
+    let mut handle = js.get_stream(stream).await.unwrap();
+    let last = handle.info().await.unwrap().state.last_sequence;
+    let mut events = Vec::new();
+    for sequence in 1..=last {
+        if let Ok(message) = handle.get_raw_message(sequence).await {
+            events.push((sequence, Envelope::decode(&message.payload).unwrap()));
+        }
+    }
+    events
+}
+
+fn part<'a>(manifest: &'a Value, name: &str) -> &'a Value {
+    manifest["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no part {name} in {manifest}"))
+}
+
+/// The whole round trip, under load: a backup taken while orders flow, restored into a fresh
+/// NATS and PostgreSQL, holds every invariant — every order of the backup settles (those in
+/// flight finish), those settled before it read the same, stock is conserved, and no webhook
+/// the backup records as sent is sent again.
+#[tokio::test]
+async fn a_backup_taken_under_load_restores_into_a_fresh_deployment_with_every_invariant() {
+    let webhooks = WebhookReceiver::start().await;
+    let source = System::builder()
+        .webhook(webhooks.url(), "whsec_dGVzdC1iYWNrdXAtc2VjcmV0LTAxMjM0NTY3")
+        .start()
+        .await;
+    let initial: BTreeMap<String, u64> = [("BACKUP-A", 150), ("BACKUP-B", 150), ("BACKUP-C", 40)]
+        .into_iter()
+        .map(|(sku, units)| (sku.to_owned(), units))
+        .collect();
+    for (sku, units) in &initial {
+        source.set_stock(sku, *units).await;
+    }
+    let skus: Vec<&str> = initial.keys().map(String::as_str).collect();
+    let workload = Workload::new(source.order.url(), "backup", 400, 100.0, &skus);
+    let driver = tokio::spawn(workload.clone().drive());
+
+    // Inventory stalls for a moment, so that orders are in flight when the backup begins,
+    // and takes them up while it runs.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    source.inventory[0].pause();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = source.postgres.as_ref().unwrap();
+    let env = vec![
+        ("NATS_URL".to_owned(), source.nats.url()),
+        ("ARCHIVE_URL".to_owned(), postgres.url()),
+        (
+            "PG_DUMP".to_owned(),
+            postgres.tool("pg_dump").display().to_string(),
+        ),
+    ];
+    let to = dir.path().to_str().unwrap().to_owned();
+    let backup = tokio::task::spawn_blocking(move || {
+        testkit::admin(&["--json", "backup", "--to", &to], &env)
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    source.inventory[0].resume();
+    let manifest: Value = serde_json::from_str(&backup.await.unwrap()).unwrap();
+    let ledger = driver.await.unwrap();
+
+    // What the backup holds, read from the source (which keeps running).
+    let orders = events_of(&source.nats.url(), "ORDERS").await;
+    let in_backup_until = part(&manifest, "ORDERS")["last_sequence"].as_u64().unwrap();
+    let began_at = manifest["marks"]["streams"]["ORDERS"].as_u64().unwrap();
+    let created: BTreeSet<String> = orders
+        .iter()
+        .filter(|(seq, e)| *seq <= in_backup_until && e.kind() == EventKind::OrderCreated)
+        .map(|(_, e)| e.correlation_id.to_string())
+        .collect();
+    let settled_before: BTreeSet<String> = orders
+        .iter()
+        .filter(|(seq, e)| *seq <= began_at && e.kind() != EventKind::OrderCreated)
+        .map(|(_, e)| e.correlation_id.to_string())
+        .collect();
+    let in_flight = created.len() - settled_before.len();
+    assert!(
+        !settled_before.is_empty() && in_flight > 0,
+        "the backup should fall mid-load: {} settled before it, {in_flight} in flight",
+        settled_before.len()
+    );
+
+    let sent_before_restore = webhooks.received().len();
+    let (target_nats, target_postgres) = (NatsServer::start(), PostgresServer::start());
+    let restored = testkit::admin(
+        &["--json", "restore", "--from", dir.path().to_str().unwrap()],
+        &[
+            ("NATS_URL".into(), target_nats.url()),
+            ("ARCHIVE_URL".into(), target_postgres.url()),
+            ("ARCHIVE_CONSUMERS".into(), "true".into()),
+            (
+                "PG_RESTORE".into(),
+                target_postgres.tool("pg_restore").display().to_string(),
+            ),
+        ],
+    );
+    let restored: Value = serde_json::from_str(&restored).unwrap();
+    assert_eq!(restored["archive"], true, "{restored}");
+    eprintln!("restored: {restored}");
+    let target = System::builder()
+        .webhook(webhooks.url(), "whsec_dGVzdC1iYWNrdXAtc2VjcmV0LTAxMjM0NTY3")
+        .nats(target_nats)
+        .postgres(target_postgres)
+        .start()
+        .await;
+
+    // Every order of the backup settles on the restored deployment, stock is conserved,
+    // nothing is pending or dead-lettered, the archive agrees.
+    let restored_ledger = Ledger {
+        attempts: ledger
+            .attempts
+            .iter()
+            .filter(|a| matches!(&a.outcome, Outcome::Accepted(id) if created.contains(id)))
+            .cloned()
+            .collect(),
+    };
+    assert_eq!(
+        restored_ledger.accepted(),
+        created,
+        "every order of the backup was accepted"
+    );
+    let report = check_invariants(
+        &target,
+        &restored_ledger,
+        &workload,
+        &initial,
+        None,
+        0,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        report.violations.is_empty(),
+        "{report}\nrestore: {restored}"
+    );
+
+    // Orders settled before the backup began read the same.
+    for id in &settled_before {
+        assert_eq!(source.order(id).await, target.order(id).await, "order {id}");
+    }
+
+    // No webhook the backup records as sent went out again.
+    let in_backup = part(&manifest, "NOTIFICATIONS")["last_sequence"]
+        .as_u64()
+        .unwrap();
+    let recorded: Vec<String> = events_of(&target.nats.url(), "NOTIFICATIONS")
+        .await
+        .into_iter()
+        .filter(|(seq, _)| *seq <= in_backup)
+        .filter_map(|(_, e)| match e.event {
+            Event::NotificationSent(sent) => Some(sent.notification_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(!recorded.is_empty());
+    let received = webhooks.received();
+    for id in &recorded {
+        let deliveries = received
+            .iter()
+            .filter(|w| w.header("webhook-id") == Some(id.as_str()))
+            .count();
+        let after = received[sent_before_restore..]
+            .iter()
+            .filter(|w| w.header("webhook-id") == Some(id.as_str()))
+            .count();
+        assert_eq!(
+            deliveries, 1,
+            "webhook {id} was delivered {deliveries} times, {after} after the restore"
         );
     }
 }

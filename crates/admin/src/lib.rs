@@ -7,16 +7,23 @@
 //! Credentials come from the environment or files (`NATS_PASSWORD_FILE`), never from the
 //! command line; `--json` prints what a script reads.
 
+mod backup;
+mod manifest;
+mod postgres;
 mod provision;
+mod restore;
 mod usage;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use backup::{BackupArgs, BackupFailed, run as backup};
+pub use manifest::Manifest;
 pub use provision::{
     ProvisionArgs, ProvisionFailed, Provisioned, provision, run as provision_deployment,
 };
+pub use restore::{RestoreArgs, RestoreFailed, Restored, run as restore};
 
 /// `orderflow-admin`.
 #[derive(Debug, Parser)]
@@ -44,6 +51,12 @@ pub enum Command {
     /// How full every stream and bucket is against its byte bound (exit 1 if any is above the
     /// admission limit, where order-service refuses new orders).
     Usage(usage::UsageArgs),
+    /// Take an online backup of everything the deployment stores — streams, buckets, consumer
+    /// marks and the PostgreSQL archive — into a directory, while orders flow.
+    Backup(BackupArgs),
+    /// Restore a backup into a fresh deployment (NATS with none of the system's streams, an
+    /// empty archive database); then start the services.
+    Restore(RestoreArgs),
 }
 
 /// Who the admin connects as (its connection name and reply inbox).
@@ -62,24 +75,36 @@ pub(crate) async fn connected(bus: &bus::Bus, within: std::time::Duration) -> bo
 
 /// Runs `cli`; what it prints is the outcome (stdout) or why it failed (stderr).
 pub async fn run(cli: Cli) -> ExitCode {
+    let json = cli.json;
     match cli.command {
-        Command::Provision(args) => match provision::run(&args).await {
-            Ok(done) => {
-                if cli.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&done).unwrap_or_default()
-                    );
-                } else {
-                    println!("{done}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("orderflow-admin provision: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Usage(args) => usage::run(&args, cli.json).await,
+        Command::Provision(args) => report("provision", json, provision::run(&args).await),
+        Command::Usage(args) => usage::run(&args, json).await,
+        Command::Backup(args) => report("backup", json, backup::run(&args).await),
+        Command::Restore(args) => report("restore", json, restore::run(&args).await),
+    }
+}
+
+/// Prints a command's outcome — as JSON with `--json`, else as text — or why it failed.
+fn report<T: serde::Serialize + std::fmt::Display>(
+    command: &str,
+    json: bool,
+    outcome: Result<T, impl std::fmt::Display>,
+) -> ExitCode {
+    match outcome {
+        Ok(done) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&done).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(done) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orderflow-admin {command}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

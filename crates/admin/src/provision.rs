@@ -3,10 +3,13 @@
 //! service's durable consumers exactly as the services will bind to them (a service that finds
 //! one provisioned otherwise waits and says why). Idempotent: the second run changes nothing.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use bus::{Bus, ConsumeError, Consumer, ConsumerSpec, ProvisionError, StreamSettings};
+use bus::{
+    Bus, ConsumeError, Consumer, ConsumerSpec, ProvisionError, Start, Starts, StreamSettings,
+};
 use platform::config::{NatsArgs, NatsConfigError};
 
 /// `orderflow-admin provision`'s settings: the services' NATS settings, and whether
@@ -128,6 +131,17 @@ pub async fn provision(
     nats: &NatsArgs,
     archive: bool,
 ) -> Result<Provisioned, ProvisionFailed> {
+    provision_starting(bus, nats, archive, &HashMap::new()).await
+}
+
+/// [`provision`], with each durable consumer that does not exist yet starting at the stream
+/// sequence `starts` gives for its `(stream, durable)` — a restore's marks.
+pub(crate) async fn provision_starting(
+    bus: &Bus,
+    nats: &NatsArgs,
+    archive: bool,
+    starts: &HashMap<(String, String), Start>,
+) -> Result<Provisioned, ProvisionFailed> {
     let settings: StreamSettings = nats.stream_settings()?;
     if !archive && !settings.max_age.is_zero() {
         return Err(ProvisionFailed::NoArchive(settings.max_age));
@@ -145,7 +159,17 @@ pub async fn provision(
         .collect();
     let mut consumers = Vec::new();
     for spec in specs {
-        Consumer::provision(bus, &spec).await?;
+        let start = |stream: &str, durable: &str| {
+            starts
+                .get(&(stream.to_owned(), durable.to_owned()))
+                .copied()
+        };
+        let watcher = events::names::durable::max_deliveries_watcher(&spec.durable, &spec.stream);
+        let from = Starts {
+            consumer: start(&spec.stream, &spec.durable),
+            watcher: start(events::names::stream::ADVISORIES, &watcher),
+        };
+        Consumer::provision_from(bus, &spec, from).await?;
         consumers.push(format!("{}/{}", spec.stream, spec.durable));
     }
     Ok(Provisioned {

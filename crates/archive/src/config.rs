@@ -174,6 +174,36 @@ impl ArchiveArgs {
         Ok(Some(finish(options)))
     }
 
+    /// How PostgreSQL's own tools (`pg_dump`, `pg_restore`) reach the archive as ARCHIVE_URL's
+    /// user: the URL without a password in it, and the password to give them in `PGPASSWORD`
+    /// (never on their command line, where every user of the host can read it). `None` when
+    /// no archive is configured.
+    pub fn libpq(&self) -> Result<Option<Libpq>, ArchiveConfigError> {
+        if self.base_options()?.is_none() {
+            return Ok(None);
+        }
+        let expected =
+            || ArchiveConfigError::Url("expected postgres://user@host:port/database".into());
+        let mut url = url::Url::parse(self.archive_url.expose().trim()).map_err(|_| expected())?;
+        let inline = url
+            .password()
+            .map(|p| Secret::new(percent_decoded(p)))
+            .filter(|p| !p.expose().is_empty());
+        url.set_password(None).map_err(|()| expected())?;
+        let password = match (&self.archive_password, &self.archive_password_file) {
+            (None, None) => inline,
+            (inline, file) => Some(read_password(
+                "ARCHIVE_PASSWORD",
+                inline.as_ref(),
+                file.as_ref(),
+            )?),
+        };
+        Ok(Some(Libpq {
+            url: url.to_string(),
+            password,
+        }))
+    }
+
     /// ARCHIVE_URL parsed, without a password from elsewhere.
     fn base_options(&self) -> Result<Option<PgConnectOptions>, ArchiveConfigError> {
         let url = self.archive_url.expose().trim();
@@ -196,6 +226,15 @@ impl ArchiveArgs {
     }
 }
 
+/// How PostgreSQL's tools reach the archive ([`ArchiveArgs::libpq`]).
+#[derive(Debug, Clone)]
+pub struct Libpq {
+    /// The connection URL, with no password in it.
+    pub url: String,
+    /// The password, for `PGPASSWORD`.
+    pub password: Option<Secret>,
+}
+
 /// `options` with the password given inline or in a file (a Docker or Kubernetes secret).
 fn with_password(
     options: PgConnectOptions,
@@ -203,6 +242,19 @@ fn with_password(
     inline: Option<&Secret>,
     file: Option<&PathBuf>,
 ) -> Result<PgConnectOptions, ArchiveConfigError> {
+    if inline.is_none() && file.is_none() {
+        return Ok(options);
+    }
+    let password = read_password(setting, inline, file)?;
+    Ok(options.password(password.expose()))
+}
+
+/// The password given inline or in a file, refused if weak.
+fn read_password(
+    setting: &'static str,
+    inline: Option<&Secret>,
+    file: Option<&PathBuf>,
+) -> Result<Secret, ArchiveConfigError> {
     let password = match (inline, file) {
         (Some(_), Some(_)) => return Err(ArchiveConfigError::BothPasswords(setting)),
         (Some(password), None) => password.clone(),
@@ -217,12 +269,36 @@ fn with_password(
             let password = text.strip_suffix('\n').unwrap_or(&text);
             Secret::new(password.strip_suffix('\r').unwrap_or(password))
         }
-        (None, None) => return Ok(options),
+        (None, None) => Secret::new(""),
     };
     if let Some(why) = password.weakness() {
         return Err(ArchiveConfigError::WeakPassword { setting, why });
     }
-    Ok(options.password(password.expose()))
+    Ok(password)
+}
+
+/// A URL's percent-encoded user information, decoded (`+` stays `+`: this is not a form).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// What every connection sets.
@@ -246,6 +322,28 @@ mod tests {
         );
         assert!("0s".parse::<Retention>().is_err());
         assert!("forever".parse::<Retention>().is_err());
+    }
+
+    #[test]
+    fn postgres_tools_get_the_url_without_its_password_and_the_password_apart() {
+        let args = ArchiveArgs {
+            archive_url: Secret::new(
+                "postgres://app:s%2Bcr3t%40Xq9w@db.internal:5433/shop?sslmode=require",
+            ),
+            ..ArchiveArgs::default()
+        };
+        let libpq = args.libpq().unwrap().unwrap();
+        assert_eq!(
+            libpq.url,
+            "postgres://app@db.internal:5433/shop?sslmode=require"
+        );
+        assert_eq!(libpq.password.unwrap().expose(), "s+cr3t@Xq9w");
+        let args = ArchiveArgs {
+            archive_password: Some(Secret::new("another-Long-pass-9")),
+            ..args
+        };
+        let libpq = args.libpq().unwrap().unwrap();
+        assert_eq!(libpq.password.unwrap().expose(), "another-Long-pass-9");
     }
 
     #[test]

@@ -26,7 +26,19 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
-pub use config::{ArchiveArgs, ArchiveConfigError, Retention};
+pub use config::{ArchiveArgs, ArchiveConfigError, Libpq, Retention};
+
+/// The roles the schema grants to, created without LOGIN where missing (as in migration 0003).
+const ROLES: &str = "DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orderflow_projection') THEN
+        CREATE ROLE orderflow_projection NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orderflow_reader') THEN
+        CREATE ROLE orderflow_reader NOLOGIN;
+    END IF;
+END
+$$";
 
 /// The schema migrations this build knows, oldest first.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -160,6 +172,14 @@ impl Archive {
         Ok(args
             .reader_options()?
             .map(|options| Self::connect_lazy(options, args.archive_pool_size)))
+    }
+
+    /// Creates the roles the schema grants to, where they do not exist yet (without LOGIN) —
+    /// what a restore into a fresh server needs first: roles belong to the server, not to the
+    /// database a dump holds. The same statement as migration 0003's.
+    pub async fn ensure_roles(&self) -> Result<(), ArchiveError> {
+        sqlx::query(ROLES).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Applies every migration this build knows that is not applied yet; returns the version

@@ -65,7 +65,8 @@ pub struct Delivery {
     pub subject: String,
     /// Its sequence in the stream.
     pub stream_sequence: u64,
-    /// Which delivery this is, from 1.
+    /// Which delivery this is, from 1 — counting one before a restore for a message that a
+    /// consumer restored part-way delivers again (it may have been handled then).
     pub attempt: u64,
     /// Whether a transient failure now sends the message to the dead-letter stream.
     pub is_last_attempt: bool,

@@ -33,7 +33,9 @@ pub use config::{
     BusConfig, ConfigError, DEFAULT_API_PREFIX, NatsAuth, NatsTls, PublishPolicy, Secret,
 };
 pub use connect::{Bus, ConnectError};
-pub use consume::{ConsumeError, Consumer, ConsumerSpec, DEFAULT_MAX_DELIVER, SpecError, Starts};
+pub use consume::{
+    ConsumeError, Consumer, ConsumerSpec, DEFAULT_MAX_DELIVER, SpecError, Start, Starts,
+};
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterReason, StoredDeadLetter};
 pub use event_log::{AppendError, Appended, EventLog, ReadError, Recorded};
 pub use handler::{Delivery, Handler, HandlerError, Lease};

@@ -47,7 +47,7 @@ pub use nats::{Builder, INSTALL_HINT, NatsServer, binary, free_port};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::{POSTGRES_DATABASE, POSTGRES_INSTALL_HINT, PostgresServer};
 pub use proxy::FaultProxy;
-pub use system::{ADMIN_TOKEN, ServiceProcess, System, SystemBuilder, service_binary};
+pub use system::{ADMIN_TOKEN, ServiceProcess, System, SystemBuilder, admin, service_binary};
 pub use tls::Pki;
 pub use wait::{PATIENCE, eventually, eventually_some};
 pub use webhook::{ReceivedWebhook, WebhookReceiver};

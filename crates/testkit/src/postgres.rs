@@ -85,6 +85,16 @@ impl PostgresServer {
         )
     }
 
+    /// The path of one of its client programs (`pg_dump`, `pg_restore`).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        // The server's own directory (where a link to it on PATH points): its tools match it.
+        std::fs::canonicalize(self.bin.join("postgres"))
+            .ok()
+            .and_then(|server| server.parent().map(|dir| dir.join(name)))
+            .filter(|tool| tool.is_file())
+            .unwrap_or_else(|| self.bin.join(name))
+    }
+
     /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.port

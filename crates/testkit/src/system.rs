@@ -93,21 +93,28 @@ fn build_services(exe_dir: &Path) {
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
-/// Runs the provisioning step, `orderflow-admin provision`, with `env` (as the operator would),
-/// logging to `log_dir`; panics with its output if it fails.
-pub fn provision(env: &[(String, String)], log_dir: &Path) {
-    let log = log_dir.join("orderflow-admin.log");
-    let file = std::fs::File::create(&log).expect("provisioning log");
+/// `orderflow-admin` with `env` (as the operator would) and none of this process's NATS or
+/// stream settings.
+fn admin_command(env: &[(String, String)]) -> Command {
     let mut command = Command::new(service_binary("orderflow-admin"));
     for (key, _) in std::env::vars() {
         if key.starts_with("NATS_") || key.starts_with("STREAM_") || key.starts_with("HOT_") {
             command.env_remove(key);
         }
     }
-    let status = command
-        .arg("provision")
+    command
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs the provisioning step, `orderflow-admin provision`, with `env` (as the operator would),
+/// logging to `log_dir`; panics with its output if it fails.
+pub fn provision(env: &[(String, String)], log_dir: &Path) {
+    let log = log_dir.join("orderflow-admin.log");
+    let file = std::fs::File::create(&log).expect("provisioning log");
+    let status = admin_command(env)
+        .arg("provision")
         .stdout(file.try_clone().expect("log handle"))
         .stderr(file)
         .status()
@@ -117,6 +124,22 @@ pub fn provision(env: &[(String, String)], log_dir: &Path) {
         "orderflow-admin provision failed ({status}):\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+/// Runs `orderflow-admin <args>` with `env`; what it printed, or a panic with what it said.
+pub fn admin(args: &[&str], env: &[(String, String)]) -> String {
+    let output = admin_command(env)
+        .args(args)
+        .output()
+        .expect("run orderflow-admin");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "orderflow-admin {args:?} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 /// Polls `url`'s `/readyz` until it answers 200. Fails with why not: what `gone` says once the

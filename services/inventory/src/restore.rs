@@ -7,10 +7,11 @@
 //! its stock change is ([`StockRevisions`]); a change is *in the copy* if that revision is at
 //! most the copy's, or the copy still holds the order's mark. Then, per order:
 //!
-//! - a **reservation not wholly in the copy** (stored after the backup began) is dropped, with
-//!   any release after it, and what the copy holds of it is given back: the order is decided
-//!   again after the restore, on the restored stock. Its takes cannot be carried forward — the
-//!   units may be gone in the copy — while giving back can always be done.
+//! - a **reservation not wholly in the copy** (stored after the backup began) is carried
+//!   forward — the rest of its units taken in the copy — if the copy has them; otherwise (the
+//!   units went to orders the backup holds, or came from a count set after the copy) it is
+//!   dropped, with any release after it, and what the copy holds of it is given back: the
+//!   order is decided again after the restore, on the restored stock.
 //! - **takes marked for an order with no decision** (the decision came after the backup) are
 //!   given back, marks and all, for the same reason, and so that a new attempt does not meet
 //!   marks of an old one on some SKUs and none on others.
@@ -84,6 +85,25 @@ pub fn square(
             Event::InventoryReserved(reserved)
                 if d.late && !reserved.lines.iter().all(|l| taken(order, d, l, stock)) =>
             {
+                let missing: Vec<&ReservedLine> = reserved
+                    .lines
+                    .iter()
+                    .filter(|l| !taken(order, d, l, stock))
+                    .collect();
+                let fits = missing.iter().all(|l| {
+                    stock
+                        .get(&l.sku)
+                        .is_some_and(|c| c.record.available >= u64::from(l.quantity))
+                });
+                if fits {
+                    for line in missing {
+                        if let Some(copied) = stock.get_mut(&line.sku) {
+                            copied.record.take_back(line.quantity);
+                        }
+                    }
+                    complete_release(order, release, &reserved.lines, stock);
+                    return Squared::default();
+                }
                 for line in &reserved.lines {
                     let given_back = release.is_some_and(|r| given_back(order, r, line, stock));
                     if taken(order, d, line, stock) && !given_back {
@@ -296,11 +316,12 @@ mod tests {
     }
 
     #[test]
-    fn a_reservation_the_copy_holds_on_some_skus_only_is_dropped_and_given_back_there() {
-        // Taken from A (in the copy, settled), then from B after B was copied.
+    fn a_reservation_the_copy_has_no_units_for_is_dropped_and_given_back_where_it_holds_them() {
+        // Taken from A (in the copy, settled), then from B after B was copied; the units
+        // B has in the copy went to orders the backup holds.
         let order = OrderId::new();
         let mut stock =
-            BTreeMap::from([(sku("A"), copied(8, 2, 10)), (sku("B"), copied(10, 0, 20))]);
+            BTreeMap::from([(sku("A"), copied(8, 2, 10)), (sku("B"), copied(2, 8, 20))]);
         let d = event(
             5,
             reserved(order, &[line("A", 2), line("B", 3)]),
@@ -318,7 +339,7 @@ mod tests {
         );
         assert_eq!(
             (numbers(&stock, "A"), numbers(&stock, "B")),
-            ((10, 0, 0), (10, 0, 0))
+            ((10, 0, 0), (2, 8, 0))
         );
     }
 
@@ -341,11 +362,11 @@ mod tests {
                 at: 0,
             },
         );
-        let mut stock = BTreeMap::from([(sku("A"), a), (sku("B"), copied(10, 0, 20))]);
+        let mut stock = BTreeMap::from([(sku("A"), a), (sku("B"), copied(1, 0, 20))]);
         square(order, &[d], &[], &mut stock);
         assert_eq!(
             (numbers(&stock, "A"), numbers(&stock, "B")),
-            ((10, 0, 0), (10, 0, 0))
+            ((10, 0, 0), (1, 0, 0))
         );
     }
 
@@ -360,10 +381,10 @@ mod tests {
 
     #[test]
     fn a_dropped_reservation_takes_its_release_along_and_nets_to_nothing() {
-        // A: taken and given back in the copy; B: taken after the copy.
+        // A: taken and given back in the copy; B: taken after the copy, no units for it.
         let order = OrderId::new();
         let mut stock =
-            BTreeMap::from([(sku("A"), copied(10, 0, 10)), (sku("B"), copied(10, 0, 20))]);
+            BTreeMap::from([(sku("A"), copied(10, 0, 10)), (sku("B"), copied(0, 10, 20))]);
         let lines = [line("A", 2), line("B", 3)];
         let d = event(5, reserved(order, &lines), &[("A", 8), ("B", 21)], true);
         let r = event(9, released(order, &lines), &[("A", 9), ("B", 22)], true);
@@ -371,8 +392,38 @@ mod tests {
         assert_eq!(squared.drop, vec![5, 9]);
         assert_eq!(
             (numbers(&stock, "A"), numbers(&stock, "B")),
-            ((10, 0, 0), (10, 0, 0))
+            ((10, 0, 0), (0, 10, 0))
         );
+    }
+
+    #[test]
+    fn a_reservation_the_copy_holds_on_some_skus_only_is_carried_forward_where_the_units_are() {
+        // Taken from A (in the copy, settled), then from B after B was copied.
+        let order = OrderId::new();
+        let mut stock =
+            BTreeMap::from([(sku("A"), copied(8, 2, 10)), (sku("B"), copied(10, 0, 20))]);
+        let d = event(
+            5,
+            reserved(order, &[line("A", 2), line("B", 3)]),
+            &[("A", 9), ("B", 21)],
+            true,
+        );
+        assert_eq!(square(order, &[d], &[], &mut stock), Squared::default());
+        assert_eq!(
+            (numbers(&stock, "A"), numbers(&stock, "B")),
+            ((8, 2, 0), (7, 3, 0))
+        );
+    }
+
+    #[test]
+    fn a_reservation_carried_forward_carries_its_release_forward_too() {
+        let order = OrderId::new();
+        let mut stock = BTreeMap::from([(sku("A"), copied(10, 0, 10))]);
+        let lines = [line("A", 2)];
+        let d = event(5, reserved(order, &lines), &[("A", 11)], true);
+        let r = event(9, released(order, &lines), &[("A", 12)], true);
+        assert_eq!(square(order, &[d, r], &[], &mut stock), Squared::default());
+        assert_eq!(numbers(&stock, "A"), (10, 0, 0));
     }
 
     #[test]

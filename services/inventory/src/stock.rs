@@ -202,6 +202,14 @@ impl StockRecord {
         self.taking.len() + self.returning.len()
     }
 
+    /// Moves `quantity` from available to reserved, as a take does (the caller checked it is
+    /// available).
+    pub(crate) fn take_back(&mut self, quantity: u32) {
+        let units = u64::from(quantity);
+        self.available = self.available.saturating_sub(units);
+        self.reserved += units;
+    }
+
     pub(crate) fn give_back(&mut self, quantity: u32) {
         let units = u64::from(quantity);
         self.available += units;

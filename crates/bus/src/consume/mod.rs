@@ -80,15 +80,28 @@ pub enum ConsumeError {
     },
 }
 
-/// Where a new consumer and its advisory watcher start (stream sequences; `None`: at the
-/// beginning).
+/// Where a new consumer and its advisory watcher start (`None`: at the beginning).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Starts {
-    /// The consumer's first sequence.
-    pub consumer: Option<u64>,
-    /// Its watcher's first sequence in `ADVISORIES`.
-    pub watcher: Option<u64>,
+    /// Where the consumer starts.
+    pub consumer: Option<Start>,
+    /// Where its watcher starts in `ADVISORIES`.
+    pub watcher: Option<Start>,
 }
+
+/// A consumer restored part-way: it starts at `sequence`, and every message up to
+/// `replay_until` may have been handled before the restore — its handler is told so, as for a
+/// redelivery ([`Delivery::is_redelivery`](crate::Delivery::is_redelivery)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// The first stream sequence delivered.
+    pub sequence: u64,
+    /// The last stream sequence that may have been handled already.
+    pub replay_until: u64,
+}
+
+/// The consumer metadata that holds [`Start::replay_until`].
+const REPLAY_UNTIL: &str = "orderflow.replay_until";
 
 /// A provisioned durable pull consumer, ready to [`run`](Consumer::run) a handler.
 #[derive(Debug)]
@@ -96,6 +109,8 @@ pub struct Consumer {
     bus: Bus,
     spec: Arc<ConsumerSpec>,
     consumer: PullConsumer,
+    /// Messages up to this sequence may have been handled before a restore.
+    replay_until: u64,
 }
 
 impl Consumer {
@@ -125,7 +140,7 @@ impl Consumer {
             durable: spec.durable.clone(),
             source,
         })?;
-        let create = |mut config: pull::Config, stream: String, start: Option<u64>| async move {
+        let create = |mut config: pull::Config, stream: String, start: Option<Start>| async move {
             let durable = config.durable_name.clone().unwrap_or_default();
             // The start cannot be changed once made: an update repeats the existing one.
             let existing = bus
@@ -133,14 +148,27 @@ impl Consumer {
                 .get_consumer_from_stream::<pull::Config, _, _>(&durable, &stream)
                 .await
                 .ok()
-                .map(|c: PullConsumer| c.cached_info().config.deliver_policy);
-            config.deliver_policy = match (existing, start) {
-                (Some(policy), _) => policy,
-                (None, Some(start)) => jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: start.max(1),
-                },
-                (None, None) => config.deliver_policy,
-            };
+                .map(|c: PullConsumer| c.cached_info().config.clone());
+            match (existing, start) {
+                (Some(existing), _) => {
+                    config.deliver_policy = existing.deliver_policy;
+                    config.metadata.extend(
+                        existing
+                            .metadata
+                            .into_iter()
+                            .filter(|(key, _)| key == REPLAY_UNTIL),
+                    );
+                }
+                (None, Some(start)) => {
+                    config.deliver_policy = jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: start.sequence.max(1),
+                    };
+                    config
+                        .metadata
+                        .insert(REPLAY_UNTIL.to_owned(), start.replay_until.to_string());
+                }
+                (None, None) => {}
+            }
             bus.jetstream()
                 .create_consumer_on_stream(config, &stream)
                 .await
@@ -187,17 +215,24 @@ impl Consumer {
             .get_consumer_from_stream(&watcher, names::stream::ADVISORIES)
             .await
             .map_err(missing(&watcher, names::stream::ADVISORIES))?;
-        if let Some(what) = spec.drift(&consumer.cached_info().config) {
+        let config = &consumer.cached_info().config;
+        if let Some(what) = spec.drift(config) {
             return Err(ConsumeError::Drift {
                 durable: spec.durable.clone(),
                 stream: spec.stream.clone(),
                 what,
             });
         }
+        let replay_until = config
+            .metadata
+            .get(REPLAY_UNTIL)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         Ok(Self {
             bus: bus.clone(),
             spec: Arc::new(spec),
             consumer,
+            replay_until,
         })
     }
 
@@ -296,8 +331,10 @@ impl Consumer {
                         };
                         let (bus, spec, handler) =
                             (self.bus.clone(), self.spec.clone(), handler.clone());
+                        let replay_until = self.replay_until;
                         running.spawn(async move {
-                            process::process(&bus, &spec, handler.as_ref(), message).await;
+                            process::process(&bus, &spec, handler.as_ref(), message, replay_until)
+                                .await;
                             drop(slot);
                         });
                     }

@@ -34,6 +34,7 @@ pub(super) async fn process<H: Handler>(
     spec: &ConsumerSpec,
     handler: &H,
     message: jetstream::Message,
+    replay_until: u64,
 ) {
     let Ok(info) = message.info() else {
         tracing::error!(subject = %message.subject, "not a JetStream delivery; terminating it");
@@ -91,7 +92,9 @@ pub(super) async fn process<H: Handler>(
                     key,
                     subject: subject.clone(),
                     stream_sequence: sequence,
-                    attempt,
+                    // A message a restored consumer delivers again may have been handled
+                    // before the restore: to its handler, that is an earlier delivery.
+                    attempt: if sequence <= replay_until { attempt + 1 } else { attempt },
                     is_last_attempt,
                     lease: lease.clone(),
                 };
