@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use events::names::header;
 use events::{Envelope, Event, EventKind, StockRevisions};
+use futures::StreamExt as _;
 use serde_json::Value;
 use testkit::{
     Ledger, NatsServer, Outcome, PostgresServer, System, TestApp, WebhookReceiver, Workload,
@@ -53,38 +54,68 @@ async fn a_reservation_says_which_stock_revision_holds_its_take() {
     }
 }
 
-/// Every event of `stream` on `nats`, by sequence, decoded.
-async fn events_of(nats: &str, stream: &str) -> Vec<(u64, Envelope)> {
+/// Every event of the streams of `domain` on `nats`, by stream and sequence, decoded.
+async fn events_of(nats: &str, domain: &str) -> Vec<(String, u64, Envelope)> {
     let js = async_nats::jetstream::new(async_nats::connect(nats).await.unwrap());
-    let mut handle = js.get_stream(stream).await.unwrap();
-    let last = handle.info().await.unwrap().state.last_sequence;
     let mut events = Vec::new();
-    for sequence in 1..=last {
-        if let Ok(message) = handle.get_raw_message(sequence).await {
-            events.push((sequence, Envelope::decode(&message.payload).unwrap()));
+    let mut names = js.stream_names();
+    let mut streams = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name.unwrap();
+        if name == domain || name.starts_with(&format!("{domain}_")) {
+            streams.push(name);
+        }
+    }
+    for name in streams {
+        let mut handle = js.get_stream(&name).await.unwrap();
+        let last = handle.info().await.unwrap().state.last_sequence;
+        for sequence in 1..=last {
+            if let Ok(message) = handle.get_raw_message(sequence).await {
+                let envelope = Envelope::decode(&message.payload).unwrap();
+                events.push((name.clone(), sequence, envelope));
+            }
         }
     }
     events
 }
 
-fn part<'a>(manifest: &'a Value, name: &str) -> &'a Value {
-    manifest["parts"]
+/// Where the backup's part for `stream` ends, and where `stream` stood when it began.
+fn bounds(manifest: &Value, stream: &str) -> (u64, u64) {
+    let part = manifest["parts"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no part {name} in {manifest}"))
+        .find(|p| p["name"] == stream)
+        .unwrap_or_else(|| panic!("no part {stream} in {manifest}"));
+    (
+        part["last_sequence"].as_u64().unwrap(),
+        manifest["marks"]["streams"][stream].as_u64().unwrap(),
+    )
+}
+
+const WEBHOOK_SECRET: &str = "whsec_dGVzdC1iYWNrdXAtc2VjcmV0LTAxMjM0NTY3";
+
+/// Where a backup is restored to.
+enum Target {
+    /// One fresh server; one partition.
+    Single,
+    /// A fresh 3-node cluster, R3 streams; three partitions (from a source with three).
+    Cluster,
 }
 
 /// The whole round trip, under load: a backup taken while orders flow, restored into a fresh
 /// NATS and PostgreSQL, holds every invariant — every order of the backup settles (those in
 /// flight finish), those settled before it read the same, stock is conserved, and no webhook
 /// the backup records as sent is sent again.
-#[tokio::test]
-async fn a_backup_taken_under_load_restores_into_a_fresh_deployment_with_every_invariant() {
+async fn round_trip(target: Target) {
+    let partitions = match target {
+        Target::Single => "1",
+        Target::Cluster => "3",
+    };
     let webhooks = WebhookReceiver::start().await;
     let source = System::builder()
-        .webhook(webhooks.url(), "whsec_dGVzdC1iYWNrdXAtc2VjcmV0LTAxMjM0NTY3")
+        .webhook(webhooks.url(), WEBHOOK_SECRET)
+        .env("STREAM_PARTITIONS", partitions)
         .start()
         .await;
     let initial: BTreeMap<String, u64> = [("BACKUP-A", 150), ("BACKUP-B", 150), ("BACKUP-C", 40)]
@@ -107,6 +138,7 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_deployment_with_every_i
     let postgres = source.postgres.as_ref().unwrap();
     let env = vec![
         ("NATS_URL".to_owned(), source.nats.url()),
+        ("STREAM_PARTITIONS".to_owned(), partitions.to_owned()),
         ("ARCHIVE_URL".to_owned(), postgres.url()),
         (
             "PG_DUMP".to_owned(),
@@ -124,17 +156,19 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_deployment_with_every_i
 
     // What the backup holds, read from the source (which keeps running).
     let orders = events_of(&source.nats.url(), "ORDERS").await;
-    let in_backup_until = part(&manifest, "ORDERS")["last_sequence"].as_u64().unwrap();
-    let began_at = manifest["marks"]["streams"]["ORDERS"].as_u64().unwrap();
     let created: BTreeSet<String> = orders
         .iter()
-        .filter(|(seq, e)| *seq <= in_backup_until && e.kind() == EventKind::OrderCreated)
-        .map(|(_, e)| e.correlation_id.to_string())
+        .filter(|(stream, seq, e)| {
+            *seq <= bounds(&manifest, stream).0 && e.kind() == EventKind::OrderCreated
+        })
+        .map(|(_, _, e)| e.correlation_id.to_string())
         .collect();
     let settled_before: BTreeSet<String> = orders
         .iter()
-        .filter(|(seq, e)| *seq <= began_at && e.kind() != EventKind::OrderCreated)
-        .map(|(_, e)| e.correlation_id.to_string())
+        .filter(|(stream, seq, e)| {
+            *seq <= bounds(&manifest, stream).1 && e.kind() != EventKind::OrderCreated
+        })
+        .map(|(_, _, e)| e.correlation_id.to_string())
         .collect();
     let in_flight = created.len() - settled_before.len();
     assert!(
@@ -144,11 +178,23 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_deployment_with_every_i
     );
 
     let sent_before_restore = webhooks.received().len();
-    let (target_nats, target_postgres) = (NatsServer::start(), PostgresServer::start());
+    let mut nodes = match target {
+        Target::Single => vec![NatsServer::start()],
+        Target::Cluster => NatsServer::cluster(3),
+    };
+    let urls = nodes
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let replicas = nodes.len().to_string();
+    let target_postgres = PostgresServer::start();
     let restored = testkit::admin(
         &["--json", "restore", "--from", dir.path().to_str().unwrap()],
         &[
-            ("NATS_URL".into(), target_nats.url()),
+            ("NATS_URL".into(), urls.clone()),
+            ("STREAM_PARTITIONS".into(), partitions.into()),
+            ("STREAM_REPLICAS".into(), replicas.clone()),
             ("ARCHIVE_URL".into(), target_postgres.url()),
             ("ARCHIVE_CONSUMERS".into(), "true".into()),
             (
@@ -161,8 +207,11 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_deployment_with_every_i
     assert_eq!(restored["archive"], true, "{restored}");
     eprintln!("restored: {restored}");
     let target = System::builder()
-        .webhook(webhooks.url(), "whsec_dGVzdC1iYWNrdXAtc2VjcmV0LTAxMjM0NTY3")
-        .nats(target_nats)
+        .webhook(webhooks.url(), WEBHOOK_SECRET)
+        .nats(nodes.remove(0))
+        .nats_url(&urls)
+        .env("STREAM_PARTITIONS", partitions)
+        .env("STREAM_REPLICAS", &replicas)
         .postgres(target_postgres)
         .start()
         .await;
@@ -203,14 +252,11 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_deployment_with_every_i
     }
 
     // No webhook the backup records as sent went out again.
-    let in_backup = part(&manifest, "NOTIFICATIONS")["last_sequence"]
-        .as_u64()
-        .unwrap();
     let recorded: Vec<String> = events_of(&target.nats.url(), "NOTIFICATIONS")
         .await
         .into_iter()
-        .filter(|(seq, _)| *seq <= in_backup)
-        .filter_map(|(_, e)| match e.event {
+        .filter(|(stream, seq, _)| *seq <= bounds(&manifest, stream).0)
+        .filter_map(|(_, _, e)| match e.event {
             Event::NotificationSent(sent) => Some(sent.notification_id.to_string()),
             _ => None,
         })
@@ -218,17 +264,30 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_deployment_with_every_i
     assert!(!recorded.is_empty());
     let received = webhooks.received();
     for id in &recorded {
-        let deliveries = received
-            .iter()
-            .filter(|w| w.header("webhook-id") == Some(id.as_str()))
-            .count();
-        let after = received[sent_before_restore..]
-            .iter()
-            .filter(|w| w.header("webhook-id") == Some(id.as_str()))
-            .count();
+        let delivered = |webhooks: &[testkit::ReceivedWebhook]| {
+            webhooks
+                .iter()
+                .filter(|w| w.header("webhook-id") == Some(id.as_str()))
+                .count()
+        };
+        let (deliveries, after) = (
+            delivered(&received),
+            delivered(&received[sent_before_restore..]),
+        );
         assert_eq!(
             deliveries, 1,
             "webhook {id} was delivered {deliveries} times, {after} after the restore"
         );
     }
+    drop(nodes);
+}
+
+#[tokio::test]
+async fn a_backup_taken_under_load_restores_into_a_fresh_server_with_every_invariant() {
+    round_trip(Target::Single).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_under_load_restores_into_a_fresh_cluster_with_every_invariant() {
+    round_trip(Target::Cluster).await;
 }

@@ -7,7 +7,8 @@
 //!    ([`inventory_service::restore`]): a reservation the copied stock does not wholly hold is
 //!    dropped and decided again, a release is carried forward;
 //! 3. a confirmation or cancellation whose deciding event the restored `INVENTORY` lacks is
-//!    dropped, with what the order did after it (it is decided again);
+//!    dropped, with what the order did after it (it is decided again); a notification outcome
+//!    of an order the restored `ORDERS` lacks is dropped;
 //! 4. the deployment is provisioned, every durable consumer starting right after its mark:
 //!    whatever was not surely handled when the backup began is delivered again;
 //! 5. the buckets are written back, and the archive restored with `pg_restore`.
@@ -70,6 +71,8 @@ pub struct Restored {
     pub dropped_inventory_events: u64,
     /// Order events dropped (decided by a dropped or missing inventory event, and after).
     pub dropped_order_events: u64,
+    /// Notification outcomes dropped (of orders placed after the order streams were taken).
+    pub dropped_notification_events: u64,
     /// Stock records the squaring changed.
     pub squared_stock_records: u64,
     /// Durable consumers started after their marks.
@@ -93,8 +96,11 @@ impl std::fmt::Display for Restored {
         }
         writeln!(
             f,
-            "  squared: {} stock records, {} inventory and {} order events dropped (decided again)",
-            self.squared_stock_records, self.dropped_inventory_events, self.dropped_order_events
+            "  squared: {} stock records; {} inventory and {} order events dropped (decided again); {} notification outcomes of orders the backup lacks dropped",
+            self.squared_stock_records,
+            self.dropped_inventory_events,
+            self.dropped_order_events,
+            self.dropped_notification_events
         )?;
         writeln!(
             f,
@@ -259,6 +265,8 @@ async fn restore(
     let dropped =
         square_inventory(bus, manifest, settings, &last, &mut stock, &mut restored).await?;
     restored.dropped_order_events = square_orders(bus, manifest, settings, &last, &dropped).await?;
+    restored.dropped_notification_events =
+        square_notifications(bus, manifest, settings, &last).await?;
     restored.squared_stock_records = stock
         .iter()
         .filter(|(sku, copied)| before.get(*sku) != Some(*copied))
@@ -568,6 +576,53 @@ async fn first_undecided(
         }
     }
     Ok(None)
+}
+
+/// Drops the notification outcomes stored after the backup began of orders the restored
+/// order streams do not hold (placed after they were taken, and notified before the
+/// notification streams were): nothing would ever settle them. How many were dropped.
+async fn square_notifications(
+    bus: &Bus,
+    manifest: &Manifest,
+    settings: &bus::StreamSettings,
+    last: &BTreeMap<String, u64>,
+) -> Result<u64, RestoreFailed> {
+    let partitions = settings.partitions;
+    let mut count = 0;
+    for p in partitions.all() {
+        let name = Domain::Notifications.stream(p, partitions);
+        let mark = manifest.marks.streams.get(&name).copied().unwrap_or(0);
+        let end = last.get(&name).copied().unwrap_or(0);
+        let stream = bus
+            .jetstream()
+            .get_stream(&name)
+            .await
+            .map_err(|e| nats(format!("stream {name}"), e))?;
+        let mut known: HashMap<OrderId, bool> = HashMap::new();
+        for (sequence, _, envelope) in tail(bus, &name, mark + 1, end).await? {
+            let order = envelope.event.order_id();
+            let exists = match known.get(&order) {
+                Some(exists) => *exists,
+                None => {
+                    let history = layout::order_anywhere(Domain::Orders, partitions, order);
+                    let events = bus
+                        .events()
+                        .read(&history)
+                        .await
+                        .map_err(|e| nats(format!("order {order}"), e))?;
+                    *known.entry(order).or_insert(!events.is_empty())
+                }
+            };
+            if !exists {
+                stream
+                    .delete_message(sequence)
+                    .await
+                    .map_err(|e| nats(format!("{name} message {sequence}"), e))?;
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// Writes every bucket's records back (the stock as squared).
