@@ -2,12 +2,14 @@
 //! are denied. `provision` creates or updates every stream, KV bucket and durable consumer of
 //! a deployment — the deployment's provisioning step (a one-shot in compose, a Job in
 //! Kubernetes, a step of `scripts/dev` and of the test harness); `usage` says how full each
-//! store is against its bound.
+//! store is against its bound; `backup` takes an online backup of everything the deployment
+//! stores and `restore` puts one into a fresh deployment, squared (see `backup` and `restore`).
 //!
 //! Credentials come from the environment or files (`NATS_PASSWORD_FILE`), never from the
 //! command line; `--json` prints what a script reads.
 
 mod backup;
+mod dead_letters;
 mod manifest;
 mod postgres;
 mod provision;
@@ -19,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use backup::{BackupArgs, BackupFailed, run as backup};
+pub use dead_letters::{DeadLettersArgs, Letter, Outcome, run as dead_letters};
 pub use manifest::Manifest;
 pub use provision::{
     ProvisionArgs, ProvisionFailed, Provisioned, provision, run as provision_deployment,
@@ -30,7 +33,7 @@ pub use restore::{RestoreArgs, RestoreFailed, Restored, run as restore};
 #[command(
     name = "orderflow-admin",
     version,
-    about = "orderflow's operator tool: provisions the deployment on NATS and says how full it is"
+    about = "orderflow's operator tool: provisions the deployment, says how full it is, backs it up and restores it"
 )]
 pub struct Cli {
     /// What to do.
@@ -57,6 +60,9 @@ pub enum Command {
     /// Restore a backup into a fresh deployment (NATS with none of the system's streams, an
     /// empty archive database); then start the services.
     Restore(RestoreArgs),
+    /// List, redrive or discard the dead letters of any consumer (exit 1 if some letters were
+    /// refused: the output says which and why).
+    DeadLetters(dead_letters::DeadLettersArgs),
 }
 
 /// Who the admin connects as (its connection name and reply inbox).
@@ -81,6 +87,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Usage(args) => usage::run(&args, json).await,
         Command::Backup(args) => report("backup", json, backup::run(&args).await),
         Command::Restore(args) => report("restore", json, restore::run(&args).await),
+        Command::DeadLetters(args) => match dead_letters::run(&args).await {
+            Ok(outcome) if !outcome.refused.is_empty() => {
+                report("dead-letters", json, Ok::<_, String>(outcome));
+                ExitCode::from(1)
+            }
+            outcome => report("dead-letters", json, outcome),
+        },
     }
 }
 
