@@ -11,9 +11,11 @@
 mod backup;
 mod dead_letters;
 mod manifest;
+mod order;
 mod postgres;
 mod provision;
 mod restore;
+mod stock;
 mod usage;
 
 use std::process::ExitCode;
@@ -23,10 +25,12 @@ use clap::{Parser, Subcommand};
 pub use backup::{BackupArgs, BackupFailed, run as backup};
 pub use dead_letters::{DeadLettersArgs, Letter, Outcome, run as dead_letters};
 pub use manifest::Manifest;
+pub use order::{OrderArgs, run as order};
 pub use provision::{
     ProvisionArgs, ProvisionFailed, Provisioned, provision, run as provision_deployment,
 };
 pub use restore::{RestoreArgs, RestoreFailed, Restored, run as restore};
+pub use stock::{StockArgs, run as stock};
 
 /// `orderflow-admin`.
 #[derive(Debug, Parser)]
@@ -63,6 +67,10 @@ pub enum Command {
     /// List, redrive or discard the dead letters of any consumer (exit 1 if some letters were
     /// refused: the output says which and why).
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Show one order as its customer's API shows it (read from NATS and the archive).
+    Order(order::OrderArgs),
+    /// Show a SKU's stock, or set the units available for new reservations (`--set`).
+    Stock(stock::StockArgs),
 }
 
 /// Who the admin connects as (its connection name and reply inbox).
@@ -94,6 +102,21 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             outcome => report("dead-letters", json, outcome),
         },
+        Command::Order(args) => report("order", json, order::run(&args).await.map(Json)),
+        Command::Stock(args) => report("stock", json, stock::run(&args).await.map(Json)),
+    }
+}
+
+/// An outcome shown as JSON whether or not `--json` was given (an order, a stock record:
+/// already what a person reads).
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Json<T>(T);
+
+impl<T: serde::Serialize> std::fmt::Display for Json<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_string_pretty(&self.0).map_err(|_| std::fmt::Error)?;
+        f.write_str(&text)
     }
 }
 

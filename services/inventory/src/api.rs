@@ -14,7 +14,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::ledger::LedgerError;
 use crate::reservation::ReservationView;
-use crate::stock::{StockOp, StockRecord};
+use crate::stock::StockRecord;
 use crate::store::Store;
 
 /// Highest stock one SKU may be set to.
@@ -71,7 +71,7 @@ pub struct StockView {
 }
 
 impl StockView {
-    fn new(sku: &str, stock: &StockRecord) -> Self {
+    pub(crate) fn new(sku: &str, stock: &StockRecord) -> Self {
         Self {
             sku: sku.to_owned(),
             available: stock.available,
@@ -172,13 +172,8 @@ async fn set_stock(
             format!("must be at most {MAX_AVAILABLE}"),
         )]));
     }
-    let ledger = stores.get()?.ledger();
-    ledger
-        .apply(&sku, StockOp::SetAvailable(body.available), None)
-        .await?;
-    let stock = ledger.stock().get(sku.as_str()).await?;
+    let stock = stores.get()?.set_available(&sku, body.available).await?;
     tracing::info!(available = body.available, "stock set");
-    let stock = stock.map(|s| s.value).unwrap_or_default();
     Ok(axum::Json(StockView::new(sku.as_str(), &stock)))
 }
 

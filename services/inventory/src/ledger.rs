@@ -108,6 +108,14 @@ impl Ledger {
         &self.stock
     }
 
+    /// The record of `sku` as it is now (empty if it has none).
+    pub async fn record(&self, sku: &Sku) -> Result<StockRecord, LedgerError> {
+        match self.stock.get(sku.as_str()).await {
+            Ok(record) => Ok(record.map(|r| r.value).unwrap_or_default()),
+            Err(e) => Err(store_error(sku, &e)),
+        }
+    }
+
     /// Applies `op` to `sku` in the next batch and waits until it is written (or found to
     /// change nothing); `lease` is checked when the batch is applied. The revision is the
     /// record's, written or read: the stock revision an event recording the change carries.

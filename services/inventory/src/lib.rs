@@ -23,6 +23,37 @@ use utoipa::OpenApi as _;
 pub use api::{SetStock, StockView};
 pub use stock::{Mark, StockRecord};
 
+/// The stock of `sku`, read straight from the bus — `orderflow-admin stock`.
+pub async fn stock_of(
+    bus: &Bus,
+    settings: &StreamSettings,
+    sku: &events::Sku,
+) -> Result<StockView, Box<dyn std::error::Error + Send + Sync>> {
+    let store = store::Store::open(bus, settings).await?;
+    Ok(StockView::new(
+        sku.as_str(),
+        &store.ledger().record(sku).await?,
+    ))
+}
+
+/// Sets the units of `sku` available for new reservations, as `PUT /v1/stock/{sku}` does,
+/// straight on the bus — `orderflow-admin stock --set`.
+pub async fn set_stock(
+    bus: &Bus,
+    settings: &StreamSettings,
+    sku: &events::Sku,
+    available: u64,
+) -> Result<StockView, Box<dyn std::error::Error + Send + Sync>> {
+    if available > api::MAX_AVAILABLE {
+        return Err(format!("available must be at most {}", api::MAX_AVAILABLE).into());
+    }
+    let store = store::Store::open(bus, settings).await?;
+    Ok(StockView::new(
+        sku.as_str(),
+        &store.set_available(sku, available).await?,
+    ))
+}
+
 /// The service name: connection name, `service.name`, event `source`.
 pub const SERVICE: &str = "inventory-service";
 

@@ -14,9 +14,9 @@ use events::names::bucket::STOCK;
 use events::names::header;
 use events::{Domain, Envelope, OrderId, OrderKey, Partitions, Sku, StockRevisions};
 
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerError};
 use crate::reservation::Reservation;
-use crate::stock::StockOp;
+use crate::stock::{StockOp, StockRecord};
 
 /// How often marks are looked at for reconciliation.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
@@ -58,6 +58,19 @@ impl Store {
 
     fn history(&self, key: &OrderKey) -> History {
         key.history(Domain::Inventory, self.partitions)
+    }
+
+    /// Sets the units of `sku` available for new reservations (an operator's stock count);
+    /// the record after.
+    pub async fn set_available(
+        &self,
+        sku: &Sku,
+        available: u64,
+    ) -> Result<StockRecord, LedgerError> {
+        self.ledger
+            .apply(sku, StockOp::SetAvailable(available), None)
+            .await?;
+        self.ledger.record(sku).await
     }
 
     /// The reservation of the order under `key`.

@@ -597,12 +597,20 @@ async fn get_order(
         .await?
         .filter(|order| visible_to(order, caller.as_ref()))
         .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))?;
+    Ok(axum::Json(view_with_notifications(store, order).await?))
+}
+
+/// `order` as one order is shown: with what its customer was told.
+pub(crate) async fn view_with_notifications(
+    store: &Store,
+    order: Order,
+) -> Result<OrderView, OrderStoreError> {
     let order = store.notified(order).await?;
     let notifications = order.notifications.clone();
-    Ok(axum::Json(OrderView {
+    Ok(OrderView {
         notifications: Some(notifications),
         ..OrderView::from(order)
-    }))
+    })
 }
 
 /// Whether `caller` may see `order`: anyone when customer authentication is off; else only its

@@ -116,6 +116,22 @@ pub async fn archive_command(args: &ArchiveArgs, command: &ArchiveCommand) -> Ex
     }
 }
 
+/// An order as `GET /v1/orders/{id}` shows it, notifications included, read straight from the
+/// bus and the archive (`reader`, for orders that left the hot window) — what
+/// `orderflow-admin order` prints, with no token of the API. `None` if there is no such order.
+pub async fn look_up(
+    bus: &Bus,
+    settings: &StreamSettings,
+    reader: Option<Archive>,
+    order_id: events::OrderId,
+) -> Result<Option<OrderView>, Box<dyn std::error::Error + Send + Sync>> {
+    let store = store::Store::open(bus, settings, reader).await?;
+    match store.find(order_id).await? {
+        Some(order) => Ok(Some(api::view_with_notifications(&store, order).await?)),
+        None => Ok(None),
+    }
+}
+
 /// The durable consumers order-service runs under `nats` — the saga's, and with `archive`
 /// the projection's — as the provisioning step creates them and the service binds to them.
 pub fn consumer_specs(nats: &NatsArgs, archive: bool) -> Vec<ConsumerSpec> {
