@@ -8,7 +8,8 @@
 //!    dropped and decided again, a release is carried forward;
 //! 3. a confirmation or cancellation whose deciding event the restored `INVENTORY` lacks is
 //!    dropped, with what the order did after it (it is decided again); a notification outcome
-//!    of an order the restored `ORDERS` lacks is dropped;
+//!    whose order event the restored `ORDERS` lacks is dropped (notified again if decided
+//!    again, under the same `webhook-id`);
 //! 4. the deployment is provisioned, every durable consumer starting right after its mark:
 //!    whatever was not surely handled when the backup began is delivered again;
 //! 5. the buckets are written back, and the archive restored with `pg_restore`.
@@ -71,7 +72,7 @@ pub struct Restored {
     pub dropped_inventory_events: u64,
     /// Order events dropped (decided by a dropped or missing inventory event, and after).
     pub dropped_order_events: u64,
-    /// Notification outcomes dropped (of orders placed after the order streams were taken).
+    /// Notification outcomes dropped (their order event is not in the restored order streams).
     pub dropped_notification_events: u64,
     /// Stock records the squaring changed.
     pub squared_stock_records: u64,
@@ -96,7 +97,7 @@ impl std::fmt::Display for Restored {
         }
         writeln!(
             f,
-            "  squared: {} stock records; {} inventory and {} order events dropped (decided again); {} notification outcomes of orders the backup lacks dropped",
+            "  squared: {} stock records; {} inventory and {} order events dropped (decided again); {} notification outcomes of order events the restore lacks dropped",
             self.squared_stock_records,
             self.dropped_inventory_events,
             self.dropped_order_events,
@@ -578,9 +579,10 @@ async fn first_undecided(
     Ok(None)
 }
 
-/// Drops the notification outcomes stored after the backup began of orders the restored
-/// order streams do not hold (placed after they were taken, and notified before the
-/// notification streams were): nothing would ever settle them. How many were dropped.
+/// Drops the notification outcomes stored after the backup began whose order event the
+/// restored order streams do not hold (an order placed after they were taken, or an outcome
+/// the squaring dropped): nothing would ever settle them, and an outcome decided again is
+/// notified again under the same `webhook-id`. How many were dropped.
 async fn square_notifications(
     bus: &Bus,
     manifest: &Manifest,
@@ -598,22 +600,22 @@ async fn square_notifications(
             .get_stream(&name)
             .await
             .map_err(|e| nats(format!("stream {name}"), e))?;
-        let mut known: HashMap<OrderId, bool> = HashMap::new();
+        let mut known: HashMap<OrderId, BTreeSet<uuid::Uuid>> = HashMap::new();
         for (sequence, _, envelope) in tail(bus, &name, mark + 1, end).await? {
             let order = envelope.event.order_id();
-            let exists = match known.get(&order) {
-                Some(exists) => *exists,
-                None => {
-                    let history = layout::order_anywhere(Domain::Orders, partitions, order);
-                    let events = bus
-                        .events()
-                        .read(&history)
-                        .await
-                        .map_err(|e| nats(format!("order {order}"), e))?;
-                    *known.entry(order).or_insert(!events.is_empty())
-                }
-            };
-            if !exists {
+            if !known.contains_key(&order) {
+                let history = layout::order_anywhere(Domain::Orders, partitions, order);
+                let events = bus
+                    .events()
+                    .read(&history)
+                    .await
+                    .map_err(|e| nats(format!("order {order}"), e))?;
+                known.insert(order, events.iter().map(|r| r.envelope.id).collect());
+            }
+            let caused = envelope
+                .causation_id
+                .is_some_and(|cause| known.get(&order).is_some_and(|ids| ids.contains(&cause)));
+            if !caused {
                 stream
                     .delete_message(sequence)
                     .await

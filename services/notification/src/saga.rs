@@ -2,10 +2,8 @@
 //! (`orders.*.confirmed`, `orders.*.cancelled`, per partition): deliver each state change once
 //! through the configured channel, then append its outcome — `sent` or `failed` — create-only.
 //! The outcome is appended before the ack, and a crash between sending and appending resends
-//! with the same `webhook-id`, which the receiver dedupes. Every delivery first looks for the
-//! outcome and sends nothing if there is one — not only a redelivery: after a restore, a state
-//! change notified before it can be decided again as a new event (one read; the webhook costs
-//! far more).
+//! with the same `webhook-id`, which the receiver dedupes. A redelivery first looks for the
+//! outcome and sends nothing if there is one.
 
 use bus::{ConsumerSpec, Delivery, HandlerError};
 use events::{Channel, Event, NotificationKind, Partitions};
@@ -41,7 +39,7 @@ impl bus::Handler for Saga {
                 )));
             }
         };
-        if self.store.outcome(key, kind).await?.is_some() {
+        if delivery.is_redelivery() && self.store.outcome(key, kind).await?.is_some() {
             return Ok(());
         }
         let id = notification_id(key.order, kind).to_string();
