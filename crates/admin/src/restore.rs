@@ -603,14 +603,14 @@ async fn square_notifications(
         let mut known: HashMap<OrderId, BTreeSet<uuid::Uuid>> = HashMap::new();
         for (sequence, _, envelope) in tail(bus, &name, mark + 1, end).await? {
             let order = envelope.event.order_id();
-            if !known.contains_key(&order) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(order) {
                 let history = layout::order_anywhere(Domain::Orders, partitions, order);
                 let events = bus
                     .events()
                     .read(&history)
                     .await
                     .map_err(|e| nats(format!("order {order}"), e))?;
-                known.insert(order, events.iter().map(|r| r.envelope.id).collect());
+                slot.insert(events.iter().map(|r| r.envelope.id).collect());
             }
             let caused = envelope
                 .causation_id
