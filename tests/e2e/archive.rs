@@ -353,3 +353,53 @@ async fn stored(app: &TestApp, stream: &str) -> u64 {
         .unwrap();
     stream.info().await.unwrap().state.messages
 }
+
+/// How many of `ids` the archive holds as `status`, read as its owner.
+async fn archived_as(owner: &sqlx::PgPool, ids: &[String], status: &str) -> usize {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.parse().unwrap()).collect();
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM orders WHERE order_id = ANY($1) AND status = $2")
+            .bind(&ids)
+            .bind(status)
+            .fetch_one(owner)
+            .await
+            .unwrap();
+    usize::try_from(count).unwrap()
+}
+
+/// What a full disk does to the projection's writes (PostgreSQL refuses them): the saga goes
+/// on, the projection stops and retries — spending no event — and catches up once writes are
+/// taken again. Refused by privileges here, as a test can refuse them.
+#[tokio::test]
+async fn a_refused_archive_write_stops_the_projection_and_loses_nothing() {
+    let app = TestApp::builder()
+        .env("CONSUMER_ACK_WAIT_MS", "1000")
+        .env("CONSUMER_HANDLER_TIMEOUT_MS", "1000")
+        .spawn()
+        .await;
+    let owner = sqlx::PgPool::connect(&app.postgres.as_ref().expect("an archive").url())
+        .await
+        .unwrap();
+    let refuse = "REVOKE INSERT, UPDATE ON orders FROM orderflow_projection";
+    sqlx::query(refuse).execute(&owner).await.unwrap();
+
+    app.set_stock("MUG", 10).await;
+    let mut placed = Vec::new();
+    for _ in 0..5 {
+        let id = app.place_order("alma", &[("MUG", 1)]).await;
+        app.wait_for_status(&id, "confirmed").await;
+        placed.push(id);
+    }
+    // Several ack windows: the projection has retried, and archived nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(archived_as(&owner, &placed, "confirmed").await, 0);
+    assert_eq!(stored(&app, "DLQ").await, 0, "an event was dead-lettered");
+
+    let take = "GRANT INSERT, UPDATE ON orders TO orderflow_projection";
+    sqlx::query(take).execute(&owner).await.unwrap();
+    testkit::eventually("the projection to catch up", || async {
+        archived_as(&owner, &placed, "confirmed").await == placed.len()
+    })
+    .await;
+    assert_eq!(stored(&app, "DLQ").await, 0, "an event was dead-lettered");
+}

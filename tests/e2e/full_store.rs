@@ -90,3 +90,52 @@ async fn a_nearly_full_store_refuses_new_orders_and_every_accepted_order_still_f
         state.last_sequence
     );
 }
+
+/// The idempotency bucket full before the usage watch says so (it looks twice a second): the
+/// claim is refused, and the order with it — 503 `store-full`, nothing created, every order
+/// accepted before it still finishes.
+#[tokio::test]
+async fn a_full_idempotency_bucket_refuses_the_order_as_store_full_and_creates_nothing() {
+    let app = TestApp::builder()
+        .without_archive()
+        .env("IDEMPOTENCY_MAX_BYTES", "16KiB")
+        .env("ADMISSION_LIMIT", "0.99")
+        .env("HTTP_RATE_LIMIT", "0")
+        .spawn()
+        .await;
+    app.set_stock("FULL", 1000).await;
+    let url = format!("{}/v1/orders", app.order_url());
+    let mut accepted = Vec::new();
+    let mut refusal = None;
+    for n in 0..400 {
+        let response = app
+            .http
+            .post(&url)
+            .header("idempotency-key", format!("claim-{n}"))
+            .json(&order_body("gil", &[("FULL", 1)]))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            202 => accepted.push(crate::support::accepted_order_id(response).await),
+            503 => {
+                refusal = Some(response);
+                break;
+            }
+            other => panic!("order {n}: {other} {}", response.text().await.unwrap()),
+        }
+    }
+    let refusal = refusal.expect("400 claims into 16 KiB were never refused");
+    assert!(refusal.headers().contains_key("retry-after"));
+    let problem: Value = refusal.json().await.unwrap();
+    assert!(
+        problem["type"].as_str().unwrap().ends_with("/store-full"),
+        "{problem}"
+    );
+    assert_eq!(problem["detail"], "the idempotency store is full", "{problem}");
+    for order in &accepted {
+        app.wait_for_status(order, "confirmed").await;
+    }
+    let (_, reserved, _) = app.stock("FULL").await;
+    assert_eq!(reserved, accepted.len() as u64, "an order was made for a refused claim");
+}

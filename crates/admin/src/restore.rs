@@ -80,6 +80,8 @@ pub struct Restored {
     pub consumers: u64,
     /// Whether the archive was restored.
     pub archive: bool,
+    /// Seconds each phase took.
+    pub phases: BTreeMap<String, f64>,
     /// Bytes of backup read.
     pub bytes: u64,
     /// Seconds it took.
@@ -108,6 +110,12 @@ impl std::fmt::Display for Restored {
             "  consumers started after their marks: {}",
             self.consumers
         )?;
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(phase, seconds)| format!("{phase} {seconds:.1}s"))
+            .collect();
+        writeln!(f, "  phases: {}", phases.join(", "))?;
         write!(
             f,
             "  archive: {}",
@@ -236,6 +244,13 @@ async fn restore(
             )));
         }
     }
+    let mut clock = Instant::now();
+    let mut lap = |restored: &mut Restored, phase: &str| {
+        restored
+            .phases
+            .insert(phase.to_owned(), clock.elapsed().as_secs_f64());
+        clock = Instant::now();
+    };
     let mut last = BTreeMap::new();
     for part in &manifest.parts {
         let Part::Stream {
@@ -261,6 +276,7 @@ async fn restore(
         restored.streams.insert(name.clone(), messages);
     }
 
+    lap(&mut restored, "streams");
     let mut stock = read_stock(&args.from, manifest)?;
     let before = stock.clone();
     let dropped =
@@ -288,6 +304,7 @@ async fn restore(
         })
         .collect();
     restored.consumers = starts.len() as u64;
+    lap(&mut restored, "squaring");
     crate::provision::provision_starting(
         bus,
         &args.provision.nats,
@@ -295,7 +312,9 @@ async fn restore(
         &starts,
     )
     .await?;
+    lap(&mut restored, "provisioning");
     write_buckets(bus, &args.from, manifest, &stock, &mut restored).await?;
+    lap(&mut restored, "buckets");
 
     if let (Some(libpq), Some(file)) = (libpq, archive_file(manifest)) {
         if let Some(archive) = Archive::from_args(&args.archive)? {
@@ -308,6 +327,7 @@ async fn restore(
             .await
             .map_err(RestoreFailed::Archive)?;
         restored.archive = true;
+        lap(&mut restored, "archive");
     }
     Ok(restored)
 }

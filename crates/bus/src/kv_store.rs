@@ -87,6 +87,15 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The bucket is at its byte bound (discard new): nothing held was dropped, the write
+    /// was refused. Retrying helps once it has room.
+    #[error("KV {bucket}/{key}: the bucket is full (at its byte bound)")]
+    Full {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
     /// Every compare-and-set attempt lost to a concurrent writer.
     #[error("KV {bucket}/{key}: still contended after {attempts} compare-and-set attempts")]
     Contended {
@@ -102,7 +111,15 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Contended { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Contended { .. } | Self::Full { .. }
+        )
+    }
+
+    /// Whether the bucket refused the write because it is full.
+    pub fn is_store_full(&self) -> bool {
+        matches!(self, Self::Full { .. })
     }
 }
 
@@ -338,7 +355,7 @@ impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
 
     /// The result of a conditional write, remembered: the value at its new revision, or — after
     /// a lost precondition or an error (the write may have landed without its answer) — nothing.
-    fn written<E: std::fmt::Display>(
+    fn written<E: std::error::Error + 'static>(
         &self,
         key: &str,
         value: &T,
@@ -359,6 +376,11 @@ impl<T: Serialize + DeserializeOwned + Clone> KvStore<T> {
                 self.forget(key);
                 if lost_precondition(&e) {
                     Ok(None)
+                } else if crate::publish::names_a_full_store(&e) {
+                    Err(StoreError::Full {
+                        bucket: self.bucket.clone(),
+                        key: key.to_owned(),
+                    })
                 } else {
                     Err(self.unavailable(key, e))
                 }

@@ -182,12 +182,18 @@ fn unwell(kind: PublishErrorKind) -> bool {
 /// Whether the stream refused the message because it is at its bound (discard new): the
 /// server's "store failed" answer naming a maximum.
 pub(crate) fn store_full(error: &jetstream::context::PublishError) -> bool {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<jetstream::Error>())
-        .is_some_and(|e| {
+    names_a_full_store(error)
+}
+
+/// Whether `error` — or an error it wraps (a KV write wraps its publish's) — is the server's
+/// "store failed" answer naming a maximum: the stream or bucket is at its bound.
+pub(crate) fn names_a_full_store(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<jetstream::Error>().is_some_and(|e| {
             e.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED
                 && e.to_string().contains("maximum")
         })
+    })
 }
 
 /// A clustered stream is still proposing a message with the same `Nats-Msg-Id` (an earlier try

@@ -223,7 +223,10 @@ impl From<QueryRejection> for Problem {
 impl From<bus::StoreError> for Problem {
     /// A KV failure: 503 if it may pass, else 500; the cause is logged, never shown.
     fn from(error: bus::StoreError) -> Self {
-        if error.is_transient() {
+        if let bus::StoreError::Full { bucket, .. } = &error {
+            tracing::warn!(error = %error, "a bucket is full; answering 503 store-full");
+            Problem::store_full().with_detail(format!("the {bucket} store is full"))
+        } else if error.is_transient() {
             tracing::warn!(error = %error, "KV unavailable; answering 503");
             Problem::unavailable(1)
         } else {

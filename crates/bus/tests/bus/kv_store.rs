@@ -83,3 +83,32 @@ async fn a_key_this_process_just_wrote_is_changed_in_one_round_trip() {
         "a cached modify should send only its compare-and-set"
     );
 }
+
+#[tokio::test]
+async fn a_bucket_at_its_bound_refuses_new_records_as_full_and_keeps_the_old_ones() {
+    let harness = Harness::start().await;
+    let bucket = KvBucket {
+        max_bytes: Some(2048),
+        ..KvBucket::new("small")
+    };
+    harness.bus.provision_bucket(&bucket).await.unwrap();
+    let store: KvStore<String> = KvStore::open(&harness.bus, &bucket).await.unwrap();
+    let value = "x".repeat(200);
+    let mut written = Vec::new();
+    let refused = loop {
+        let key = format!("key-{}", written.len());
+        match store.create(&key, &value).await {
+            Ok(_) => written.push(key),
+            Err(e) => break e,
+        }
+        assert!(
+            written.len() < 100,
+            "a 2 KiB bucket took 100 records of 200 bytes"
+        );
+    };
+    assert!(refused.is_store_full(), "{refused}");
+    assert!(refused.is_transient(), "room may come back");
+    for key in &written {
+        assert_eq!(store.get(key).await.unwrap().unwrap().value, value, "{key}");
+    }
+}
