@@ -132,10 +132,17 @@ async fn a_full_idempotency_bucket_refuses_the_order_as_store_full_and_creates_n
         problem["type"].as_str().unwrap().ends_with("/store-full"),
         "{problem}"
     );
-    assert_eq!(problem["detail"], "the idempotency store is full", "{problem}");
+    assert_eq!(
+        problem["detail"], "the idempotency store is full",
+        "{problem}"
+    );
     for order in &accepted {
         app.wait_for_status(order, "confirmed").await;
     }
     let (_, reserved, _) = app.stock("FULL").await;
-    assert_eq!(reserved, accepted.len() as u64, "an order was made for a refused claim");
+    assert_eq!(
+        reserved,
+        accepted.len() as u64,
+        "an order was made for a refused claim"
+    );
 }

@@ -11,6 +11,7 @@
 mod backup;
 mod dead_letters;
 mod manifest;
+mod migrate;
 mod order;
 mod postgres;
 mod provision;
@@ -25,6 +26,7 @@ use clap::{Parser, Subcommand};
 pub use backup::{BackupArgs, BackupFailed, run as backup};
 pub use dead_letters::{DeadLettersArgs, Letter, Outcome, run as dead_letters};
 pub use manifest::Manifest;
+pub use migrate::{MigrateArgs, MigrateFailed, Migrated, run as migrate};
 pub use order::{OrderArgs, run as order};
 pub use provision::{
     ProvisionArgs, ProvisionFailed, Provisioned, provision, run as provision_deployment,
@@ -71,6 +73,10 @@ pub enum Command {
     Order(order::OrderArgs),
     /// Show a SKU's stock, or set the units available for new reservations (`--set`).
     Stock(stock::StockArgs),
+    /// Bring what the deployment stores up to this build before its services start: the
+    /// archive's schema migrations, then provisioning (which checks every stream's subject
+    /// layout). Safe to repeat.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Who the admin connects as (its connection name and reply inbox).
@@ -104,6 +110,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Order(args) => report("order", json, order::run(&args).await.map(Json)),
         Command::Stock(args) => report("stock", json, stock::run(&args).await.map(Json)),
+        Command::Migrate(args) => report("migrate", json, migrate::run(&args).await),
     }
 }
 

@@ -270,3 +270,55 @@ async fn usage_lists_every_store_against_its_bound_as_json() {
         );
     }
 }
+
+/// An `ORDERS` made by hand (or by a build before layouts were recorded), holding one event on
+/// `subject`.
+async fn unrecorded_orders_with(server: &NatsServer, subject: &str) {
+    let bus = bus(server).await;
+    bus.jetstream()
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ORDERS".into(),
+            subjects: vec!["orders.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    bus.jetstream()
+        .publish(subject.to_owned(), "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn provisioning_records_the_layout_of_an_unrecorded_stream_only_if_its_events_are_in_it() {
+    let older = NatsServer::start();
+    unrecorded_orders_with(&older, "orders.created").await;
+    let refused = orderflow_admin::provision_deployment(&args(&older, &[("HOT_WINDOW", "0")]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("records no subject layout"), "{refused}");
+    assert!(refused.contains("orders.created"), "{refused}");
+
+    let current = NatsServer::start();
+    let order = events::OrderId::new();
+    unrecorded_orders_with(&current, &format!("orders.0.ann.{order}.created")).await;
+    orderflow_admin::provision_deployment(&args(&current, &[("HOT_WINDOW", "0")]))
+        .await
+        .unwrap();
+    let orders = bus(&current)
+        .await
+        .jetstream()
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(
+        orders.metadata.get(events::layout::LAYOUT_METADATA),
+        Some(&events::layout::LAYOUT_VERSION.to_string())
+    );
+}

@@ -230,6 +230,18 @@ pub enum ProvisionError {
         /// The layout it records.
         found: String,
     },
+    /// A stream records no subject layout and holds events this build cannot read: made by a
+    /// build before layouts were recorded (layout 1 put events on their type, `orders.created`).
+    /// Fatal: recording this build's layout on it would hide those events, not read them.
+    #[error(
+        "stream {stream} records no subject layout and holds events this build does not read (one on `{subject}`): it was written under an older layout, which this build cannot upgrade — drain it with the build that wrote it, or take it out of the deployment (docs/runbooks.md, \"Upgrading the subject layout\")"
+    )]
+    ForeignEvents {
+        /// The stream.
+        stream: String,
+        /// The subject of one of its events.
+        subject: String,
+    },
     /// The server refused a KV bucket.
     #[error("cannot create or update KV bucket {bucket}: {source}")]
     Bucket {
@@ -255,7 +267,10 @@ pub enum ProvisionError {
 impl ProvisionError {
     /// Whether waiting cannot help: the deployment must be changed (migrated) first.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Self::Layout { .. } | Self::Settings(_))
+        matches!(
+            self,
+            Self::Layout { .. } | Self::ForeignEvents { .. } | Self::Settings(_)
+        )
     }
 }
 
@@ -268,10 +283,20 @@ impl Bus {
     pub async fn provision_streams(&self, settings: &StreamSettings) -> Result<(), ProvisionError> {
         for stream in streams(settings)? {
             let name = stream.config.name.clone();
-            if let Ok(existing) = self.jetstream().get_stream(&name).await
-                && let Some(other) = other_layout(&name, existing.cached_info())
-            {
-                return Err(other);
+            if let Ok(existing) = self.jetstream().get_stream(&name).await {
+                if let Some(other) = other_layout(&name, existing.cached_info()) {
+                    return Err(other);
+                }
+                if stream.domain.is_some()
+                    && !existing
+                        .cached_info()
+                        .config
+                        .metadata
+                        .contains_key(layout::LAYOUT_METADATA)
+                {
+                    // Recorded only if its events are this layout's: its first and last.
+                    foreign_events(&name, &existing).await?;
+                }
             }
             self.jetstream()
                 .create_or_update_stream(stream.config)
@@ -442,6 +467,30 @@ impl Bus {
         }
         Ok(usage)
     }
+}
+
+/// [`ProvisionError::ForeignEvents`] if the first or the last event `stream` holds is not on
+/// a subject of this build's layout.
+async fn foreign_events(
+    name: &str,
+    stream: &jetstream::stream::Stream,
+) -> Result<(), ProvisionError> {
+    let state = &stream.cached_info().state;
+    if state.messages == 0 {
+        return Ok(());
+    }
+    for sequence in [state.first_sequence, state.last_sequence] {
+        let Ok(message) = stream.get_raw_message(sequence).await else {
+            continue;
+        };
+        if layout::OrderKey::parse(&message.subject).is_err() {
+            return Err(ProvisionError::ForeignEvents {
+                stream: name.to_owned(),
+                subject: message.subject.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// [`ProvisionError::Layout`] if `stream` records a subject layout other than this build's.
