@@ -2,11 +2,14 @@
 //! discarded as the operator — what otherwise takes the `nats` CLI and the operator password.
 //! A redrive publishes a letter again on its original subject only if it is a true copy of a
 //! message still in its stream (its headers are only claims), and never one of an order older
-//! than most of the hot window (every consumer of the subject would take it for new).
+//! than most of the hot window (every consumer of the subject would take it for new). The
+//! archive projection's letters are folded into the archive instead, as order-service's
+//! redrive does — never published, so no other consumer sees the event again.
 
 use std::fmt;
 use std::time::Duration;
 
+use archive::{Archive, ArchiveArgs};
 use bus::{Bus, DeadLetterError, StoredDeadLetter};
 use platform::config::NatsArgs;
 
@@ -20,6 +23,10 @@ pub struct DeadLettersArgs {
     /// what may be redriven).
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// The archive, into which the projection's letters are taken back on redrive (as the
+    /// projection's user); ARCHIVE_URL=none: they are refused.
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
     /// What to do.
     #[command(subcommand)]
     pub action: Action,
@@ -170,6 +177,9 @@ pub enum DeadLettersFailed {
     /// The connection could not be set up.
     #[error(transparent)]
     Connect(#[from] bus::ConnectError),
+    /// The archive settings cannot work.
+    #[error(transparent)]
+    ArchiveSettings(#[from] archive::ArchiveConfigError),
     /// NATS could not be reached.
     #[error("cannot reach NATS at {0}")]
     Unreachable(String),
@@ -186,7 +196,11 @@ pub async fn run(args: &DeadLettersArgs) -> Result<Outcome, DeadLettersFailed> {
         return Err(DeadLettersFailed::Unreachable(args.nats.nats_url.clone()));
     }
     let hot_window = Some(settings.max_age).filter(|w| !w.is_zero());
-    let outcome = act(&bus, &args.action, hot_window).await;
+    let archive = Archive::from_args(&args.archive)?;
+    let outcome = act(&bus, &args.action, hot_window, archive.as_ref()).await;
+    if let Some(archive) = archive {
+        archive.close().await;
+    }
     bus.drain().await;
     Ok(outcome?)
 }
@@ -195,6 +209,7 @@ async fn act(
     bus: &Bus,
     action: &Action,
     hot_window: Option<Duration>,
+    archive: Option<&Archive>,
 ) -> Result<Outcome, DeadLetterError> {
     let mut outcome = Outcome::default();
     match action {
@@ -229,13 +244,33 @@ async fn act(
                     continue;
                 };
                 if taken_back_by_order_service(&stored.letter.consumer) {
-                    outcome.refused.push((
-                        sequence,
-                        format!(
-                            "{} is the archive's projection: order-service takes its letters back itself, so that no other consumer sees the event again — POST /admin/dead-letters/{sequence}/redrive on order-service",
-                            stored.letter.consumer
-                        ),
-                    ));
+                    // Folded into the archive here, never published again: a copy of an order
+                    // event would reach inventory and notification too.
+                    let Some(archive) = archive else {
+                        outcome.refused.push((
+                            sequence,
+                            format!(
+                                "{} is the archive's projection: its letters are folded into the archive, which needs ARCHIVE_URL",
+                                stored.letter.consumer
+                            ),
+                        ));
+                        continue;
+                    };
+                    if !stored.is_from_its_consumer() || !bus.is_verified(&stored).await? {
+                        outcome.refused.push((
+                            sequence,
+                            "not a true copy of a message still in its stream, written by its consumer".into(),
+                        ));
+                        continue;
+                    }
+                    let window = hot_window.unwrap_or_default();
+                    match order_service::take_back(archive.clone(), window, stored.letter).await {
+                        Ok(()) => {
+                            bus.discard_dead_letter(sequence).await?;
+                            outcome.done.push(sequence);
+                        }
+                        Err(refused) => outcome.refused.push((sequence, refused.to_string())),
+                    }
                     continue;
                 }
                 match bus.redrive_stored(stored, hot_window).await {

@@ -10,6 +10,7 @@
 
 mod backup;
 mod dead_letters;
+mod layout;
 mod manifest;
 mod migrate;
 mod order;

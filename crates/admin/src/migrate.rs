@@ -1,15 +1,16 @@
 //! `orderflow-admin migrate`: brings what a deployment stores up to this build, before its
 //! services start — the archive's schema migrations (as the archive's owner; what
-//! `order-service archive migrate` does), then provisioning, which checks every stream's
-//! subject layout and records it on a stream that has none only if its events are in it.
-//! A stream recording another layout stops it: layout 2 is the only one ever recorded, and
-//! this build carries no layout migration yet (docs/runbooks.md, "Upgrading the subject
-//! layout").
+//! `order-service archive migrate` does), the subject layout of its streams (step by step, see
+//! [`crate::layout`]), then provisioning, which checks every stream's layout and records it on
+//! a stream that has none only if its events are in it. Safe to repeat.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use archive::{Archive, ArchiveArgs};
+use bus::{Bus, Start};
 
+use crate::layout::{UpgradeFailed, Upgraded};
 use crate::provision::{ProvisionArgs, ProvisionFailed, Provisioned};
 
 /// `orderflow-admin migrate`'s settings.
@@ -28,6 +29,8 @@ pub struct MigrateArgs {
 pub struct Migrated {
     /// The archive's schema version (`None`: no archive).
     pub archive_schema: Option<i64>,
+    /// The subject layout upgrade made, if one was due.
+    pub layout: Upgraded,
     /// The deployment on NATS.
     pub provisioned: Provisioned,
 }
@@ -37,6 +40,15 @@ impl fmt::Display for Migrated {
         match self.archive_schema {
             Some(version) => writeln!(f, "archive schema at version {version}")?,
             None => writeln!(f, "no archive")?,
+        }
+        if let Some(from) = self.layout.from {
+            writeln!(f, "subject layout upgraded from {from}:")?;
+            for step in &self.layout.steps {
+                writeln!(f, "  {step}")?;
+            }
+            for (stream, moved) in &self.layout.moved {
+                writeln!(f, "  {stream}: {moved} events moved to their new subjects")?;
+            }
         }
         write!(f, "{}", self.provisioned)
     }
@@ -51,12 +63,15 @@ pub enum MigrateFailed {
     /// The archive's schema could not be migrated.
     #[error("the archive: {0}")]
     Archive(#[from] archive::ArchiveError),
+    /// The subject layout could not be upgraded.
+    #[error(transparent)]
+    Layout(#[from] UpgradeFailed),
     /// Provisioning failed (a stream of another layout, say).
     #[error(transparent)]
     Provision(#[from] ProvisionFailed),
 }
 
-/// Migrates the archive's schema, then provisions.
+/// Migrates the archive's schema, upgrades the subject layout, then provisions.
 pub async fn run(args: &MigrateArgs) -> Result<Migrated, MigrateFailed> {
     let archive_schema = match Archive::from_args(&args.archive)? {
         Some(archive) => {
@@ -66,9 +81,47 @@ pub async fn run(args: &MigrateArgs) -> Result<Migrated, MigrateFailed> {
         }
         None => None,
     };
-    let provisioned = crate::provision::run(&args.provision).await?;
+    let nats = &args.provision.nats;
+    let settings = nats.stream_settings().map_err(ProvisionFailed::from)?;
+    let bus = Bus::connect(
+        &nats
+            .bus_config(crate::CONNECTION_NAME)
+            .map_err(ProvisionFailed::from)?,
+    )
+    .await
+    .map_err(ProvisionFailed::from)?;
+    if !crate::connected(&bus, args.provision.timeout).await {
+        return Err(ProvisionFailed::Unreachable {
+            url: nats.nats_url.clone(),
+            timeout: args.provision.timeout,
+        }
+        .into());
+    }
+    let outcome = async {
+        let layout = crate::layout::upgrade(&bus, &settings).await?;
+        // The consumers of a rewritten stream start after the events it moved.
+        let starts: HashMap<(String, String), Start> = layout
+            .restarts
+            .iter()
+            .map(|(key, sequence)| {
+                let start = Start {
+                    sequence: *sequence,
+                    replay_until: 0,
+                };
+                (key.clone(), start)
+            })
+            .collect();
+        let provisioned =
+            crate::provision::provision_starting(&bus, nats, args.provision.archive, &starts)
+                .await?;
+        Ok::<_, MigrateFailed>((layout, provisioned))
+    }
+    .await;
+    bus.drain().await;
+    let (layout, provisioned) = outcome?;
     Ok(Migrated {
         archive_schema,
+        layout,
         provisioned,
     })
 }

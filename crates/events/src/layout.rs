@@ -1,11 +1,11 @@
-//! Where every event lives on the bus — subject layout version 2, in which **the log is the
+//! Where every event lives on the bus — subject layout version 3, in which **the log is the
 //! database**: the order an event belongs to is in its subject, so an order's history is read
 //! back by subject filter and a transition is appended only if that history has not moved.
 //!
 //! ```text
 //! orders.<p>.<customer>.<order>.created | confirmed | cancelled
 //! inventory.<p>.<customer>.<order>.reserved | rejected | released
-//! notifications.<p>.<customer>.<order>.<order_confirmed|order_cancelled>.sent | failed
+//! notifications.<p>.<customer>.<order>.<confirmed|cancelled>.sent | failed
 //! ```
 //!
 //! - `<p>` is the order's partition, `fnv1a32(order id) mod N` — the function of NATS subject
@@ -25,7 +25,7 @@ use crate::id::{CustomerId, OrderId};
 use crate::notification::NotificationKind;
 
 /// The version of this layout; a change to it is a migration, not an edit.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The stream metadata key under which every stream of a deployment records the layout its
 /// subjects follow ([`LAYOUT_VERSION`]): a service refuses a stream of another layout.
@@ -166,11 +166,12 @@ pub const fn verb(kind: EventKind) -> &'static str {
     }
 }
 
-/// The subject token of a notification kind.
+/// The subject token of a notification kind: the verb of the order event that announced the
+/// state change (layout 3; layout 2 said `order_confirmed`, `order_cancelled`).
 pub const fn notification_token(kind: NotificationKind) -> &'static str {
     match kind {
-        NotificationKind::OrderConfirmed => "order_confirmed",
-        NotificationKind::OrderCancelled => "order_cancelled",
+        NotificationKind::OrderConfirmed => "confirmed",
+        NotificationKind::OrderCancelled => "cancelled",
     }
 }
 
@@ -423,7 +424,7 @@ mod tests {
             attempts: 1,
         });
         let subject = key.subject(&sent);
-        assert!(subject.ends_with(".order_cancelled.sent"), "{subject}");
+        assert!(subject.ends_with(".cancelled.sent"), "{subject}");
         assert_eq!(
             OrderKey::parse(&subject).unwrap(),
             (key, EventKind::NotificationSent)

@@ -25,6 +25,7 @@ use utoipa::OpenApi as _;
 
 pub use api::{Accepted, CreateOrder, OrderLine, OrderPage, OrderView};
 pub use order::Status;
+pub use projection::TakeBackError;
 
 /// The service name: connection name, `service.name`, event `source`.
 pub const SERVICE: &str = "order-service";
@@ -130,6 +131,19 @@ pub async fn look_up(
         Some(order) => Ok(Some(api::view_with_notifications(&store, order).await?)),
         None => Ok(None),
     }
+}
+
+/// Folds a dead letter of the archive's projection into `archive`, as order-service's redrive
+/// does — never published again (a copy of an order event would reach inventory and
+/// notification too) — for `orderflow-admin dead-letters redrive`, which holds the archive's
+/// credentials. `hot_window` is the deployment's.
+pub async fn take_back(
+    archive: Archive,
+    hot_window: std::time::Duration,
+    letter: bus::DeadLetter,
+) -> Result<(), TakeBackError> {
+    let projection = projection::Projection::start(archive, hot_window);
+    projection::take_back(&projection, letter).await
 }
 
 /// The durable consumers order-service runs under `nats` — the saga's, and with `archive`

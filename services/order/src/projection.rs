@@ -156,40 +156,60 @@ impl Reprocess for TakeBack {
             let projection = self.0.get().ok_or_else(|| {
                 Problem::unavailable(1).with_detail("the archive's projection is not running")
             })?;
-            let unusable = |why: String| {
-                Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "not-redrivable",
-                    "This dead letter cannot be redriven",
-                )
-                .with_detail(why)
-            };
-            let envelope = Envelope::decode(&letter.payload)
-                .map_err(|e| unusable(format!("its payload is not an event: {e}")))?;
-            let (key, _) = OrderKey::parse(&letter.subject)
-                .map_err(|e| unusable(format!("its subject names no order: {e}")))?;
-            let delivery = Delivery {
-                envelope,
-                key,
-                subject: letter.subject,
-                stream_sequence: letter.sequence,
-                // A redelivery: what an earlier attempt did is read before anything is written.
-                attempt: letter.deliveries.saturating_add(1),
-                is_last_attempt: false,
-                lease: Lease::unbounded(),
-            };
-            projection
-                .handle(delivery)
+            take_back(projection, letter)
                 .await
                 .map_err(|error| match error {
-                    HandlerError::Permanent(_) => unusable(error.to_string()),
-                    HandlerError::Transient(_) | HandlerError::Wait { .. } => Problem::unavailable(
-                        5,
+                    TakeBackError::Unusable(why) => Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "not-redrivable",
+                        "This dead letter cannot be redriven",
                     )
-                    .with_detail(format!("the archive did not take it, retry later: {error}")),
+                    .with_detail(why),
+                    TakeBackError::Later(_) => {
+                        Problem::unavailable(5).with_detail(error.to_string())
+                    }
                 })
         })
     }
+}
+
+/// Why a dead letter of the projection was not taken back.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeBackError {
+    /// It never can be: not an event, no order in its subject, a snapshot that does not
+    /// decode.
+    #[error("{0}")]
+    Unusable(String),
+    /// The archive did not take it now.
+    #[error("the archive did not take it, retry later: {0}")]
+    Later(String),
+}
+
+/// Folds a dead letter of the projection into the archive through `projection`, as a
+/// redelivery of its event (what an earlier attempt did is read before anything is written).
+pub async fn take_back(projection: &Projection, letter: DeadLetter) -> Result<(), TakeBackError> {
+    let envelope = Envelope::decode(&letter.payload)
+        .map_err(|e| TakeBackError::Unusable(format!("its payload is not an event: {e}")))?;
+    let (key, _) = OrderKey::parse(&letter.subject)
+        .map_err(|e| TakeBackError::Unusable(format!("its subject names no order: {e}")))?;
+    let delivery = Delivery {
+        envelope,
+        key,
+        subject: letter.subject,
+        stream_sequence: letter.sequence,
+        attempt: letter.deliveries.saturating_add(1),
+        is_last_attempt: false,
+        lease: Lease::unbounded(),
+    };
+    projection
+        .handle(delivery)
+        .await
+        .map_err(|error| match error {
+            HandlerError::Permanent(_) => TakeBackError::Unusable(error.to_string()),
+            HandlerError::Transient(_) | HandlerError::Wait { .. } => {
+                TakeBackError::Later(error.to_string())
+            }
+        })
 }
 
 /// Longest a transaction may take before the batch counts as failed (and is retried): a hung
