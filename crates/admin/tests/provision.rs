@@ -212,7 +212,7 @@ async fn a_service_refuses_to_start_on_a_stream_of_a_subject_layout_it_does_not_
         .clone();
     config
         .metadata
-        .insert(events::layout::LAYOUT_METADATA.to_owned(), "3".to_owned());
+        .insert(events::layout::LAYOUT_METADATA.to_owned(), "4".to_owned());
     bus.jetstream().update_stream(&config).await.unwrap();
 
     let shutdown = CancellationToken::new();
@@ -222,7 +222,7 @@ async fn a_service_refuses_to_start_on_a_stream_of_a_subject_layout_it_does_not_
         .expect("it stops by itself")
         .unwrap();
     let err = outcome.unwrap_err();
-    assert!(err.contains("holds subject layout \"3\""), "{err}");
+    assert!(err.contains("holds subject layout \"4\""), "{err}");
     assert!(err.contains("Upgrading the subject layout"), "{err}");
 }
 

@@ -189,6 +189,13 @@ impl Bus {
             stream: stream.clone(),
             reason,
         };
+        // The server would refuse too, but it may first say its storage cannot hold a second
+        // copy — this says what is wrong.
+        if self.jetstream().get_stream(&stream).await.is_ok() {
+            return Err(refused(
+                "the stream exists (in use): a restore never overwrites a stream".into(),
+            ));
+        }
         let client = self.client();
         let answer = api_request(
             client,
