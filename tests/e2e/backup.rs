@@ -153,6 +153,23 @@ async fn round_trip(target: Target) {
     source.inventory[0].resume();
     let manifest: Value = serde_json::from_str(&backup.await.unwrap()).unwrap();
     let ledger = driver.await.unwrap();
+    // Every order and customer is in it: only its owner may read any of it.
+    for file in [
+        "manifest.json",
+        "archive.pgdump",
+        "streams/ORDERS_0.snapshot",
+        "streams/ORDERS.snapshot",
+    ] {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(metadata) = std::fs::metadata(dir.path().join(file)) {
+            assert_eq!(
+                metadata.permissions().mode() & 0o077,
+                0,
+                "{file} is readable by others"
+            );
+        }
+    }
+    assert!(dir.path().join("archive.pgdump").exists());
 
     // What the backup holds, read from the source (which keeps running).
     let orders = events_of(&source.nats.url(), "ORDERS").await;

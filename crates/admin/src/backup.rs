@@ -146,6 +146,8 @@ pub async fn run(args: &BackupArgs) -> Result<Manifest, BackupFailed> {
                     if let Some(libpq) = &libpq {
                         let clock = Instant::now();
                         let file = "archive.pgdump";
+                        // Made before pg_dump writes it, so it is never readable by others.
+                        drop(private_file(&args.to.join(file))?);
                         postgres::dump(&args.pg, libpq, &args.to.join(file))
                             .await
                             .map_err(BackupFailed::Archive)?;
@@ -198,8 +200,13 @@ pub async fn run(args: &BackupArgs) -> Result<Manifest, BackupFailed> {
 
 /// Creates `dir`, or checks the one there is empty.
 fn prepare(dir: &Path) -> Result<(), BackupFailed> {
-    std::fs::create_dir_all(dir.join("streams")).map_err(directory(dir))?;
-    std::fs::create_dir_all(dir.join("buckets")).map_err(directory(dir))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    // Every order and customer is in it: readable by its owner only.
+    for made in [dir.to_owned(), dir.join("streams"), dir.join("buckets")] {
+        std::fs::create_dir_all(&made).map_err(directory(&made))?;
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o700))
+            .map_err(directory(&made))?;
+    }
     let taken = dir.join(manifest::FILE);
     if taken.exists() {
         return Err(BackupFailed::Directory {
@@ -246,7 +253,7 @@ async fn snapshot(bus: &Bus, name: &str, dir: &Path) -> Result<Part, BackupFaile
     let clock = Instant::now();
     let file = format!("streams/{name}.snapshot");
     let path = dir.join(&file);
-    let mut out = BufWriter::new(File::create(&path).map_err(directory(&path))?);
+    let mut out = BufWriter::new(private_file(&path)?);
     let snapshot = bus.snapshot_stream(name, &mut out).await?;
     finish(out, &path)?;
     Ok(Part::Stream {
@@ -279,7 +286,7 @@ async fn copy_bucket(bus: &Bus, name: &str, dir: &Path) -> Result<Part, BackupFa
     };
     let file = format!("buckets/{name}.jsonl");
     let path = dir.join(&file);
-    let mut out = BufWriter::new(File::create(&path).map_err(directory(&path))?);
+    let mut out = BufWriter::new(private_file(&path)?);
     let mut entries = futures::stream::iter(keys)
         .map(|key| {
             let kv = kv.clone();
@@ -324,6 +331,18 @@ fn finish(out: BufWriter<File>, path: &Path) -> Result<u64, BackupFailed> {
     size(path)
 }
 
+/// A new file only its owner may read.
+fn private_file(path: &Path) -> Result<File, BackupFailed> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(directory(path))
+}
+
 fn size(path: &Path) -> Result<u64, BackupFailed> {
     Ok(std::fs::metadata(path).map_err(directory(path))?.len())
 }
@@ -333,7 +352,7 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), BackupFailed> {
     let path = dir.join(manifest::FILE);
     let partial = dir.join(format!("{}.partial", manifest::FILE));
     let text = serde_json::to_string_pretty(manifest).map_err(|e| directory(&path)(e.into()))?;
-    let mut file = File::create(&partial).map_err(directory(&partial))?;
+    let mut file = private_file(&partial)?;
     file.write_all(text.as_bytes())
         .map_err(directory(&partial))?;
     file.sync_all().map_err(directory(&partial))?;
