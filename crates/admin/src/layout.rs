@@ -5,9 +5,11 @@
 //! rewrites has drained, since the events move to new sequences; those consumers start again
 //! after the moved events.
 //!
-//! A moved event is published again (with the headers it was stored with, but a message id of
-//! its own, so a repeated run stores it once) and then deleted: interrupted, the command is run
-//! again and finishes. It is stored anew, so the hot window counts its age from the upgrade.
+//! A moved event is published again — with the headers it was stored with, create-only on its
+//! new subject, so a repeated run stores it once — and then deleted; where the stream's
+//! consumers start again is kept on the stream until they exist: interrupted (even between
+//! recording the new layout on one stream and the next), the command is run again and
+//! finishes. It is stored anew, so the hot window counts its age from the upgrade.
 //! A dead letter keeps naming the message it was made from; one of a moved event can no longer
 //! be redriven (its original is gone): handle it before upgrading, or discard it after.
 //!
@@ -19,6 +21,7 @@
 
 use std::collections::BTreeMap;
 
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use bus::{Bus, StreamSettings};
 use events::layout::{self, Domain};
 use events::names::header;
@@ -99,6 +102,14 @@ pub enum UpgradeFailed {
         /// Events pending or unacknowledged.
         pending: u64,
     },
+    /// A service is pulling from a stream to rewrite.
+    #[error("consumer {durable} of {stream} is being pulled from: stop the services, then migrate")]
+    Running {
+        /// The stream.
+        stream: String,
+        /// The consumer.
+        durable: String,
+    },
     /// NATS failed.
     #[error("{what}: {reason}")]
     Nats {
@@ -131,31 +142,43 @@ pub async fn upgrade(bus: &Bus, settings: &StreamSettings) -> Result<Upgraded, U
             recorded.insert(name, found.clone());
         }
     }
-    let current = layout::LAYOUT_VERSION.to_string();
-    let mut found: Vec<&String> = recorded.values().collect();
-    found.dedup();
-    found.sort();
-    found.dedup();
-    let from = match found.as_slice() {
-        [] => return Ok(Upgraded::default()),
-        [one] if **one == current => return Ok(Upgraded::default()),
-        [one] => one.parse::<u32>().ok(),
-        _ => return Err(UpgradeFailed::Mixed(recorded)),
+    let mut versions = Vec::new();
+    for found in recorded.values() {
+        match found.parse::<u32>() {
+            Ok(version) => versions.push(version),
+            Err(_) => return Err(UpgradeFailed::Mixed(recorded)),
+        }
+    }
+    let finished = Upgraded {
+        restarts: left_restart_points(bus, settings).await,
+        ..Upgraded::default()
     };
+    let (Some(&lowest), Some(&highest)) = (versions.iter().min(), versions.iter().max()) else {
+        return Ok(finished);
+    };
+    // An upgrade cut short records the new layout on some streams only: it goes on from the
+    // older one (its steps move only what is still on an old subject).
+    if highest - lowest > 1 {
+        return Err(UpgradeFailed::Mixed(recorded));
+    }
+    if lowest == layout::LAYOUT_VERSION {
+        return Ok(finished);
+    }
     let oldest = STEPS
         .iter()
         .map(|s| s.from)
         .min()
         .unwrap_or(layout::LAYOUT_VERSION);
-    let Some(from) = from.filter(|f| (oldest..layout::LAYOUT_VERSION).contains(f)) else {
+    if !(oldest..layout::LAYOUT_VERSION).contains(&lowest) || highest > layout::LAYOUT_VERSION {
         return Err(UpgradeFailed::Unknown {
-            found: found.first().map(|f| (*f).clone()).unwrap_or_default(),
+            found: highest.max(lowest).to_string(),
             oldest,
         });
-    };
+    }
+    let from = lowest;
     let mut upgraded = Upgraded {
         from: Some(from),
-        ..Upgraded::default()
+        ..finished
     };
     for step in STEPS.iter().filter(|s| s.from >= from) {
         let streams: Vec<String> = step
@@ -174,6 +197,12 @@ pub async fn upgrade(bus: &Bus, settings: &StreamSettings) -> Result<Upgraded, U
         for name in &streams {
             let (moved, end) = rewrite(bus, name, step).await?;
             upgraded.moved.insert(name.clone(), moved);
+            // Where its consumers start again, kept on the stream until they exist again: a run
+            // cut short after deleting them still restarts them there.
+            let end = restart_point(bus, name, end).await?;
+            upgraded
+                .restarts
+                .insert((name.clone(), "*".to_owned()), end + 1);
             for durable in consumers(bus, name).await? {
                 let stream = bus
                     .jetstream()
@@ -193,6 +222,76 @@ pub async fn upgrade(bus: &Bus, settings: &StreamSettings) -> Result<Upgraded, U
         record(bus, settings, step.from + 1).await?;
     }
     Ok(upgraded)
+}
+
+/// The stream metadata that keeps where the consumers of a rewritten stream start again.
+const RESTART_AFTER: &str = "orderflow.upgrade.restart_after";
+
+/// The sequence after which `stream`'s consumers start again: the one an earlier, interrupted
+/// run recorded, else `end`, recorded now.
+async fn restart_point(bus: &Bus, name: &str, end: u64) -> Result<u64, UpgradeFailed> {
+    let stream = bus
+        .jetstream()
+        .get_stream(name)
+        .await
+        .map_err(|e| nats(format!("stream {name}"), e))?;
+    let mut config = stream.cached_info().config.clone();
+    if let Some(recorded) = config
+        .metadata
+        .get(RESTART_AFTER)
+        .and_then(|v| v.parse().ok())
+    {
+        return Ok(recorded);
+    }
+    config
+        .metadata
+        .insert(RESTART_AFTER.to_owned(), end.to_string());
+    bus.jetstream()
+        .update_stream(&config)
+        .await
+        .map_err(|e| nats(format!("stream {name}"), e))?;
+    Ok(end)
+}
+
+/// Forgets the restart points once every consumer exists again.
+pub async fn forget_restart_points(
+    bus: &Bus,
+    settings: &StreamSettings,
+) -> Result<(), UpgradeFailed> {
+    for name in bus::stream_names(settings) {
+        let Ok(stream) = bus.jetstream().get_stream(&name).await else {
+            continue;
+        };
+        let mut config = stream.cached_info().config.clone();
+        if config.metadata.remove(RESTART_AFTER).is_some() {
+            bus.jetstream()
+                .update_stream(&config)
+                .await
+                .map_err(|e| nats(format!("stream {name}"), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The restart points an interrupted run left, as `(stream, "*")` starts.
+async fn left_restart_points(
+    bus: &Bus,
+    settings: &StreamSettings,
+) -> BTreeMap<(String, String), u64> {
+    let mut left = BTreeMap::new();
+    for name in bus::stream_names(settings) {
+        if let Ok(stream) = bus.jetstream().get_stream(&name).await
+            && let Some(after) = stream
+                .cached_info()
+                .config
+                .metadata
+                .get(RESTART_AFTER)
+                .and_then(|v| v.parse::<u64>().ok())
+        {
+            left.insert((name, "*".to_owned()), after + 1);
+        }
+    }
+    left
 }
 
 /// The durable consumers of `stream`.
@@ -227,6 +326,12 @@ async fn drained(bus: &Bus, stream: &str) -> Result<(), UpgradeFailed> {
         .await
         .map_err(|e| nats(format!("consumers of {stream}"), e))?;
     for info in infos {
+        if info.num_waiting > 0 {
+            return Err(UpgradeFailed::Running {
+                stream: stream.to_owned(),
+                durable: info.name,
+            });
+        }
         let pending = info.num_pending + info.num_ack_pending as u64;
         if pending > 0 {
             return Err(UpgradeFailed::NotDrained {
@@ -255,8 +360,10 @@ async fn rewrite(bus: &Bus, name: &str, step: &Step) -> Result<(u64, u64), Upgra
         .clone();
     let mut moved = 0;
     for sequence in state.first_sequence..=state.last_sequence {
-        let Ok(message) = stream.get_raw_message(sequence).await else {
-            continue;
+        let message = match stream.get_raw_message(sequence).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => continue,
+            Err(e) => return Err(nats(format!("{name} event {sequence}"), e)),
         };
         let Some(subject) = (step.rewrite)(&message.subject) else {
             continue;
@@ -276,12 +383,22 @@ async fn rewrite(bus: &Bus, name: &str, step: &Step) -> Result<(u64, u64), Upgra
             header::MSG_ID,
             format!("layout-{}:{name}:{sequence}", step.from + 1).as_str(),
         );
-        bus.jetstream()
+        // Create-only (every subject of a layout holds at most one event): a run cut short
+        // between storing the copy and deleting the original stores it once, however late.
+        headers.insert(header::EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        let stored = bus
+            .jetstream()
             .publish_with_headers(subject, headers, message.payload.clone())
             .await
             .map_err(|e| nats(format!("{name} event {sequence}"), e))?
-            .await
-            .map_err(|e| nats(format!("{name} event {sequence}"), e))?;
+            .await;
+        match stored {
+            Ok(_) => {}
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {}
+            Err(e) => return Err(nats(format!("{name} event {sequence}"), e)),
+        }
         stream
             .delete_message(sequence)
             .await

@@ -80,6 +80,43 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
 }
 
+/// The settings that hold secrets. The admin refuses them on its command line, where every
+/// user of the host can read them (`ps`, shell history): from the environment or a `_FILE`.
+const SECRETS: [&str; 5] = [
+    "nats_password",
+    "nats_token",
+    "nats_nkey_seed",
+    "archive_password",
+    "archive_reader_password",
+];
+
+/// The secrets given on the command line parsed into `matches` (flags, or a password inside
+/// `--archive-url`), by flag; empty when there are none.
+pub fn secrets_on_command_line(matches: &clap::ArgMatches) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut matches = Some(matches);
+    while let Some(current) = matches {
+        for id in SECRETS {
+            if let Ok(Some(clap::parser::ValueSource::CommandLine)) =
+                current.try_get_raw(id).map(|_| current.value_source(id))
+            {
+                found.push(format!("--{}", id.replace('_', "-")));
+            }
+        }
+        if let Ok(Some(url)) = current.try_get_raw("archive_url")
+            && current.value_source("archive_url") == Some(clap::parser::ValueSource::CommandLine)
+            && url.into_iter().any(|u| {
+                let u = u.to_string_lossy();
+                url::Url::parse(&u).is_ok_and(|u| u.password().is_some()) || u.contains("password=")
+            })
+        {
+            found.push("--archive-url (with a password in it)".to_owned());
+        }
+        matches = current.subcommand().map(|(_, sub)| sub);
+    }
+    found
+}
+
 /// Who the admin connects as (its connection name and reply inbox).
 pub(crate) const CONNECTION_NAME: &str = "orderflow-admin";
 

@@ -114,6 +114,7 @@ pub async fn run(args: &MigrateArgs) -> Result<Migrated, MigrateFailed> {
         let provisioned =
             crate::provision::provision_starting(&bus, nats, args.provision.archive, &starts)
                 .await?;
+        crate::layout::forget_restart_points(&bus, &settings).await?;
         Ok::<_, MigrateFailed>((layout, provisioned))
     }
     .await;

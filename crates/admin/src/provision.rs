@@ -159,9 +159,11 @@ pub(crate) async fn provision_starting(
         .collect();
     let mut consumers = Vec::new();
     for spec in specs {
+        // A consumer's own start, else its stream's (`*`: every consumer of it).
         let start = |stream: &str, durable: &str| {
             starts
                 .get(&(stream.to_owned(), durable.to_owned()))
+                .or_else(|| starts.get(&(stream.to_owned(), "*".to_owned())))
                 .copied()
         };
         let watcher = events::names::durable::max_deliveries_watcher(&spec.durable, &spec.stream);

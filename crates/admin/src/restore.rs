@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use archive::{Archive, ArchiveArgs};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use bus::{Bus, Recorded, Start};
 use events::layout::{self, Domain};
 use events::names::{bucket, header};
@@ -383,6 +384,12 @@ fn read_stock(
     Ok(stock)
 }
 
+/// The event log, read from each stream's leader: right after a restore into a cluster a
+/// follower may still be catching up, and a history read from it would miss events.
+fn leader_log(bus: &Bus) -> bus::EventLog {
+    bus.events().clone().with_leader_reads(true)
+}
+
 /// A stream's messages stored after the backup's mark, decoded: (sequence, headers, event).
 async fn tail(
     bus: &Bus,
@@ -397,9 +404,12 @@ async fn tail(
         .map_err(|e| nats(format!("stream {stream}"), e))?;
     let mut messages = Vec::new();
     for sequence in from..=to {
-        let Ok(message) = handle.get_raw_message(sequence).await else {
+        let message = match handle.get_raw_message(sequence).await {
+            Ok(message) => message,
             // Deleted, or expired: nothing to square.
-            continue;
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => continue,
+            // Anything else (a leader still being elected) would leave the event unsquared.
+            Err(e) => return Err(nats(format!("{stream} message {sequence}"), e)),
         };
         // A message that is not an event of this build was dead-lettered when it was
         // delivered, and will be again: nothing to square either.
@@ -456,8 +466,7 @@ async fn square_inventory(
     let mut dropped = BTreeSet::new();
     for order in orders {
         let history = layout::order_anywhere(Domain::Inventory, partitions, order);
-        let recorded: Vec<Recorded> = bus
-            .events()
+        let recorded: Vec<Recorded> = leader_log(bus)
             .read(&history)
             .await
             .map_err(|e| nats(format!("inventory of order {order}"), e))?;
@@ -502,8 +511,7 @@ async fn held_by_cancellation(
     order: OrderId,
 ) -> Result<Vec<events::ReservedLine>, RestoreFailed> {
     let history = layout::order_anywhere(Domain::Orders, partitions, order);
-    let recorded = bus
-        .events()
+    let recorded = leader_log(bus)
         .read(&history)
         .await
         .map_err(|e| nats(format!("order {order}"), e))?;
@@ -585,8 +593,7 @@ async fn first_undecided(
         }
         if decisions.is_none() {
             let history = layout::order_anywhere(Domain::Inventory, partitions, order);
-            let recorded = bus
-                .events()
+            let recorded = leader_log(bus)
                 .read(&history)
                 .await
                 .map_err(|e| nats(format!("inventory of order {order}"), e))?;
@@ -625,8 +632,7 @@ async fn square_notifications(
             let order = envelope.event.order_id();
             if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(order) {
                 let history = layout::order_anywhere(Domain::Orders, partitions, order);
-                let events = bus
-                    .events()
+                let events = leader_log(bus)
                     .read(&history)
                     .await
                     .map_err(|e| nats(format!("order {order}"), e))?;

@@ -322,3 +322,45 @@ async fn provisioning_records_the_layout_of_an_unrecorded_stream_only_if_its_eve
         Some(&events::layout::LAYOUT_VERSION.to_string())
     );
 }
+
+#[test]
+fn secrets_on_the_command_line_are_refused_and_in_the_environment_taken() {
+    use clap::CommandFactory as _;
+    let parse = |argv: &[&str]| {
+        orderflow_admin::Cli::command()
+            .try_get_matches_from(argv)
+            .unwrap()
+    };
+    let refused = orderflow_admin::secrets_on_command_line(&parse(&[
+        "orderflow-admin",
+        "backup",
+        "--to",
+        "/tmp/b",
+        "--nats-password",
+        "s3cret-Passw0rd-xyz",
+        "--archive-url",
+        "postgres://app:pw@db/orderflow",
+    ]));
+    assert_eq!(
+        refused,
+        ["--nats-password", "--archive-url (with a password in it)"]
+    );
+    let usage = parse(&[
+        "orderflow-admin",
+        "usage",
+        "--nats-token",
+        "t0ken-Xyz-123456",
+    ]);
+    assert_eq!(
+        orderflow_admin::secrets_on_command_line(&usage),
+        ["--nats-token"]
+    );
+    let clean = parse(&[
+        "orderflow-admin",
+        "dead-letters",
+        "--archive-url",
+        "postgres://app@db/orderflow",
+        "list",
+    ]);
+    assert!(orderflow_admin::secrets_on_command_line(&clean).is_empty());
+}

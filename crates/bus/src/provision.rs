@@ -242,6 +242,14 @@ pub enum ProvisionError {
         /// The subject of one of its events.
         subject: String,
     },
+    /// A stream's events could not be read to tell its layout (a leader being elected).
+    #[error("cannot read stream {stream} to tell its subject layout: {reason}")]
+    Unreadable {
+        /// The stream.
+        stream: String,
+        /// The error.
+        reason: String,
+    },
     /// The server refused a KV bucket.
     #[error("cannot create or update KV bucket {bucket}: {source}")]
     Bucket {
@@ -480,8 +488,17 @@ async fn foreign_events(
         return Ok(());
     }
     for sequence in [state.first_sequence, state.last_sequence] {
-        let Ok(message) = stream.get_raw_message(sequence).await else {
-            continue;
+        let message = match stream.get_raw_message(sequence).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                continue;
+            }
+            Err(e) => {
+                return Err(ProvisionError::Unreadable {
+                    stream: name.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
         };
         if layout::OrderKey::parse(&message.subject).is_err() {
             return Err(ProvisionError::ForeignEvents {

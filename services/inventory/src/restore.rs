@@ -105,7 +105,9 @@ pub fn square(
                     return Squared::default();
                 }
                 for line in &reserved.lines {
-                    let given_back = release.is_some_and(|r| given_back(order, r, line, stock));
+                    // A give-back marked in the copy counts, whether or not its release is.
+                    let given_back = marked_returning(order, line, stock)
+                        || release.is_some_and(|r| given_back(order, r, line, stock));
                     if taken(order, d, line, stock) && !given_back {
                         give_back(stock, &line.sku, line.quantity);
                     }
@@ -219,6 +221,17 @@ fn in_copy(
         Some(revisions) => revisions.of(&line.sku),
     };
     marks(&copied.record).contains_key(&order) || at.is_some_and(|at| at <= copied.revision)
+}
+
+/// Whether the copy of `line`'s record marks a give-back of `order`.
+fn marked_returning(
+    order: OrderId,
+    line: &ReservedLine,
+    stock: &BTreeMap<Sku, CopiedStock>,
+) -> bool {
+    stock
+        .get(&line.sku)
+        .is_some_and(|c| c.record.returning.contains_key(&order))
 }
 
 fn give_back(stock: &mut BTreeMap<Sku, CopiedStock>, sku: &Sku, quantity: u32) {
@@ -424,6 +437,30 @@ mod tests {
         let r = event(9, released(order, &lines), &[("A", 12)], true);
         assert_eq!(square(order, &[d, r], &[], &mut stock), Squared::default());
         assert_eq!(numbers(&stock, "A"), (10, 0, 0));
+    }
+
+    #[test]
+    fn a_dropped_reservation_whose_give_back_the_copy_marks_is_not_given_back_twice() {
+        // A: taken and given back (marked) in the copy, its release not stored yet; B: taken
+        // after the copy, and no units for it there.
+        let order = OrderId::new();
+        let lines = [line("A", 2), line("B", 3)];
+        let d = event(5, reserved(order, &lines), &[("A", 8), ("B", 21)], true);
+        let mut a = copied(10, 0, 10);
+        a.record.returning.insert(
+            order,
+            Mark {
+                quantity: 2,
+                event: Uuid::now_v7(),
+                at: 0,
+            },
+        );
+        let mut stock = BTreeMap::from([(sku("A"), a), (sku("B"), copied(0, 10, 20))]);
+        assert_eq!(square(order, &[d], &[], &mut stock).drop, vec![5]);
+        assert_eq!(
+            (numbers(&stock, "A"), numbers(&stock, "B")),
+            ((10, 0, 0), (0, 10, 0))
+        );
     }
 
     #[test]
