@@ -5,10 +5,13 @@
 //! The parts are taken one after another, so each is of a different moment; the order is
 //! chosen so that a restore can square them (RELIABILITY.md, "Backup and restore", argues it):
 //!
-//! 1. **marks**: every stream's last sequence and every durable consumer's ack floor. A restore
-//!    starts each consumer after its mark, so everything not surely handled is delivered again
-//!    — every handler is idempotent.
-//! 2. the **archive** (before the order streams: it never holds what they lack);
+//! 1. **consumer marks**: every durable consumer's ack floor. A restore starts each consumer
+//!    after its mark, so everything not surely handled is delivered again — every handler is
+//!    idempotent.
+//! 2. the **archive** (after the consumer marks, before the order streams: it never holds what
+//!    they lack, and what the projection had not written is delivered again);
+//! 2½. **stream marks**: every stream's last sequence, NOTIFICATIONS before ORDERS before
+//!    INVENTORY. What is stored after a mark is what the restore squares.
 //! 3. the **stock** records, each at its revision;
 //! 4. the **INVENTORY** streams: every decision whose stock change a copied record holds is in
 //!    them; one stored later says so by its stock revisions, and the restore drops or completes
@@ -107,14 +110,16 @@ fn directory(path: &Path) -> impl FnOnce(std::io::Error) -> BackupFailed + '_ {
 /// What a backup takes, in the order it takes it (see the module documentation).
 #[derive(Debug, Clone, Copy)]
 enum Step {
+    Marks,
     Archive,
     Bucket(&'static str),
     Streams(Domain),
     Stream(&'static str),
 }
 
-const PLAN: [Step; 9] = [
+const PLAN: [Step; 10] = [
     Step::Archive,
+    Step::Marks,
     Step::Bucket(bucket::STOCK),
     Step::Streams(Domain::Inventory),
     Step::Streams(Domain::Orders),
@@ -138,10 +143,18 @@ pub async fn run(args: &BackupArgs) -> Result<Manifest, BackupFailed> {
     let streams: Vec<String> = bus::stream_names(&settings);
     let taken = async {
         let started = chrono::Utc::now();
-        let marks = marks(&bus, &streams).await?;
+        let layout = recorded_layout(&bus, &streams).await?;
+        let consumers = consumer_marks(&bus, &streams).await?;
         let mut parts = Vec::new();
+        let mut marks = None;
         for step in PLAN {
             match step {
+                Step::Marks => {
+                    marks = Some(Marks {
+                        streams: stream_marks(&bus, &streams, partitions).await?,
+                        consumers: consumers.clone(),
+                    });
+                }
                 Step::Archive => {
                     if let Some(libpq) = &libpq {
                         let clock = Instant::now();
@@ -183,11 +196,11 @@ pub async fn run(args: &BackupArgs) -> Result<Manifest, BackupFailed> {
         Ok(Manifest {
             format: manifest::FORMAT,
             version: env!("CARGO_PKG_VERSION").into(),
-            layout: events::layout::LAYOUT_VERSION,
+            layout,
             partitions: partitions.count(),
             started,
             finished: chrono::Utc::now(),
-            marks,
+            marks: marks.unwrap_or_default(),
             parts,
         })
     }
@@ -217,20 +230,16 @@ fn prepare(dir: &Path) -> Result<(), BackupFailed> {
     Ok(())
 }
 
-/// Every stream's last sequence and every durable consumer's ack floor, now.
-async fn marks(bus: &Bus, streams: &[String]) -> Result<Marks, BackupFailed> {
-    let mut marks = Marks::default();
+/// Every durable consumer's ack floor, now: taken first, so a consumer restarts no later than
+/// what the parts taken after hold.
+async fn consumer_marks(bus: &Bus, streams: &[String]) -> Result<Vec<ConsumerMark>, BackupFailed> {
+    let mut marks = Vec::new();
     for name in streams {
-        let mut stream = bus
+        let stream = bus
             .jetstream()
             .get_stream(name)
             .await
             .map_err(|e| nats(format!("stream {name}"))(e.to_string()))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| nats(format!("stream {name}"))(e.to_string()))?;
-        marks.streams.insert(name.clone(), info.state.last_sequence);
         let consumers: Vec<_> = stream
             .consumers()
             .try_collect()
@@ -238,7 +247,7 @@ async fn marks(bus: &Bus, streams: &[String]) -> Result<Marks, BackupFailed> {
             .map_err(|e| nats(format!("consumers of {name}"))(e.to_string()))?;
         for consumer in consumers {
             if consumer.config.durable_name.is_some() {
-                marks.consumers.push(ConsumerMark {
+                marks.push(ConsumerMark {
                     stream: name.clone(),
                     durable: consumer.name,
                     ack_floor: consumer.ack_floor.stream_sequence,
@@ -247,6 +256,75 @@ async fn marks(bus: &Bus, streams: &[String]) -> Result<Marks, BackupFailed> {
         }
     }
     Ok(marks)
+}
+
+/// Every stream's last sequence, now — an effect's stream before its cause's (NOTIFICATIONS,
+/// then ORDERS, then INVENTORY): whatever is stored before a mark has its cause stored before
+/// the next one, so the restore never needs to look before a mark to square what is after.
+async fn stream_marks(
+    bus: &Bus,
+    streams: &[String],
+    partitions: events::Partitions,
+) -> Result<std::collections::BTreeMap<String, u64>, BackupFailed> {
+    let mut ordered: Vec<String> = [Domain::Notifications, Domain::Orders, Domain::Inventory]
+        .into_iter()
+        .flat_map(|d| partitions.all().map(move |p| d.stream(p, partitions)))
+        .collect();
+    ordered.extend(
+        streams
+            .iter()
+            .filter(|s| !ordered.contains(s))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let mut marks = std::collections::BTreeMap::new();
+    for name in ordered {
+        let mut stream = bus
+            .jetstream()
+            .get_stream(&name)
+            .await
+            .map_err(|e| nats(format!("stream {name}"))(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| nats(format!("stream {name}"))(e.to_string()))?;
+        marks.insert(name, info.state.last_sequence);
+    }
+    Ok(marks)
+}
+
+/// The subject layout the streams record (they must agree).
+async fn recorded_layout(bus: &Bus, streams: &[String]) -> Result<u32, BackupFailed> {
+    let mut found = std::collections::BTreeSet::new();
+    for name in streams {
+        let stream = bus
+            .jetstream()
+            .get_stream(name)
+            .await
+            .map_err(|e| nats(format!("stream {name}"))(e.to_string()))?;
+        let recorded = stream
+            .cached_info()
+            .config
+            .metadata
+            .get(events::layout::LAYOUT_METADATA)
+            .cloned()
+            .unwrap_or_else(|| "none".to_owned());
+        found.insert(recorded);
+    }
+    match found.into_iter().collect::<Vec<_>>().as_slice() {
+        [one] => one.parse().map_err(|_| BackupFailed::Nats {
+            what: "the streams".into(),
+            reason: format!(
+                "they record no subject layout ({one}): provision the deployment first"
+            ),
+        }),
+        many => Err(BackupFailed::Nats {
+            what: "the streams".into(),
+            reason: format!(
+                "they record different subject layouts {many:?}: finish `orderflow-admin migrate` first"
+            ),
+        }),
+    }
 }
 
 async fn snapshot(bus: &Bus, name: &str, dir: &Path) -> Result<Part, BackupFailed> {

@@ -10,9 +10,9 @@
 //!    dropped, with what the order did after it (it is decided again); a notification outcome
 //!    whose order event the restored `ORDERS` lacks is dropped (notified again if decided
 //!    again, under the same `webhook-id`);
-//! 4. the deployment is provisioned, every durable consumer starting right after its mark:
-//!    whatever was not surely handled when the backup began is delivered again;
-//! 5. the buckets are written back, and the archive restored with `pg_restore`.
+//! 4. the buckets are written back and the archive restored with `pg_restore`;
+//! 5. the deployment is provisioned, every durable consumer starting right after its mark:
+//!    whatever was not surely handled when the backup began is delivered again.
 //!
 //! Then the services start on it as on any deployment.
 
@@ -177,6 +177,18 @@ pub async fn run(args: &RestoreArgs) -> Result<Restored, RestoreFailed> {
     let settings = nats_args.stream_settings()?;
     check_fits(&manifest, &settings, args.older_than_hot_window)?;
     let libpq = args.archive.libpq()?;
+    // An archive that is not empty is found before NATS is touched.
+    if archive_file(&manifest).is_some()
+        && let Some(archive) = Archive::from_args(&args.archive)?
+    {
+        let empty = archive.is_empty().await;
+        archive.close().await;
+        if !empty.map_err(|e| RestoreFailed::Archive(e.to_string()))? {
+            return Err(RestoreFailed::Target(
+                "the archive's database holds tables: a restore goes into an empty database".into(),
+            ));
+        }
+    }
     let bus = Bus::connect(&nats_args.bus_config(crate::CONNECTION_NAME)?).await?;
     if !crate::connected(&bus, args.provision.timeout).await {
         return Err(RestoreFailed::Target(format!(
@@ -206,7 +218,7 @@ fn check_fits(
     }
     if manifest.partitions != settings.partitions.count() {
         return Err(RestoreFailed::Target(format!(
-            "the backup has {} partitions per domain and PARTITIONS is {}: restore with the backup's",
+            "the backup has {} partitions per domain and STREAM_PARTITIONS is {}: restore with the backup's",
             manifest.partitions,
             settings.partitions.count()
         )));
@@ -291,8 +303,9 @@ async fn restore(
         .count() as u64;
 
     // Every message the backup holds may have been handled; those after a consumer's mark
-    // are delivered again, and their handlers told so.
-    let starts: HashMap<(String, String), Start> = manifest
+    // are delivered again, and their handlers told so. A consumer the backup has no mark of
+    // (it did not exist where the backup was taken) starts at the beginning, told the same.
+    let mut starts: HashMap<(String, String), Start> = manifest
         .marks
         .consumers
         .iter()
@@ -305,7 +318,47 @@ async fn restore(
         })
         .collect();
     restored.consumers = starts.len() as u64;
+    for (stream, end) in &last {
+        let start = Start {
+            sequence: 1,
+            replay_until: *end,
+        };
+        starts.insert((stream.clone(), "*".to_owned()), start);
+    }
     lap(&mut restored, "squaring");
+
+    // The buckets and the archive before any consumer exists: a service that binds as soon as
+    // its consumers do must find the stock and the archive as the backup has them.
+    for bucket in settings.buckets() {
+        bus.provision_bucket(&bucket)
+            .await
+            .map_err(|e| nats(format!("bucket {}", bucket.name), e))?;
+    }
+    write_buckets(bus, &args.from, manifest, &stock, &mut restored).await?;
+    lap(&mut restored, "buckets");
+    if let (Some(libpq), Some(file)) = (libpq, archive_file(manifest)) {
+        if let Some(archive) = Archive::from_args(&args.archive)? {
+            archive
+                .ensure_roles()
+                .await
+                .map_err(|e| RestoreFailed::Archive(e.to_string()))?;
+            archive.close().await;
+        }
+        postgres::restore(&args.pg, libpq, &args.from.join(file))
+            .await
+            .map_err(RestoreFailed::Archive)?;
+        restored.archive = true;
+        lap(&mut restored, "archive");
+    }
+    // A consumer made meanwhile (a provisioning step run beside the restore) would start at
+    // the beginning and take everything for new.
+    for stream in last.keys() {
+        if let Some(durable) = any_consumer(bus, stream).await? {
+            return Err(RestoreFailed::Target(format!(
+                "consumer {durable} of {stream} was made while the restore ran: keep the provisioning step and the services away until the restore is done, then restore again into a fresh deployment"
+            )));
+        }
+    }
     crate::provision::provision_starting(
         bus,
         &args.provision.nats,
@@ -314,23 +367,23 @@ async fn restore(
     )
     .await?;
     lap(&mut restored, "provisioning");
-    write_buckets(bus, &args.from, manifest, &stock, &mut restored).await?;
-    lap(&mut restored, "buckets");
-
-    if let (Some(libpq), Some(file)) = (libpq, archive_file(manifest)) {
-        if let Some(archive) = Archive::from_args(&args.archive)? {
-            archive
-                .ensure_roles()
-                .await
-                .map_err(|e| RestoreFailed::Archive(e.to_string()))?;
-        }
-        postgres::restore(&args.pg, libpq, &args.from.join(file))
-            .await
-            .map_err(RestoreFailed::Archive)?;
-        restored.archive = true;
-        lap(&mut restored, "archive");
-    }
     Ok(restored)
+}
+
+/// A consumer of `stream`, if it has any.
+async fn any_consumer(bus: &Bus, stream: &str) -> Result<Option<String>, RestoreFailed> {
+    use futures::TryStreamExt as _;
+    let handle = bus
+        .jetstream()
+        .get_stream(stream)
+        .await
+        .map_err(|e| nats(format!("stream {stream}"), e))?;
+    let names: Vec<String> = handle
+        .consumer_names()
+        .try_collect()
+        .await
+        .map_err(|e| nats(format!("consumers of {stream}"), e))?;
+    Ok(names.into_iter().next())
 }
 
 fn archive_file(manifest: &Manifest) -> Option<&str> {

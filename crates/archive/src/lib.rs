@@ -182,6 +182,16 @@ impl Archive {
         Ok(())
     }
 
+    /// Whether the database holds no table of its own (what a restore goes into).
+    pub async fn is_empty(&self) -> Result<bool, ArchiveError> {
+        let (tables,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(tables == 0)
+    }
+
     /// Applies every migration this build knows that is not applied yet; returns the version
     /// the schema is at. Safe to run again, and by several processes at once (sqlx takes an
     /// advisory lock).

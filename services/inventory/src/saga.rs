@@ -103,7 +103,11 @@ impl Saga {
                 }
                 return Ok(());
             }
-            let taken = self.take(key.order, &lines, lease).await?;
+            let Some(taken) = self.take(key.order, &lines, lease, known.is_some()).await? else {
+                // An earlier attempt's mark: what it did is read before anything is taken.
+                known = Some(self.store.read(key).await?);
+                continue;
+            };
             let decision = if taken.shortfall.is_empty() {
                 reservation::reserved(key.order, lines.clone(), taken.event, cause)
             } else {
@@ -131,13 +135,17 @@ impl Saga {
 
     /// Takes every line, marked with one decision id: a fresh one, or the id an earlier attempt
     /// already marked this order's takes with. After the first short line the rest are only
-    /// looked at, to report every short line.
+    /// looked at, to report every short line. `None` if an earlier attempt's mark is met and
+    /// the history was not `read`: that attempt may have decided and settled some lines
+    /// already (a NATS restart can forget an ack and deliver the order again as new), and a
+    /// take under its id on such a line could not be told from its own — taken twice.
     async fn take(
         &self,
         order: OrderId,
         lines: &[ReservedLine],
         lease: &Lease,
-    ) -> Result<Taken, HandlerError> {
+        read: bool,
+    ) -> Result<Option<Taken>, HandlerError> {
         let fresh = Uuid::now_v7();
         let mut marked: Option<Uuid> = None;
         let mut shortfall = Vec::new();
@@ -158,6 +166,7 @@ impl Saga {
                 revisions.note(&line.sku, applied.revision);
                 match applied.value {
                     Applied::Moved => Applied::Moved,
+                    Applied::AlreadyMoved(_) if !read && marked.is_none() => return Ok(None),
                     Applied::AlreadyMoved(earlier) => match marked {
                         Some(ours) if ours != earlier => {
                             // Takes of two attempts that never decided: only possible when a
@@ -190,11 +199,11 @@ impl Saga {
                 _ => {}
             }
         }
-        Ok(Taken {
+        Ok(Some(Taken {
             event: marked.unwrap_or(fresh),
             shortfall,
             revisions,
-        })
+        }))
     }
 
     /// Settles the takes of a decision this attempt stored: kept units ride along with the
@@ -460,6 +469,56 @@ mod tests {
             }]
         );
         assert_eq!(mugs(&saga).await, (1, 0));
+    }
+
+    #[tokio::test]
+    async fn an_order_delivered_again_as_new_after_a_partial_settle_takes_nothing_twice() {
+        // What a NATS restart can leave: the order decided and one line settled, the other
+        // still marked — and the server, having forgotten the ack, delivers it as a first
+        // delivery.
+        let (_server, saga) = saga(10).await;
+        let book = sample::sku("BOOK");
+        saga.store
+            .ledger()
+            .apply(&book, StockOp::SetAvailable(10), None)
+            .await
+            .unwrap();
+        let id = OrderId::new();
+        let created = sample::order_created(id, "bob", &[("BOOK", 1), ("MUG", 2)]);
+        let delivery = sample::delivery(&sample::key("bob", id), created);
+        let lines = lines_of(match &delivery.envelope.event {
+            Event::OrderCreated(order) => order,
+            _ => unreachable!(),
+        })
+        .unwrap();
+        let taken = saga
+            .take(id, &lines, &delivery.lease, false)
+            .await
+            .unwrap()
+            .unwrap();
+        let decision = reservation::reserved(id, lines.clone(), taken.event, &delivery.envelope);
+        saga.store
+            .append(&delivery.key, &decision, 0, Some(&taken.revisions))
+            .await
+            .unwrap()
+            .unwrap();
+        // MUG's take is settled, BOOK's mark is left.
+        let settle = StockOp::SettleTake {
+            order: id,
+            decision: decision.id,
+            keep: true,
+        };
+        saga.store
+            .ledger()
+            .apply(&sample::sku("MUG"), settle, None)
+            .await
+            .unwrap();
+
+        saga.handle(delivery).await.unwrap();
+
+        assert_eq!(mugs(&saga).await, (8, 2), "MUG taken twice");
+        let book = saga.store.ledger().record(&book).await.unwrap();
+        assert_eq!((book.available, book.reserved, book.unsettled()), (9, 1, 0));
     }
 
     #[tokio::test]
