@@ -10,19 +10,20 @@
 //!    idempotent.
 //! 2. the **archive** (after the consumer marks, before the order streams: it never holds what
 //!    they lack, and what the projection had not written is delivered again);
-//! 2½. **stream marks**: every stream's last sequence, NOTIFICATIONS before ORDERS before
-//!    INVENTORY. What is stored after a mark is what the restore squares.
-//! 3. the **stock** records, each at its revision;
-//! 4. the **INVENTORY** streams: every decision whose stock change a copied record holds is in
+//! 3. **stream marks**: every stream's last sequence, NOTIFICATIONS before ORDERS before
+//!    INVENTORY. What is stored after a mark is what the restore squares;
+//! 4. the **stock** records, each at its revision;
+//! 5. the **INVENTORY** streams: every decision whose stock change a copied record holds is in
 //!    them; one stored later says so by its stock revisions, and the restore drops or completes
 //!    it (see `inventory_service::restore`);
-//! 5. the **ORDERS** streams: every order a decision is about is in them; a confirmation or
+//! 6. the **ORDERS** streams: every order a decision is about is in them; a confirmation or
 //!    cancellation caused by a decision the backup lacks is dropped by the restore;
-//! 6. the **idempotency** keys: every order's key is there (a key without its order is what a
+//! 7. the **idempotency** keys: every order's key is there (a key without its order is what a
 //!    crash between the two leaves, and order-service finishes it);
-//! 7. the **NOTIFICATIONS** streams: every webhook recorded as sent for an order event in the
-//!    backup is there, so none is sent twice;
-//! 8. webhook endpoints, dead letters, captured advisories.
+//! 8. the **NOTIFICATIONS** streams: every webhook recorded as sent for an order event in the
+//!    backup, before this snapshot began, is there, so it is not sent again (one sent later
+//!    goes again, under the same `webhook-id`);
+//! 9. webhook endpoints, dead letters, captured advisories.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
