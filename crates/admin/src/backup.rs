@@ -52,7 +52,8 @@ pub struct BackupArgs {
     /// PostgreSQL's client programs.
     #[command(flatten)]
     pub pg: PgTools,
-    /// The directory to write the backup into; created, and it must hold nothing yet.
+    /// The directory to write the backup into: created if needed (owner-only), and it must not
+    /// hold a backup already.
     #[arg(long = "to", value_name = "DIR")]
     pub to: PathBuf,
 }
@@ -138,7 +139,7 @@ pub async fn run(args: &BackupArgs) -> Result<Manifest, BackupFailed> {
     prepare(&args.to)?;
     let bus = Bus::connect(&args.nats.bus_config(crate::CONNECTION_NAME)?).await?;
     if !crate::connected(&bus, Duration::from_secs(10)).await {
-        return Err(BackupFailed::Unreachable(args.nats.nats_url.clone()));
+        return Err(BackupFailed::Unreachable(crate::shown(&args.nats.nats_url)));
     }
     let partitions = settings.partitions;
     let streams: Vec<String> = bus::stream_names(&settings);

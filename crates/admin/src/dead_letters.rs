@@ -193,7 +193,9 @@ pub async fn run(args: &DeadLettersArgs) -> Result<Outcome, DeadLettersFailed> {
     let settings = args.nats.stream_settings()?;
     let bus = Bus::connect(&args.nats.bus_config(crate::CONNECTION_NAME)?).await?;
     if !crate::connected(&bus, Duration::from_secs(10)).await {
-        return Err(DeadLettersFailed::Unreachable(args.nats.nats_url.clone()));
+        return Err(DeadLettersFailed::Unreachable(crate::shown(
+            &args.nats.nats_url,
+        )));
     }
     let hot_window = Some(settings.max_age).filter(|w| !w.is_zero());
     let archive = Archive::from_args(&args.archive)?;

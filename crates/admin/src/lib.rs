@@ -117,6 +117,22 @@ pub fn secrets_on_command_line(matches: &clap::ArgMatches) -> Vec<String> {
     found
 }
 
+/// A server list as it may be shown: each URL without the user and password it may carry.
+pub(crate) fn shown(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let url = url.trim();
+            match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+                }
+                _ => url.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Who the admin connects as (its connection name and reply inbox).
 pub(crate) const CONNECTION_NAME: &str = "orderflow-admin";
 
@@ -187,5 +203,16 @@ fn report<T: serde::Serialize + std::fmt::Display>(
             eprintln!("orderflow-admin {command}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_server_list_is_shown_without_the_credentials_it_carries() {
+        assert_eq!(
+            super::shown("nats://operator:s3cret@nats-0:4222, nats://nats-1:4222"),
+            "nats://nats-0:4222,nats://nats-1:4222"
+        );
     }
 }

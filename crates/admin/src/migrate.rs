@@ -92,7 +92,7 @@ pub async fn run(args: &MigrateArgs) -> Result<Migrated, MigrateFailed> {
     .map_err(ProvisionFailed::from)?;
     if !crate::connected(&bus, args.provision.timeout).await {
         return Err(ProvisionFailed::Unreachable {
-            url: nats.nats_url.clone(),
+            url: crate::shown(&nats.nats_url),
             timeout: args.provision.timeout,
         }
         .into());

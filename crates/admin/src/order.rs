@@ -35,7 +35,10 @@ pub async fn run(args: &OrderArgs) -> Result<order_service::OrderView, String> {
     .await
     .map_err(|e| e.to_string())?;
     if !crate::connected(&bus, Duration::from_secs(10)).await {
-        return Err(format!("cannot reach NATS at {}", args.nats.nats_url));
+        return Err(format!(
+            "cannot reach NATS at {}",
+            crate::shown(&args.nats.nats_url)
+        ));
     }
     let found = order_service::look_up(&bus, &settings, archive, args.order_id).await;
     bus.drain().await;

@@ -104,7 +104,7 @@ pub async fn run(args: &ProvisionArgs) -> Result<Provisioned, ProvisionFailed> {
     let outcome = async {
         if !crate::connected(&bus, args.timeout).await {
             return Err(ProvisionFailed::Unreachable {
-                url: args.nats.nats_url.clone(),
+                url: crate::shown(&args.nats.nats_url),
                 timeout: args.timeout,
             });
         }

@@ -193,7 +193,7 @@ pub async fn run(args: &RestoreArgs) -> Result<Restored, RestoreFailed> {
     if !crate::connected(&bus, args.provision.timeout).await {
         return Err(RestoreFailed::Target(format!(
             "cannot reach NATS at {}",
-            nats_args.nats_url
+            crate::shown(&nats_args.nats_url)
         )));
     }
     let outcome = restore(&bus, args, &manifest, &settings, libpq.as_ref()).await;

@@ -34,7 +34,10 @@ pub async fn run(args: &StockArgs) -> Result<inventory_service::StockView, Strin
     .await
     .map_err(|e| e.to_string())?;
     if !crate::connected(&bus, Duration::from_secs(10)).await {
-        return Err(format!("cannot reach NATS at {}", args.nats.nats_url));
+        return Err(format!(
+            "cannot reach NATS at {}",
+            crate::shown(&args.nats.nats_url)
+        ));
     }
     let outcome = match args.set {
         Some(available) => {

@@ -61,7 +61,7 @@ async fn usage(args: &UsageArgs) -> Result<(Vec<Usage>, f64), Box<dyn std::error
     let settings = args.nats.stream_settings()?;
     let bus = Bus::connect(&args.nats.bus_config(crate::CONNECTION_NAME)?).await?;
     if !crate::connected(&bus, Duration::from_secs(10)).await {
-        return Err(format!("cannot reach NATS at {}", args.nats.nats_url).into());
+        return Err(format!("cannot reach NATS at {}", crate::shown(&args.nats.nats_url)).into());
     }
     let mut stores = bus::stream_names(&settings);
     stores.extend(

@@ -185,6 +185,15 @@ impl ArchiveArgs {
         let expected =
             || ArchiveConfigError::Url("expected postgres://user@host:port/database".into());
         let mut url = url::Url::parse(self.archive_url.expose().trim()).map_err(|_| expected())?;
+        // The tools would pass these on their command line: refused, not stripped.
+        if url
+            .query_pairs()
+            .any(|(key, _)| key == "password" || key == "sslpassword")
+        {
+            return Err(ArchiveConfigError::Url(
+                "give the password with ARCHIVE_PASSWORD_FILE, not in ARCHIVE_URL's query".into(),
+            ));
+        }
         let inline = url
             .password()
             .map(|p| Secret::new(percent_decoded(p)))
@@ -344,6 +353,12 @@ mod tests {
         };
         let libpq = args.libpq().unwrap().unwrap();
         assert_eq!(libpq.password.unwrap().expose(), "another-Long-pass-9");
+        let in_query = ArchiveArgs {
+            archive_url: Secret::new("postgres://app@db/shop?password=x"),
+            archive_password: None,
+            ..args
+        };
+        assert!(in_query.libpq().is_err());
     }
 
     #[test]
