@@ -166,9 +166,11 @@ pub async fn run(args: &BackupArgs) -> Result<Manifest, BackupFailed> {
                         postgres::dump(&args.pg, libpq, &args.to.join(file))
                             .await
                             .map_err(BackupFailed::Archive)?;
+                        let (bytes, sha256) = sealed(&args.to.join(file))?;
                         parts.push(Part::Archive {
                             file: file.into(),
-                            bytes: size(&args.to.join(file))?,
+                            bytes,
+                            sha256,
                             seconds: clock.elapsed().as_secs_f64(),
                         });
                     }
@@ -336,12 +338,14 @@ async fn snapshot(bus: &Bus, name: &str, dir: &Path) -> Result<Part, BackupFaile
     let mut out = BufWriter::new(private_file(&path)?);
     let snapshot = bus.snapshot_stream(name, &mut out).await?;
     finish(out, &path)?;
+    let (_, sha256) = sealed(&path)?;
     Ok(Part::Stream {
         name: name.to_owned(),
         file,
         last_sequence: snapshot.last_sequence(),
         config: snapshot.config,
         bytes: snapshot.bytes,
+        sha256,
         seconds: clock.elapsed().as_secs_f64(),
     })
 }
@@ -392,12 +396,14 @@ async fn copy_bucket(bus: &Bus, name: &str, dir: &Path) -> Result<Part, BackupFa
         out.write_all(b"\n").map_err(directory(&path))?;
         records += 1;
     }
-    let bytes = finish(out, &path)?;
+    finish(out, &path)?;
+    let (bytes, sha256) = sealed(&path)?;
     Ok(Part::Bucket {
         name: name.to_owned(),
         file,
         records,
         bytes,
+        sha256,
         seconds: clock.elapsed().as_secs_f64(),
     })
 }
@@ -409,6 +415,11 @@ fn finish(out: BufWriter<File>, path: &Path) -> Result<u64, BackupFailed> {
         .map_err(|e| directory(path)(e.into_error()))?;
     file.sync_all().map_err(directory(path))?;
     size(path)
+}
+
+/// A written part's size and SHA-256, for the manifest.
+fn sealed(path: &Path) -> Result<(u64, String), BackupFailed> {
+    manifest::digest(path).map_err(directory(path))
 }
 
 /// A new file only its owner may read.

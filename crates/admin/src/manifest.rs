@@ -72,6 +72,8 @@ pub enum Part {
         last_sequence: u64,
         /// Bytes.
         bytes: u64,
+        /// Its SHA-256, checked before a restore reads it.
+        sha256: String,
         /// Seconds it took.
         seconds: f64,
     },
@@ -85,6 +87,8 @@ pub enum Part {
         records: u64,
         /// Bytes.
         bytes: u64,
+        /// Its SHA-256, checked before a restore reads it.
+        sha256: String,
         /// Seconds it took.
         seconds: f64,
     },
@@ -94,12 +98,38 @@ pub enum Part {
         file: String,
         /// Bytes.
         bytes: u64,
+        /// Its SHA-256, checked before a restore reads it.
+        sha256: String,
         /// Seconds it took.
         seconds: f64,
     },
 }
 
 impl Part {
+    /// The part's file (relative to the backup directory), bytes and SHA-256.
+    pub fn file(&self) -> (&str, u64, &str) {
+        match self {
+            Self::Stream {
+                file,
+                bytes,
+                sha256,
+                ..
+            }
+            | Self::Bucket {
+                file,
+                bytes,
+                sha256,
+                ..
+            }
+            | Self::Archive {
+                file,
+                bytes,
+                sha256,
+                ..
+            } => (file, *bytes, sha256),
+        }
+    }
+
     /// Bytes of the part.
     pub fn bytes(&self) -> u64 {
         match self {
@@ -178,4 +208,40 @@ impl Manifest {
     pub fn bytes(&self) -> u64 {
         self.parts.iter().map(Part::bytes).sum()
     }
+
+    /// Checks that every part in `dir` is whole: its size and SHA-256 as taken.
+    pub fn verify(&self, dir: &Path) -> Result<(), String> {
+        for part in &self.parts {
+            let (file, bytes, sha256) = part.file();
+            let path = dir.join(file);
+            let (found_bytes, found) =
+                digest(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if found_bytes != bytes || found != sha256 {
+                return Err(format!(
+                    "{} is damaged or incomplete ({found_bytes} bytes, SHA-256 {found}; the backup took {bytes} bytes, {sha256})",
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A file's size and SHA-256 (hex).
+pub fn digest(path: &Path) -> std::io::Result<(u64, String)> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut bytes = 0u64;
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        bytes += read as u64;
+    }
+    Ok((bytes, format!("{:x}", hasher.finalize())))
 }

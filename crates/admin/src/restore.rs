@@ -173,6 +173,8 @@ fn nats(what: impl std::fmt::Display, reason: impl std::fmt::Display) -> Restore
 pub async fn run(args: &RestoreArgs) -> Result<Restored, RestoreFailed> {
     let clock = Instant::now();
     let manifest = Manifest::read(&args.from).map_err(RestoreFailed::Backup)?;
+    // A part cut short or damaged would restore as less than was taken, silently.
+    manifest.verify(&args.from).map_err(RestoreFailed::Backup)?;
     let nats_args = &args.provision.nats;
     let settings = nats_args.stream_settings()?;
     check_fits(&manifest, &settings, args.older_than_hot_window)?;
