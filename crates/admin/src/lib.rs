@@ -75,8 +75,8 @@ pub enum Command {
     /// Show a SKU's stock, or set the units available for new reservations (`--set`).
     Stock(stock::StockArgs),
     /// Bring what the deployment stores up to this build before its services start: the
-    /// archive's schema migrations, then provisioning (which checks every stream's subject
-    /// layout). Safe to repeat.
+    /// subject layout of its streams (offline: services stopped, consumers drained), the
+    /// archive's schema migrations, then provisioning. Safe to repeat.
     Migrate(migrate::MigrateArgs),
 }
 

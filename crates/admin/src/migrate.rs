@@ -1,7 +1,7 @@
 //! `orderflow-admin migrate`: brings what a deployment stores up to this build, before its
-//! services start — the archive's schema migrations (as the archive's owner; what
-//! `order-service archive migrate` does), the subject layout of its streams (step by step, see
-//! [`crate::layout`]), then provisioning, which checks every stream's layout and records it on
+//! services start — the subject layout of its streams (step by step, see [`crate::layout`]),
+//! the archive's schema migrations (as the archive's owner; what `order-service archive
+//! migrate` does), then provisioning, which checks every stream's layout and records it on
 //! a stream that has none only if its events are in it. Safe to repeat.
 
 use std::collections::HashMap;
@@ -73,14 +73,7 @@ pub enum MigrateFailed {
 
 /// Migrates the archive's schema, upgrades the subject layout, then provisions.
 pub async fn run(args: &MigrateArgs) -> Result<Migrated, MigrateFailed> {
-    let archive_schema = match Archive::from_args(&args.archive)? {
-        Some(archive) => {
-            let version = archive.migrate().await;
-            archive.close().await;
-            Some(version?)
-        }
-        None => None,
-    };
+    let archive = Archive::from_args(&args.archive)?;
     let nats = &args.provision.nats;
     let settings = nats.stream_settings().map_err(ProvisionFailed::from)?;
     let bus = Bus::connect(
@@ -98,7 +91,13 @@ pub async fn run(args: &MigrateArgs) -> Result<Migrated, MigrateFailed> {
         .into());
     }
     let outcome = async {
+        // The layout first: a step that cannot run (a consumer not drained) stops the command
+        // before anything else changed.
         let layout = crate::layout::upgrade(&bus, &settings).await?;
+        let archive_schema = match &archive {
+            Some(archive) => Some(archive.migrate().await?),
+            None => None,
+        };
         // The consumers of a rewritten stream start after the events it moved.
         let starts: HashMap<(String, String), Start> = layout
             .restarts
@@ -115,11 +114,14 @@ pub async fn run(args: &MigrateArgs) -> Result<Migrated, MigrateFailed> {
             crate::provision::provision_starting(&bus, nats, args.provision.archive, &starts)
                 .await?;
         crate::layout::forget_restart_points(&bus, &settings).await?;
-        Ok::<_, MigrateFailed>((layout, provisioned))
+        Ok::<_, MigrateFailed>((archive_schema, layout, provisioned))
     }
     .await;
     bus.drain().await;
-    let (layout, provisioned) = outcome?;
+    if let Some(archive) = archive {
+        archive.close().await;
+    }
+    let (archive_schema, layout, provisioned) = outcome?;
     Ok(Migrated {
         archive_schema,
         layout,
