@@ -239,16 +239,9 @@ fn prepare(dir: &Path) -> Result<(), BackupFailed> {
 async fn consumer_marks(bus: &Bus, streams: &[String]) -> Result<Vec<ConsumerMark>, BackupFailed> {
     let mut marks = Vec::new();
     for name in streams {
-        let stream = bus
-            .jetstream()
-            .get_stream(name)
+        let consumers = crate::consumers_of(bus, name)
             .await
-            .map_err(|e| nats(format!("stream {name}"))(e.to_string()))?;
-        let consumers: Vec<_> = stream
-            .consumers()
-            .try_collect()
-            .await
-            .map_err(|e| nats(format!("consumers of {name}"))(e.to_string()))?;
+            .map_err(nats(format!("stream {name}")))?;
         for consumer in consumers {
             if consumer.config.durable_name.is_some() {
                 marks.push(ConsumerMark {

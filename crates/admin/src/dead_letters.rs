@@ -245,7 +245,7 @@ async fn act(
                     outcome.gone.push(sequence);
                     continue;
                 };
-                if taken_back_by_order_service(&stored.letter.consumer) {
+                if order_service::takes_back(&stored.letter.consumer) {
                     // Folded into the archive here, never published again: a copy of an order
                     // event would reach inventory and notification too.
                     let Some(archive) = archive else {
@@ -323,12 +323,4 @@ async fn letters(
             }
         }
     }
-}
-
-/// Whether `consumer`'s letters are taken back by order-service in-process (the archive's
-/// projection: publishing its events again would reach every other consumer of them).
-fn taken_back_by_order_service(consumer: &str) -> bool {
-    events::topology::ARCHIVE
-        .iter()
-        .any(|subscription| subscription.durable == consumer)
 }

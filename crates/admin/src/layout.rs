@@ -296,36 +296,26 @@ async fn left_restart_points(
 
 /// The durable consumers of `stream`.
 async fn consumers(bus: &Bus, stream: &str) -> Result<Vec<String>, UpgradeFailed> {
-    use futures::TryStreamExt as _;
-    let handle = bus
-        .jetstream()
-        .get_stream(stream)
-        .await
-        .map_err(|e| nats(format!("stream {stream}"), e))?;
-    let infos: Vec<_> = handle
-        .consumers()
-        .try_collect()
-        .await
-        .map_err(|e| nats(format!("consumers of {stream}"), e))?;
-    Ok(infos
+    Ok(listed(bus, stream)
+        .await?
         .into_iter()
         .filter(|c| c.config.durable_name.is_some())
         .map(|c| c.name)
         .collect())
 }
 
+async fn listed(
+    bus: &Bus,
+    stream: &str,
+) -> Result<Vec<async_nats::jetstream::consumer::Info>, UpgradeFailed> {
+    crate::consumers_of(bus, stream)
+        .await
+        .map_err(|reason| nats(format!("stream {stream}"), reason))
+}
+
 /// Refuses if a consumer of `stream` has events pending or unacknowledged.
 async fn drained(bus: &Bus, stream: &str) -> Result<(), UpgradeFailed> {
-    use futures::TryStreamExt as _;
-    let Ok(handle) = bus.jetstream().get_stream(stream).await else {
-        return Ok(());
-    };
-    let infos: Vec<_> = handle
-        .consumers()
-        .try_collect()
-        .await
-        .map_err(|e| nats(format!("consumers of {stream}"), e))?;
-    for info in infos {
+    for info in listed(bus, stream).await? {
         if info.num_waiting > 0 {
             return Err(UpgradeFailed::Running {
                 stream: stream.to_owned(),

@@ -133,6 +133,41 @@ pub(crate) fn shown(urls: &str) -> String {
         .join(",")
 }
 
+/// Every consumer of `stream` as the server describes it now; none if the stream does not
+/// exist. The error says what could not be listed.
+pub(crate) async fn consumers_of(
+    bus: &bus::Bus,
+    stream: &str,
+) -> Result<Vec<async_nats::jetstream::consumer::Info>, String> {
+    use futures::TryStreamExt as _;
+    let Ok(handle) = bus.jetstream().get_stream(stream).await else {
+        return Ok(Vec::new());
+    };
+    handle
+        .consumers()
+        .try_collect()
+        .await
+        .map_err(|e| format!("consumers of {stream}: {e}"))
+}
+
+/// Connects to NATS as `nats` says and waits until connected (at most `within`); what failed,
+/// said without the credentials a URL may carry.
+pub(crate) async fn operator_bus(
+    nats: &platform::config::NatsArgs,
+    within: std::time::Duration,
+) -> Result<bus::Bus, String> {
+    let config = nats
+        .bus_config(CONNECTION_NAME)
+        .map_err(|e| e.to_string())?;
+    let bus = bus::Bus::connect(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !connected(&bus, within).await {
+        return Err(format!("cannot reach NATS at {}", shown(&nats.nats_url)));
+    }
+    Ok(bus)
+}
+
 /// Who the admin connects as (its connection name and reply inbox).
 pub(crate) const CONNECTION_NAME: &str = "orderflow-admin";
 

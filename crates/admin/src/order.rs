@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use archive::{Archive, ArchiveArgs};
-use bus::Bus;
 use events::OrderId;
 use platform::config::NatsArgs;
 
@@ -26,20 +25,7 @@ pub struct OrderArgs {
 pub async fn run(args: &OrderArgs) -> Result<order_service::OrderView, String> {
     let settings = args.nats.stream_settings().map_err(|e| e.to_string())?;
     let archive = Archive::from_args(&args.archive).map_err(|e| e.to_string())?;
-    let bus = Bus::connect(
-        &args
-            .nats
-            .bus_config(crate::CONNECTION_NAME)
-            .map_err(|e| e.to_string())?,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    if !crate::connected(&bus, Duration::from_secs(10)).await {
-        return Err(format!(
-            "cannot reach NATS at {}",
-            crate::shown(&args.nats.nats_url)
-        ));
-    }
+    let bus = crate::operator_bus(&args.nats, Duration::from_secs(10)).await?;
     let found = order_service::look_up(&bus, &settings, archive, args.order_id).await;
     bus.drain().await;
     found

@@ -374,18 +374,10 @@ async fn restore(
 
 /// A consumer of `stream`, if it has any.
 async fn any_consumer(bus: &Bus, stream: &str) -> Result<Option<String>, RestoreFailed> {
-    use futures::TryStreamExt as _;
-    let handle = bus
-        .jetstream()
-        .get_stream(stream)
+    let consumers = crate::consumers_of(bus, stream)
         .await
-        .map_err(|e| nats(format!("stream {stream}"), e))?;
-    let names: Vec<String> = handle
-        .consumer_names()
-        .try_collect()
-        .await
-        .map_err(|e| nats(format!("consumers of {stream}"), e))?;
-    Ok(names.into_iter().next())
+        .map_err(|reason| nats(format!("stream {stream}"), reason))?;
+    Ok(consumers.into_iter().next().map(|c| c.name))
 }
 
 fn archive_file(manifest: &Manifest) -> Option<&str> {

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bus::Bus;
 use events::Sku;
 use platform::config::NatsArgs;
 
@@ -25,20 +24,7 @@ pub struct StockArgs {
 /// Reads (or sets, then reads) the SKU's stock.
 pub async fn run(args: &StockArgs) -> Result<inventory_service::StockView, String> {
     let settings = args.nats.stream_settings().map_err(|e| e.to_string())?;
-    let bus = Bus::connect(
-        &args
-            .nats
-            .bus_config(crate::CONNECTION_NAME)
-            .map_err(|e| e.to_string())?,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    if !crate::connected(&bus, Duration::from_secs(10)).await {
-        return Err(format!(
-            "cannot reach NATS at {}",
-            crate::shown(&args.nats.nats_url)
-        ));
-    }
+    let bus = crate::operator_bus(&args.nats, Duration::from_secs(10)).await?;
     let outcome = match args.set {
         Some(available) => {
             inventory_service::set_stock(&bus, &settings, &args.sku, available).await

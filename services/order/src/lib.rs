@@ -25,7 +25,7 @@ use utoipa::OpenApi as _;
 
 pub use api::{Accepted, CreateOrder, OrderLine, OrderPage, OrderView};
 pub use order::Status;
-pub use projection::TakeBackError;
+pub use projection::{TakeBackError, takes_back};
 
 /// The service name: connection name, `service.name`, event `source`.
 pub const SERVICE: &str = "order-service";

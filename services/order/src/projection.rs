@@ -146,9 +146,7 @@ impl TakeBack {
 
 impl Reprocess for TakeBack {
     fn handles(&self, consumer: &str) -> bool {
-        events::topology::ARCHIVE
-            .iter()
-            .any(|subscription| subscription.durable == consumer)
+        takes_back(consumer)
     }
 
     fn reprocess(&self, letter: DeadLetter) -> BoxedReprocess<'_> {
@@ -171,6 +169,14 @@ impl Reprocess for TakeBack {
                 })
         })
     }
+}
+
+/// Whether `consumer`'s dead letters are taken back into the archive rather than published
+/// again: the projection's consumers.
+pub fn takes_back(consumer: &str) -> bool {
+    events::topology::ARCHIVE
+        .iter()
+        .any(|subscription| subscription.durable == consumer)
 }
 
 /// Why a dead letter of the projection was not taken back.
