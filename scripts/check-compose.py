@@ -54,6 +54,7 @@ def main() -> int:
         if ":-" in token and not token.endswith(":-}"):
             problems.append(f"{name}: ADMIN_TOKEN has a built-in default, which anyone can read here")
     problems += closed_to_the_network(services)
+    problems += one_shots_adopted(services)
     for problem in problems:
         print(f"docker-compose.yml: {problem}", file=sys.stderr)
     if not problems:
@@ -113,6 +114,22 @@ def closed_to_the_network(services):
     if "GF_SECURITY_ADMIN_PASSWORD__FILE" not in grafana or "GF_SECURITY_ADMIN_PASSWORD" in grafana:
         problems.append("grafana: its admin password is not the generated one (GF_SECURITY_ADMIN_PASSWORD__FILE)")
     return problems
+
+
+def one_shots_adopted(services):
+    """`docker compose up --wait` (scripts/e2e-compose, CI) fails when a one-shot exits, even
+    with 0, unless a service that keeps running waits for it (`service_completed_successfully`)."""
+    one_shots = {n for n, s in services.items() if str(s.get("restart", "")) == "no"}
+    adopted = set()
+    for name, service in services.items():
+        depends = service.get("depends_on")
+        if name in one_shots or not isinstance(depends, dict):
+            continue
+        adopted |= {t for t, c in depends.items() if (c or {}).get("condition") == "service_completed_successfully"}
+    return [
+        f"{name}: a one-shot no running service waits for (`up --wait` would fail when it exits)"
+        for name in sorted(one_shots - adopted)
+    ]
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 //! The deployment artefacts against the real thing: the Grafana dashboard and the alerting
-//! rules ask only for metrics the services export (or the rules record), and the Docker-free
-//! run (`scripts/dev`) works end to end.
+//! rules ask only for metrics the services export (or the rules record), every binary says the
+//! version the manifests deploy, and the Docker-free run (`scripts/dev`) works end to end —
+//! through the README's flow as `scripts/demo-flow` checks it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::{System, free_port, http_client};
+use testkit::{System, free_port, http_client, service_binary};
 
 use crate::support::eventually;
 
@@ -117,6 +118,33 @@ async fn the_alerting_rules_read_only_metrics_the_services_export() {
     );
 }
 
+#[test]
+fn every_binary_says_the_version_the_manifests_deploy() {
+    let version = env!("CARGO_PKG_VERSION");
+    let base = std::fs::read_to_string(repo().join("deploy/k8s/base/kustomization.yaml")).unwrap();
+    for binary in [
+        "order-service",
+        "inventory-service",
+        "notification-service",
+        "orderflow-admin",
+    ] {
+        let output = Command::new(service_binary(binary))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{binary} --version failed");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            format!("{binary} {version}")
+        );
+        let deployed = format!("- name: ghcr.io/orderflow/{binary}\n    newTag: {version}\n");
+        assert!(
+            base.contains(&deployed),
+            "the Kubernetes base does not deploy {binary}:{version}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,6 +175,8 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // A failed assertion below still stops what the script started.
+    let interrupt_on_failure = InterruptOnDrop(Some(dev.id()));
 
     let http = http_client();
     let order_api = format!("http://127.0.0.1:{order}");
@@ -210,6 +240,63 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
     })
     .await;
 
+    // The README's flow, as scripts/e2e-compose and scripts/e2e-kind run it against Docker
+    // and Kubernetes: the script they share works against a real system.
+    let flow = Command::new("python3")
+        .arg(repo().join("scripts/demo-flow"))
+        .env("ORDER_URL", &order_api)
+        .env("INVENTORY_URL", format!("http://127.0.0.1:{inventory}"))
+        .env(
+            "NOTIFICATION_URL",
+            format!("http://127.0.0.1:{notification}"),
+        )
+        .env("ADMIN_TOKEN_FILE", dir.path().join("admin-token"))
+        .output()
+        .unwrap();
+    assert!(
+        flow.status.success(),
+        "scripts/demo-flow failed against scripts/dev:\n{}{}",
+        String::from_utf8_lossy(&flow.stdout),
+        String::from_utf8_lossy(&flow.stderr)
+    );
+
+    // And loadgen logs in to a NATS that wants one (as the operator, as scripts/e2e-compose
+    // runs it against the compose demo): every order it places ends.
+    let load = Command::new(service_binary("loadgen"))
+        .args([
+            "--json",
+            "saga",
+            "--rate",
+            "20",
+            "--seconds",
+            "2",
+            "--no-ceiling",
+        ])
+        .env("NATS_URL", format!("nats://127.0.0.1:{nats}"))
+        .env("NATS_USER", "operator")
+        .env(
+            "NATS_PASSWORD_FILE",
+            dir.path().join("nats-operator-password"),
+        )
+        .env("ORDER_URL", &order_api)
+        .env("INVENTORY_URL", format!("http://127.0.0.1:{inventory}"))
+        .env("ADMIN_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "loadgen failed against scripts/dev: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&load.stdout).unwrap();
+    let accepted = report["accepted"].as_u64().unwrap();
+    assert!(accepted > 0, "loadgen placed no order: {report}");
+    assert_eq!(
+        report["confirmed"].as_u64().unwrap() + report["cancelled"].as_u64().unwrap(),
+        accepted,
+        "not every order loadgen placed ended: {report}"
+    );
+
     // Ctrl-C reaches the script as SIGINT; it must stop every process it started.
     Command::new("kill")
         .arg("-INT")
@@ -224,6 +311,7 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    interrupt_on_failure.disarm();
     for port in [nats, order, inventory, notification] {
         eventually("every port is released", || async {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
@@ -239,6 +327,28 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
 }
 
 /// The command lines of running processes that mention `text`.
+/// Sends SIGINT to a process when dropped, unless disarmed once the process was reaped (its
+/// pid may then be another process's).
+struct InterruptOnDrop(Option<u32>);
+
+impl InterruptOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn processes_mentioning(text: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .into_iter()

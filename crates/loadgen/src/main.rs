@@ -45,6 +45,23 @@ struct Cli {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats_url: String,
+    /// NATS user, for a system whose NATS wants a login (the `operator`: loadgen reads the
+    /// streams' subjects), with `--nats-password-file`.
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_USER",
+        requires = "nats_password_file"
+    )]
+    nats_user: Option<String>,
+    /// File holding that user's password (never the password itself on the command line).
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_PASSWORD_FILE",
+        requires = "nats_user"
+    )]
+    nats_password_file: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text (and no progress bar).
     #[arg(long, global = true)]
     json: bool,
@@ -159,8 +176,22 @@ async fn main() -> anyhow::Result<()> {
     // all loadgen speaks, but the client still needs one installed to build.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let progress = !cli.json && std::io::stderr().is_terminal();
+    let login = match (&cli.nats_user, &cli.nats_password_file) {
+        (Some(user), Some(file)) => {
+            let password = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the NATS password from {}", file.display()))?;
+            Some((user.clone(), password.trim().to_owned()))
+        }
+        _ => None,
+    };
     let connect = || async {
-        async_nats::ConnectOptions::new()
+        let options = match &login {
+            Some((user, password)) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            None => async_nats::ConnectOptions::new(),
+        };
+        options
             // The end events of a fast run arrive in bursts; keep them rather than drop.
             .subscription_capacity(1 << 20)
             .connect(&cli.nats_url)

@@ -234,7 +234,13 @@ pub fn init_with(settings: Settings) -> Result<Telemetry, TelemetryError> {
         Box::new(BaggagePropagator::new()),
     ]));
 
-    let mut resource = Resource::builder();
+    // Every crate of the workspace has the workspace's version (`version.workspace`, checked by
+    // scripts/check-version.py), so this crate's is the binary's: the version its `--version`
+    // prints and its image is tagged with.
+    let mut resource = Resource::builder().with_attribute(opentelemetry::KeyValue::new(
+        "service.version",
+        env!("CARGO_PKG_VERSION"),
+    ));
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(settings.service_name.clone());
     }

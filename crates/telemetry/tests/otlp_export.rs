@@ -60,7 +60,7 @@ fn receiver() -> (u16, mpsc::Receiver<(String, String, Vec<u8>)>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_are_exported_over_otlp_http_protobuf_with_the_service_name() {
+async fn spans_are_exported_over_otlp_http_protobuf_with_the_service_name_and_version() {
     let (port, requests) = receiver();
     let telemetry = telemetry::init_with(Settings {
         service_name: "otlp-test-service".into(),
@@ -84,14 +84,22 @@ async fn spans_are_exported_over_otlp_http_protobuf_with_the_service_name() {
     assert_eq!(content_type, "application/x-protobuf");
     let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
     let resource = request.resource_spans[0].resource.as_ref().unwrap();
-    let service = resource
-        .attributes
-        .iter()
-        .find(|a| a.key == "service.name")
-        .unwrap();
+    let attribute = |key: &str| {
+        resource
+            .attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref())
+            .and_then(|v| v.value.clone())
+    };
     assert_eq!(
-        service.value.as_ref().and_then(|v| v.value.clone()),
+        attribute("service.name"),
         Some(Value::StringValue("otlp-test-service".into()))
+    );
+    // The release's version: the one `--version` prints and the image tag carries.
+    assert_eq!(
+        attribute("service.version"),
+        Some(Value::StringValue(env!("CARGO_PKG_VERSION").into()))
     );
     let spans: Vec<_> = request
         .resource_spans
