@@ -1,7 +1,7 @@
 //! Every metric the services export, in one place: its name, kind, labels and help text. Code
 //! records through these names; the Prometheus recorder gets each help text (`# HELP`) when
-//! it is installed; the README's metric list, the alerting rules and the dashboard read the
-//! same names — a test keeps the README's list equal to this one.
+//! it is installed; the metric list of docs/operating.md, the alerting rules and the dashboard
+//! read the same names — a test keeps that list equal to this one.
 
 /// What kind of series a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct Metric {
     pub name: &'static str,
     /// Counter, gauge or histogram.
     pub kind: Kind,
-    /// Its labels, in the order the README writes them.
+    /// Its labels, in the order docs/operating.md writes them.
     pub labels: &'static [&'static str],
     /// The `# HELP` text.
     pub help: &'static str,
@@ -134,13 +134,13 @@ pub(crate) fn describe() {
 mod tests {
     use super::*;
 
-    /// The README's list, each entry written `` `name{label,...}` ``.
-    fn readme_metrics() -> Vec<String> {
-        let readme = include_str!("../../../README.md");
-        let section = readme
-            .split("### Metrics (all services, at `/metrics`)")
+    /// The list of docs/operating.md, each entry written `` `name{label,...}` ``.
+    fn documented_metrics() -> Vec<String> {
+        let operating = include_str!("../../../docs/operating.md");
+        let section = operating
+            .split("## Metrics (all services, at `/metrics`)")
             .nth(1)
-            .expect("the README has a metrics section");
+            .expect("docs/operating.md has a metrics section");
         let section = section.split("\n#").next().unwrap_or_default();
         section
             .split('`')
@@ -152,7 +152,7 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_exactly_the_catalog() {
+    fn the_operating_guide_lists_exactly_the_catalog() {
         let catalog: Vec<String> = ALL
             .iter()
             .map(|m| match m.labels {
@@ -160,13 +160,13 @@ mod tests {
                 labels => format!("{}{{{}}}", m.name, labels.join(",")),
             })
             .collect();
-        let mut readme = readme_metrics();
+        let mut documented = documented_metrics();
         let mut expected = catalog.clone();
-        readme.sort();
+        documented.sort();
         expected.sort();
         assert_eq!(
-            readme, expected,
-            "README's metric list differs from the catalog"
+            documented, expected,
+            "docs/operating.md's metric list differs from the catalog"
         );
     }
 

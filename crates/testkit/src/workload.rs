@@ -1,5 +1,5 @@
 //! Steady order traffic for fault tests, with a ledger of every attempt, and the system's
-//! invariants (README, "Faults and invariants") checked against that ledger once the faults are
+//! invariants (docs/architecture.md, "Faults and invariants") checked against that ledger once the faults are
 //! over:
 //!
 //! - I1 every accepted order is confirmed or cancelled;

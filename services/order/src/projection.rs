@@ -2,7 +2,7 @@
 //! `order-archive-notifications` (every notification's outcome), per partition: folds each
 //! event into its order's snapshot in PostgreSQL, so the order — and what its customer was
 //! told — outlives the hot window. The hot log must not drop an event before this has archived
-//! it: the hot window is sized for it (README, "Data lifecycle"), and the consumers' lag is
+//! it: the hot window is sized for it (docs/architecture.md, "Data lifecycle"), and the consumers' lag is
 //! alerted on.
 //!
 //! Idempotent and ordered per order: a snapshot's history names the events folded into it, so
