@@ -15,14 +15,16 @@
 ARG RUST_VERSION=1.95
 
 FROM --platform=$BUILDPLATFORM rust:${RUST_VERSION}-slim-bookworm AS chef
-# python3-venv: zig and cargo-zigbuild come from PyPI (pinned), into a venv of their own.
-# Debian packages come from the pinned release; pinning each would break on every security update.
+# python3-venv: zig and cargo-zigbuild come from PyPI, pinned by hash (scripts/zig-tools.txt),
+# into a venv of their own. Debian packages come from the pinned release; pinning each would
+# break on every security update.
+COPY scripts/zig-tools.txt /tmp/zig-tools.txt
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3-venv \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/zig \
-    && /opt/zig/bin/pip install --no-cache-dir ziglang==0.17.1 cargo-zigbuild==0.24.1 \
+    && /opt/zig/bin/pip install --no-cache-dir --require-hashes --no-deps -r /tmp/zig-tools.txt \
     && rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl \
     && cargo install cargo-chef --locked --version 0.1.78
 ENV PATH="/opt/zig/bin:${PATH}"

@@ -55,6 +55,7 @@ def main() -> int:
             problems.append(f"{name}: ADMIN_TOKEN has a built-in default, which anyone can read here")
     problems += closed_to_the_network(services)
     problems += one_shots_adopted(services)
+    problems += built_never_pulled(services)
     for problem in problems:
         print(f"docker-compose.yml: {problem}", file=sys.stderr)
     if not problems:
@@ -113,6 +114,25 @@ def closed_to_the_network(services):
     grafana = (services.get("grafana") or {}).get("environment") or {}
     if "GF_SECURITY_ADMIN_PASSWORD__FILE" not in grafana or "GF_SECURITY_ADMIN_PASSWORD" in grafana:
         problems.append("grafana: its admin password is not the generated one (GF_SECURITY_ADMIN_PASSWORD__FILE)")
+    return problems
+
+
+def built_never_pulled(services):
+    """An image built here is never pulled under its name (someone else could publish it), and
+    deploy/compose-released.yml switches exactly those to the released images."""
+    built = {n for n, s in services.items() if s.get("build") is not None}
+    problems = [
+        f"{name}: built here but may be pulled (pull_policy: build)"
+        for name in sorted(built) if services[name].get("pull_policy") != "build"
+    ]
+    with open(os.path.join(ROOT, "deploy/compose-released.yml"), encoding="utf-8") as f:
+        released = yaml.safe_load(f).get("services", {})
+    if set(released) != built:
+        problems.append(f"deploy/compose-released.yml overrides {sorted(released)}, not the built {sorted(built)}")
+    problems += [
+        f"deploy/compose-released.yml: {name} does not pull the released image (pull_policy: missing)"
+        for name, service in released.items() if (service or {}).get("pull_policy") != "missing"
+    ]
     return problems
 
 

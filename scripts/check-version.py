@@ -16,7 +16,6 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,11 +23,16 @@ IMAGES = ["order-service", "inventory-service", "notification-service", "orderfl
 
 
 def workspace_version() -> str:
-    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
-    return manifest["workspace"]["package"]["version"]
+    """`version` of `[workspace.package]` (read without tomllib: any Python 3 runs this)."""
+    manifest = (ROOT / "Cargo.toml").read_text()
+    table = re.search(r"^\[workspace\.package\]\n(.*?)(?=^\[|\Z)", manifest, re.M | re.S)
+    version = table and re.search(r'^version\s*=\s*"([^"]+)"', table.group(1), re.M)
+    if not version:
+        sys.exit("version: Cargo.toml has no [workspace.package] version")
+    return version.group(1)
 
 
-def crate_versions() -> dict[str, str]:
+def crate_versions():
     metadata = subprocess.run(
         ["cargo", "metadata", "--no-deps", "--format-version", "1", "--locked"],
         cwd=ROOT, check=True, capture_output=True, text=True,
@@ -36,14 +40,14 @@ def crate_versions() -> dict[str, str]:
     return {p["name"]: p["version"] for p in json.loads(metadata.stdout)["packages"]}
 
 
-def image_tags() -> dict[str, str]:
+def image_tags():
     """`images:` of the base kustomization: name → newTag (plain YAML of one known shape)."""
     text = (ROOT / "deploy/k8s/base/kustomization.yaml").read_text()
     entries = re.findall(r"- name: ghcr\.io/orderflow/([a-z-]+)\n\s+newTag: (\S+)", text)
     return dict(entries)
 
 
-def changelog_release() -> tuple[str | None, bool]:
+def changelog_release():
     """The newest release heading of CHANGELOG.md and whether its link is defined."""
     text = (ROOT / "CHANGELOG.md").read_text()
     match = re.search(r"^## \[(\d+\.\d+\.\d+[^\]]*)\] - \d{4}-\d{2}-\d{2}$", text, re.MULTILINE)
@@ -54,7 +58,7 @@ def changelog_release() -> tuple[str | None, bool]:
     return version, linked is not None
 
 
-def release_notes(version: str) -> str | None:
+def release_notes(version):
     """CHANGELOG.md's section of `version`, without its heading."""
     text = (ROOT / "CHANGELOG.md").read_text()
     match = re.search(

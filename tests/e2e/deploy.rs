@@ -326,7 +326,6 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
     .await;
 }
 
-/// The command lines of running processes that mention `text`.
 /// Sends SIGINT to a process when dropped, unless disarmed once the process was reaped (its
 /// pid may then be another process's).
 struct InterruptOnDrop(Option<u32>);
@@ -349,6 +348,7 @@ impl Drop for InterruptOnDrop {
     }
 }
 
+/// The command lines of running processes that mention `text`.
 fn processes_mentioning(text: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .into_iter()
