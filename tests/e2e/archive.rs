@@ -397,7 +397,10 @@ async fn a_refused_archive_write_stops_the_projection_and_loses_nothing() {
 
     let take = "GRANT INSERT, UPDATE ON orders TO orderflow_projection";
     sqlx::query(take).execute(&owner).await.unwrap();
-    testkit::eventually("the projection to catch up", || async {
+    // Each refused delivery was put back with a growing delay: the catch-up comes at the
+    // latest one longest nak delay after writes are taken again.
+    let longest_retry = bus::ConsumerSpec::new("ORDERS", "order-archive", &[]).max_nak_delay;
+    testkit::eventually_after(longest_retry, "the projection to catch up", || async {
         archived_as(&owner, &placed, "confirmed").await == placed.len()
     })
     .await;

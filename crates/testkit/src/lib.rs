@@ -19,7 +19,8 @@
 //!   attempt, and the system's invariants checked against it once the faults stop;
 //! - [`sample`]: sample events, a first [`bus::Delivery`] of one, a provisioned bus — for
 //!   tests that call a service's handler directly;
-//! - [`eventually`], [`eventually_some`] and [`PATIENCE`]: the one way every test waits.
+//! - [`eventually`], [`eventually_some`] and [`PATIENCE`]: the one way every test waits
+//!   ([`eventually_after`] when it can only come after a scheduled retry).
 
 // A test-support crate: failing loudly with a message *is* the error handling.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -49,6 +50,6 @@ pub use postgres::{POSTGRES_DATABASE, POSTGRES_INSTALL_HINT, PostgresServer};
 pub use proxy::FaultProxy;
 pub use system::{ADMIN_TOKEN, ServiceProcess, System, SystemBuilder, admin, service_binary};
 pub use tls::Pki;
-pub use wait::{PATIENCE, eventually, eventually_some};
+pub use wait::{PATIENCE, eventually, eventually_after, eventually_some};
 pub use webhook::{ReceivedWebhook, WebhookReceiver};
 pub use workload::{Attempt, Ledger, Outcome, Report, Workload, check_invariants};

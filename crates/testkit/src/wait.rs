@@ -24,12 +24,35 @@ where
 
 /// Waits until `probe` finds something and returns it, checking every 20 ms; panics naming
 /// `what` after [`PATIENCE`].
-pub async fn eventually_some<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually_some<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    wait_until(PATIENCE, what, probe).await
+}
+
+/// [`eventually`] for what can only happen after a retry scheduled up to `delay` from now (a
+/// consumer's growing nak delays, whose longest is its `max_nak_delay`): the patience counts
+/// from the end of that delay.
+pub async fn eventually_after<F, Fut>(delay: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_until(delay + PATIENCE, what, || {
+        let holds = condition();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
+}
+
+async fn wait_until<T, F, Fut>(patience: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         if let Some(found) = probe().await {
             return found;
