@@ -183,8 +183,24 @@ impl PostgresServer {
 }
 
 impl Drop for PostgresServer {
+    /// An immediate shutdown (SIGQUIT), not a kill: a postmaster that exits removes its System
+    /// V shared memory segment, a killed one leaves it behind — one per test — until a machine
+    /// that runs the suite often has none left (`shmmni`) and no server starts. A kill after
+    /// a few seconds if it has not exited.
     fn drop(&mut self) {
-        self.kill();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-QUIT", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
