@@ -7,7 +7,6 @@
 //!   span per request (OTel HTTP conventions, parent taken from `traceparent`), request
 //!   metrics, body-size limit, request timeout, and graceful serving;
 //! - [`admin`] — bearer-token guard for admin endpoints;
-//! - [`dead_letters`] — list, inspect and redrive dead letters (admin);
 //! - [`probe`] — the `healthcheck` subcommand, a container HEALTHCHECK without curl;
 //! - [`shutdown`] — SIGTERM/SIGINT as a cancellation token;
 //! - [`service`] — the life of a service: connect, provision (retrying while NATS is away),
@@ -15,8 +14,6 @@
 
 pub mod admin;
 pub mod config;
-pub mod customer_auth;
-pub mod dead_letters;
 pub mod edge;
 pub mod json;
 pub mod openapi;

@@ -220,6 +220,38 @@ impl From<QueryRejection> for Problem {
     }
 }
 
+/// A dead letter the admin API was asked to act on, and why it cannot.
+impl From<bus::DeadLetterError> for Problem {
+    fn from(error: bus::DeadLetterError) -> Self {
+        match error {
+            bus::DeadLetterError::NotADeadLetter(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-a-dead-letter",
+                "Not a dead letter",
+            )
+            .with_detail(error.to_string()),
+            bus::DeadLetterError::NotRedrivable { .. }
+            | bus::DeadLetterError::Unverified { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-redrivable",
+                "This dead letter cannot be redriven",
+            )
+            .with_detail(error.to_string()),
+            bus::DeadLetterError::TooOld { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too-old",
+                "This dead letter is too old to be redriven",
+            )
+            .with_detail(error.to_string()),
+            bus::DeadLetterError::Publish(e) => e.into(),
+            bus::DeadLetterError::Unavailable(_) => {
+                tracing::warn!(error = %error, "DLQ unavailable");
+                Problem::unavailable(1)
+            }
+        }
+    }
+}
+
 impl From<bus::StoreError> for Problem {
     /// A KV failure: 503 if it may pass, else 500; the cause is logged, never shown.
     fn from(error: bus::StoreError) -> Self {

@@ -2,6 +2,7 @@
 //! each append one event to the order's history — the event is the state change — and answer;
 //! the saga does the rest. Every error is problem JSON.
 
+use crate::customer_auth::{self, Customers};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,7 +12,6 @@ use chrono::{DateTime, Utc};
 use events::{
     CancelReason, Currency, CustomerId, Envelope, Event, LineItem, OrderCreated, OrderId, Sku,
 };
-use platform::customer_auth::{self, Customers};
 use platform::problem::{ApiJson, ApiPath, ApiQuery, FieldError, Problem};
 use platform::service::Started;
 use serde::{Deserialize, Serialize};

@@ -23,8 +23,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::problem::Problem;
-use crate::rate_limit::{Budgets, too_many_requests};
+use platform::problem::Problem;
+use platform::rate_limit::{Budgets, too_many_requests};
 
 /// How customers are authenticated.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -255,7 +255,7 @@ impl Customers {
 
     /// The customer `headers` authenticate.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<CustomerId, Refusal> {
-        let token = crate::problem::bearer_token(headers).ok_or(Refusal::Missing)?;
+        let token = platform::problem::bearer_token(headers).ok_or(Refusal::Missing)?;
         self.verify(token.trim()).await
     }
 
@@ -503,7 +503,7 @@ mod tests {
     async fn a_jwks_file_is_read_at_start() {
         let jwks = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../testkit/keys/issuer-jwks.json"
+            "/../../crates/testkit/keys/issuer-jwks.json"
         );
         assert_eq!(setup(args(None, Some(jwks), true, true)).await, Ok(true));
         let error = setup(args(None, Some("/nonexistent/jwks.json"), true, true)).await;
@@ -514,7 +514,7 @@ mod tests {
     async fn an_unsigned_or_hmac_token_is_refused_before_any_key_is_looked_at() {
         let jwks = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../testkit/keys/issuer-jwks.json"
+            "/../../crates/testkit/keys/issuer-jwks.json"
         );
         let Ok(Some(customers)) = Customers::from_args(&args(None, Some(jwks), true, true)).await
         else {

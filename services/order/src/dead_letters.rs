@@ -18,14 +18,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
-use bus::{Bus, DeadLetter, DeadLetterError, Secret, StoredDeadLetter};
+use bus::{Bus, DeadLetter, Secret, StoredDeadLetter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::openapi::{integer_schema, parameter};
-use crate::problem::{ApiPath, ApiQuery, Problem};
+use platform::openapi::{integer_schema, parameter};
+use platform::problem::{ApiPath, ApiQuery, Problem};
 
 /// Most letters one list or bulk redrive handles.
 pub const MAX_BATCH: usize = 1000;
@@ -255,38 +255,6 @@ pub struct Redriven {
     pub retry_later: usize,
 }
 
-impl From<DeadLetterError> for Problem {
-    fn from(error: DeadLetterError) -> Self {
-        match error {
-            DeadLetterError::NotADeadLetter(_) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "not-a-dead-letter",
-                "Not a dead letter",
-            )
-            .with_detail(error.to_string()),
-            DeadLetterError::NotRedrivable { .. } | DeadLetterError::Unverified { .. } => {
-                Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "not-redrivable",
-                    "This dead letter cannot be redriven",
-                )
-                .with_detail(error.to_string())
-            }
-            DeadLetterError::TooOld { .. } => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "too-old",
-                "This dead letter is too old to be redriven",
-            )
-            .with_detail(error.to_string()),
-            DeadLetterError::Publish(e) => e.into(),
-            DeadLetterError::Unavailable(_) => {
-                tracing::warn!(error = %error, "DLQ unavailable");
-                Problem::unavailable(1)
-            }
-        }
-    }
-}
-
 /// The dead-letter admin routes, behind `admin_token` when one is set.
 pub fn routes(redrive: Redrive, admin_token: Option<Secret>) -> Router {
     Router::new()
@@ -296,7 +264,7 @@ pub fn routes(redrive: Redrive, admin_token: Option<Secret>) -> Router {
         .route("/admin/dead-letters/{sequence}/redrive", post(redrive_one))
         .route_layer(middleware::from_fn_with_state(
             admin_token,
-            crate::admin::require_token,
+            platform::admin::require_token,
         ))
         .with_state(redrive)
 }
@@ -314,10 +282,12 @@ where
     if range.contains(&value) {
         Ok(value)
     } else {
-        Err(Problem::validation(vec![crate::problem::FieldError::new(
-            field,
-            format!("must be {} to {}", range.start(), range.end()),
-        )]))
+        Err(Problem::validation(vec![
+            platform::problem::FieldError::new(
+                field,
+                format!("must be {} to {}", range.start(), range.end()),
+            ),
+        ]))
     }
 }
 

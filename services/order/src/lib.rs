@@ -3,6 +3,8 @@
 //! the configuration and calls it.
 
 mod api;
+mod customer_auth;
+mod dead_letters;
 mod order;
 mod projection;
 mod saga;
@@ -15,9 +17,9 @@ use std::time::Duration;
 use archive::{Archive, ArchiveArgs, Retention, Schema};
 use axum::Router;
 use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, StreamSettings};
+use customer_auth::{AuthArgs, Customers};
+use dead_letters::Redrive;
 use platform::config::{HttpArgs, NatsArgs};
-use platform::customer_auth::{AuthArgs, Customers};
-use platform::dead_letters::Redrive;
 use platform::service::{OpenError, RunError, Started, Task};
 use platform::usage::Admission;
 use tokio::net::TcpListener;
@@ -258,7 +260,7 @@ impl platform::service::Service for OrderService {
         if self.customers.is_some() {
             api::require_customer_tokens(&mut doc);
         }
-        doc.merge(platform::dead_letters::ApiDoc::openapi());
+        doc.merge(dead_letters::ApiDoc::openapi());
         doc
     }
 
@@ -268,7 +270,7 @@ impl platform::service::Service for OrderService {
             customers: self.customers.clone(),
             admission: self.admission.clone(),
         })
-        .merge(platform::dead_letters::routes(
+        .merge(dead_letters::routes(
             Redrive::new(bus.clone(), self.nats.hot_window).taking_back(self.take_back.clone()),
             self.admin_token.clone(),
         ))

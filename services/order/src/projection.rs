@@ -18,11 +18,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::dead_letters::{BoxedReprocess, Reprocess};
 use archive::{Archive, ArchivedOrder};
 use axum::http::StatusCode;
 use bus::{ConsumerSpec, DeadLetter, Delivery, Handler as _, HandlerError, Lease};
 use events::{Envelope, Event, OrderId, OrderKey, Partitions};
-use platform::dead_letters::{BoxedReprocess, Reprocess};
 use platform::problem::Problem;
 use tokio::sync::{mpsc, oneshot};
 

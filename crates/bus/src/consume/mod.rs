@@ -54,7 +54,8 @@ pub enum ConsumeError {
     },
     /// The durable consumer (or its advisory watcher) does not exist (yet).
     #[error(
-        "consumer {durable} on {stream} does not exist: the deployment's provisioning step (`orderflow-admin provision`) creates it: {source}"
+        "consumer {durable} on {stream} does not exist: the deployment's provisioning step \
+         (`orderflow-admin provision`) creates it: {source}"
     )]
     Missing {
         /// The durable name.
@@ -68,7 +69,8 @@ pub enum ConsumeError {
     /// The durable consumer exists with other settings than this service runs with: the
     /// provisioning step and the service were given different settings.
     #[error(
-        "consumer {durable} on {stream} is provisioned with {what}: give the provisioning step (`orderflow-admin provision`) and the services the same settings, and provision again"
+        "consumer {durable} on {stream} is provisioned with {what}: give the provisioning step \
+         (`orderflow-admin provision`) and the services the same settings, and provision again"
     )]
     Drift {
         /// The durable name.
@@ -243,128 +245,247 @@ impl Consumer {
         handler: H,
         shutdown: CancellationToken,
     ) -> Result<(), ConsumeError> {
-        let advisories = tokio::spawn(dead_letter::watch_max_deliveries(
-            self.bus.clone(),
-            self.spec.stream.clone(),
-            self.spec.durable.clone(),
-            shutdown.clone(),
-        ));
-        // Zeroed series from the start, so dashboards and rate() see every consumer at once.
-        metrics::counter!(metric::REDELIVERIES, "consumer" => self.spec.durable.clone())
-            .increment(0);
+        let watchers = self.watch(&shutdown);
+        let mut handlers = Handlers::new(handler, self.spec.concurrency);
+        let (durable, stream) = (&self.spec.durable, &self.spec.stream);
+        tracing::info!(%durable, %stream, "consumer started");
+        while let Flow::Continue = self.pull_round(&mut handlers, &shutdown).await {}
+        self.drain(handlers, watchers).await;
+        Ok(())
+    }
+
+    /// Starts what runs beside the pulls until `shutdown`: the max-deliveries watcher (it
+    /// dead-letters what the server gave up on) and the lag reporter; and zeroes this
+    /// consumer's counters, so dashboards and rate() see every consumer from the start.
+    fn watch(&self, shutdown: &CancellationToken) -> Watchers {
+        let durable = self.spec.durable.clone();
+        metrics::counter!(metric::REDELIVERIES, "consumer" => durable.clone()).increment(0);
         for reason in [
             DeadLetterReason::Permanent,
             DeadLetterReason::RetriesExhausted,
             DeadLetterReason::AckTimeout,
         ] {
-            metrics::counter!(
-                metric::DEAD_LETTERS,
-                "consumer" => self.spec.durable.clone(),
-                "reason" => reason.as_str(),
-            )
-            .increment(0);
+            let labels = [
+                ("consumer", durable.clone()),
+                ("reason", reason.as_str().into()),
+            ];
+            metrics::counter!(metric::DEAD_LETTERS, &labels).increment(0);
         }
-        let lag = tokio::spawn(report_lag(
-            self.consumer.clone(),
-            [self.spec.stream.clone(), self.spec.durable.clone()],
-            shutdown.clone(),
-        ));
-        let handler = Arc::new(handler);
-        let slots = Arc::new(Semaphore::new(self.spec.concurrency));
-        let mut running = JoinSet::new();
+        Watchers {
+            advisories: tokio::spawn(dead_letter::watch_max_deliveries(
+                self.bus.clone(),
+                self.spec.stream.clone(),
+                durable.clone(),
+                shutdown.clone(),
+            )),
+            lag: tokio::spawn(report_lag(
+                self.consumer.clone(),
+                [self.spec.stream.clone(), durable],
+                shutdown.clone(),
+            )),
+        }
+    }
+
+    /// One pull: waits for a free handler, asks the server for at most as many messages as
+    /// there are free handlers, and starts a handler on each as it arrives.
+    async fn pull_round<H: Handler>(
+        &self,
+        handlers: &mut Handlers<H>,
+        shutdown: &CancellationToken,
+    ) -> Flow {
+        if shutdown.is_cancelled() {
+            return Flow::Stop;
+        }
+        let Some(free) = handlers.wait_for_free(shutdown).await else {
+            return Flow::Stop;
+        };
+        match self.request(free, shutdown).await {
+            Ok(batch) => self.dispatch(batch, handlers, shutdown).await,
+            Err(flow) => flow,
+        }
+    }
+
+    /// Asks for up to `free` messages; or, instead of a batch, whether to pull again (after a
+    /// pause, when the request failed) or stop (on shutdown).
+    async fn request(
+        &self,
+        free: usize,
+        shutdown: &CancellationToken,
+    ) -> Result<pull::Batch, Flow> {
+        let request = self
+            .consumer
+            .batch()
+            .max_messages(free.min(self.spec.max_batch))
+            .expires(self.spec.pull_expiry)
+            .messages();
+        tokio::select! {
+            _ = shutdown.cancelled() => Err(Flow::Stop),
+            batch = request => match batch {
+                Ok(batch) => Ok(batch),
+                Err(e) => {
+                    let durable = &self.spec.durable;
+                    tracing::warn!(%durable, error = %e, "pull failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => Err(Flow::Stop),
+                        _ = tokio::time::sleep(PULL_RETRY) => Err(Flow::Continue),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Starts a handler on each message of `batch` as it arrives, until the pull ends. On
+    /// shutdown, hands back what already arrived, so another replica takes it now rather than
+    /// after ack_wait.
+    async fn dispatch<H: Handler>(
+        &self,
+        mut batch: pull::Batch,
+        handlers: &mut Handlers<H>,
+        shutdown: &CancellationToken,
+    ) -> Flow {
         let durable = self.spec.durable.as_str();
-        tracing::info!(durable, stream = %self.spec.stream, "consumer started");
-
-        'pull: while !shutdown.is_cancelled() {
-            reap(&mut running);
-            let free = slots.available_permits();
-            if free == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break 'pull,
-                    _ = running.join_next() => continue 'pull,
+        // A pull the server lost (a restart between request and answer) would never end: its
+        // expiry ends it from the server's side, this from ours.
+        let patience = self.spec.pull_expiry + PULL_GRACE;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    hand_back(&mut batch).await;
+                    return Flow::Stop;
                 }
-            }
-            let request = self
-                .consumer
-                .batch()
-                .max_messages(free.min(self.spec.max_batch))
-                .expires(self.spec.pull_expiry)
-                .messages();
-            let mut batch = tokio::select! {
-                _ = shutdown.cancelled() => break 'pull,
-                batch = request => match batch {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        tracing::warn!(durable, error = %e, "pull failed; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break 'pull,
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'pull,
-                        }
-                    }
-                },
+                next = tokio::time::timeout(patience, batch.next()) => next,
             };
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => {
-                        // Hand back what already arrived so another replica takes it now,
-                        // not after ack_wait.
-                        while let Some(Some(Ok(message))) = batch.next().now_or_never() {
-                            let _ = message.ack_with(AckKind::Nak(None)).await;
-                        }
-                        break 'pull;
+            match next {
+                Ok(Some(Ok(message))) => {
+                    if handlers.start(self, message).await.is_err() {
+                        return Flow::Stop;
                     }
-                    // A pull the server lost (a restart between request and answer) would never
-                    // end: its expiry ends it from the server's side, this from ours.
-                    next = tokio::time::timeout(self.spec.pull_expiry + PULL_GRACE, batch.next()) => match next {
-                        Ok(next) => next,
-                        Err(_) => {
-                            tracing::warn!(durable, "a pull went unanswered past its expiry; pulling again");
-                            break;
-                        }
-                    },
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        let Ok(slot) = slots.clone().acquire_owned().await else {
-                            break 'pull;
-                        };
-                        let (bus, spec, handler) =
-                            (self.bus.clone(), self.spec.clone(), handler.clone());
-                        let replay_until = self.replay_until;
-                        running.spawn(async move {
-                            process::process(&bus, &spec, handler.as_ref(), message, replay_until)
-                                .await;
-                            drop(slot);
-                        });
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(durable, error = %e, "pull interrupted");
-                        break;
-                    }
-                    None => break,
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(durable, error = %e, "pull interrupted");
+                    return Flow::Continue;
+                }
+                Ok(None) => return Flow::Continue,
+                Err(_) => {
+                    tracing::warn!(
+                        durable,
+                        "a pull went unanswered past its expiry; pulling again"
+                    );
+                    return Flow::Continue;
                 }
             }
         }
+    }
 
-        tracing::info!(durable, in_flight = running.len(), "consumer draining");
-        while let Some(result) = running.join_next().await {
-            if let Err(e) = result {
-                tracing::error!(durable, error = %e, "handler task failed");
-            }
-        }
+    /// Waits for the running handlers, puts the last acks on the wire, stops the watchers.
+    async fn drain<H: Handler>(&self, handlers: Handlers<H>, watchers: Watchers) {
+        let durable = self.spec.durable.as_str();
+        tracing::info!(
+            durable,
+            in_flight = handlers.running.len(),
+            "consumer draining"
+        );
+        handlers.finish().await;
         // Acks are fire-and-forget: put the last ones on the wire before saying we are done.
         if let Err(e) = self.bus.client().flush().await {
             tracing::warn!(durable, error = %e, "could not flush the final acks");
         }
-        let _ = lag.await;
-        if let Ok(Err(e)) = advisories.await {
+        let _ = watchers.lag.await;
+        if let Ok(Err(e)) = watchers.advisories.await {
             tracing::error!(durable, error = %e, "max-deliveries watcher could not start");
         }
         tracing::info!(durable, "consumer stopped");
-        Ok(())
     }
 }
+
+/// Whether the pull loop goes on.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// What runs beside a consumer's pulls.
+struct Watchers {
+    advisories: tokio::task::JoinHandle<Result<(), jetstream::stream::ConsumerError>>,
+    lag: tokio::task::JoinHandle<()>,
+}
+
+/// The handler and the tasks running it, at most `concurrency` at once.
+struct Handlers<H> {
+    handler: Arc<H>,
+    slots: Arc<Semaphore>,
+    running: JoinSet<()>,
+}
+
+impl<H: Handler> Handlers<H> {
+    fn new(handler: H, concurrency: usize) -> Self {
+        Self {
+            handler: Arc::new(handler),
+            slots: Arc::new(Semaphore::new(concurrency)),
+            running: JoinSet::new(),
+        }
+    }
+
+    /// How many handlers are free, once at least one is; `None` on shutdown.
+    async fn wait_for_free(&mut self, shutdown: &CancellationToken) -> Option<usize> {
+        loop {
+            self.reap();
+            let free = self.slots.available_permits();
+            if free > 0 {
+                return Some(free);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = self.running.join_next() => {}
+            }
+        }
+    }
+
+    /// Starts a handler on `message` as soon as one is free; `Err` if the slots are closed.
+    async fn start(
+        &mut self,
+        consumer: &Consumer,
+        message: jetstream::Message,
+    ) -> Result<(), tokio::sync::AcquireError> {
+        let slot = self.slots.clone().acquire_owned().await?;
+        let (bus, spec) = (consumer.bus.clone(), consumer.spec.clone());
+        let (handler, replay_until) = (self.handler.clone(), consumer.replay_until);
+        self.running.spawn(async move {
+            process::process(&bus, &spec, handler.as_ref(), message, replay_until).await;
+            drop(slot);
+        });
+        Ok(())
+    }
+
+    /// Collects finished handler tasks so the set does not grow.
+    fn reap(&mut self) {
+        while let Some(result) = self.running.try_join_next() {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "handler task failed");
+            }
+        }
+    }
+
+    /// Waits for every running handler.
+    async fn finish(mut self) {
+        while let Some(result) = self.running.join_next().await {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "handler task failed");
+            }
+        }
+    }
+}
+
+/// Naks what already arrived of a pull, without waiting for more.
+async fn hand_back(batch: &mut pull::Batch) {
+    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+/// How long a failed pull request waits before the next.
+const PULL_RETRY: Duration = Duration::from_millis(500);
 
 /// How long past its expiry a pull may go without a word from the server before it is
 /// abandoned and made again.
@@ -395,15 +516,6 @@ async fn report_lag(
                     .set(info.num_ack_pending as f64);
             }
             Err(e) => tracing::debug!(durable, error = %e, "cannot read consumer info"),
-        }
-    }
-}
-
-/// Collects finished handler tasks so the set does not grow.
-fn reap(running: &mut JoinSet<()>) {
-    while let Some(result) = running.try_join_next() {
-        if let Err(e) = result {
-            tracing::error!(error = %e, "handler task failed");
         }
     }
 }

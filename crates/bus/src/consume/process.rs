@@ -28,6 +28,15 @@ enum Verdict {
     DeadLetter(DeadLetterReason, String),
 }
 
+/// Where a delivery stands: in its stream, and in its consumer's count of deliveries.
+struct Position {
+    stream: String,
+    sequence: u64,
+    subject: String,
+    attempt: u64,
+    is_last_attempt: bool,
+}
+
 /// Decodes, handles and settles one message inside its CONSUMER span.
 pub(super) async fn process<H: Handler>(
     bus: &Bus,
@@ -41,36 +50,15 @@ pub(super) async fn process<H: Handler>(
         let _ = message.ack_with(AckKind::Term).await;
         return;
     };
-    let (stream, sequence) = (info.stream.to_owned(), info.stream_sequence);
     let attempt = u64::try_from(info.delivered).unwrap_or(1).max(1);
-    let is_last_attempt = attempt as i64 >= spec.max_deliver;
-    let subject = message.subject.to_string();
-    let msg_id = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(header::MSG_ID))
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
-
-    let span = tracing::info_span!(
-        "process",
-        otel.name = format!("process {}", span_target(&message, &subject)),
-        otel.kind = "consumer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "nats",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = %subject,
-        messaging.consumer.group.name = %spec.durable,
-        messaging.message.id = %msg_id,
-        messaging.nats.message.delivery_count = attempt as i64,
-        messaging.nats.stream.sequence = sequence as i64,
-        cloudevents.event_id = tracing::field::Empty,
-        cloudevents.event_type = tracing::field::Empty,
-        order_id = tracing::field::Empty,
-    );
-    trace::set_parent_from(&span, message.headers.as_ref());
-
+    let position = Position {
+        stream: info.stream.to_owned(),
+        sequence: info.stream_sequence,
+        subject: message.subject.to_string(),
+        attempt,
+        is_last_attempt: attempt as i64 >= spec.max_deliver,
+    };
+    let span = consumer_span(&message, spec, &position);
     if attempt > 1 {
         metrics::counter!(metric::REDELIVERIES, "consumer" => spec.durable.clone()).increment(1);
     }
@@ -79,59 +67,148 @@ pub(super) async fn process<H: Handler>(
         let started = Instant::now();
         // Four fifths of the window: a margin for the server's clock and the network.
         let lease = Lease::new(spec.shortest_ack_window().mul_f64(0.8));
-        let (event_type, verdict) = match decode(&subject, &message.payload) {
-            Err(e) => ("undecodable", Verdict::DeadLetter(DeadLetterReason::Permanent, e)),
-            Ok((envelope, key)) => {
-                let span = tracing::Span::current();
-                span.record("cloudevents.event_id", tracing::field::display(envelope.id));
-                span.record("cloudevents.event_type", envelope.kind().type_name());
-                span.record("order_id", tracing::field::display(envelope.correlation_id));
-                let event_type = envelope.kind().type_name();
-                let delivery = Delivery {
-                    envelope,
-                    key,
-                    subject: subject.clone(),
-                    stream_sequence: sequence,
-                    // A message a restored consumer delivers again may have been handled
-                    // before the restore: to its handler, that is an earlier delivery.
-                    attempt: if sequence <= replay_until { attempt + 1 } else { attempt },
-                    is_last_attempt,
-                    lease: lease.clone(),
-                };
-                let handled = tokio::time::timeout(
-                    spec.handler_timeout,
-                    AssertUnwindSafe(handler.handle(delivery)).catch_unwind(),
-                );
-                let timed_out = || HandlerError::transient(format!("handler timed out after {:?}", spec.handler_timeout));
-                let verdict = match with_progress_acks(handled, &message, spec.progress_every, &lease).await.unwrap_or_else(|_| Ok(Err(timed_out()))) {
-                    Ok(Ok(())) => Verdict::Ack,
-                    Ok(Err(HandlerError::Transient(e) | HandlerError::Wait { error: e, .. })) if is_last_attempt => Verdict::DeadLetter(
-                        DeadLetterReason::RetriesExhausted,
-                        format!("transient failure on the last of {} deliveries: {e}", spec.max_deliver),
-                    ),
-                    Ok(Err(HandlerError::Transient(e))) => Verdict::Retry(e.to_string(), None),
-                    Ok(Err(HandlerError::Wait { after, error })) => Verdict::Retry(error.to_string(), Some(after)),
-                    Ok(Err(HandlerError::Permanent(e))) => Verdict::DeadLetter(DeadLetterReason::Permanent, e.to_string()),
-                    Err(panic) => Verdict::DeadLetter(DeadLetterReason::Permanent, format!("handler panicked: {}", panic_text(&panic))),
-                };
-                (event_type, verdict)
-            }
-        };
-        metrics::histogram!(metric::HANDLER_DURATION, "consumer" => spec.durable.clone(), "type" => event_type)
+        let (event_type, verdict) =
+            judge(spec, handler, &message, &position, &lease, replay_until).await;
+        let consumer = spec.durable.clone();
+        let labels = [("consumer", consumer.clone()), ("type", event_type.into())];
+        metrics::histogram!(metric::HANDLER_DURATION, &labels)
             .record(started.elapsed().as_secs_f64());
-        let outcome = settle(bus, spec, &message, verdict, Origin {
-            subject: &subject,
-            stream: &stream,
-            sequence,
+        let origin = Origin {
+            subject: &position.subject,
+            stream: &position.stream,
+            sequence: position.sequence,
             consumer: &spec.durable,
             deliveries: attempt,
-        }, attempt, &lease)
-        .await;
-        metrics::counter!(metric::EVENTS_CONSUMED, "consumer" => spec.durable.clone(), "type" => event_type, "outcome" => outcome)
-            .increment(1);
+        };
+        let outcome = settle(bus, spec, &message, verdict, origin, attempt, &lease).await;
+        metrics::counter!(
+            metric::EVENTS_CONSUMED,
+            "consumer" => consumer,
+            "type" => event_type,
+            "outcome" => outcome,
+        )
+        .increment(1);
     }
     .instrument(span)
     .await;
+}
+
+/// The delivery's CONSUMER span (OTel messaging conventions), its parent the trace context
+/// the message carries.
+fn consumer_span(
+    message: &jetstream::Message,
+    spec: &ConsumerSpec,
+    position: &Position,
+) -> tracing::Span {
+    let msg_id = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(header::MSG_ID))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "process",
+        otel.name = format!("process {}", span_target(message, &position.subject)),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %position.subject,
+        messaging.consumer.group.name = %spec.durable,
+        messaging.message.id = %msg_id,
+        messaging.nats.message.delivery_count = position.attempt as i64,
+        messaging.nats.stream.sequence = position.sequence as i64,
+        cloudevents.event_id = tracing::field::Empty,
+        cloudevents.event_type = tracing::field::Empty,
+        order_id = tracing::field::Empty,
+    );
+    trace::set_parent_from(&span, message.headers.as_ref());
+    span
+}
+
+/// Decodes the message and runs the handler on it, with progress acks and a timeout: the
+/// event's type (for metrics) and what to do with the message.
+async fn judge<H: Handler>(
+    spec: &ConsumerSpec,
+    handler: &H,
+    message: &jetstream::Message,
+    position: &Position,
+    lease: &Lease,
+    replay_until: u64,
+) -> (&'static str, Verdict) {
+    let (envelope, key) = match decode(&position.subject, &message.payload) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            return (
+                "undecodable",
+                Verdict::DeadLetter(DeadLetterReason::Permanent, e),
+            );
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("cloudevents.event_id", tracing::field::display(envelope.id));
+    span.record("cloudevents.event_type", envelope.kind().type_name());
+    span.record("order_id", tracing::field::display(envelope.correlation_id));
+    let event_type = envelope.kind().type_name();
+    // A message a restored consumer delivers again may have been handled before the restore:
+    // to its handler, that is an earlier delivery.
+    let attempt = match position.sequence <= replay_until {
+        true => position.attempt + 1,
+        false => position.attempt,
+    };
+    let delivery = Delivery {
+        envelope,
+        key,
+        subject: position.subject.clone(),
+        stream_sequence: position.sequence,
+        attempt,
+        is_last_attempt: position.is_last_attempt,
+        lease: lease.clone(),
+    };
+    let handled = tokio::time::timeout(
+        spec.handler_timeout,
+        AssertUnwindSafe(handler.handle(delivery)).catch_unwind(),
+    );
+    let handled = with_progress_acks(handled, message, spec.progress_every, lease)
+        .await
+        .unwrap_or_else(|_elapsed| {
+            let why = format!("handler timed out after {:?}", spec.handler_timeout);
+            Ok(Err(HandlerError::transient(why)))
+        });
+    (event_type, verdict(spec, handled, position.is_last_attempt))
+}
+
+/// What to do with a message, given how its handler ended: returned, or panicked. A transient
+/// failure of the last delivery is dead-lettered (no delivery would follow).
+fn verdict(
+    spec: &ConsumerSpec,
+    handled: std::thread::Result<Result<(), HandlerError>>,
+    is_last_attempt: bool,
+) -> Verdict {
+    match handled {
+        Ok(Ok(())) => Verdict::Ack,
+        Ok(Err(HandlerError::Transient(e) | HandlerError::Wait { error: e, .. }))
+            if is_last_attempt =>
+        {
+            let why = format!(
+                "transient failure on the last of {} deliveries: {e}",
+                spec.max_deliver
+            );
+            Verdict::DeadLetter(DeadLetterReason::RetriesExhausted, why)
+        }
+        Ok(Err(HandlerError::Transient(e))) => Verdict::Retry(e.to_string(), None),
+        Ok(Err(HandlerError::Wait { after, error })) => {
+            Verdict::Retry(error.to_string(), Some(after))
+        }
+        Ok(Err(HandlerError::Permanent(e))) => {
+            Verdict::DeadLetter(DeadLetterReason::Permanent, e.to_string())
+        }
+        Err(panic) => {
+            let why = format!("handler panicked: {}", panic_text(&panic));
+            Verdict::DeadLetter(DeadLetterReason::Permanent, why)
+        }
+    }
 }
 
 /// What a consumer span is named for: the event type from the `Ce-Type` header, so span
@@ -178,7 +255,8 @@ async fn settle(
             tracing::warn!(
                 error,
                 attempt,
-                "transient failure after the lease expired; leaving the message to its newer delivery"
+                "transient failure after the lease expired; \
+                 leaving the message to its newer delivery"
             );
             tracing::Span::current().record("otel.status_code", "ERROR");
             return "stale";

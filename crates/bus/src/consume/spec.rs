@@ -276,7 +276,8 @@ pub enum SpecError {
     MaxDeliver(i64),
     /// The backoff schedule is not shorter than `max_deliver`.
     #[error(
-        "backoff has {steps} steps but max_deliver is {max_deliver}; the server needs max_deliver > steps"
+        "backoff has {steps} steps but max_deliver is {max_deliver}; \
+         the server needs max_deliver > steps"
     )]
     BackoffTooLong {
         /// Steps in the schedule.
@@ -311,7 +312,8 @@ pub enum SpecError {
     },
     /// Progress acks would come too late (or never).
     #[error(
-        "progress_every {progress_every:?} must be positive and shorter than the shortest ack window {window:?}"
+        "progress_every {progress_every:?} must be positive and shorter than \
+         the shortest ack window {window:?}"
     )]
     ProgressInterval {
         /// Configured interval.
