@@ -31,4 +31,5 @@ pub use layout::{Domain, OrderKey, Partitions};
 pub use notification::{Channel, NotificationFailed, NotificationKind, NotificationSent};
 pub use order::{
     CancelReason, LineItem, OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1,
+    total_cents,
 };

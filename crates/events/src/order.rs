@@ -74,7 +74,7 @@ impl OrderCreated {
 }
 
 /// Sum of the lines' `quantity × unit_price_cents`; `None` on overflow.
-pub(crate) fn total_cents(items: &[LineItem]) -> Option<u64> {
+pub fn total_cents(items: &[LineItem]) -> Option<u64> {
     items.iter().try_fold(0u64, |sum, line| {
         line.unit_price_cents
             .checked_mul(u64::from(line.quantity))

@@ -5,6 +5,7 @@
 mod api;
 mod customer_auth;
 mod dead_letters;
+mod new_order;
 mod order;
 mod projection;
 mod saga;
@@ -256,9 +257,9 @@ impl platform::service::Service for OrderService {
     const NAME: &'static str = SERVICE;
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
-        let mut doc = api::ApiDoc::openapi();
+        let mut doc = api::openapi::ApiDoc::openapi();
         if self.customers.is_some() {
-            api::require_customer_tokens(&mut doc);
+            api::openapi::require_customer_tokens(&mut doc);
         }
         doc.merge(dead_letters::ApiDoc::openapi());
         doc
