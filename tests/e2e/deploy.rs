@@ -145,6 +145,129 @@ fn every_binary_says_the_version_the_manifests_deploy() {
     }
 }
 
+/// Every binary's `--help`, and its subcommands' (recursively): what an operator can set.
+fn help_texts(binary: &str) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
+    let mut pending = vec![Vec::<String>::new()];
+    while let Some(command) = pending.pop() {
+        let output = Command::new(service_binary(binary))
+            .args(&command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout).into_owned();
+        // "Commands:" lists the subcommands, two spaces in, until the next blank line.
+        if let Some(commands) = help.split("Commands:\n").nth(1) {
+            for line in commands.lines().take_while(|l| !l.trim().is_empty()) {
+                let name = line.split_whitespace().next().unwrap_or_default();
+                if line.starts_with("  ") && !line.starts_with("   ") && name != "help" {
+                    pending.push([command.clone(), vec![name.to_owned()]].concat());
+                }
+            }
+        }
+        texts.push((format!("{binary} {}", command.join(" ")).trim().to_owned(), help));
+    }
+    texts
+}
+
+/// `(name, default)` of every `[env: NAME=…]` a help text shows.
+fn settings_in(help: &str) -> Vec<(String, Option<String>)> {
+    // clap writes each argument's help on the lines under it, ending in `[env: …]` and
+    // `[default: …]`; join the lines so a bracket broken over two is whole.
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    help.split("[env: ")
+        .skip(1)
+        .map(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let default = rest
+                .split(']')
+                .nth(1)
+                .and_then(|after| after.trim_start().strip_prefix("[default: "))
+                .map(|d| d.split(']').next().unwrap_or_default().to_owned());
+            (name, default)
+        })
+        .collect()
+}
+
+#[test]
+fn the_configuration_guide_documents_every_setting_the_binaries_read_with_their_defaults() {
+    let guide = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
+    // The table's rows: the variables of the first cell, and the default cell.
+    let rows: Vec<(Vec<String>, String)> = guide
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let names = cells[0]
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            (names, cells.get(1).copied().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let mut read = BTreeSet::new();
+    let mut missing = Vec::new();
+    for binary in [
+        "order-service",
+        "inventory-service",
+        "notification-service",
+        "orderflow-admin",
+    ] {
+        for (command, help) in help_texts(binary) {
+            for (name, default) in settings_in(&help) {
+                read.insert(name.clone());
+                match rows.iter().find(|(names, _)| names.contains(&name)) {
+                    None => missing.push(format!("{name} ({command})")),
+                    Some((_, documented)) => {
+                        if let Some(default) = default
+                            && !documented.contains(&default)
+                        {
+                            missing.push(format!(
+                                "{name} ({command}) defaults to {default}, the guide says {documented}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not document these as the binaries read them: {missing:?}"
+    );
+    // And nothing documented that no binary reads, but what the libraries read themselves.
+    let read_elsewhere = [
+        "LOG_FORMAT",
+        "RUST_LOG",
+        "TOKIO_WORKER_THREADS",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_SERVICE_NAME",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_SDK_DISABLED",
+        "OTEL_BSP_*",
+    ];
+    let stale: Vec<&String> = rows
+        .iter()
+        .flat_map(|(names, _)| names)
+        .filter(|name| {
+            name.chars()
+                .all(|c| c.is_ascii_uppercase() || "_*".contains(c))
+        })
+        .filter(|name| !read.contains(*name) && !read_elsewhere.contains(&name.as_str()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "docs/configuration.md documents settings no binary reads: {stale:?}"
+    );
+}
+
 #[tokio::test]
 async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
