@@ -165,7 +165,10 @@ fn help_texts(binary: &str) -> Vec<(String, String)> {
                 }
             }
         }
-        texts.push((format!("{binary} {}", command.join(" ")).trim().to_owned(), help));
+        texts.push((
+            format!("{binary} {}", command.join(" ")).trim().to_owned(),
+            help,
+        ));
     }
     texts
 }

@@ -47,20 +47,37 @@ where
     .await;
 }
 
-async fn wait_until<T, F, Fut>(patience: Duration, what: &str, mut probe: F) -> T
+async fn wait_until<T, F, Fut>(patience: Duration, what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
     let deadline = tokio::time::Instant::now() + patience;
+    match until(deadline, probe).await {
+        Ok(found) => found,
+        Err(TimedOut) => panic!("timed out waiting until {what}"),
+    }
+}
+
+/// The deadline passed before what was waited for came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+/// The wait under [`eventually`], for a check that reports rather than panics (the fault
+/// suite's invariants): `probe` every 20 ms until it finds something or `deadline` passes —
+/// probed once more at the deadline, so a wait that starts late still looks.
+pub async fn until<T, F, Fut>(deadline: tokio::time::Instant, mut probe: F) -> Result<T, TimedOut>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     loop {
         if let Some(found) = probe().await {
-            return found;
+            return Ok(found);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return Err(TimedOut);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
