@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use bus::{
-    Appended, Bus, BusConfig, Change, Consumer, ConsumerSpec, Delivery, HandlerError, KvBucket,
-    KvStore, MsgId, StreamSettings,
+    Append, Appended, Bus, BusConfig, Change, Consumer, ConsumerSpec, Delivery, HandlerError,
+    KvBucket, KvStore, MsgId, Precondition, StreamSettings,
 };
 use events::{
     Currency, CustomerId, Domain, Envelope, Event, EventKind, LineItem, OrderCreated, OrderId,
@@ -43,26 +43,26 @@ async fn main() -> anyhow::Result<()> {
     let subject = key.subject(&created.event);
     let msg_id = MsgId::new(created.kind(), order);
 
-    // Create-only: expected last sequence 0 under the order's subjects.
-    let first = bus
-        .events()
-        .append(&history, &subject, &created, &msg_id, 0, &[])
-        .await?;
+    // Create-only: stored only if nothing was ever appended under the order's subjects.
+    let append = |envelope| {
+        let (subject, msg_id) = (subject.clone(), msg_id.clone());
+        Append::new(
+            Precondition::CreateOnly,
+            &history,
+            subject,
+            envelope,
+            msg_id,
+        )
+    };
+    let first = bus.events().append(append(&created)).await?;
     println!("appended {subject}: {first:?}");
     // The same append again (a retry, its answer lost) finds its own event: stored, once.
-    let retry = bus
-        .events()
-        .append(&history, &subject, &created, &msg_id, 0, &[])
-        .await?;
+    let retry = bus.events().append(append(&created)).await?;
     println!("retried: {retry:?}");
     // Another writer's event for the same order finds the history moved, and gets it instead.
     let competing = Envelope::new("/orderflow/quickstart", created.event.clone());
-    match bus
-        .events()
-        .append(&history, &subject, &competing, &msg_id, 0, &[])
-        .await?
-    {
-        Appended::Moved(events) => {
+    match bus.events().append(append(&competing)).await? {
+        Appended::Conflict(events) => {
             println!(
                 "second create refused; history has {} event(s)",
                 events.len()

@@ -5,10 +5,12 @@
 //!   (nats-server ≥ 2.11) over the aggregate's subject filter. The layout puts each event type
 //!   of an aggregate on its own subject and writes it at most once, so the last message of each
 //!   subject is the whole history.
-//! - [`EventLog::append`] — a conditional append: stored only if nothing was appended under the
-//!   aggregate's filter since the sequence the writer decided on
-//!   (`Nats-Expected-Last-Subject-Sequence` with `…-Subject`; 0 is create-only). Two writers can
-//!   never both append conflicting transitions; the loser reads again and decides again.
+//! - [`EventLog::append`] — a conditional [`Append`]: stored only if nothing was appended under
+//!   the aggregate's filter since the sequence the writer decided on, or at all
+//!   (a [`Precondition`]: `Nats-Expected-Last-Subject-Sequence` with `…-Subject`). Two writers can never both
+//!   append conflicting transitions: the loser gets [`Appended::Conflict`] with the history as
+//!   it is, and decides again on it — [`retry_on_conflict`] runs those rounds, the same way
+//!   for every writer.
 //!
 //! Reads may be answered by any replica of the stream (direct get). That is safe for decisions
 //! taken by an append: a history only grows, so a stale read can only be *missing* events, and
@@ -45,13 +47,111 @@ pub struct Recorded {
     pub envelope: Envelope,
 }
 
+/// The condition an [`Append`] is stored on: about the last sequence of its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Nothing was ever appended to the history: the first event of an aggregate (or of a
+    /// kind of event, whose history is its own subject).
+    CreateOnly,
+    /// Nothing was appended to the history after this sequence: the last event of the history
+    /// the writer decided on.
+    After(u64),
+}
+
+impl Precondition {
+    /// The history is still as the writer read it, whose last sequence was `last` (0: it read
+    /// an empty history).
+    pub fn unchanged_since(last: u64) -> Self {
+        match last {
+            0 => Self::CreateOnly,
+            last => Self::After(last),
+        }
+    }
+}
+
+/// A conditional append: an event, the subject it is stored on, the history its
+/// [`Precondition`] is about, and any headers to store beside the event's
+/// ([`Append::annotated`]).
+#[derive(Debug, Clone)]
+pub struct Append<'a> {
+    precondition: Precondition,
+    history: &'a History,
+    subject: String,
+    envelope: &'a Envelope,
+    msg_id: MsgId,
+    annotations: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Append<'a> {
+    /// Stores `envelope` on `subject` if `precondition` holds for `history`.
+    pub fn new(
+        precondition: Precondition,
+        history: &'a History,
+        subject: String,
+        envelope: &'a Envelope,
+        msg_id: MsgId,
+    ) -> Self {
+        Self {
+            precondition,
+            history,
+            subject,
+            envelope,
+            msg_id,
+            annotations: Vec::new(),
+        }
+    }
+
+    /// Also stores the header `name: value` beside the event's own.
+    pub fn annotated(mut self, name: &'a str, value: &'a str) -> Self {
+        self.annotations.push((name, value));
+        self
+    }
+}
+
 /// What a conditional append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
     /// Stored now (or by an earlier try of this very append, whose answer was lost).
     Stored(u64),
-    /// The history had moved: here it is, read after the refusal, to decide again on.
-    Moved(Vec<Recorded>),
+    /// Another writer appended first: the history as it is now, read after the refusal, to
+    /// decide again on.
+    Conflict(Vec<Recorded>),
+}
+
+/// Most decisions in a row a writer makes on one history, each lost to another writer that
+/// appended first, before it gives up ([`retry_on_conflict`]).
+pub const DECISION_ROUNDS: usize = 16;
+
+/// What one round of deciding and appending came to.
+#[derive(Debug)]
+pub enum Round<S, T> {
+    /// Finished: stored, or nothing to store.
+    Done(T),
+    /// Another writer got there first: decide again on this, the state the moved history
+    /// folds into.
+    Again(S),
+}
+
+/// Runs `round` on `state`, and again on the state each lost round returns, until one
+/// finishes — at most [`DECISION_ROUNDS`] rounds, then `contended()`. Every writer of the
+/// event store decides and appends this way: a round reads nothing it was not given, decides,
+/// appends conditionally, and on [`Appended::Conflict`] folds the history it got back.
+pub async fn retry_on_conflict<S, T, E, F, Fut>(
+    mut state: S,
+    contended: impl FnOnce() -> E,
+    mut round: F,
+) -> Result<T, E>
+where
+    F: FnMut(S) -> Fut,
+    Fut: std::future::Future<Output = Result<Round<S, T>, E>>,
+{
+    for _ in 0..DECISION_ROUNDS {
+        match round(state).await? {
+            Round::Done(done) => return Ok(done),
+            Round::Again(latest) => state = latest,
+        }
+    }
+    Err(contended())
 }
 
 /// Reading a history failed.
@@ -166,6 +266,29 @@ impl EventLog {
         self
     }
 
+    /// The subjects under `history` that hold events, in one stream-info request however
+    /// many events each holds — a customer's orders, say, whose ids their `created` subjects
+    /// name.
+    pub async fn subjects(&self, history: &History) -> Result<Vec<String>, ReadError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| ReadError::unavailable(history, e.to_string());
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&history.stream)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut listed = stream
+            .info_with_subjects(&history.filter)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut subjects = Vec::new();
+        while let Some(subject) = listed.next().await {
+            let (subject, _) = subject.map_err(|e| unavailable(&e))?;
+            subjects.push(subject);
+        }
+        Ok(subjects)
+    }
+
     /// Every event of `history`, oldest first; empty if there are none.
     pub async fn read(&self, history: &History) -> Result<Vec<Recorded>, ReadError> {
         if self.leader_reads {
@@ -259,27 +382,30 @@ impl EventLog {
         result
     }
 
-    /// Appends `envelope` on `subject` if nothing was appended under `history` since sequence
-    /// `after` (0: if nothing ever was), with `annotations` as headers beside the event's. If
-    /// the history moved — or the server deduplicated the message id — reads it and returns
-    /// it, unless it already holds this very event (an earlier try stored it and its answer
-    /// was lost), which counts as stored.
-    pub async fn append(
-        &self,
-        history: &History,
-        subject: &str,
-        envelope: &Envelope,
-        msg_id: &MsgId,
-        after: u64,
-        annotations: &[(&str, &str)],
-    ) -> Result<Appended, AppendError> {
+    /// Stores `append` if its condition holds. If the history moved — or the server
+    /// deduplicated the message id — reads it and returns it as [`Appended::Conflict`], unless
+    /// it already holds this very event (an earlier try stored it and its answer was lost),
+    /// which counts as stored.
+    pub async fn append(&self, append: Append<'_>) -> Result<Appended, AppendError> {
+        let Append {
+            precondition,
+            history,
+            subject,
+            envelope,
+            msg_id,
+            annotations,
+        } = append;
         let expect = Expect {
             filter: history.filter.clone(),
-            last: after,
+            // The server's expected last subject sequence: 0 is "none ever".
+            last: match precondition {
+                Precondition::CreateOnly => 0,
+                Precondition::After(sequence) => sequence,
+            },
         };
         match self
             .publisher
-            .append(subject, envelope, msg_id, &expect, annotations)
+            .append(&subject, envelope, &msg_id, &expect, &annotations)
             .await
         {
             Ok(Published {
@@ -296,7 +422,7 @@ impl EventLog {
                 let events = self.read(history).await?;
                 match events.iter().find(|e| e.envelope.id == envelope.id) {
                     Some(own) => Ok(Appended::Stored(own.sequence)),
-                    None => Ok(Appended::Moved(events)),
+                    None => Ok(Appended::Conflict(events)),
                 }
             }
             Err(e) => Err(e.into()),

@@ -37,7 +37,10 @@ pub use consume::{
     ConsumeError, Consumer, ConsumerSpec, DEFAULT_MAX_DELIVER, SpecError, Start, Starts,
 };
 pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterReason, StoredDeadLetter};
-pub use event_log::{AppendError, Appended, EventLog, ReadError, Recorded};
+pub use event_log::{
+    Append, AppendError, Appended, DECISION_ROUNDS, EventLog, Precondition, ReadError, Recorded,
+    Round, retry_on_conflict,
+};
 pub use handler::{Delivery, Handler, HandlerError, Lease};
 pub use kv_store::{Change, KvStore, RECENT_KEYS, StoreError, Versioned};
 pub use provision::{

@@ -16,7 +16,8 @@
 
 use std::collections::BTreeMap;
 
-use bus::{ConsumerSpec, Delivery, HandlerError, Lease};
+use bus::retry_on_conflict;
+use bus::{Appended, ConsumerSpec, Delivery, HandlerError, Lease, Precondition, Round};
 use events::{
     Envelope, Event, OrderCreated, OrderId, OrderKey, Partitions, ReservedLine, Shortfall, Sku,
     StockRevisions,
@@ -26,9 +27,6 @@ use uuid::Uuid;
 use crate::reservation::{self, Decision, Reservation};
 use crate::stock::{Applied, StockOp};
 use crate::store::Store;
-
-/// Rounds of "decide, append, find the history moved" before a redelivery is asked for.
-const ROUNDS: usize = 8;
 
 /// The inventory service's consumers: one per partition.
 pub fn consumer_specs(partitions: Partitions) -> Vec<ConsumerSpec> {
@@ -87,26 +85,26 @@ impl Saga {
     async fn reserve(&self, order: &OrderCreated, delivery: &Delivery) -> Result<(), HandlerError> {
         let (key, cause, lease) = (&delivery.key, &delivery.envelope, &delivery.lease);
         let lines = lines_of(order)?;
-        let mut known = match delivery.is_redelivery() {
+        let known = match delivery.is_redelivery() {
             true => Some(self.store.read(key).await?),
             false => None,
         };
-        for _ in 0..ROUNDS {
+        let lines = &lines;
+        let contended =
+            || HandlerError::transient(format!("reservation of {} is contended", key.order));
+        retry_on_conflict(known, contended, |known| async move {
             if let Some(decision) = known.as_ref().and_then(|r| r.decision.as_ref()) {
                 // Decided (by an earlier attempt, a replica, or a cancellation's tombstone):
                 // settle this order's takes against the stored decision, now.
-                for line in &lines {
-                    self.store
-                        .ledger()
-                        .apply(&line.sku, settle_take(key.order, decision), None)
-                        .await?;
+                for line in lines {
+                    let op = settle_take(key.order, decision);
+                    self.store.ledger().apply(&line.sku, op, None).await?;
                 }
-                return Ok(());
+                return Ok(Round::Done(()));
             }
-            let Some(taken) = self.take(key.order, &lines, lease, known.is_some()).await? else {
+            let Some(taken) = self.take(key.order, lines, lease, known.is_some()).await? else {
                 // An earlier attempt's mark: what it did is read before anything is taken.
-                known = Some(self.store.read(key).await?);
-                continue;
+                return Ok(Round::Again(Some(self.store.read(key).await?)));
             };
             let decision = if taken.shortfall.is_empty() {
                 reservation::reserved(key.order, lines.clone(), taken.event, cause)
@@ -114,23 +112,24 @@ impl Saga {
                 reservation::rejected(key.order, taken.shortfall.clone(), taken.event, cause)
             };
             // Create-only: the first decision is the decision.
+            let revisions = Some(&taken.revisions);
             match self
                 .store
-                .append(key, &decision, 0, Some(&taken.revisions))
+                .append(key, &decision, Precondition::CreateOnly, revisions)
                 .await?
             {
-                Ok(_) => {
-                    self.settle_own(key.order, &lines, &decision).await?;
-                    tracing::info!(order_id = %key.order, decision = %decision.kind(), "reservation decided");
-                    return Ok(());
+                Appended::Stored(_) => {
+                    self.settle_own(key.order, lines, &decision).await?;
+                    let kind = decision.kind();
+                    tracing::info!(order_id = %key.order, decision = %kind, "reservation decided");
+                    Ok(Round::Done(()))
                 }
-                Err(moved) => known = Some(moved),
+                Appended::Conflict(history) => {
+                    Ok(Round::Again(Some(Reservation::fold(key.order, &history))))
+                }
             }
-        }
-        Err(HandlerError::transient(format!(
-            "reservation of {} is contended",
-            key.order
-        )))
+        })
+        .await
     }
 
     /// Takes every line, marked with one decision id: a fresh one, or the id an earlier attempt
@@ -232,15 +231,17 @@ impl Saga {
 
     async fn release(&self, delivery: &Delivery) -> Result<(), HandlerError> {
         let (key, cause, lease) = (&delivery.key, &delivery.envelope, &delivery.lease);
-        let mut reservation = self.store.read(key).await?;
+        let reservation = self.store.read(key).await?;
         // A confirmed order's cancellation names what inventory holds for it.
         let held = match &cause.event {
             Event::OrderCancelled(cancelled) => cancelled.reserved.as_slice(),
             _ => &[],
         };
-        for _ in 0..ROUNDS {
+        let contended =
+            || HandlerError::transient(format!("release of {} is contended", key.order));
+        retry_on_conflict(reservation, contended, |reservation| async move {
             let moved = match (&reservation.decision, reservation.released) {
-                (Some(Decision::Rejected { .. }), _) => return Ok(()),
+                (Some(Decision::Rejected { .. }), _) => return Ok(Round::Done(())),
                 (decision, Some(release)) => {
                     // Released already: settle any give-back mark that is left (of the lines
                     // the cancellation names, once the reservation has left the hot log).
@@ -255,7 +256,7 @@ impl Saga {
                         };
                         self.store.ledger().apply(&line.sku, op, None).await?;
                     }
-                    return Ok(());
+                    return Ok(Round::Done(()));
                 }
                 (Some(decision @ Decision::Reserved { lines, .. }), None) => {
                     self.give_back(key, &reservation, Some(decision), lines, cause, lease)
@@ -270,15 +271,12 @@ impl Saga {
                 }
                 (None, None) => self.tombstone(key, cause).await?,
             };
-            match moved {
-                None => return Ok(()),
-                Some(moved) => reservation = moved,
-            }
-        }
-        Err(HandlerError::transient(format!(
-            "release of {} is contended",
-            key.order
-        )))
+            Ok(match moved {
+                None => Round::Done(()),
+                Some(moved) => Round::Again(moved),
+            })
+        })
+        .await
     }
 
     /// Leaves the rejection a late `orders.created` will find; the moved history if something
@@ -289,12 +287,19 @@ impl Saga {
         cause: &Envelope,
     ) -> Result<Option<Reservation>, HandlerError> {
         let rejection = reservation::rejected(key.order, Vec::new(), Uuid::now_v7(), cause);
-        match self.store.append(key, &rejection, 0, None).await? {
-            Ok(_) => {
-                tracing::info!(order_id = %key.order, "cancelled before its reservation; rejected in advance");
+        match self
+            .store
+            .append(key, &rejection, Precondition::CreateOnly, None)
+            .await?
+        {
+            Appended::Stored(_) => {
+                tracing::info!(
+                    order_id = %key.order,
+                    "cancelled before its reservation; rejected in advance"
+                );
                 Ok(None)
             }
-            Err(moved) => Ok(Some(moved)),
+            Appended::Conflict(history) => Ok(Some(Reservation::fold(key.order, &history))),
         }
     }
 
@@ -340,12 +345,13 @@ impl Saga {
         }
         let release = marked.unwrap_or(fresh);
         let released = reservation::released(key.order, lines.to_vec(), release, cause);
+        let unchanged = Precondition::unchanged_since(reservation.last_sequence);
         match self
             .store
-            .append(key, &released, reservation.last_sequence, Some(&revisions))
+            .append(key, &released, unchanged, Some(&revisions))
             .await?
         {
-            Ok(_) => {
+            Appended::Stored(_) => {
                 for line in lines {
                     ledger.settle_later(
                         &line.sku,
@@ -358,7 +364,7 @@ impl Saga {
                 tracing::info!(order_id = %key.order, "reservation released");
                 Ok(None)
             }
-            Err(moved) => Ok(Some(moved)),
+            Appended::Conflict(history) => Ok(Some(Reservation::fold(key.order, &history))),
         }
     }
 }
@@ -497,11 +503,18 @@ mod tests {
             .unwrap()
             .unwrap();
         let decision = reservation::reserved(id, lines.clone(), taken.event, &delivery.envelope);
-        saga.store
-            .append(&delivery.key, &decision, 0, Some(&taken.revisions))
+        let created_only = Precondition::CreateOnly;
+        let stored = saga
+            .store
+            .append(
+                &delivery.key,
+                &decision,
+                created_only,
+                Some(&taken.revisions),
+            )
             .await
-            .unwrap()
             .unwrap();
+        assert!(matches!(stored, Appended::Stored(_)), "{stored:?}");
         // MUG's take is settled, BOOK's mark is left.
         let settle = StockOp::SettleTake {
             order: id,

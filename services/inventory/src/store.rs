@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use bus::ReadError;
-use bus::{AppendError, Appended, Bus, EventLog, KvStore, MsgId, ProvisionError, StreamSettings};
+use bus::{Append, AppendError, Appended, Bus, EventLog, KvStore, MsgId, Precondition};
+use bus::{ProvisionError, StreamSettings};
 use events::layout::{self, History};
 use events::names::bucket::STOCK;
 use events::names::header;
@@ -86,36 +87,31 @@ impl Store {
         Ok((!events.is_empty()).then(|| Reservation::fold(order_id, &events)))
     }
 
-    /// Appends `event` to the order's inventory history if it has not moved past `after`;
-    /// the moved history, folded, if it has. `stock` says where the event's stock changes
-    /// are in the stock bucket, if it made any (sent as [`header::STOCK_REVISION`]).
+    /// Appends `event` to the order's inventory history if `precondition` holds; `stock` says
+    /// where the event's stock changes are in the stock bucket, if it made any (sent as
+    /// [`header::STOCK_REVISION`]).
     pub async fn append(
         &self,
         key: &OrderKey,
         event: &Envelope,
-        after: u64,
+        precondition: Precondition,
         stock: Option<&StockRevisions>,
-    ) -> Result<Result<u64, Reservation>, AppendError> {
+    ) -> Result<Appended, AppendError> {
+        let history = self.history(key);
+        let msg_id = MsgId::new(event.kind(), key.order);
+        let append = Append::new(
+            precondition,
+            &history,
+            key.subject(&event.event),
+            event,
+            msg_id,
+        );
         let revision = stock.map(StockRevisions::to_header);
-        let annotations: Vec<(&str, &str)> = revision
-            .iter()
-            .map(|r| (header::STOCK_REVISION, r.as_str()))
-            .collect();
-        let appended = self
-            .log
-            .append(
-                &self.history(key),
-                &key.subject(&event.event),
-                event,
-                &MsgId::new(event.kind(), key.order),
-                after,
-                &annotations,
-            )
-            .await?;
-        Ok(match appended {
-            Appended::Stored(sequence) => Ok(sequence),
-            Appended::Moved(events) => Err(Reservation::fold(key.order, &events)),
-        })
+        let append = match &revision {
+            Some(revision) => append.annotated(header::STOCK_REVISION, revision),
+            None => append,
+        };
+        self.log.append(append).await
     }
 
     /// Settles, until `shutdown`, the marks that outlived their attempt (a process that died

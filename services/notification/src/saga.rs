@@ -5,7 +5,7 @@
 //! with the same `webhook-id`, which the receiver dedupes. A redelivery first looks for the
 //! outcome and sends nothing if there is one.
 
-use bus::{ConsumerSpec, Delivery, HandlerError};
+use bus::{Appended, ConsumerSpec, Delivery, HandlerError};
 use events::{Channel, Event, NotificationKind, Partitions};
 use serde_json::json;
 
@@ -75,7 +75,7 @@ impl bus::Handler for Saga {
         let attempts = u32::try_from(delivery.attempt).unwrap_or(u32::MAX);
         let outcome = notification::outcome(key.order, kind, channel, attempts, result, cause);
         // Another replica may have recorded it first: the first outcome stands.
-        if self.store.record(key, kind, &outcome).await? {
+        if let Appended::Stored(_) = self.store.record(key, kind, &outcome).await? {
             count(channel, status);
             // State change → notification settled: the notification SLO's latency.
             if let Ok(delay) = (chrono::Utc::now() - cause.time).to_std() {

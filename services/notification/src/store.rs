@@ -2,7 +2,7 @@
 //! the `NOTIFICATIONS` stream (see [`events::layout`]); the one KV bucket is for what is not an
 //! event — `webhook_endpoints`, whether the endpoint was disabled by a `410 Gone`.
 
-use bus::{AppendError, Appended, Bus, EventLog, MsgId, ReadError};
+use bus::{Append, AppendError, Appended, Bus, EventLog, MsgId, Precondition, ReadError};
 use events::layout::{self, History};
 use events::{Domain, Envelope, NotificationKind, OrderId, OrderKey, Partitions};
 
@@ -46,25 +46,19 @@ impl Store {
         Ok(events.iter().find_map(Notification::from_event))
     }
 
-    /// Records `outcome` create-only: `false` if the notification had an outcome already.
+    /// Records `outcome` create-only: [`Appended::Conflict`] if the notification had an
+    /// outcome already (the first outcome stands).
     pub async fn record(
         &self,
         key: &OrderKey,
         kind: NotificationKind,
         outcome: &Envelope,
-    ) -> Result<bool, AppendError> {
-        let appended = self
-            .log
-            .append(
-                &self.history(key, kind),
-                &key.subject(&outcome.event),
-                outcome,
-                &MsgId::new(outcome.kind(), notification_id(key.order, kind)),
-                0,
-                &[],
-            )
-            .await?;
-        Ok(matches!(appended, Appended::Stored(_)))
+    ) -> Result<Appended, AppendError> {
+        let history = self.history(key, kind);
+        let msg_id = MsgId::new(outcome.kind(), notification_id(key.order, kind));
+        let subject = key.subject(&outcome.event);
+        let append = Append::new(Precondition::CreateOnly, &history, subject, outcome, msg_id);
+        self.log.append(append).await
     }
 
     /// Every outcome of `order_id`'s notifications, whoever placed it, oldest first.

@@ -22,19 +22,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use archive::{Archive, ArchiveError};
-use bus::{AppendError, Appended, Bus, EventLog, KvStore, MsgId, ProvisionError, StreamSettings};
+use bus::{Append, AppendError, Appended, Bus, EventLog, KvStore, MsgId, ProvisionError};
+use bus::{Precondition, Round, StreamSettings, retry_on_conflict};
 use bus::{ReadError, Recorded, StoreError};
 use events::layout::{self, History};
 use events::names::bucket::IDEMPOTENCY;
 use events::{CustomerId, Domain, Envelope, OrderId, OrderKey, Partitions};
-use futures::StreamExt as _;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use crate::order::{Decision, Order, Snapshot};
 
-/// Rounds of "decide, append, find the history moved" before giving up for now.
-const ROUNDS: usize = 16;
 /// How many orders the process remembers as first guesses: a few seconds of its busiest rate.
 const RECENT_ORDERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(16_383);
 
@@ -81,7 +79,7 @@ pub enum OrderStoreError {
     #[error(transparent)]
     Kv(#[from] StoreError),
     /// The order's history kept moving under every decision.
-    #[error("order {0} is contended: its history moved under {ROUNDS} decisions in a row")]
+    #[error("order {0} is contended: its history moved under {DECISION_ROUNDS} decisions in a row", DECISION_ROUNDS = bus::DECISION_ROUNDS)]
     Contended(OrderId),
     /// Stream metadata (for listing) could not be read.
     #[error("cannot list orders: {0}")]
@@ -149,7 +147,6 @@ impl Recent {
 #[derive(Debug, Clone)]
 pub struct Store {
     log: EventLog,
-    bus: Bus,
     partitions: Partitions,
     idempotency: KvStore<Claim>,
     archive: Option<Archive>,
@@ -168,7 +165,6 @@ impl Store {
         let partitions = settings.partitions;
         Ok(Self {
             log: bus.events().clone(),
-            bus: bus.clone(),
             partitions,
             archive,
             idempotency: KvStore::open(bus, &settings.bucket(IDEMPOTENCY)).await?,
@@ -217,20 +213,17 @@ impl Store {
         key: OrderKey,
         created: &Envelope,
     ) -> Result<Order, OrderStoreError> {
-        let appended = self
-            .log
-            .append(
-                &self.history(&key),
-                &key.subject(&created.event),
-                created,
-                &MsgId::new(created.kind(), key.order),
-                0,
-                &[],
-            )
-            .await?;
-        let order = match appended {
+        let history = self.history(&key);
+        let append = Append::new(
+            Precondition::CreateOnly,
+            &history,
+            key.subject(&created.event),
+            created,
+            MsgId::new(created.kind(), key.order),
+        );
+        let order = match self.log.append(append).await? {
             Appended::Stored(sequence) => Order::created(key.clone(), created, sequence),
-            Appended::Moved(events) => self.fold(&key, &events).await?,
+            Appended::Conflict(events) => self.fold(&key, &events).await?,
         };
         let order = order.ok_or(OrderStoreError::Contended(key.order))?;
         self.recent.insert(key.order, order.clone());
@@ -325,43 +318,42 @@ impl Store {
                 .filter(|guess| matches!(decide(guess), Decision::Append(_))),
             Basis::Read => None,
         };
-        let mut order = match remembered {
+        let order = match remembered {
             Some(order) => order,
             None => match self.read(key).await? {
                 Some(order) => order,
                 None => return Ok(None),
             },
         };
-        for _ in 0..ROUNDS {
+        let history = self.history(key);
+        let (history, decide) = (&history, &decide);
+        let contended = || OrderStoreError::Contended(key.order);
+        let transitioned = retry_on_conflict(order, contended, |order| async move {
             let event = match decide(&order) {
                 Decision::Append(event) => event,
-                other => return Ok(Some(Transitioned::Unchanged(other, order))),
+                other => return Ok(Round::Done(Some(Transitioned::Unchanged(other, order)))),
             };
-            let appended = self
-                .log
-                .append(
-                    &self.history(key),
-                    &key.subject(&event.event),
-                    &event,
-                    &MsgId::new(event.kind(), key.order),
-                    order.last_sequence,
-                    &[],
-                )
-                .await?;
-            match appended {
+            let msg_id = MsgId::new(event.kind(), key.order);
+            let subject = key.subject(&event.event);
+            let after = Precondition::After(order.last_sequence);
+            let append = Append::new(after, history, subject, &event, msg_id);
+            match self.log.append(append).await? {
                 Appended::Stored(sequence) => {
                     let order = order.appended(&event, sequence);
                     self.recent.insert(key.order, order.clone());
-                    return Ok(Some(Transitioned::Appended(event, order)));
+                    Ok(Round::Done(Some(Transitioned::Appended(event, order))))
                 }
-                Appended::Moved(events) => match self.fold(key, &events).await? {
-                    Some(moved) => order = moved,
-                    None => return Ok(None),
+                Appended::Conflict(events) => match self.fold(key, &events).await? {
+                    Some(moved) => Ok(Round::Again(moved)),
+                    None => Ok(Round::Done(None)),
                 },
             }
+        })
+        .await;
+        if transitioned.is_err() {
+            self.recent.remove(&key.order);
         }
-        self.recent.remove(&key.order);
-        Err(OrderStoreError::Contended(key.order))
+        transitioned
     }
 
     /// A page of a customer's orders, newest first, strictly older than `before` if given;
@@ -378,18 +370,7 @@ impl Store {
         let mut ids = Vec::new();
         for partition in self.partitions.all() {
             let created = layout::orders_of(customer, partition, self.partitions);
-            let stream = self
-                .bus
-                .jetstream()
-                .get_stream_no_info(&created.stream)
-                .await
-                .map_err(|e| listing(&e))?;
-            let mut subjects = stream
-                .info_with_subjects(&created.filter)
-                .await
-                .map_err(|e| listing(&e))?;
-            while let Some(subject) = subjects.next().await {
-                let (subject, _) = subject.map_err(|e| listing(&e))?;
+            for subject in self.log.subjects(&created).await.map_err(|e| listing(&e))? {
                 if let Ok((key, _)) = OrderKey::parse(&subject) {
                     ids.push(key.order);
                 }

@@ -1,7 +1,7 @@
 //! The event store against a real server: an aggregate's history read back in one round trip,
 //! and conditional appends — create-only, and "only if the history did not move".
 
-use bus::{Appended, MsgId};
+use bus::{Append, Appended, DECISION_ROUNDS, MsgId, Precondition, Round, retry_on_conflict};
 use events::{
     CancelReason, Currency, CustomerId, Domain, Envelope, Event, OrderCancelled, OrderConfirmed,
     OrderId, Partitions,
@@ -41,19 +41,19 @@ fn cancelled(created: &Envelope) -> Envelope {
     .caused_by(created)
 }
 
-/// Appends `envelope` to its order's history after `after`.
+/// Appends `envelope` to its order's history if nothing was appended after `after` (0: if
+/// nothing was).
 async fn append(h: &Harness, envelope: &Envelope, after: u64) -> Appended {
     let key = key_of(envelope);
     h.bus
         .events()
-        .append(
+        .append(Append::new(
+            Precondition::unchanged_since(after),
             &key.history(Domain::Orders, Partitions::ONE),
-            &key.subject(&envelope.event),
+            key.subject(&envelope.event),
             envelope,
-            &MsgId::new(envelope.kind(), envelope.id),
-            after,
-            &[],
-        )
+            MsgId::new(envelope.kind(), envelope.id),
+        ))
         .await
         .unwrap()
 }
@@ -61,7 +61,7 @@ async fn append(h: &Harness, envelope: &Envelope, after: u64) -> Appended {
 fn stored(appended: Appended) -> u64 {
     match appended {
         Appended::Stored(sequence) => sequence,
-        Appended::Moved(events) => panic!("refused; history is {events:?}"),
+        Appended::Conflict(events) => panic!("refused; history is {events:?}"),
     }
 }
 
@@ -109,7 +109,7 @@ async fn a_second_create_only_append_is_refused_with_the_history() {
     stored(append(&h, &created, 0).await);
     let again = order_created(order_id);
     match append(&h, &again, 0).await {
-        Appended::Moved(history) => {
+        Appended::Conflict(history) => {
             assert_eq!(history.len(), 1);
             assert_eq!(history[0].envelope.id, created.id);
         }
@@ -129,6 +129,55 @@ async fn of_two_transitions_decided_on_the_same_history_only_one_is_stored() {
         .filter(|o| matches!(o, Appended::Stored(_)))
         .count();
     assert_eq!(winners, 1, "{a:?} / {b:?}");
+}
+
+#[tokio::test]
+async fn a_writer_that_lost_decides_again_on_the_history_it_got_back() {
+    let h = Harness::start().await;
+    let created = order_created(OrderId::new());
+    let last = stored(append(&h, &created, 0).await);
+    // Another writer appends first, on the same history.
+    stored(append(&h, &confirmed(&created), last).await);
+    let cancel = cancelled(&created);
+    let (h, cancel) = (&h, &cancel);
+    let stored_at = retry_on_conflict(
+        last,
+        || "contended",
+        |after| async move {
+            Ok(match append(h, cancel, after).await {
+                Appended::Stored(sequence) => Round::Done(sequence),
+                Appended::Conflict(history) => Round::Again(history.last().unwrap().sequence),
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let key = key_of(&created);
+    let history = h
+        .bus
+        .events()
+        .read(&key.history(Domain::Orders, Partitions::ONE))
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[2].sequence, stored_at);
+    assert_eq!(history[2].envelope.id, cancel.id);
+}
+
+#[tokio::test]
+async fn a_writer_that_keeps_losing_gives_up_after_the_round_limit() {
+    let mut rounds = 0;
+    let outcome: Result<(), &str> = retry_on_conflict(
+        0_u64,
+        || "contended",
+        |state| {
+            rounds += 1;
+            async move { Ok(Round::Again(state)) }
+        },
+    )
+    .await;
+    assert_eq!(outcome, Err("contended"));
+    assert_eq!(rounds, DECISION_ROUNDS);
 }
 
 #[tokio::test]
