@@ -46,9 +46,8 @@ pub use kv_store::{Change, KvStore, RECENT_KEYS, StoreError, Versioned};
 pub use provision::{
     Bounds, KvBucket, ProvisionError, StreamSettings, Usage, stores_written_by, stream_names,
 };
-pub use publish::{Expect, MsgId, PublishError, Published, Publisher};
+pub use publish::{MsgId, PublishError, Published};
 pub use snapshot::{SnapshotError, StreamSnapshot};
-pub use trace::{HeaderExtractor, HeaderInjector};
 
 /// Re-exported so services can name KV stores and cancellation without extra dependencies.
 pub use async_nats::jetstream::kv;

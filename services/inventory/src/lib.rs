@@ -20,8 +20,8 @@ use platform::service::{OpenError, RunError, Started, Task};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
-pub use api::{SetStock, StockView};
-pub use stock::{Mark, StockRecord};
+pub use api::StockView;
+pub use stock::StockRecord;
 
 /// The stock of `sku`, read straight from the bus — `orderflow-admin stock`.
 pub async fn stock_of(

@@ -19,8 +19,8 @@ use platform::service::{OpenError, RunError, Started};
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
-pub use notification::{Notification, Status, notification_id};
-pub use webhook::{MIN_SECRET_BYTES, WebhookConfigError};
+pub use notification::notification_id;
+pub use webhook::WebhookConfigError;
 
 /// The service name: connection name, `service.name`, event `source`.
 pub const SERVICE: &str = "notification-service";

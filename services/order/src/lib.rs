@@ -26,7 +26,7 @@ use platform::usage::Admission;
 use tokio::net::TcpListener;
 use utoipa::OpenApi as _;
 
-pub use api::{Accepted, CreateOrder, OrderLine, OrderPage, OrderView};
+pub use api::{OrderPage, OrderView};
 pub use order::Status;
 pub use projection::{TakeBackError, takes_back};
 

@@ -22,7 +22,8 @@ use crate::customer_auth::{self, Customers};
 use crate::new_order::{Flaw, NewOrder};
 use crate::order::{Decision, Order, SOURCE, Status};
 use crate::store::{Basis, Claim, OrderStoreError, Store, Transitioned};
-pub use views::{Accepted, CreateOrder, ListQuery, MAX_PAGE, OrderLine, OrderPage, OrderView};
+use views::{Accepted, CreateOrder, ListQuery, MAX_PAGE};
+pub use views::{OrderPage, OrderView};
 
 /// Longest a create waits for the archive to say whether its `Idempotency-Key` made an order
 /// already (only a retry after the key's claim expired needs it).
