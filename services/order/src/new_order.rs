@@ -64,17 +64,7 @@ impl NewOrder {
         currency: &str,
     ) -> Result<Self, Vec<Flaw>> {
         let mut flaws = Vec::new();
-        let customer = match customer.map(CustomerId::new) {
-            Some(Ok(customer)) => Some(customer),
-            Some(Err(e)) => {
-                flaws.push(Flaw::new("customer_id", e.to_string()));
-                None
-            }
-            None => {
-                flaws.push(Flaw::new("customer_id", "is required"));
-                None
-            }
-        };
+        let customer = parse_customer(customer).map_err(|f| flaws.push(f)).ok();
         let currency = match Currency::new(currency.to_owned()) {
             Ok(c) if CURRENCIES.contains(&c.as_str()) => Some(c),
             _ => {
@@ -143,6 +133,12 @@ impl NewOrder {
             && created.items == self.lines
             && created.currency == self.currency
     }
+}
+
+/// The customer a request names (the `customer_id` field or query parameter), or its flaw.
+pub fn parse_customer(claimed: Option<&str>) -> Result<CustomerId, Flaw> {
+    let claimed = claimed.ok_or_else(|| Flaw::new("customer_id", "is required"))?;
+    CustomerId::new(claimed).map_err(|e| Flaw::new("customer_id", e.to_string()))
 }
 
 /// One line, or each of its fields that is wrong (`sku`, `quantity`, `unit_price_cents`).

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use telemetry::metric;
 
 use crate::customer_auth::{self, Customers};
-use crate::new_order::{Flaw, NewOrder};
+use crate::new_order::{Flaw, NewOrder, parse_customer};
 use crate::order::{Decision, Order, SOURCE, Status};
 use crate::store::{Basis, Claim, OrderStoreError, Store, Transitioned};
 use views::{Accepted, CreateOrder, ListQuery, MAX_PAGE};
@@ -108,12 +108,6 @@ fn invalid(flaws: Vec<Flaw>) -> Problem {
             .map(|flaw| FieldError::new(flaw.field, flaw.reason))
             .collect(),
     )
-}
-
-/// The customer a request names (customer authentication off), or the field error.
-fn claimed_customer(claimed: Option<&str>) -> Result<CustomerId, FieldError> {
-    let claimed = claimed.ok_or_else(|| FieldError::new("customer_id", "is required"))?;
-    CustomerId::new(claimed).map_err(|e| FieldError::new("customer_id", e.to_string()))
 }
 
 /// The storage key of an `Idempotency-Key` header, or a problem if the header is unusable. With
@@ -362,8 +356,8 @@ async fn list_orders(
     let mut errors = Vec::new();
     let customer = match caller {
         Some(caller) => Some(caller),
-        None => claimed_customer(query.customer_id.as_deref())
-            .map_err(|e| errors.push(e))
+        None => parse_customer(query.customer_id.as_deref())
+            .map_err(|f| errors.push(FieldError::new(f.field, f.reason)))
             .ok(),
     };
     let limit = query.limit.unwrap_or(20);
