@@ -70,9 +70,12 @@ pub(super) async fn process<H: Handler>(
         let (event_type, verdict) =
             judge(spec, handler, &message, &position, &lease, replay_until).await;
         let consumer = spec.durable.clone();
-        let labels = [("consumer", consumer.clone()), ("type", event_type.into())];
-        metrics::histogram!(metric::HANDLER_DURATION, &labels)
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(
+            metric::HANDLER_DURATION,
+            "consumer" => consumer.clone(),
+            "type" => event_type,
+        )
+        .record(started.elapsed().as_secs_f64());
         let origin = Origin {
             subject: &position.subject,
             stream: &position.stream,
