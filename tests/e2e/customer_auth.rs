@@ -280,7 +280,7 @@ async fn the_keys_are_fetched_again_on_the_schedule_the_provider_sets() {
 async fn an_authenticated_customer_over_their_rate_gets_429_while_others_go_on() {
     let provider = IdentityProvider::start().await;
     let mut builder = TestApp::builder()
-        .service_env("order-service", "AUTH_CUSTOMER_RATE_LIMIT", "3")
+        .service_env(events::ServiceId::Order, "AUTH_CUSTOMER_RATE_LIMIT", "3")
         // One address for every customer here: the per-address limit would mix them.
         .env("HTTP_RATE_LIMIT", "0");
     for (key, value) in provider.service_env() {

@@ -6,6 +6,7 @@
 //! each and says so. A letter it may write, under its own name, cannot launder a forged event
 //! through order-service's redrive either.
 
+use events::ServiceId;
 use futures::StreamExt as _;
 use std::path::Path;
 use std::time::Duration;
@@ -13,19 +14,19 @@ use std::time::Duration;
 use events::permissions::IMPORTED_API_PREFIX;
 use testkit::{NatsServer, Pki, System};
 
-const USERS: [(&str, &str, &str); 3] = [
+const USERS: [(ServiceId, &str, &str); 3] = [
     (
-        "order-service",
+        ServiceId::Order,
         "ORDER_PASSWORD",
         "order-secret-1-4b7e0c9a2f",
     ),
     (
-        "inventory-service",
+        ServiceId::Inventory,
         "INVENTORY_PASSWORD",
         "inventory-secret-2-8d1f6a3c5e",
     ),
     (
-        "notification-service",
+        ServiceId::Notification,
         "NOTIFICATION_PASSWORD",
         "notification-secret-3-2c9e7b4a1d",
     ),
@@ -53,11 +54,11 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
         .env("NATS_TLS_CA", pki.ca.to_str().unwrap())
         .env("NATS_TLS_CERT", pki.client_cert.to_str().unwrap())
         .env("NATS_TLS_KEY", pki.client_key.to_str().unwrap());
-    for (user, _, password) in USERS {
+    for (service, _, password) in USERS {
         builder = builder
-            .service_env(user, "NATS_USER", user)
-            .service_env(user, "NATS_PASSWORD", password)
-            .service_env(user, "NATS_JS_API_PREFIX", IMPORTED_API_PREFIX);
+            .service_env(service, "NATS_USER", service.name())
+            .service_env(service, "NATS_PASSWORD", password)
+            .service_env(service, "NATS_JS_API_PREFIX", IMPORTED_API_PREFIX);
     }
     let system = builder.start().await;
 
@@ -311,11 +312,11 @@ async fn no_service_may_change_purge_or_add_to_its_own_streams_buckets_or_consum
         .nats(server)
         .provisioner_env("NATS_USER", "operator")
         .provisioner_env("NATS_PASSWORD", OPERATOR_PASSWORD);
-    for (user, _, password) in USERS {
+    for (service, _, password) in USERS {
         builder = builder
-            .service_env(user, "NATS_USER", user)
-            .service_env(user, "NATS_PASSWORD", password)
-            .service_env(user, "NATS_JS_API_PREFIX", IMPORTED_API_PREFIX);
+            .service_env(service, "NATS_USER", service.name())
+            .service_env(service, "NATS_PASSWORD", password)
+            .service_env(service, "NATS_JS_API_PREFIX", IMPORTED_API_PREFIX);
     }
     let app = builder.spawn().await;
     app.set_stock("KEPT", 5).await;
@@ -356,7 +357,10 @@ async fn no_service_may_change_purge_or_add_to_its_own_streams_buckets_or_consum
     let _ = app.stock("KEPT").await;
     let before = operator.streams().await;
     for (user, stream, bucket, durable, consumed) in owned {
-        let (_, _, password) = USERS.into_iter().find(|(u, _, _)| *u == user).unwrap();
+        let (_, _, password) = USERS
+            .into_iter()
+            .find(|(s, _, _)| s.name() == user)
+            .unwrap();
         let login =
             Login::connect(async_nats::ConnectOptions::new(), &app.nats, user, password).await;
         let subjects = format!("{}.>", stream.to_lowercase());

@@ -2,6 +2,7 @@
 //! arrive in time is closed (slowloris), a head too large is refused, and connections beyond
 //! the cap are closed at once — while orders are still taken.
 
+use events::ServiceId;
 use std::time::{Duration, Instant};
 
 use testkit::TestApp;
@@ -74,10 +75,10 @@ async fn slowloris(address: String, longest: Duration) -> Option<Duration> {
 async fn hundreds_of_slowloris_connections_are_closed_after_the_header_timeout_while_orders_go_on()
 {
     let app = TestApp::builder()
-        .service_env("order-service", "HTTP_HEADER_READ_TIMEOUT_MS", "1500")
-        .service_env("order-service", "HTTP_RATE_LIMIT", "0")
+        .service_env(ServiceId::Order, "HTTP_HEADER_READ_TIMEOUT_MS", "1500")
+        .service_env(ServiceId::Order, "HTTP_RATE_LIMIT", "0")
         // Everyone here is 127.0.0.1: as if the slow clients came from many addresses.
-        .service_env("order-service", "HTTP_MAX_CONNECTIONS_PER_CLIENT", "1000")
+        .service_env(ServiceId::Order, "HTTP_MAX_CONNECTIONS_PER_CLIENT", "1000")
         .spawn()
         .await;
     app.set_stock("SLOW", 100).await;
@@ -108,7 +109,7 @@ async fn hundreds_of_slowloris_connections_are_closed_after_the_header_timeout_w
 #[tokio::test]
 async fn a_request_head_larger_than_the_limit_is_refused_with_431() {
     let app = TestApp::builder()
-        .service_env("order-service", "HTTP_MAX_HEADER_BYTES", "4096")
+        .service_env(ServiceId::Order, "HTTP_MAX_HEADER_BYTES", "4096")
         .spawn()
         .await;
     let response = app
@@ -124,8 +125,8 @@ async fn a_request_head_larger_than_the_limit_is_refused_with_431() {
 #[tokio::test]
 async fn a_connection_beyond_the_cap_is_closed_at_once_and_the_cap_frees_as_slow_ones_time_out() {
     let app = TestApp::builder()
-        .service_env("order-service", "HTTP_MAX_CONNECTIONS", "20")
-        .service_env("order-service", "HTTP_HEADER_READ_TIMEOUT_MS", "2000")
+        .service_env(ServiceId::Order, "HTTP_MAX_CONNECTIONS", "20")
+        .service_env(ServiceId::Order, "HTTP_HEADER_READ_TIMEOUT_MS", "2000")
         .spawn()
         .await;
     let held = hold(&app, 20).await;
@@ -146,8 +147,8 @@ async fn a_connection_beyond_the_cap_is_closed_at_once_and_the_cap_frees_as_slow
 #[tokio::test]
 async fn one_client_holds_at_most_its_share_of_connections_unless_it_is_a_trusted_proxy() {
     let app = TestApp::builder()
-        .service_env("order-service", "HTTP_MAX_CONNECTIONS_PER_CLIENT", "5")
-        .service_env("order-service", "HTTP_HEADER_READ_TIMEOUT_MS", "2000")
+        .service_env(ServiceId::Order, "HTTP_MAX_CONNECTIONS_PER_CLIENT", "5")
+        .service_env(ServiceId::Order, "HTTP_HEADER_READ_TIMEOUT_MS", "2000")
         .spawn()
         .await;
     let held = hold(&app, 5).await;
@@ -158,8 +159,8 @@ async fn one_client_holds_at_most_its_share_of_connections_unless_it_is_a_truste
 
     // Behind a trusted proxy, one address carries many clients: not capped.
     let proxied = TestApp::builder()
-        .service_env("order-service", "HTTP_MAX_CONNECTIONS_PER_CLIENT", "5")
-        .service_env("order-service", "HTTP_TRUSTED_PROXIES", "127.0.0.1/32")
+        .service_env(ServiceId::Order, "HTTP_MAX_CONNECTIONS_PER_CLIENT", "5")
+        .service_env(ServiceId::Order, "HTTP_TRUSTED_PROXIES", "127.0.0.1/32")
         .spawn()
         .await;
     let _held = hold(&proxied, 10).await;
@@ -175,8 +176,8 @@ async fn one_client_holds_at_most_its_share_of_connections_unless_it_is_a_truste
 #[tokio::test]
 async fn a_client_that_stops_reading_its_answers_is_cut_off_after_the_write_timeout() {
     let app = TestApp::builder()
-        .service_env("order-service", "HTTP_WRITE_TIMEOUT_MS", "1000")
-        .service_env("order-service", "HTTP_RATE_LIMIT", "0")
+        .service_env(ServiceId::Order, "HTTP_WRITE_TIMEOUT_MS", "1000")
+        .service_env(ServiceId::Order, "HTTP_RATE_LIMIT", "0")
         .spawn()
         .await;
     // Hundreds of pipelined requests for the OpenAPI document — megabytes of answers — into a

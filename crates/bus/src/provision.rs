@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use events::{Domain, Partitions, layout, names, topology};
+use events::{Domain, Partitions, ServiceId, layout, names};
 
 use crate::connect::Bus;
 
@@ -325,11 +325,12 @@ impl Bus {
     pub async fn check_streams(
         &self,
         settings: &StreamSettings,
-        service: &str,
+        service: ServiceId,
     ) -> Result<(), ProvisionError> {
-        let used: Vec<Domain> = topology::subscriptions_of(service)
+        let used: Vec<Domain> = service
+            .subscriptions()
             .filter_map(|s| s.domain())
-            .chain(topology::written_by(service))
+            .chain([service.writes()])
             .collect();
         let streams = streams(settings)?
             .into_iter()
@@ -408,22 +409,23 @@ impl Bus {
 
 /// The stores (streams, and buckets by their streams `KV_<bucket>`) `service` writes: its
 /// event streams, its buckets, and for order-service `DLQ` and `ADVISORIES`.
-pub fn stores_written_by(settings: &StreamSettings, service: &str) -> Vec<String> {
-    let writes = topology::written_by(service);
+pub fn stores_written_by(settings: &StreamSettings, service: ServiceId) -> Vec<String> {
+    let writes = service.writes();
     let mut stores: Vec<String> = streams(settings)
         .map(|streams| {
             streams
                 .into_iter()
                 .filter(|s| match s.domain {
-                    Some(domain) => Some(domain) == writes,
-                    None => service == topology::SUPPORT_STREAMS_OWNER,
+                    Some(domain) => domain == writes,
+                    None => service.owns_support_streams(),
                 })
                 .map(|s| s.config.name)
                 .collect()
         })
         .unwrap_or_default();
     stores.extend(
-        topology::buckets_of(service)
+        service
+            .buckets()
             .iter()
             .map(|bucket| names::bucket::stream(bucket)),
     );

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::id::OrderId;
 use crate::inventory::{InventoryRejected, InventoryReleased, InventoryReserved};
-use crate::notification::{NotificationFailed, NotificationSent};
+use crate::notification::{NotificationFailed, NotificationKind, NotificationSent};
 use crate::order::{OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1};
 
 /// The CloudEvents spec version this crate reads and writes.
@@ -118,6 +118,22 @@ impl EventKind {
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.type_name())
+    }
+}
+
+// Here rather than in notification.rs, which this module already depends on.
+impl NotificationKind {
+    /// The order event it announces.
+    pub const fn announces(self) -> EventKind {
+        match self {
+            Self::OrderConfirmed => EventKind::OrderConfirmed,
+            Self::OrderCancelled => EventKind::OrderCancelled,
+        }
+    }
+
+    /// The notification that announces an event of `kind`, if the customer is told of it.
+    pub fn announcing(kind: EventKind) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.announces() == kind)
     }
 }
 

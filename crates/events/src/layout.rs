@@ -169,10 +169,7 @@ pub const fn verb(kind: EventKind) -> &'static str {
 /// The subject token of a notification kind: the verb of the order event that announced the
 /// state change (layout 3; layout 2 said `order_confirmed`, `order_cancelled`).
 pub const fn notification_token(kind: NotificationKind) -> &'static str {
-    match kind {
-        NotificationKind::OrderConfirmed => "confirmed",
-        NotificationKind::OrderCancelled => "cancelled",
-    }
+    verb(kind.announces())
 }
 
 /// The filter a consumer of `kind` in `partition` subscribes with, e.g.

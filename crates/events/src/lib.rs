@@ -33,3 +33,4 @@ pub use order::{
     CancelReason, LineItem, OrderCancelled, OrderConfirmed, OrderCreated, OrderCreatedV1,
     total_cents,
 };
+pub use topology::ServiceId;

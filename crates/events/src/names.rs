@@ -40,7 +40,7 @@ pub mod stream {
     ];
 }
 
-/// The KV buckets, each owned by one service ([`crate::topology::buckets_of`]).
+/// The KV buckets, each owned by one service ([`crate::ServiceId::buckets`]).
 pub mod bucket {
     /// inventory-service: stock per SKU, with each order's reservation marked in it.
     pub const STOCK: &str = "stock";

@@ -37,6 +37,20 @@ pub enum NotificationKind {
     OrderCancelled,
 }
 
+impl NotificationKind {
+    /// Every kind.
+    pub const ALL: [Self; 2] = [Self::OrderConfirmed, Self::OrderCancelled];
+
+    /// The name on the wire (as serialized): `order_confirmed`, `order_cancelled`. (Which
+    /// order event it announces: [`NotificationKind::announces`].)
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OrderConfirmed => "order_confirmed",
+            Self::OrderCancelled => "order_cancelled",
+        }
+    }
+}
+
 /// `notifications.sent`: the recipient got the notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NotificationSent {
@@ -71,15 +85,30 @@ pub struct NotificationFailed {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
-    fn a_channels_label_is_its_name_on_the_wire() {
-        for channel in [Channel::Log, Channel::Webhook] {
-            assert_eq!(
-                serde_json::to_value(channel).unwrap(),
-                serde_json::Value::from(channel.as_str())
-            );
+    fn a_channels_and_a_kinds_label_is_its_name_on_the_wire() {
+        let channels = [Channel::Log, Channel::Webhook].map(|c| (json!(c), c.as_str()));
+        let kinds = NotificationKind::ALL.map(|k| (json!(k), k.as_str()));
+        for (wire, label) in channels.into_iter().chain(kinds) {
+            assert_eq!(wire, json!(label));
         }
+    }
+
+    #[test]
+    fn each_kind_announces_the_order_event_it_is_named_for() {
+        for kind in NotificationKind::ALL {
+            let announced = kind.announces();
+            assert_eq!(NotificationKind::announcing(announced), Some(kind));
+            let verb = crate::layout::verb(announced);
+            assert_eq!(kind.as_str(), format!("order_{verb}"));
+        }
+        assert_eq!(
+            NotificationKind::announcing(crate::EventKind::OrderCreated),
+            None
+        );
     }
 }

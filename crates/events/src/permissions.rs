@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use crate::layout::{self, Domain, Partitions};
 use crate::names;
-use crate::topology;
+use crate::topology::{self, ServiceId};
 
 /// One service's NATS user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,20 +39,21 @@ pub fn grants(partitions: Partitions) -> Vec<Grant> {
         .collect()
 }
 
-fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant {
+fn grant(service: ServiceId, writes: Domain, partitions: Partitions) -> Grant {
     let mut publish: Vec<String> = crate::EventKind::ALL
         .into_iter()
         .filter(|kind| Domain::of(*kind) == writes)
         .map(layout::any_partition)
         .collect();
-    let reads: Vec<(&str, Domain)> = topology::subscriptions_of(service)
+    let reads: Vec<(&str, Domain)> = service
+        .subscriptions()
         .filter_map(|subscription| Some((subscription.durable, subscription.domain()?)))
         .collect();
     // Dead letters under its own consumers' names only: the subject is the proof of origin.
     for (durable, _) in &reads {
         publish.push(names::subject::dead_letters_of(durable));
     }
-    for bucket in topology::buckets_of(service) {
+    for bucket in service.buckets() {
         publish.push(format!("$KV.{bucket}.>"));
     }
     publish.push("$JS.API.INFO".to_owned());
@@ -63,10 +64,11 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
         .all()
         .map(|p| writes.stream(p, partitions))
         .collect();
-    if service == topology::SUPPORT_STREAMS_OWNER {
+    if service.owns_support_streams() {
         owned.extend(names::stream::SUPPORT.iter().map(|(s, _)| (*s).to_owned()));
     }
-    let buckets: Vec<String> = topology::buckets_of(service)
+    let buckets: Vec<String> = service
+        .buckets()
         .iter()
         .map(|b| names::bucket::stream(b))
         .collect();
@@ -77,7 +79,7 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
         publish.push(format!("$JS.API.DIRECT.GET.{stream}"));
         publish.push(format!("$JS.API.DIRECT.GET.{stream}.>"));
     }
-    if service == topology::SUPPORT_STREAMS_OWNER {
+    if service.owns_support_streams() {
         // Redriven or discarded dead letters are removed one by one (admin API).
         publish.push(format!("$JS.API.STREAM.MSG.DELETE.{}", names::stream::DLQ));
     } else {
@@ -102,10 +104,10 @@ fn grant(service: &'static str, writes: Domain, partitions: Partitions) -> Grant
         }
     }
     Grant {
-        user: service,
-        password_variable: password_variable(service),
+        user: service.name(),
+        password_variable: password_variable(service.name()),
         publish,
-        subscribe: vec![format!("{}.>", names::inbox_prefix(service))],
+        subscribe: vec![format!("{}.>", names::inbox_prefix(service.name()))],
     }
 }
 
@@ -247,16 +249,16 @@ pub const OPERATOR: &str = "operator";
 mod tests {
     use super::*;
 
-    fn grant_of(user: &str) -> Grant {
+    fn grant_of(service: ServiceId) -> Grant {
         grants(Partitions::ONE)
             .into_iter()
-            .find(|g| g.user == user)
+            .find(|g| g.user == service.name())
             .unwrap()
     }
 
     #[test]
     fn a_service_publishes_only_the_events_of_its_own_domain() {
-        let inventory = grant_of("inventory-service");
+        let inventory = grant_of(ServiceId::Inventory);
         assert!(
             inventory
                 .publish
@@ -314,7 +316,7 @@ mod tests {
 
     #[test]
     fn on_the_stream_it_writes_a_service_may_touch_only_its_own_archive_consumer() {
-        let order = grant_of("order-service");
+        let order = grant_of(ServiceId::Order);
         let on_orders: Vec<&String> = order
             .publish
             .iter()
@@ -356,7 +358,7 @@ mod tests {
     #[test]
     fn each_service_receives_replies_under_its_own_prefix_only() {
         assert_eq!(
-            grant_of("order-service").subscribe,
+            grant_of(ServiceId::Order).subscribe,
             ["_INBOX_order-service.>"]
         );
     }
@@ -365,7 +367,7 @@ mod tests {
     fn partitions_grant_a_consumer_and_a_watcher_per_partition_stream() {
         let grant = grants(Partitions::new(2).unwrap())
             .into_iter()
-            .find(|g| g.user == "inventory-service")
+            .find(|g| g.user == ServiceId::Inventory.name())
             .unwrap();
         for stream in ["ORDERS_0", "ORDERS_1"] {
             assert!(

@@ -1,16 +1,94 @@
-//! Who writes and who reads each event: the saga's wiring (and the archive's) in one place. The services build
-//! their consumers from it, and the AsyncAPI document ([`crate::asyncapi`]) states it, so the
-//! two cannot drift.
+//! Who the services are, and who writes and who reads each event: the saga's wiring (and the
+//! archive's) in one place. [`ServiceId`] is the catalog of the services — name, event source,
+//! the domain it writes, its durable consumers, its buckets — and everything else names a
+//! service through it. The services build their consumers from it, the NATS permissions and
+//! the AsyncAPI document ([`crate::asyncapi`]) state it, so none of them can drift.
+
+use std::fmt;
 
 use crate::envelope::EventKind;
 use crate::layout::Domain;
 use crate::names;
 
+/// One of the system's services. Its name is the NATS user, the connection name, the
+/// OpenTelemetry `service.name` and the binary's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceId {
+    /// Takes orders over HTTP and runs the order's side of the saga.
+    Order,
+    /// Reserves and releases stock.
+    Inventory,
+    /// Tells the customer how the order ended.
+    Notification,
+}
+
+impl ServiceId {
+    /// Every service, in the order an order meets them.
+    pub const ALL: [Self; 3] = [Self::Order, Self::Inventory, Self::Notification];
+
+    /// `order-service`, `inventory-service`, `notification-service`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Order => "order-service",
+            Self::Inventory => "inventory-service",
+            Self::Notification => "notification-service",
+        }
+    }
+
+    /// The CloudEvents `source` of every event it produces (`/orderflow/order-service`).
+    pub const fn source(self) -> &'static str {
+        match self {
+            Self::Order => "/orderflow/order-service",
+            Self::Inventory => "/orderflow/inventory-service",
+            Self::Notification => "/orderflow/notification-service",
+        }
+    }
+
+    /// The one event domain it writes.
+    pub const fn writes(self) -> Domain {
+        match self {
+            Self::Order => Domain::Orders,
+            Self::Inventory => Domain::Inventory,
+            Self::Notification => Domain::Notifications,
+        }
+    }
+
+    /// Its durable consumers.
+    pub fn subscriptions(self) -> impl Iterator<Item = &'static Subscription> {
+        SUBSCRIPTIONS.iter().filter(move |s| s.service == self)
+    }
+
+    /// The KV buckets it keeps its state in (it alone reads and writes them).
+    pub const fn buckets(self) -> &'static [&'static str] {
+        match self {
+            Self::Order => &[names::bucket::IDEMPOTENCY],
+            Self::Inventory => &[names::bucket::STOCK],
+            Self::Notification => &[names::bucket::WEBHOOK_ENDPOINTS],
+        }
+    }
+
+    /// Whether it owns the streams that are not event streams ([`SUPPORT_STREAMS_OWNER`]).
+    pub fn owns_support_streams(self) -> bool {
+        self == SUPPORT_STREAMS_OWNER
+    }
+
+    /// The service called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A service's durable consumer: its name, and the events it handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
     /// The service.
-    pub service: &'static str,
+    pub service: ServiceId,
     /// The durable consumer's name (one per partition stream, all named alike).
     pub durable: &'static str,
     /// What it does with them, for the documentation.
@@ -28,7 +106,7 @@ impl Subscription {
 
 /// order-service confirms or cancels an order on inventory's decision.
 pub const ORDER_SAGA: Subscription = Subscription {
-    service: "order-service",
+    service: ServiceId::Order,
     durable: "order-saga",
     purpose: "confirms the order when its stock is reserved, cancels it when it is rejected",
     kinds: &[EventKind::InventoryReserved, EventKind::InventoryRejected],
@@ -37,7 +115,7 @@ pub const ORDER_SAGA: Subscription = Subscription {
 /// order-service folds every order event into the order's row in the PostgreSQL archive, the
 /// read model that outlives the hot window. Only subscription of a service to its own events.
 pub const ORDER_ARCHIVE: Subscription = Subscription {
-    service: "order-service",
+    service: ServiceId::Order,
     durable: "order-archive",
     purpose: "folds every order event into the order's row in the PostgreSQL archive",
     kinds: &[
@@ -50,7 +128,7 @@ pub const ORDER_ARCHIVE: Subscription = Subscription {
 /// order-service folds the outcome of every notification into the order's row in the archive,
 /// so that what the customer was told outlives the hot window with the order.
 pub const ORDER_ARCHIVE_NOTIFICATIONS: Subscription = Subscription {
-    service: "order-service",
+    service: ServiceId::Order,
     durable: "order-archive-notifications",
     purpose: "folds every notification's outcome into the order's row in the PostgreSQL archive",
     kinds: &[EventKind::NotificationSent, EventKind::NotificationFailed],
@@ -61,7 +139,7 @@ pub const ARCHIVE: [Subscription; 2] = [ORDER_ARCHIVE, ORDER_ARCHIVE_NOTIFICATIO
 
 /// inventory-service reserves stock for a new order and releases it for a cancelled one.
 pub const INVENTORY: Subscription = Subscription {
-    service: "inventory-service",
+    service: ServiceId::Inventory,
     durable: "inventory",
     purpose: "reserves stock for a new order (or rejects it), releases it when the order is cancelled",
     kinds: &[EventKind::OrderCreated, EventKind::OrderCancelled],
@@ -69,7 +147,7 @@ pub const INVENTORY: Subscription = Subscription {
 
 /// notification-service tells the customer about the order's outcome.
 pub const NOTIFICATION: Subscription = Subscription {
-    service: "notification-service",
+    service: ServiceId::Notification,
     durable: "notification",
     purpose: "notifies the customer (log or webhook) and records the outcome",
     kinds: &[EventKind::OrderConfirmed, EventKind::OrderCancelled],
@@ -85,38 +163,18 @@ pub const SUBSCRIPTIONS: [Subscription; 5] = [
 ];
 
 /// The one service that writes `domain`'s events.
-pub const fn writer(domain: Domain) -> &'static str {
+pub fn writer(domain: Domain) -> ServiceId {
     match domain {
-        Domain::Orders => "order-service",
-        Domain::Inventory => "inventory-service",
-        Domain::Notifications => "notification-service",
+        Domain::Orders => ServiceId::Order,
+        Domain::Inventory => ServiceId::Inventory,
+        Domain::Notifications => ServiceId::Notification,
     }
 }
 
 /// The service that creates and configures the streams that are not event streams (`DLQ`,
 /// `ADVISORIES`): order-service, which serves the dead letters' admin API. Every service
 /// publishes its dead letters into them; only their owner may change them.
-pub const SUPPORT_STREAMS_OWNER: &str = "order-service";
-
-/// The event domain `service` writes, if it is one of the system's services.
-pub fn written_by(service: &str) -> Option<Domain> {
-    Domain::ALL.into_iter().find(|d| writer(*d) == service)
-}
-
-/// The subscriptions of `service`.
-pub fn subscriptions_of(service: &str) -> impl Iterator<Item = &'static Subscription> {
-    SUBSCRIPTIONS.iter().filter(move |s| s.service == service)
-}
-
-/// The KV buckets `service` keeps its state in (it alone reads and writes them).
-pub fn buckets_of(service: &str) -> &'static [&'static str] {
-    match written_by(service) {
-        Some(Domain::Orders) => &[names::bucket::IDEMPOTENCY],
-        Some(Domain::Inventory) => &[names::bucket::STOCK],
-        Some(Domain::Notifications) => &[names::bucket::WEBHOOK_ENDPOINTS],
-        None => &[],
-    }
-}
+pub const SUPPORT_STREAMS_OWNER: ServiceId = ServiceId::Order;
 
 /// The subscriptions that are sent `kind`.
 pub fn readers(kind: EventKind) -> impl Iterator<Item = &'static Subscription> {
@@ -152,12 +210,29 @@ mod tests {
     fn every_service_writes_one_domain_and_reads_through_one_subscription() {
         for domain in Domain::ALL {
             let service = writer(domain);
-            assert_eq!(written_by(service), Some(domain));
+            assert_eq!(service.writes(), domain);
             assert!(
-                subscriptions_of(service).next().is_some(),
+                service.subscriptions().next().is_some(),
                 "{service} reads nothing"
             );
         }
-        assert_eq!(written_by(SUPPORT_STREAMS_OWNER), Some(Domain::Orders));
+        assert_eq!(SUPPORT_STREAMS_OWNER.writes(), Domain::Orders);
+    }
+
+    #[test]
+    fn a_service_is_found_by_its_name_and_signs_its_events_with_it() {
+        for service in ServiceId::ALL {
+            assert_eq!(ServiceId::from_name(service.name()), Some(service));
+            assert_eq!(service.source(), format!("/orderflow/{service}"));
+        }
+        assert_eq!(ServiceId::from_name("order"), None);
+    }
+
+    #[test]
+    fn durable_names_are_unique() {
+        let mut durables: Vec<&str> = SUBSCRIPTIONS.iter().map(|s| s.durable).collect();
+        durables.sort_unstable();
+        durables.dedup();
+        assert_eq!(durables.len(), SUBSCRIPTIONS.len());
     }
 }

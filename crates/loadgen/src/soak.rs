@@ -31,7 +31,9 @@ pub async fn archive_lag(js: &jetstream::Context) -> anyhow::Result<Option<Archi
     {
         let stream = js.get_stream_no_info(&info.config.name).await?;
         let Ok(consumer) = stream
-            .get_consumer::<jetstream::consumer::pull::Config>("order-archive")
+            .get_consumer::<jetstream::consumer::pull::Config>(
+                events::topology::ORDER_ARCHIVE.durable,
+            )
             .await
         else {
             continue;

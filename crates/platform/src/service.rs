@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, ProvisionError, StreamSettings};
+use events::ServiceId;
 use tokio::net::TcpListener;
 
 use crate::config::{HttpArgs, NatsArgs};
@@ -51,8 +52,9 @@ pub trait Service: Send + Sync + 'static {
     /// Handles every event the service consumes.
     type Handler: bus::Handler + Clone;
 
-    /// Connection name, `service.name`, log field.
-    const NAME: &'static str;
+    /// Which service it is: its name (connection name, `service.name`, log field), what it
+    /// writes and reads.
+    const ID: ServiceId;
 
     /// The OpenAPI document of [`Service::routes`].
     fn openapi(&self) -> utoipa::openapi::OpenApi;
@@ -81,7 +83,7 @@ pub trait Service: Send + Sync + 'static {
     /// The stores whose fill it reports (`orderflow_store_used_ratio`): those it writes, by
     /// default.
     fn watched_stores(&self, settings: &StreamSettings) -> Vec<String> {
-        bus::stores_written_by(settings, Self::NAME)
+        bus::stores_written_by(settings, Self::ID)
     }
 
     /// Its gate on new work, closed while a watched store is above the admission limit
@@ -137,7 +139,7 @@ pub async fn run<S: Service>(
     let service = Arc::new(service);
     let settings = nats.stream_settings()?;
     http.validate().map_err(RunError::Settings)?;
-    let bus = Bus::connect(&nats.bus_config(S::NAME)?).await?;
+    let bus = Bus::connect(&nats.bus_config(S::ID.name())?).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let waiting = Waiting::default();
     let started = Started::<S::State>::default();
@@ -210,7 +212,7 @@ pub async fn run<S: Service>(
             }
             waiting.set(None);
             ready.store(true, Ordering::Relaxed);
-            tracing::info!(service = S::NAME, "ready and consuming");
+            tracing::info!(service = S::ID.name(), "ready and consuming");
         }
     }
 
@@ -278,7 +280,7 @@ async fn open<S: Service>(
         if !bus.is_connected() {
             return Err(OpenError::Disconnected);
         }
-        bus.check_streams(settings, S::NAME).await?;
+        bus.check_streams(settings, S::ID).await?;
         let state = service.open(bus, nats, settings).await?;
         let (specs, handler) = service.consumers(&state);
         let mut bound = Vec::with_capacity(specs.len());

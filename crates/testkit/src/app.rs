@@ -8,6 +8,7 @@
 //! as the flag that reads that variable. Telemetry is per process, so a test about metrics,
 //! logs or exported spans runs the services as processes instead (`System`).
 
+use events::ServiceId;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -41,7 +42,7 @@ pub struct TestApp {
 /// One service instance running in the services' runtime.
 #[derive(Debug)]
 struct Running {
-    name: &'static str,
+    service: ServiceId,
     url: String,
     task: JoinHandle<Outcome>,
 }
@@ -65,12 +66,12 @@ impl TestApp {
     /// Stops the services (as SIGTERM would) and waits for them to finish draining.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        for Running { name, task, .. } in std::mem::take(&mut self.services) {
+        for Running { service, task, .. } in std::mem::take(&mut self.services) {
             match tokio::time::timeout(Duration::from_secs(30), task).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => panic!("{name} stopped with an error: {e}"),
-                Ok(Err(e)) => panic!("{name} panicked: {e}"),
-                Err(_) => panic!("{name} did not stop within 30 s"),
+                Ok(Ok(Err(e))) => panic!("{service} stopped with an error: {e}"),
+                Ok(Err(e)) => panic!("{service} panicked: {e}"),
+                Err(_) => panic!("{service} did not stop within 30 s"),
             }
         }
     }
@@ -89,7 +90,7 @@ impl TestApp {
                     true => format!("{:?}", (&mut service.task).await),
                     false => "(set TEST_RUST_LOG=info to see its log)".to_owned(),
                 };
-                panic!("{} {why}: {outcome}", service.name);
+                panic!("{} {why}: {outcome}", service.service);
             }
         }
     }
@@ -148,48 +149,44 @@ impl SystemBuilder {
                 .expect("a non-blocking listener");
             let url = format!("http://{}", listener.local_addr().expect("its address"));
             let task = match service {
-                "order-service" => {
-                    let config = parse::<order_service::Config>(service, env, &mut read);
+                ServiceId::Order => {
+                    let config = parse::<order_service::Config>(service.name(), env, &mut read);
                     runtime.spawn(serve(listener, shutdown.clone(), move |listener, stop| {
                         order_service::run(config, listener, stop)
                     }))
                 }
-                "inventory-service" => {
-                    let config = parse::<inventory_service::Config>(service, env, &mut read);
+                ServiceId::Inventory => {
+                    let config = parse::<inventory_service::Config>(service.name(), env, &mut read);
                     runtime.spawn(serve(listener, shutdown.clone(), move |listener, stop| {
                         inventory_service::run(config, listener, stop)
                     }))
                 }
-                "notification-service" => {
-                    let config = parse::<notification_service::Config>(service, env, &mut read);
+                ServiceId::Notification => {
+                    let config =
+                        parse::<notification_service::Config>(service.name(), env, &mut read);
                     runtime.spawn(serve(listener, shutdown.clone(), move |listener, stop| {
                         notification_service::run(config, listener, stop)
                     }))
                 }
-                other => panic!("no service called {other}"),
             };
-            services.push(Running {
-                name: service,
-                url,
-                task,
-            });
+            services.push(Running { service, url, task });
         }
         // A setting no service reads is a typo, not a setting for someone else.
         for (key, _) in instances.iter().flat_map(|i| &i.env) {
             assert!(read.contains(key), "no service reads the setting {key}");
         }
-        let url_of = |name: &str| {
+        let url_of = |service: ServiceId| {
             services
                 .iter()
-                .find(|s| s.name == name)
+                .find(|s| s.service == service)
                 .map(|s| s.url.clone())
                 .expect("every service has a URL")
         };
         let api = ApiClient::new(
             [
-                url_of("order-service"),
-                url_of("inventory-service"),
-                url_of("notification-service"),
+                url_of(ServiceId::Order),
+                url_of(ServiceId::Inventory),
+                url_of(ServiceId::Notification),
             ],
             self.token().map(str::to_owned),
             "the services run in the test process: set TEST_RUST_LOG=info to see their log".into(),
@@ -240,12 +237,12 @@ where
 /// service is configured exactly as the binary would be from its environment. Like a process,
 /// a service ignores settings it does not read; their keys are added to `read` otherwise.
 fn parse<C: CommandFactory + FromArgMatches>(
-    service: &str,
+    program: &str,
     env: &[(String, String)],
     read: &mut HashSet<String>,
 ) -> C {
     let command = C::command();
-    let mut args = vec![service.to_owned()];
+    let mut args = vec![program.to_owned()];
     for (key, value) in env {
         let Some(arg) = command
             .get_arguments()
@@ -263,8 +260,8 @@ fn parse<C: CommandFactory + FromArgMatches>(
     }
     let matches = command
         .try_get_matches_from(&args)
-        .unwrap_or_else(|e| panic!("{service} {args:?}: {e}"));
-    C::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{service} {args:?}: {e}"))
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+    C::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
 }
 
 /// Spans need a subscriber for their ids (the trace context the services pass on in message

@@ -2,6 +2,7 @@
 //! the test executable's directory — configured through their environment variables exactly
 //! as an operator would, on free loopback ports, logging to files in a temp dir.
 
+use events::ServiceId;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -356,7 +357,7 @@ pub struct SystemBuilder {
     nats: Option<NatsServer>,
     nats_url: Option<String>,
     env: Vec<(String, String)>,
-    service_env: Vec<(String, String, String)>,
+    service_env: Vec<(ServiceId, String, String)>,
     without_archive: bool,
     postgres: Option<PostgresServer>,
     provisioner_env: Vec<(String, String)>,
@@ -406,7 +407,7 @@ pub(crate) fn consumes(subscription: &events::topology::Subscription, archiving:
 
 /// The settings of one service instance, as the environment variables a process gets.
 pub(crate) struct ServiceEnv {
-    pub(crate) service: &'static str,
+    pub(crate) service: ServiceId,
     pub(crate) instance: usize,
     pub(crate) env: Vec<(String, String)>,
 }
@@ -448,10 +449,10 @@ impl SystemBuilder {
         self
     }
 
-    /// Sets an environment variable for one service (`order-service`, ...).
-    pub fn service_env(mut self, service: &str, key: &str, value: &str) -> Self {
+    /// Sets an environment variable for one service.
+    pub fn service_env(mut self, service: ServiceId, key: &str, value: &str) -> Self {
         self.service_env
-            .push((service.to_owned(), key.to_owned(), value.to_owned()));
+            .push((service, key.to_owned(), value.to_owned()));
         self
     }
 
@@ -513,7 +514,7 @@ impl SystemBuilder {
                         env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()));
                         env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
                     }
-                    ServiceProcess::start(service, env, logs.path(), instance)
+                    ServiceProcess::start(service.name(), env, logs.path(), instance)
                 },
             )
             .collect();
@@ -610,9 +611,9 @@ impl SystemBuilder {
         postgres: Option<&PostgresServer>,
     ) -> Vec<ServiceEnv> {
         let common = self.common_env(nats, postgres);
-        let env_of = |service: &'static str, instance: usize| {
+        let env_of = |service: ServiceId, instance: usize| {
             let mut env = common.clone();
-            if service == "order-service" {
+            if service == ServiceId::Order {
                 // Least privilege, as deployed: the projection writes, the API reads.
                 let url = postgres.map_or_else(
                     || "none".to_owned(),
@@ -624,7 +625,7 @@ impl SystemBuilder {
                     env.push(("ARCHIVE_READER_USER".into(), reader));
                 }
             }
-            if let ("notification-service", Some((url, secret))) = (service, &self.webhook) {
+            if let (ServiceId::Notification, Some((url, secret))) = (service, &self.webhook) {
                 env.push(("WEBHOOK_URL".into(), url.clone()));
                 env.push(("WEBHOOK_SECRET".into(), secret.clone()));
                 // Test receivers listen on loopback, which webhooks may not reach by default.
@@ -634,7 +635,7 @@ impl SystemBuilder {
             env.extend(
                 self.service_env
                     .iter()
-                    .filter(|(s, _, _)| s == service)
+                    .filter(|(s, _, _)| *s == service)
                     .map(|(_, k, v)| (k.clone(), v.clone())),
             );
             ServiceEnv {
@@ -643,10 +644,10 @@ impl SystemBuilder {
                 env,
             }
         };
-        let mut instances = vec![env_of("order-service", 0)];
-        instances
-            .extend((0..self.inventory_replicas.max(1)).map(|i| env_of("inventory-service", i)));
-        instances.push(env_of("notification-service", 0));
+        let replicas = 0..self.inventory_replicas.max(1);
+        let mut instances = vec![env_of(ServiceId::Order, 0)];
+        instances.extend(replicas.map(|i| env_of(ServiceId::Inventory, i)));
+        instances.push(env_of(ServiceId::Notification, 0));
         instances
     }
 }

@@ -11,6 +11,7 @@ mod saga;
 mod stock;
 mod store;
 
+use events::ServiceId;
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -54,13 +55,14 @@ pub async fn set_stock(
     ))
 }
 
-/// The service name: connection name, `service.name`, event `source`.
-pub const SERVICE: &str = "inventory-service";
+/// Which service this is: its name, event `source`, what it writes and reads
+/// ([`events::topology`]).
+pub const SERVICE: ServiceId = ServiceId::Inventory;
 
 /// inventory-service configuration, from the environment or flags.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
-    name = "inventory-service",
+    name = SERVICE.name(),
     version,
     about = "orderflow inventory-service: stock and reservations"
 )]
@@ -104,7 +106,7 @@ struct InventoryService {
 impl platform::service::Service for InventoryService {
     type State = store::Store;
     type Handler = saga::Saga;
-    const NAME: &'static str = SERVICE;
+    const ID: ServiceId = SERVICE;
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
         api::ApiDoc::openapi()

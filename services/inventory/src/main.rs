@@ -15,7 +15,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     if let Some(platform::probe::Command::Healthcheck) = config.command {
         return Ok(platform::probe::healthcheck(config.http_addr).await);
     }
-    let _telemetry = telemetry::init(inventory_service::SERVICE).context("starting telemetry")?;
+    let _telemetry =
+        telemetry::init(inventory_service::SERVICE.name()).context("starting telemetry")?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;

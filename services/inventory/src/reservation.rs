@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The `source` of every event the inventory service produces.
-pub const SOURCE: &str = "/orderflow/inventory-service";
+pub const SOURCE: &str = events::ServiceId::Inventory.source();
 
 /// The stored decision on an order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@ mod saga;
 mod store;
 mod webhook;
 
+use events::ServiceId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,13 +23,14 @@ use utoipa::OpenApi as _;
 pub use notification::notification_id;
 pub use webhook::WebhookConfigError;
 
-/// The service name: connection name, `service.name`, event `source`.
-pub const SERVICE: &str = "notification-service";
+/// Which service this is: its name, event `source`, what it writes and reads
+/// ([`events::topology`]).
+pub const SERVICE: ServiceId = ServiceId::Notification;
 
 /// notification-service configuration, from the environment or flags.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
-    name = "notification-service",
+    name = SERVICE.name(),
     version,
     about = "orderflow notification-service: order notifications by log or signed webhook"
 )]
@@ -121,7 +123,7 @@ struct NotificationService {
 impl platform::service::Service for NotificationService {
     type State = store::Store;
     type Handler = saga::Saga;
-    const NAME: &'static str = SERVICE;
+    const ID: ServiceId = SERVICE;
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
         api::ApiDoc::openapi()

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     }
     config.validate().context("invalid webhook settings")?;
     let _telemetry =
-        telemetry::init(notification_service::SERVICE).context("starting telemetry")?;
+        telemetry::init(notification_service::SERVICE.name()).context("starting telemetry")?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;

@@ -14,18 +14,23 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The `source` of every event the notification service produces.
-pub const SOURCE: &str = "/orderflow/notification-service";
+pub const SOURCE: &str = events::ServiceId::Notification.source();
 
 /// Namespace of notification ids (UUID v5).
 const NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_772d_6e6f_7469_6679);
 
 /// The id of the notification announcing `kind` for `order`: the same everywhere, always.
 pub fn notification_id(order: OrderId, kind: NotificationKind) -> Uuid {
-    let kind = match kind {
-        NotificationKind::OrderConfirmed => "order_confirmed",
-        NotificationKind::OrderCancelled => "order_cancelled",
-    };
-    Uuid::new_v5(&NAMESPACE, format!("{order}:{kind}").as_bytes())
+    Uuid::new_v5(&NAMESPACE, format!("{order}:{}", kind.as_str()).as_bytes())
+}
+
+/// The `type` a webhook receiver (and the log) is told: `order.confirmed`, `order.cancelled`
+/// — part of the webhook's contract with its receivers.
+pub const fn webhook_type(kind: NotificationKind) -> &'static str {
+    match kind {
+        NotificationKind::OrderConfirmed => "order.confirmed",
+        NotificationKind::OrderCancelled => "order.cancelled",
+    }
 }
 
 /// How a notification ended.
@@ -139,6 +144,22 @@ mod tests {
             notification_id(order, NotificationKind::OrderConfirmed),
             notification_id(order, NotificationKind::OrderCancelled)
         );
+    }
+
+    #[test]
+    fn the_id_never_changes_between_builds() {
+        // Receivers dedupe on it across releases: this value is a contract.
+        let order = OrderId(Uuid::from_u128(1));
+        let id = notification_id(order, NotificationKind::OrderConfirmed);
+        assert_eq!(id.to_string(), "478cf067-5463-53c3-849a-2ac229662f6e");
+    }
+
+    #[test]
+    fn the_webhook_type_names_the_order_event_announced() {
+        for kind in NotificationKind::ALL {
+            let verb = events::layout::verb(kind.announces());
+            assert_eq!(webhook_type(kind), format!("order.{verb}"));
+        }
     }
 
     #[test]

@@ -6,12 +6,12 @@
 //! outcome and sends nothing if there is one.
 
 use bus::{Appended, ConsumerSpec, Delivery, HandlerError};
-use events::{Channel, Event, NotificationKind, Partitions};
+use events::{Channel, NotificationKind, Partitions, ServiceId};
 use serde_json::json;
 
 use telemetry::metric;
 
-use crate::notification::{self, notification_id};
+use crate::notification::{self, notification_id, webhook_type};
 use crate::store::Store;
 use crate::webhook::SendError;
 
@@ -29,16 +29,14 @@ pub struct Saga {
 impl bus::Handler for Saga {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let (key, cause) = (&delivery.key, &delivery.envelope);
-        let (kind, type_name) = match &cause.event {
-            Event::OrderConfirmed(_) => (NotificationKind::OrderConfirmed, "order.confirmed"),
-            Event::OrderCancelled(_) => (NotificationKind::OrderCancelled, "order.cancelled"),
-            other => {
-                return Err(HandlerError::permanent(format!(
-                    "notification-service does not handle {}",
-                    other.kind()
-                )));
-            }
+        let Some(kind) = NotificationKind::announcing(cause.kind()) else {
+            return Err(HandlerError::permanent(format!(
+                "{} does not handle {}",
+                ServiceId::Notification,
+                cause.kind()
+            )));
         };
+        let type_name = webhook_type(kind);
         if delivery.is_redelivery() && self.store.outcome(key, kind).await?.is_some() {
             return Ok(());
         }
@@ -101,7 +99,7 @@ mod tests {
     use std::time::Duration;
 
     use bus::{Bus, Handler as _, KvBucket, KvStore, Secret};
-    use events::{Envelope, OrderConfirmed, OrderId, OrderKey};
+    use events::{Envelope, Event, OrderConfirmed, OrderId, OrderKey};
     use testkit::{NatsServer, WebhookReceiver, sample};
 
     use super::*;

@@ -11,6 +11,7 @@ mod projection;
 mod saga;
 mod store;
 
+use events::ServiceId;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,13 +31,14 @@ pub use api::{OrderPage, OrderView};
 pub use order::Status;
 pub use projection::{TakeBackError, takes_back};
 
-/// The service name: connection name, `service.name`, event `source`.
-pub const SERVICE: &str = "order-service";
+/// Which service this is: its name, event `source`, what it writes and reads
+/// ([`events::topology`]).
+pub const SERVICE: ServiceId = ServiceId::Order;
 
 /// order-service configuration, from the environment or flags.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
-    name = "order-service",
+    name = SERVICE.name(),
     version,
     about = "orderflow order-service: the HTTP API for orders and the order side of the saga"
 )]
@@ -254,7 +256,7 @@ struct OrderService {
 impl platform::service::Service for OrderService {
     type State = store::Store;
     type Handler = saga::Saga;
-    const NAME: &'static str = SERVICE;
+    const ID: ServiceId = SERVICE;
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
         let mut doc = api::openapi::ApiDoc::openapi();
@@ -311,7 +313,7 @@ impl platform::service::Service for OrderService {
     /// any of them is full: its own, and inventory's and notification's event streams.
     fn watched_stores(&self, settings: &StreamSettings) -> Vec<String> {
         let mut stores = bus::stores_written_by(settings, SERVICE);
-        for service in ["inventory-service", "notification-service"] {
+        for service in [ServiceId::Inventory, ServiceId::Notification] {
             stores.extend(
                 bus::stores_written_by(settings, service)
                     .into_iter()

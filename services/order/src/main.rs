@@ -21,7 +21,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         None => {}
     }
-    let _telemetry = telemetry::init(order_service::SERVICE).context("starting telemetry")?;
+    let _telemetry =
+        telemetry::init(order_service::SERVICE.name()).context("starting telemetry")?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The `source` of every event the order service produces.
-pub const SOURCE: &str = "/orderflow/order-service";
+pub const SOURCE: &str = events::ServiceId::Order.source();
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -128,7 +128,7 @@ async fn a_service_waits_for_streams_not_provisioned_yet_and_refuses_another_lay
     let settings = StreamSettings::default();
 
     let err = bus
-        .check_streams(&settings, "order-service")
+        .check_streams(&settings, events::ServiceId::Order)
         .await
         .unwrap_err();
     assert!(matches!(err, bus::ProvisionError::Missing { .. }), "{err}");
@@ -139,7 +139,9 @@ async fn a_service_waits_for_streams_not_provisioned_yet_and_refuses_another_lay
     );
 
     bus.provision_streams(&settings).await.unwrap();
-    bus.check_streams(&settings, "order-service").await.unwrap();
+    bus.check_streams(&settings, events::ServiceId::Order)
+        .await
+        .unwrap();
 
     // A stream from before layouts were recorded: provisioning records it.
     let mut unrecorded = bus.jetstream().get_stream("ORDERS").await.unwrap();
@@ -147,7 +149,7 @@ async fn a_service_waits_for_streams_not_provisioned_yet_and_refuses_another_lay
     config.metadata.remove(events::layout::LAYOUT_METADATA);
     bus.jetstream().update_stream(&config).await.unwrap();
     let err = bus
-        .check_streams(&settings, "order-service")
+        .check_streams(&settings, events::ServiceId::Order)
         .await
         .unwrap_err();
     assert!(
@@ -155,7 +157,9 @@ async fn a_service_waits_for_streams_not_provisioned_yet_and_refuses_another_lay
         "{err}"
     );
     bus.provision_streams(&settings).await.unwrap();
-    bus.check_streams(&settings, "order-service").await.unwrap();
+    bus.check_streams(&settings, events::ServiceId::Order)
+        .await
+        .unwrap();
 
     // A layout this build does not know: neither the service nor provisioning touch it.
     config
@@ -163,7 +167,7 @@ async fn a_service_waits_for_streams_not_provisioned_yet_and_refuses_another_lay
         .insert(events::layout::LAYOUT_METADATA.to_owned(), "1".to_owned());
     bus.jetstream().update_stream(&config).await.unwrap();
     let err = bus
-        .check_streams(&settings, "order-service")
+        .check_streams(&settings, events::ServiceId::Order)
         .await
         .unwrap_err();
     assert!(err.is_fatal(), "{err}");
