@@ -113,7 +113,7 @@ async fn a_replayed_order_keeps_its_first_decision_even_after_stock_arrives() {
         "the replay reserved stock for a cancelled order"
     );
     assert_eq!(
-        reservation(&app, order_id.parse().unwrap()).await["state"],
+        reservation(&app, order_id.parse().unwrap()).await["status"],
         "rejected"
     );
 }
@@ -133,7 +133,7 @@ async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_rese
     let first = publish_fresh(&bus, "kim", cancelled).await;
     inventory_settled(&bus, &first).await;
     let tombstone = reservation(&app, order_id).await;
-    assert_eq!(tombstone["state"], "rejected", "{tombstone}");
+    assert_eq!(tombstone["status"], "rejected", "{tombstone}");
     assert_eq!(tombstone["shortfall"], serde_json::json!([]), "{tombstone}");
 
     let created = publish_fresh(
@@ -143,7 +143,7 @@ async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_rese
     )
     .await;
     inventory_settled(&bus, &created).await;
-    assert_eq!(reservation(&app, order_id).await["state"], "rejected");
+    assert_eq!(reservation(&app, order_id).await["status"], "rejected");
     assert_eq!(
         app.stock("LATE").await,
         (10, 0, 0),
@@ -160,7 +160,7 @@ async fn a_cancellation_delivered_again_gives_the_stock_back_once() {
     assert!(app.cancel(&order_id).await.status().is_success());
     let id: OrderId = order_id.parse().unwrap();
     eventually("the reservation is released", || async {
-        reservation(&app, id).await["state"] == "released"
+        reservation(&app, id).await["status"] == "released"
     })
     .await;
     assert_eq!(app.stock("MUG").await, (10, 0, 0));

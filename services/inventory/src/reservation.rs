@@ -51,6 +51,20 @@ impl Decision {
     }
 }
 
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Inventory has not decided yet.
+    Undecided,
+    /// Every line is held.
+    Reserved,
+    /// Nothing is held (short, or cancelled before it was decided).
+    Rejected,
+    /// What was held was given back.
+    Released,
+}
+
 /// An order's reservation, folded from its inventory events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
@@ -102,39 +116,13 @@ impl Reservation {
         reservation
     }
 
-    /// How the reservation looks from outside.
-    pub fn view(&self) -> ReservationView {
-        let (state, lines, shortfall) = match (&self.decision, self.released) {
-            (None, _) => (State::Undecided, Vec::new(), Vec::new()),
-            (Some(Decision::Reserved { lines, .. }), None) => {
-                (State::Reserved, lines.clone(), Vec::new())
-            }
-            (Some(Decision::Reserved { lines, .. }), Some(_)) => {
-                (State::Released, lines.clone(), Vec::new())
-            }
-            (Some(Decision::Rejected { shortfall, .. }), _) => {
-                (State::Rejected, Vec::new(), shortfall.clone())
-            }
-        };
-        ReservationView {
-            order_id: self.order_id.to_string(),
-            state,
-            lines: lines
-                .into_iter()
-                .map(|l| LineView {
-                    sku: l.sku.to_string(),
-                    quantity: l.quantity,
-                })
-                .collect(),
-            shortfall: shortfall
-                .into_iter()
-                .map(|s| ShortfallView {
-                    sku: s.sku.to_string(),
-                    requested: s.requested,
-                    available: s.available,
-                })
-                .collect(),
-            updated_at: self.updated_at,
+    /// Where it stands.
+    pub fn status(&self) -> Status {
+        match (&self.decision, self.released) {
+            (None, _) => Status::Undecided,
+            (Some(Decision::Reserved { .. }), None) => Status::Reserved,
+            (Some(Decision::Reserved { .. }), Some(_)) => Status::Released,
+            (Some(Decision::Rejected { .. }), _) => Status::Rejected,
         }
     }
 }
@@ -191,55 +179,6 @@ fn with_id(event: Event, id: Uuid, cause: &Envelope) -> Envelope {
     envelope
 }
 
-/// Where a reservation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Inventory has not decided yet.
-    Undecided,
-    /// Every line is held.
-    Reserved,
-    /// Nothing is held (short, or cancelled before it was decided).
-    Rejected,
-    /// What was held was given back.
-    Released,
-}
-
-/// A reservation as `GET /v1/reservations/{order_id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ReservationView {
-    /// The order.
-    pub order_id: String,
-    /// Where it stands.
-    pub state: State,
-    /// What is (or was) held.
-    pub lines: Vec<LineView>,
-    /// What was short, if rejected for lack of stock.
-    pub shortfall: Vec<ShortfallView>,
-    /// When it last changed.
-    pub updated_at: Option<DateTime<Utc>>,
-}
-
-/// A held line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct LineView {
-    /// The SKU.
-    pub sku: String,
-    /// Units.
-    pub quantity: u32,
-}
-
-/// A line that could not be covered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ShortfallView {
-    /// The SKU.
-    pub sku: String,
-    /// Units asked for.
-    pub requested: u32,
-    /// Units there were.
-    pub available: u32,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +218,7 @@ mod tests {
     fn an_order_without_events_is_undecided() {
         let reservation = Reservation::fold(OrderId::new(), &[]);
         assert_eq!(reservation.decision, None);
-        assert_eq!(reservation.view().state, State::Undecided);
+        assert_eq!(reservation.status(), Status::Undecided);
         assert_eq!(reservation.last_sequence, 0);
     }
 
@@ -296,7 +235,7 @@ mod tests {
             reservation.decision.as_ref().map(Decision::event),
             Some(decision)
         );
-        assert_eq!(reservation.view().state, State::Released);
+        assert_eq!(reservation.status(), Status::Released);
         assert_eq!(reservation.last_sequence, 9);
     }
 

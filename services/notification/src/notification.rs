@@ -43,26 +43,22 @@ pub enum Status {
     Failed,
 }
 
-/// A notification's outcome, as `GET /v1/notifications` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// A notification's outcome, as its event records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     /// Stable id (the `webhook-id`).
     pub notification_id: Uuid,
     /// The order.
-    #[schema(value_type = String, format = Uuid)]
     pub order_id: OrderId,
     /// The change announced.
-    #[schema(value_type = String)]
     pub kind: NotificationKind,
     /// How it was delivered.
-    #[schema(value_type = String)]
     pub channel: Channel,
     /// How it ended.
     pub status: Status,
     /// Delivery attempts it took.
     pub attempts: u32,
     /// Why it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// When it ended.
     pub updated_at: DateTime<Utc>,

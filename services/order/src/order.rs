@@ -156,9 +156,10 @@ pub struct Snapshot {
     pub notifications: Vec<Notified>,
 }
 
-/// What applying a cause to an order means.
+/// The step a cause takes an order: what [`Order::confirm`] and [`Order::cancel`] decide, for
+/// the store to take. (A *decision* is inventory's: reserved or rejected, a stored fact.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum Step {
     /// Append this event, on the condition that the history has not moved (boxed: an event is
     /// far larger than the other answers).
     Append(Box<Envelope>),
@@ -367,9 +368,9 @@ impl Order {
     }
 
     /// Inventory reserved the stock: `pending → confirmed`.
-    pub fn confirm(&self, cause: &Envelope) -> Decision {
+    pub fn confirm(&self, cause: &Envelope) -> Step {
         match self.status {
-            Status::Pending => Decision::Append(Box::new(
+            Status::Pending => Step::Append(Box::new(
                 Envelope::new(
                     SOURCE,
                     Event::OrderConfirmed(OrderConfirmed {
@@ -381,16 +382,16 @@ impl Order {
                 )
                 .caused_by(cause),
             )),
-            _ if self.caused_by(cause) => Decision::Done,
-            Status::Confirmed => Decision::Ignore("already confirmed"),
-            Status::Cancelled => Decision::Ignore("cancelled before it could be confirmed"),
+            _ if self.caused_by(cause) => Step::Done,
+            Status::Confirmed => Step::Ignore("already confirmed"),
+            Status::Cancelled => Step::Ignore("cancelled before it could be confirmed"),
         }
     }
 
     /// Cancel for `reason`, caused by `cause` (`None`: the customer asked): allowed from
     /// `pending` and `confirmed` (a confirmed order's stock is then released by inventory —
     /// the event names it, as inventory may have forgotten its reservation by then).
-    pub fn cancel(&self, reason: CancelReason, cause: Option<&Envelope>) -> Decision {
+    pub fn cancel(&self, reason: CancelReason, cause: Option<&Envelope>) -> Step {
         match self.status {
             Status::Pending | Status::Confirmed => {
                 let event = Envelope::new(
@@ -402,13 +403,13 @@ impl Order {
                         reserved: self.reserved(),
                     }),
                 );
-                Decision::Append(Box::new(match cause {
+                Step::Append(Box::new(match cause {
                     Some(cause) => event.caused_by(cause),
                     None => event,
                 }))
             }
-            Status::Cancelled if cause.is_some_and(|c| self.caused_by(c)) => Decision::Done,
-            Status::Cancelled => Decision::Ignore("already cancelled"),
+            Status::Cancelled if cause.is_some_and(|c| self.caused_by(c)) => Step::Done,
+            Status::Cancelled => Step::Ignore("already cancelled"),
         }
     }
 }
@@ -441,10 +442,10 @@ pub(crate) mod tests {
         Envelope::new("/test", Event::OrderCreated(placed().created))
     }
 
-    /// Applies `decision`, which must be an append, as if stored at the next sequence.
-    fn applied(order: &Order, decision: Decision) -> (Order, Envelope) {
-        let Decision::Append(event) = decision else {
-            panic!("expected an append, got {decision:?}")
+    /// Applies `step`, which must be an append, as if stored at the next sequence.
+    fn applied(order: &Order, step: Step) -> (Order, Envelope) {
+        let Step::Append(event) = step else {
+            panic!("expected an append, got {step:?}")
         };
         let next = order.clone().appended(&event, order.last_sequence + 1);
         (next, *event)
@@ -465,14 +466,14 @@ pub(crate) mod tests {
         let order = placed();
         let reserved = cause();
         let (confirmed, _) = applied(&order, order.confirm(&reserved));
-        assert_eq!(confirmed.confirm(&reserved), Decision::Done);
+        assert_eq!(confirmed.confirm(&reserved), Step::Done);
     }
 
     #[test]
     fn a_cancelled_order_is_not_confirmed_by_a_late_reservation() {
         let order = placed();
         let (cancelled, _) = applied(&order, order.cancel(CancelReason::CustomerRequested, None));
-        assert!(matches!(cancelled.confirm(&cause()), Decision::Ignore(_)));
+        assert!(matches!(cancelled.confirm(&cause()), Step::Ignore(_)));
     }
 
     #[test]
@@ -490,8 +491,8 @@ pub(crate) mod tests {
     #[test]
     fn cancelling_a_confirmed_order_names_what_inventory_holds_and_a_pending_one_nothing() {
         let order = placed();
-        let reserved = |decision: Decision| match decision {
-            Decision::Append(event) => match event.event {
+        let reserved = |step: Step| match step {
+            Step::Append(event) => match event.event {
                 Event::OrderCancelled(cancelled) => cancelled.reserved,
                 other => panic!("not a cancellation: {other:?}"),
             },
@@ -516,7 +517,7 @@ pub(crate) mod tests {
         let rejected = cause();
         assert!(matches!(
             cancelled.cancel(CancelReason::OutOfStock { shortfall }, Some(&rejected)),
-            Decision::Ignore(_)
+            Step::Ignore(_)
         ));
         assert_eq!(cancelled.reason, Some(CancelReason::CustomerRequested));
     }
@@ -582,7 +583,7 @@ pub(crate) mod tests {
     #[test]
     fn an_event_absorbed_twice_changes_the_order_once() {
         let mut order = placed();
-        let Decision::Append(confirmed) = order.confirm(&cause()) else {
+        let Step::Append(confirmed) = order.confirm(&cause()) else {
             panic!("not an append")
         };
         assert!(order.absorb(&confirmed));

@@ -419,7 +419,7 @@ mod tests {
     use testkit::{PostgresServer, sample};
 
     use super::*;
-    use crate::order::{Decision, Status};
+    use crate::order::{Status, Step};
 
     /// A projection into a fresh archive.
     async fn projection() -> (PostgresServer, Archive, Projection) {
@@ -435,7 +435,7 @@ mod tests {
         let key = sample::key("alice", id);
         let created = sample::order_created(id, "alice", &[("MUG", 2)]);
         let order = Order::created(key.clone(), &created, 1).unwrap();
-        let Decision::Append(confirmed) = order.confirm(&created) else {
+        let Step::Append(confirmed) = order.confirm(&created) else {
             panic!("a pending order is confirmed")
         };
         let first = sample::delivery(&key, created);

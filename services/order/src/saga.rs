@@ -12,7 +12,7 @@ use events::{CancelReason, Event, Partitions};
 
 use telemetry::metric;
 
-use crate::order::Decision;
+use crate::order::Step;
 use crate::store::{Basis, Store, Transitioned};
 
 /// The consumer specs of the order service: one per partition.
@@ -61,9 +61,9 @@ impl bus::Handler for Saga {
                 "order {} has no events yet",
                 key.order
             ))),
-            Some(Transitioned::Unchanged(decision, _)) => {
-                let why = match decision {
-                    Decision::Ignore(why) => why,
+            Some(Transitioned::Unchanged(step, _)) => {
+                let why = match step {
+                    Step::Ignore(why) => why,
                     _ => "already done",
                 };
                 tracing::info!(order_id = %key.order, cause = %cause.kind(), why, "no state change");

@@ -31,7 +31,7 @@ use events::{CustomerId, Domain, Envelope, OrderId, OrderKey, Partitions};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use crate::order::{Decision, Order, Snapshot};
+use crate::order::{Order, Snapshot, Step};
 
 /// How many orders the process remembers as first guesses: a few seconds of its busiest rate.
 const RECENT_ORDERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(16_383);
@@ -52,7 +52,7 @@ pub enum Basis {
     Read,
     /// The order as the caller just read it.
     Known(Box<Order>),
-    /// The order as this process last saw it, if it did and the decision is an append (a
+    /// The order as this process last saw it, if it did and the step is an append (a
     /// first delivery: nothing can have been decided for this cause yet); else a read.
     Remembered,
 }
@@ -62,8 +62,8 @@ pub enum Basis {
 pub enum Transitioned {
     /// The event was appended; the order as it is now.
     Appended(Box<Envelope>, Order),
-    /// The decision was to append nothing; the order as it is.
-    Unchanged(Decision, Order),
+    /// The step appends nothing; the order as it is.
+    Unchanged(Step, Order),
 }
 
 /// Reading or changing orders failed.
@@ -307,7 +307,7 @@ impl Store {
         &self,
         key: &OrderKey,
         basis: Basis,
-        decide: impl Fn(&Order) -> Decision,
+        decide: impl Fn(&Order) -> Step,
     ) -> Result<Option<Transitioned>, OrderStoreError> {
         let remembered = match basis {
             Basis::Known(order) => Some(*order),
@@ -315,7 +315,7 @@ impl Store {
             Basis::Remembered => self
                 .recent
                 .get(&key.order)
-                .filter(|guess| matches!(decide(guess), Decision::Append(_))),
+                .filter(|guess| matches!(decide(guess), Step::Append(_))),
             Basis::Read => None,
         };
         let order = match remembered {
@@ -330,7 +330,7 @@ impl Store {
         let contended = || OrderStoreError::Contended(key.order);
         let transitioned = retry_on_conflict(order, contended, |order| async move {
             let event = match decide(&order) {
-                Decision::Append(event) => event,
+                Step::Append(event) => event,
                 other => return Ok(Round::Done(Some(Transitioned::Unchanged(other, order)))),
             };
             let msg_id = MsgId::new(event.kind(), key.order);
@@ -651,10 +651,7 @@ mod tests {
                 "inventory must be told what to give back"
             );
             assert!(
-                matches!(
-                    second,
-                    Some(Transitioned::Unchanged(Decision::Ignore(_), _))
-                ),
+                matches!(second, Some(Transitioned::Unchanged(Step::Ignore(_), _))),
                 "{second:?}"
             );
             let read = setup.store.read(&key).await.unwrap().unwrap();

@@ -20,7 +20,7 @@ use telemetry::metric;
 
 use crate::customer_auth::{self, Customers};
 use crate::new_order::{Flaw, NewOrder, parse_customer};
-use crate::order::{Decision, Order, SOURCE, Status};
+use crate::order::{Order, SOURCE, Status, Step};
 use crate::store::{Basis, Claim, OrderStoreError, Store, Transitioned};
 use views::{Accepted, CreateOrder, ListQuery, MAX_PAGE};
 pub use views::{OrderPage, OrderView};
@@ -433,7 +433,7 @@ async fn cancel_order(
         .ok_or_else(not_found)?;
     match transitioned {
         Transitioned::Appended(_, order) => Ok(accepted(order_id, order.status, false)),
-        Transitioned::Unchanged(Decision::Ignore(why), _) => Err(Problem::new(
+        Transitioned::Unchanged(Step::Ignore(why), _) => Err(Problem::new(
             StatusCode::CONFLICT,
             "already-cancelled",
             "Order already cancelled",

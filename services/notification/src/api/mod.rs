@@ -1,5 +1,8 @@
 //! The notification API: what was sent (or not) for an order; and, for admins, the webhook
 //! endpoint's state — a `410 Gone` disables it for every replica until an admin enables it.
+//! What the API reads and writes is in [`views`].
+
+mod views;
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -8,11 +11,10 @@ use bus::Secret;
 use events::OrderId;
 use platform::problem::{ApiQuery, FieldError, Problem};
 use platform::service::Started;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::OpenApi;
 
-use crate::notification::Notification;
 use crate::store::Store;
+use views::{NotificationQuery, NotificationView, WebhookView};
 
 /// The API routes; `/admin/webhook*` need the admin token.
 pub fn routes(state: Started<Store>, admin_token: Option<Secret>) -> Router {
@@ -37,31 +39,9 @@ pub fn routes(state: Started<Store>, admin_token: Option<Secret>) -> Router {
         description = "Notifications sent for orders."
     ),
     paths(list_notifications, webhook_state, enable_webhook),
-    components(schemas(Notification, WebhookView))
+    components(schemas(NotificationView, WebhookView))
 )]
 pub struct ApiDoc;
-
-/// Query of `GET /v1/notifications`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotificationQuery {
-    /// The order.
-    pub order_id: String,
-}
-
-impl IntoParams for NotificationQuery {
-    fn into_params(
-        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
-    ) -> Vec<utoipa::openapi::path::Parameter> {
-        vec![platform::openapi::parameter(
-            "order_id",
-            utoipa::openapi::path::ParameterIn::Query,
-            true,
-            "The order",
-            platform::openapi::order_id_schema(),
-        )]
-    }
-}
 
 /// The outcomes of an order's notifications (at most one per state change); a notification
 /// still being retried has none yet.
@@ -71,14 +51,14 @@ impl IntoParams for NotificationQuery {
     tag = "notifications",
     params(NotificationQuery),
     responses(
-        (status = 200, description = "The outcomes of its notifications, oldest first", body = Vec<Notification>),
+        (status = 200, description = "The outcomes of its notifications, oldest first", body = Vec<NotificationView>),
         (status = 422, description = "Not an order id"),
     )
 )]
 async fn list_notifications(
     State(state): State<Started<Store>>,
     ApiQuery(query): ApiQuery<NotificationQuery>,
-) -> Result<axum::Json<Vec<Notification>>, Problem> {
+) -> Result<axum::Json<Vec<NotificationView>>, Problem> {
     let order_id: OrderId = query.order_id.parse().map_err(|_| {
         Problem::validation(vec![FieldError::new(
             "order_id",
@@ -89,17 +69,9 @@ async fn list_notifications(
         tracing::warn!(error = %e, "notifications unavailable");
         Problem::unavailable(1)
     })?;
-    Ok(axum::Json(found))
-}
-
-/// The webhook endpoint as admins see it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct WebhookView {
-    /// Scheme, host and port of the endpoint (the rest of the URL is kept secret).
-    pub endpoint: String,
-    /// Why it is disabled; absent while notifications are sent to it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disabled_because: Option<String>,
+    Ok(axum::Json(
+        found.into_iter().map(NotificationView::from).collect(),
+    ))
 }
 
 fn webhook_of(state: &Started<Store>) -> Result<&crate::webhook::Webhook, Problem> {
