@@ -299,12 +299,14 @@ async fn a_letter_that_only_claims_to_come_from_the_archive_is_neither_folded_no
     let before = app.wait_for_notifications(&order, 1).await;
     let forged = events::Envelope::new(
         "/forged",
-        events::Event::OrderCancelled(events::OrderCancelled {
-            order_id: events::OrderId(order.parse().unwrap()),
-            customer_id: events::CustomerId::new("dora").unwrap(),
-            reason: events::CancelReason::CustomerRequested,
-            reserved: Vec::new(),
-        }),
+        events::Event::OrderCancelled(
+            events::OrderCancelled::builder()
+                .order_id(events::OrderId(order.parse().unwrap()))
+                .customer_id(events::CustomerId::new("dora").unwrap())
+                .reason(events::CancelReason::CustomerRequested)
+                .reserved(Vec::new())
+                .build(),
+        ),
     );
     let forged_subject = format!("orders.0.dora.{order}.cancelled");
     let headers =

@@ -24,13 +24,15 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     let order_id = OrderId::new();
 
     // A reservation for an order the order service has never recorded: retried, then dead-lettered.
-    let reserved = Event::InventoryReserved(InventoryReserved {
-        order_id,
-        lines: vec![ReservedLine {
-            sku: Sku::new("DLQ-SKU").unwrap(),
-            quantity: 1,
-        }],
-    });
+    let reserved = Event::InventoryReserved(
+        InventoryReserved::builder()
+            .order_id(order_id)
+            .lines(vec![ReservedLine {
+                sku: Sku::new("DLQ-SKU").unwrap(),
+                quantity: 1,
+            }])
+            .build(),
+    );
     let envelope = Envelope::new("/test", reserved);
     bus.publisher()
         .publish(
@@ -73,17 +75,17 @@ async fn a_dead_letter_is_listed_inspected_and_redriven_once_its_cause_is_fixed(
     let created = Envelope::new(
         "/test",
         Event::OrderCreated(
-            OrderCreated::new(
-                order_id,
-                CustomerId::new("restored").unwrap(),
-                vec![LineItem {
+            OrderCreated::builder()
+                .order_id(order_id)
+                .customer_id(CustomerId::new("restored").unwrap())
+                .items(vec![LineItem {
                     sku: Sku::new("DLQ-SKU").unwrap(),
                     quantity: 1,
                     unit_price_cents: 100,
-                }],
-                Currency::new("EUR").unwrap(),
-            )
-            .unwrap(),
+                }])
+                .currency(Currency::new("EUR").unwrap())
+                .build()
+                .unwrap(),
         ),
     );
     bus.publisher()

@@ -172,15 +172,17 @@ async fn the_saga_runs_over_tls_with_least_privilege_users_and_a_foreign_publish
     let under_archive = format!("dlq.order-archive.{cancellation}");
     let forged = events::Envelope::new(
         "/forged",
-        events::Event::OrderCancelled(events::OrderCancelled {
-            order_id: events::OrderId(order_id.parse().unwrap()),
-            customer_id: events::CustomerId::new("sam").unwrap(),
-            reason: events::CancelReason::CustomerRequested,
-            reserved: vec![events::ReservedLine {
-                sku: events::Sku::new("SECURE").unwrap(),
-                quantity: 1,
-            }],
-        }),
+        events::Event::OrderCancelled(
+            events::OrderCancelled::builder()
+                .order_id(events::OrderId(order_id.parse().unwrap()))
+                .customer_id(events::CustomerId::new("sam").unwrap())
+                .reason(events::CancelReason::CustomerRequested)
+                .reserved(vec![events::ReservedLine {
+                    sku: events::Sku::new("SECURE").unwrap(),
+                    quantity: 1,
+                }])
+                .build(),
+        ),
     );
     let letter = || forged.to_json().unwrap().into();
     let headers =

@@ -12,17 +12,17 @@ use testkit::TestApp;
 use crate::support::eventually;
 
 fn order_created(order_id: OrderId, customer: &str, sku: &str, quantity: u32) -> OrderCreated {
-    OrderCreated::new(
-        order_id,
-        CustomerId::new(customer).unwrap(),
-        vec![LineItem {
+    OrderCreated::builder()
+        .order_id(order_id)
+        .customer_id(CustomerId::new(customer).unwrap())
+        .items(vec![LineItem {
             sku: Sku::new(sku).unwrap(),
             quantity,
             unit_price_cents: 100,
-        }],
-        Currency::new("EUR").unwrap(),
-    )
-    .unwrap()
+        }])
+        .currency(Currency::new("EUR").unwrap())
+        .build()
+        .unwrap()
 }
 
 /// A client of the system's NATS that replays events the way a buggy producer or an operator would.
@@ -124,12 +124,14 @@ async fn a_cancellation_that_overtakes_its_order_keeps_the_order_from_being_rese
     app.set_stock("LATE", 10).await;
     let bus = replayer(&app).await;
     let order_id = OrderId::new();
-    let cancelled = Event::OrderCancelled(OrderCancelled {
-        order_id,
-        customer_id: CustomerId::new("kim").unwrap(),
-        reason: CancelReason::CustomerRequested,
-        reserved: Vec::new(),
-    });
+    let cancelled = Event::OrderCancelled(
+        OrderCancelled::builder()
+            .order_id(order_id)
+            .customer_id(CustomerId::new("kim").unwrap())
+            .reason(CancelReason::CustomerRequested)
+            .reserved(Vec::new())
+            .build(),
+    );
     let first = publish_fresh(&bus, "kim", cancelled).await;
     inventory_settled(&bus, &first).await;
     let tombstone = reservation(&app, order_id).await;
@@ -169,12 +171,14 @@ async fn a_cancellation_delivered_again_gives_the_stock_back_once() {
     let replay = publish_fresh(
         &bus,
         "lea",
-        Event::OrderCancelled(OrderCancelled {
-            order_id: id,
-            customer_id: CustomerId::new("lea").unwrap(),
-            reason: CancelReason::CustomerRequested,
-            reserved: Vec::new(),
-        }),
+        Event::OrderCancelled(
+            OrderCancelled::builder()
+                .order_id(id)
+                .customer_id(CustomerId::new("lea").unwrap())
+                .reason(CancelReason::CustomerRequested)
+                .reserved(Vec::new())
+                .build(),
+        ),
     )
     .await;
     inventory_settled(&bus, &replay).await;

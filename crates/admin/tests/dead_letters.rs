@@ -53,17 +53,17 @@ async fn publish(app: &TestApp, event: Event) -> Envelope {
 /// `orders.created` of `order_id` (customer `restored`, one `DLQ-SKU`).
 fn created(order_id: OrderId) -> Event {
     Event::OrderCreated(
-        OrderCreated::new(
-            order_id,
-            CustomerId::new("restored").unwrap(),
-            vec![LineItem {
+        OrderCreated::builder()
+            .order_id(order_id)
+            .customer_id(CustomerId::new("restored").unwrap())
+            .items(vec![LineItem {
                 sku: Sku::new("DLQ-SKU").unwrap(),
                 quantity: 1,
                 unit_price_cents: 100,
-            }],
-            Currency::new("EUR").unwrap(),
-        )
-        .unwrap(),
+            }])
+            .currency(Currency::new("EUR").unwrap())
+            .build()
+            .unwrap(),
     )
 }
 
@@ -80,10 +80,12 @@ async fn orphan_reservation(app: &TestApp) -> (OrderId, u64) {
     let order_id = OrderId::new();
     publish(
         app,
-        Event::InventoryReserved(InventoryReserved {
-            order_id,
-            lines: vec![line()],
-        }),
+        Event::InventoryReserved(
+            InventoryReserved::builder()
+                .order_id(order_id)
+                .lines(vec![line()])
+                .build(),
+        ),
     )
     .await;
     let sequence = testkit::eventually_some("the reservation is dead-lettered", || async {

@@ -49,37 +49,41 @@ async fn layout_2_deployment_with_a_notified_order(nats: &NatsServer) -> events:
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let order = OrderId::new();
     let customer = CustomerId::new("ann").unwrap();
-    let created = OrderCreated::new(
-        order,
-        customer.clone(),
-        vec![LineItem {
+    let created = OrderCreated::builder()
+        .order_id(order)
+        .customer_id(customer.clone())
+        .items(vec![LineItem {
             sku: events::Sku::new("MUG").unwrap(),
             quantity: 1,
             unit_price_cents: 500,
-        }],
-        Currency::new("EUR").unwrap(),
-    )
-    .unwrap();
+        }])
+        .currency(Currency::new("EUR").unwrap())
+        .build()
+        .unwrap();
     let created = Envelope::new("/test", Event::OrderCreated(created));
     let confirmed = Envelope::new(
         "/test",
-        Event::OrderConfirmed(OrderConfirmed {
-            order_id: order,
-            customer_id: customer,
-            total_cents: 500,
-            currency: Currency::new("EUR").unwrap(),
-        }),
+        Event::OrderConfirmed(
+            OrderConfirmed::builder()
+                .order_id(order)
+                .customer_id(customer)
+                .total_cents(500)
+                .currency(Currency::new("EUR").unwrap())
+                .build(),
+        ),
     )
     .caused_by(&created);
     let sent = Envelope::new(
         "/test",
-        Event::NotificationSent(NotificationSent {
-            notification_id: uuid::Uuid::now_v7(),
-            order_id: order,
-            kind: NotificationKind::OrderConfirmed,
-            channel: Channel::Log,
-            attempts: 1,
-        }),
+        Event::NotificationSent(
+            NotificationSent::builder()
+                .notification_id(uuid::Uuid::now_v7())
+                .order_id(order)
+                .kind(NotificationKind::OrderConfirmed)
+                .channel(Channel::Log)
+                .attempts(1)
+                .build(),
+        ),
     )
     .caused_by(&confirmed);
     for (subject, envelope) in [

@@ -35,9 +35,13 @@ async fn main() -> anyhow::Result<()> {
         quantity: 2,
         unit_price_cents: 450,
     }];
-    let order_created =
-        OrderCreated::new(order, CustomerId::new("ada")?, lines, Currency::new("EUR")?)
-            .context("the total overflows")?;
+    let order_created = OrderCreated::builder()
+        .order_id(order)
+        .customer_id(CustomerId::new("ada")?)
+        .items(lines)
+        .currency(Currency::new("EUR")?)
+        .build()
+        .context("the total overflows")?;
     let created = Envelope::new("/orderflow/quickstart", Event::OrderCreated(order_created));
     let history = key.history(Domain::Orders, Partitions::ONE);
     let subject = key.subject(&created.event);

@@ -27,7 +27,8 @@ pub struct Shortfall {
 }
 
 /// `inventory.reserved`: every line of the order is held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bon::Builder)]
+#[non_exhaustive]
 pub struct InventoryReserved {
     /// The order the stock is held for.
     pub order_id: OrderId,
@@ -36,7 +37,8 @@ pub struct InventoryReserved {
 }
 
 /// `inventory.rejected`: the order could not be reserved; nothing is held for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bon::Builder)]
+#[non_exhaustive]
 pub struct InventoryRejected {
     /// The rejected order.
     pub order_id: OrderId,
@@ -45,7 +47,8 @@ pub struct InventoryRejected {
 }
 
 /// `inventory.released`: what an order had reserved is available again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bon::Builder)]
+#[non_exhaustive]
 pub struct InventoryReleased {
     /// The order whose reservation was released.
     pub order_id: OrderId,

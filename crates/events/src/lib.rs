@@ -8,6 +8,10 @@
 //! Versioning rule: a reader accepts every schema version it has ever known and upcasts it to
 //! the current one on decode ([`Envelope::decode`]); an unknown version is a [`DecodeError`],
 //! never a guess. Payloads ignore unknown fields (a newer producer may add optional ones).
+//!
+//! Producers build a payload with its builder (`OrderConfirmed::builder()…build()`): payloads
+//! are `#[non_exhaustive]`, so no code outside this crate spells out every field, and a field
+//! added with a default changes no producer. How to add one: `docs/extending.md`.
 
 pub mod asyncapi;
 mod envelope;

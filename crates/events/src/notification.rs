@@ -52,7 +52,8 @@ impl NotificationKind {
 }
 
 /// `notifications.sent`: the recipient got the notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bon::Builder)]
+#[non_exhaustive]
 pub struct NotificationSent {
     /// Stable per (order, state change): the `webhook-id` the receiver dedupes on.
     pub notification_id: Uuid,
@@ -67,7 +68,8 @@ pub struct NotificationSent {
 }
 
 /// `notifications.failed`: the notification could not be delivered and will not be retried.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bon::Builder)]
+#[non_exhaustive]
 pub struct NotificationFailed {
     /// Stable per (order, state change).
     pub notification_id: Uuid,

@@ -34,6 +34,7 @@ pub struct OrderCreatedV1 {
 /// `orders.created` (current: version 2): a customer placed an order. Version 2 adds
 /// `total_cents`, so consumers need not recompute it and every consumer agrees on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[non_exhaustive]
 pub struct OrderCreated {
     /// The new order.
     pub order_id: OrderId,
@@ -53,13 +54,17 @@ pub struct OrderCreated {
     pub idempotency_key: Option<String>,
 }
 
+#[bon::bon]
 impl OrderCreated {
     /// Builds the current version, computing the total; `None` if the total overflows `u64`.
+    /// `OrderCreated::builder()`: a field added later with a default changes no producer.
+    #[builder]
     pub fn new(
         order_id: OrderId,
         customer_id: CustomerId,
         items: Vec<LineItem>,
         currency: Currency,
+        idempotency_key: Option<String>,
     ) -> Option<Self> {
         let total_cents = total_cents(&items)?;
         Some(Self {
@@ -68,7 +73,7 @@ impl OrderCreated {
             items,
             currency,
             total_cents,
-            idempotency_key: None,
+            idempotency_key,
         })
     }
 }
@@ -87,13 +92,19 @@ impl TryFrom<OrderCreatedV1> for OrderCreated {
 
     /// The v1 → v2 upcast: the total is derived from the lines v1 already carried.
     fn try_from(v1: OrderCreatedV1) -> Result<Self, Self::Error> {
-        Self::new(v1.order_id, v1.customer_id, v1.items, v1.currency)
+        Self::builder()
+            .order_id(v1.order_id)
+            .customer_id(v1.customer_id)
+            .items(v1.items)
+            .currency(v1.currency)
+            .build()
             .ok_or("order total overflows u64")
     }
 }
 
 /// `orders.confirmed`: stock is reserved and the order is confirmed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bon::Builder)]
+#[non_exhaustive]
 pub struct OrderConfirmed {
     /// The confirmed order.
     pub order_id: OrderId,
@@ -106,7 +117,8 @@ pub struct OrderConfirmed {
 }
 
 /// `orders.cancelled`: the order will not be fulfilled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, bon::Builder)]
+#[non_exhaustive]
 pub struct OrderCancelled {
     /// The cancelled order.
     pub order_id: OrderId,
@@ -118,6 +130,7 @@ pub struct OrderCancelled {
     /// pending one): inventory gives it back even once its own record of the reservation has
     /// left the hot window. Optional: absent in events of earlier producers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[builder(default)]
     pub reserved: Vec<ReservedLine>,
 }
 

@@ -50,17 +50,17 @@ fn a_v1_order_created_is_upcast_to_v2_with_its_total_computed() {
 
 #[test]
 fn an_envelope_survives_encode_then_decode_unchanged() {
-    let order = OrderCreated::new(
-        OrderId::new(),
-        "c-1".to_string().try_into().unwrap(),
-        vec![LineItem {
+    let order = OrderCreated::builder()
+        .order_id(OrderId::new())
+        .customer_id("c-1".to_string().try_into().unwrap())
+        .items(vec![LineItem {
             sku: Sku::new("A").unwrap(),
             quantity: 3,
             unit_price_cents: 100,
-        }],
-        events::Currency::new("USD").unwrap(),
-    )
-    .unwrap();
+        }])
+        .currency(events::Currency::new("USD").unwrap())
+        .build()
+        .unwrap();
     let cause = Envelope::new("/test", Event::OrderCreated(order.clone()));
     let envelope = Envelope::new("/test", Event::OrderCreated(order)).caused_by(&cause);
     let decoded = Envelope::decode(&envelope.to_json().unwrap()).unwrap();

@@ -84,37 +84,43 @@ fn events_of(n: u64) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let customer = CustomerId::new(format!("customer-{}", n % 100_000))?;
     let sku = Sku::new(format!("SKU-{:05}", n % 10_000))?;
     let currency = Currency::new("EUR")?;
-    let created = OrderCreated::new(
-        order_id,
-        customer.clone(),
-        vec![LineItem {
+    let created = OrderCreated::builder()
+        .order_id(order_id)
+        .customer_id(customer.clone())
+        .items(vec![LineItem {
             sku: sku.clone(),
             quantity: 1,
             unit_price_cents: 1999,
-        }],
-        currency.clone(),
-    )
-    .context("an order total")?;
+        }])
+        .currency(currency.clone())
+        .build()
+        .context("an order total")?;
     let key = OrderKey::new(Partitions::ONE, customer.clone(), order_id);
     [
         Event::OrderCreated(created),
-        Event::InventoryReserved(InventoryReserved {
-            order_id,
-            lines: vec![ReservedLine { sku, quantity: 1 }],
-        }),
-        Event::OrderConfirmed(OrderConfirmed {
-            order_id,
-            customer_id: customer,
-            total_cents: 1999,
-            currency,
-        }),
-        Event::NotificationSent(NotificationSent {
-            notification_id: uuid::Uuid::now_v7(),
-            order_id,
-            kind: NotificationKind::OrderConfirmed,
-            channel: Channel::Webhook,
-            attempts: 1,
-        }),
+        Event::InventoryReserved(
+            InventoryReserved::builder()
+                .order_id(order_id)
+                .lines(vec![ReservedLine { sku, quantity: 1 }])
+                .build(),
+        ),
+        Event::OrderConfirmed(
+            OrderConfirmed::builder()
+                .order_id(order_id)
+                .customer_id(customer)
+                .total_cents(1999)
+                .currency(currency)
+                .build(),
+        ),
+        Event::NotificationSent(
+            NotificationSent::builder()
+                .notification_id(uuid::Uuid::now_v7())
+                .order_id(order_id)
+                .kind(NotificationKind::OrderConfirmed)
+                .channel(Channel::Webhook)
+                .attempts(1)
+                .build(),
+        ),
     ]
     .into_iter()
     .map(|event| {

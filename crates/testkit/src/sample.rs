@@ -41,13 +41,13 @@ pub fn order_created(order: OrderId, customer_id: &str, lines: &[(&str, u32)]) -
             unit_price_cents: 100,
         })
         .collect();
-    let created = OrderCreated::new(
-        order,
-        customer(customer_id),
-        items,
-        Currency::new("EUR").expect("EUR"),
-    )
-    .expect("a valid order");
+    let created = OrderCreated::builder()
+        .order_id(order)
+        .customer_id(customer(customer_id))
+        .items(items)
+        .currency(Currency::new("EUR").expect("EUR"))
+        .build()
+        .expect("a valid order");
     Envelope::new(SOURCE, Event::OrderCreated(created))
 }
 

@@ -135,7 +135,12 @@ pub fn reserved(
     cause: &Envelope,
 ) -> Envelope {
     with_id(
-        Event::InventoryReserved(InventoryReserved { order_id, lines }),
+        Event::InventoryReserved(
+            InventoryReserved::builder()
+                .order_id(order_id)
+                .lines(lines)
+                .build(),
+        ),
         id,
         cause,
     )
@@ -150,10 +155,12 @@ pub fn rejected(
     cause: &Envelope,
 ) -> Envelope {
     with_id(
-        Event::InventoryRejected(InventoryRejected {
-            order_id,
-            shortfall,
-        }),
+        Event::InventoryRejected(
+            InventoryRejected::builder()
+                .order_id(order_id)
+                .shortfall(shortfall)
+                .build(),
+        ),
         id,
         cause,
     )
@@ -167,7 +174,12 @@ pub fn released(
     cause: &Envelope,
 ) -> Envelope {
     with_id(
-        Event::InventoryReleased(InventoryReleased { order_id, lines }),
+        Event::InventoryReleased(
+            InventoryReleased::builder()
+                .order_id(order_id)
+                .lines(lines)
+                .build(),
+        ),
         id,
         cause,
     )
@@ -187,10 +199,12 @@ mod tests {
     fn cause(order_id: OrderId) -> Envelope {
         Envelope::new(
             "/test",
-            Event::InventoryReleased(InventoryReleased {
-                order_id,
-                lines: vec![],
-            }),
+            Event::InventoryReleased(
+                InventoryReleased::builder()
+                    .order_id(order_id)
+                    .lines(vec![])
+                    .build(),
+            ),
         )
     }
 

@@ -292,17 +292,21 @@ mod tests {
     }
 
     fn reserved(order: OrderId, lines: &[ReservedLine]) -> Event {
-        Event::InventoryReserved(InventoryReserved {
-            order_id: order,
-            lines: lines.to_vec(),
-        })
+        Event::InventoryReserved(
+            InventoryReserved::builder()
+                .order_id(order)
+                .lines(lines.to_vec())
+                .build(),
+        )
     }
 
     fn released(order: OrderId, lines: &[ReservedLine]) -> Event {
-        Event::InventoryReleased(InventoryReleased {
-            order_id: order,
-            lines: lines.to_vec(),
-        })
+        Event::InventoryReleased(
+            InventoryReleased::builder()
+                .order_id(order)
+                .lines(lines.to_vec())
+                .build(),
+        )
     }
 
     fn numbers(stock: &BTreeMap<Sku, CopiedStock>, name: &str) -> (u64, u64, usize) {
@@ -524,10 +528,12 @@ mod tests {
     fn a_rejection_is_always_kept() {
         let order = OrderId::new();
         let mut stock = BTreeMap::from([(sku("A"), copied(1, 0, 10))]);
-        let rejected = Event::InventoryRejected(InventoryRejected {
-            order_id: order,
-            shortfall: Vec::new(),
-        });
+        let rejected = Event::InventoryRejected(
+            InventoryRejected::builder()
+                .order_id(order)
+                .shortfall(Vec::new())
+                .build(),
+        );
         let d = event(5, rejected, &[("A", 40)], true);
         assert_eq!(square(order, &[d], &[], &mut stock), Squared::default());
         assert_eq!(numbers(&stock, "A"), (1, 0, 0));

@@ -415,12 +415,14 @@ mod tests {
 
     /// The cancellation of a confirmed order, which names what inventory holds for it.
     fn cancellation_naming(created: &Delivery, reserved: Vec<ReservedLine>) -> Delivery {
-        let cancelled = Event::OrderCancelled(OrderCancelled {
-            order_id: created.key.order,
-            customer_id: sample::customer("bob"),
-            reason: CancelReason::CustomerRequested,
-            reserved,
-        });
+        let cancelled = Event::OrderCancelled(
+            OrderCancelled::builder()
+                .order_id(created.key.order)
+                .customer_id(sample::customer("bob"))
+                .reason(CancelReason::CustomerRequested)
+                .reserved(reserved)
+                .build(),
+        );
         sample::delivery(
             &created.key,
             sample::caused_by(cancelled, &created.envelope),

@@ -106,21 +106,25 @@ pub fn outcome(
 ) -> Envelope {
     let notification_id = notification_id(order, kind);
     let event = match result {
-        Ok(()) => Event::NotificationSent(NotificationSent {
-            notification_id,
-            order_id: order,
-            kind,
-            channel,
-            attempts,
-        }),
-        Err(error) => Event::NotificationFailed(NotificationFailed {
-            notification_id,
-            order_id: order,
-            kind,
-            channel,
-            attempts,
-            error,
-        }),
+        Ok(()) => Event::NotificationSent(
+            NotificationSent::builder()
+                .notification_id(notification_id)
+                .order_id(order)
+                .kind(kind)
+                .channel(channel)
+                .attempts(attempts)
+                .build(),
+        ),
+        Err(error) => Event::NotificationFailed(
+            NotificationFailed::builder()
+                .notification_id(notification_id)
+                .order_id(order)
+                .kind(kind)
+                .channel(channel)
+                .attempts(attempts)
+                .error(error)
+                .build(),
+        ),
     };
     Envelope::new(SOURCE, event).caused_by(cause)
 }
@@ -163,13 +167,15 @@ mod tests {
         let order = OrderId::new();
         let cause = Envelope::new(
             "/test",
-            Event::NotificationSent(NotificationSent {
-                notification_id: Uuid::nil(),
-                order_id: order,
-                kind: NotificationKind::OrderConfirmed,
-                channel: Channel::Log,
-                attempts: 1,
-            }),
+            Event::NotificationSent(
+                NotificationSent::builder()
+                    .notification_id(Uuid::nil())
+                    .order_id(order)
+                    .kind(NotificationKind::OrderConfirmed)
+                    .channel(Channel::Log)
+                    .attempts(1)
+                    .build(),
+            ),
         );
         let event = outcome(
             order,

@@ -145,12 +145,14 @@ mod tests {
     fn confirmed() -> Delivery {
         let id = OrderId::new();
         let created = sample::order_created(id, "carol", &[("MUG", 1)]);
-        let event = Event::OrderConfirmed(OrderConfirmed {
-            order_id: id,
-            customer_id: sample::customer("carol"),
-            total_cents: 100,
-            currency: events::Currency::new("EUR").unwrap(),
-        });
+        let event = Event::OrderConfirmed(
+            OrderConfirmed::builder()
+                .order_id(id)
+                .customer_id(sample::customer("carol"))
+                .total_cents(100)
+                .currency(events::Currency::new("EUR").unwrap())
+                .build(),
+        );
         sample::delivery(
             &sample::key("carol", id),
             sample::caused_by(event, &created),

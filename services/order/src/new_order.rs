@@ -5,6 +5,7 @@
 //! documents them (OpenAPI) from the same constants.
 
 use events::{Currency, CustomerId, LineItem, OrderCreated, OrderId, Sku};
+use uuid::Uuid;
 
 /// Currencies orders may be placed in.
 pub const CURRENCIES: &[&str] = &[
@@ -50,10 +51,9 @@ impl Flaw {
 /// A new order, valid by construction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
-    customer: CustomerId,
-    lines: Vec<LineItem>,
-    currency: Currency,
-    total_cents: u64,
+    /// Its `created` event, but for the order id and the `Idempotency-Key`, which
+    /// [`NewOrder::created`] gives it.
+    created: OrderCreated,
 }
 
 impl NewOrder {
@@ -95,43 +95,42 @@ impl NewOrder {
             }
         }
         // Within the limits the total always fits; the check keeps that true if they change.
-        let total_cents = events::total_cents(&parsed);
-        if total_cents.is_none() {
+        if events::total_cents(&parsed).is_none() {
             flaws.push(Flaw::new("items", "the order total is too large"));
         }
-        match (customer, currency, total_cents) {
-            (Some(customer), Some(currency), Some(total_cents)) if flaws.is_empty() => Ok(Self {
-                customer,
-                lines: parsed,
-                currency,
-                total_cents,
-            }),
+        let created = match (customer, currency) {
+            (Some(customer), Some(currency)) => OrderCreated::builder()
+                .order_id(OrderId(Uuid::nil()))
+                .customer_id(customer)
+                .items(parsed)
+                .currency(currency)
+                .build(),
+            _ => None,
+        };
+        match created {
+            Some(created) if flaws.is_empty() => Ok(Self { created }),
             _ => Err(flaws),
         }
     }
 
     /// Who orders.
     pub fn customer(&self) -> &CustomerId {
-        &self.customer
+        &self.created.customer_id
     }
 
     /// The order's `created` event payload, under `order_id`.
     pub fn created(self, order_id: OrderId, idempotency_key: Option<String>) -> OrderCreated {
-        OrderCreated {
-            order_id,
-            customer_id: self.customer,
-            items: self.lines,
-            currency: self.currency,
-            total_cents: self.total_cents,
-            idempotency_key,
-        }
+        let mut created = self.created;
+        created.order_id = order_id;
+        created.idempotency_key = idempotency_key;
+        created
     }
 
     /// Whether `created` records this same order (what an `Idempotency-Key` made earlier).
     pub fn is_recorded_by(&self, created: &OrderCreated) -> bool {
-        created.customer_id == self.customer
-            && created.items == self.lines
-            && created.currency == self.currency
+        created.customer_id == self.created.customer_id
+            && created.items == self.created.items
+            && created.currency == self.created.currency
     }
 }
 

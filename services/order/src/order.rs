@@ -373,12 +373,14 @@ impl Order {
             Status::Pending => Step::Append(Box::new(
                 Envelope::new(
                     SOURCE,
-                    Event::OrderConfirmed(OrderConfirmed {
-                        order_id: self.created.order_id,
-                        customer_id: self.created.customer_id.clone(),
-                        total_cents: self.created.total_cents,
-                        currency: self.created.currency.clone(),
-                    }),
+                    Event::OrderConfirmed(
+                        OrderConfirmed::builder()
+                            .order_id(self.created.order_id)
+                            .customer_id(self.created.customer_id.clone())
+                            .total_cents(self.created.total_cents)
+                            .currency(self.created.currency.clone())
+                            .build(),
+                    ),
                 )
                 .caused_by(cause),
             )),
@@ -396,12 +398,14 @@ impl Order {
             Status::Pending | Status::Confirmed => {
                 let event = Envelope::new(
                     SOURCE,
-                    Event::OrderCancelled(OrderCancelled {
-                        order_id: self.created.order_id,
-                        customer_id: self.created.customer_id.clone(),
-                        reason,
-                        reserved: self.reserved(),
-                    }),
+                    Event::OrderCancelled(
+                        OrderCancelled::builder()
+                            .order_id(self.created.order_id)
+                            .customer_id(self.created.customer_id.clone())
+                            .reason(reason)
+                            .reserved(self.reserved())
+                            .build(),
+                    ),
                 );
                 Step::Append(Box::new(match cause {
                     Some(cause) => event.caused_by(cause),
@@ -421,17 +425,17 @@ pub(crate) mod tests {
 
     /// A just-placed order of one line (for tests elsewhere in the crate too).
     pub(crate) fn placed() -> Order {
-        let order = OrderCreated::new(
-            OrderId::new(),
-            CustomerId::new("c").unwrap(),
-            vec![LineItem {
+        let order = OrderCreated::builder()
+            .order_id(OrderId::new())
+            .customer_id(CustomerId::new("c").unwrap())
+            .items(vec![LineItem {
                 sku: Sku::new("A").unwrap(),
                 quantity: 1,
                 unit_price_cents: 10,
-            }],
-            Currency::new("EUR").unwrap(),
-        )
-        .unwrap();
+            }])
+            .currency(Currency::new("EUR").unwrap())
+            .build()
+            .unwrap();
         let key = OrderKey::new(Partitions::ONE, order.customer_id.clone(), order.order_id);
         let envelope = Envelope::new(SOURCE, Event::OrderCreated(order));
         Order::created(key, &envelope, 1).unwrap()
@@ -614,14 +618,14 @@ pub(crate) mod tests {
         let mut order = placed();
         let order_id = order.created.order_id;
         let outcome = |kind, at_offset: i64| {
-            let failed = events::NotificationFailed {
-                notification_id: Uuid::now_v7(),
-                order_id,
-                kind,
-                channel: Channel::Webhook,
-                attempts: 5,
-                error: "HTTP 500".into(),
-            };
+            let failed = events::NotificationFailed::builder()
+                .notification_id(Uuid::now_v7())
+                .order_id(order_id)
+                .kind(kind)
+                .channel(Channel::Webhook)
+                .attempts(5)
+                .error("HTTP 500".into())
+                .build();
             Envelope {
                 time: Utc::now() + chrono::Duration::seconds(at_offset),
                 ..Envelope::new("/test", Event::NotificationFailed(failed))

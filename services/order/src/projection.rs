@@ -525,13 +525,13 @@ mod tests {
     /// notification-service's record that the customer was told of `confirmed`, stored at
     /// sequence 1 of its own stream (as the order's `created` is of the order's).
     fn told_of(key: &OrderKey, confirmed: &Delivery) -> Delivery {
-        let sent = events::NotificationSent {
-            notification_id: uuid::Uuid::now_v7(),
-            order_id: key.order,
-            kind: events::NotificationKind::OrderConfirmed,
-            channel: events::Channel::Webhook,
-            attempts: 2,
-        };
+        let sent = events::NotificationSent::builder()
+            .notification_id(uuid::Uuid::now_v7())
+            .order_id(key.order)
+            .kind(events::NotificationKind::OrderConfirmed)
+            .channel(events::Channel::Webhook)
+            .attempts(2)
+            .build();
         let envelope = sample::caused_by(Event::NotificationSent(sent), &confirmed.envelope);
         sample::delivery(key, envelope)
     }

@@ -123,7 +123,12 @@ mod tests {
         }];
         let order_id = created.event.order_id();
         sample::caused_by(
-            Event::InventoryReserved(InventoryReserved { order_id, lines }),
+            Event::InventoryReserved(
+                InventoryReserved::builder()
+                    .order_id(order_id)
+                    .lines(lines)
+                    .build(),
+            ),
             created,
         )
     }
@@ -155,10 +160,12 @@ mod tests {
         let (_server, saga) = saga().await;
         let (key, created) = placed(&saga.store).await;
         let rejected = sample::caused_by(
-            Event::InventoryRejected(InventoryRejected {
-                order_id: key.order,
-                shortfall: shortfall(),
-            }),
+            Event::InventoryRejected(
+                InventoryRejected::builder()
+                    .order_id(key.order)
+                    .shortfall(shortfall())
+                    .build(),
+            ),
             &created,
         );
 

@@ -559,13 +559,15 @@ mod tests {
                 let created = sample::order_created(id, customer, &[("MUG", 2)]);
                 self.store.create(key.clone(), &created).await.unwrap();
                 let reserved = sample::caused_by(
-                    Event::InventoryReserved(InventoryReserved {
-                        order_id: id,
-                        lines: vec![ReservedLine {
-                            sku: sample::sku("MUG"),
-                            quantity: 2,
-                        }],
-                    }),
+                    Event::InventoryReserved(
+                        InventoryReserved::builder()
+                            .order_id(id)
+                            .lines(vec![ReservedLine {
+                                sku: sample::sku("MUG"),
+                                quantity: 2,
+                            }])
+                            .build(),
+                    ),
                     &created,
                 );
                 self.store

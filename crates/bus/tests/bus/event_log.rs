@@ -15,12 +15,14 @@ fn confirmed(created: &Envelope) -> Envelope {
     };
     Envelope::new(
         "/orderflow/test",
-        Event::OrderConfirmed(OrderConfirmed {
-            order_id: order.order_id,
-            customer_id: order.customer_id.clone(),
-            total_cents: order.total_cents,
-            currency: Currency::new("EUR").unwrap(),
-        }),
+        Event::OrderConfirmed(
+            OrderConfirmed::builder()
+                .order_id(order.order_id)
+                .customer_id(order.customer_id.clone())
+                .total_cents(order.total_cents)
+                .currency(Currency::new("EUR").unwrap())
+                .build(),
+        ),
     )
     .caused_by(created)
 }
@@ -31,12 +33,14 @@ fn cancelled(created: &Envelope) -> Envelope {
     };
     Envelope::new(
         "/orderflow/test",
-        Event::OrderCancelled(OrderCancelled {
-            order_id: order.order_id,
-            customer_id: order.customer_id.clone(),
-            reason: CancelReason::CustomerRequested,
-            reserved: Vec::new(),
-        }),
+        Event::OrderCancelled(
+            OrderCancelled::builder()
+                .order_id(order.order_id)
+                .customer_id(order.customer_id.clone())
+                .reason(CancelReason::CustomerRequested)
+                .reserved(Vec::new())
+                .build(),
+        ),
     )
     .caused_by(created)
 }

@@ -162,17 +162,17 @@ pub async fn next(rx: &mut mpsc::UnboundedReceiver<Delivery>) -> Delivery {
 pub use testkit::sample::sku;
 
 pub fn order_created(order_id: OrderId) -> Envelope {
-    let order = OrderCreated::new(
-        order_id,
-        CustomerId::new(CUSTOMER).unwrap(),
-        vec![LineItem {
+    let order = OrderCreated::builder()
+        .order_id(order_id)
+        .customer_id(CustomerId::new(CUSTOMER).unwrap())
+        .items(vec![LineItem {
             sku: sku("SKU-1"),
             quantity: 2,
             unit_price_cents: 500,
-        }],
-        Currency::new("EUR").unwrap(),
-    )
-    .unwrap();
+        }])
+        .currency(Currency::new("EUR").unwrap())
+        .build()
+        .unwrap();
     Envelope::new("/orderflow/test", Event::OrderCreated(order))
 }
 
@@ -194,44 +194,61 @@ pub fn one_of_each_event() -> Vec<Envelope> {
     let created = order_created(order_id);
     [
         created.event.clone(),
-        Event::OrderConfirmed(OrderConfirmed {
-            order_id,
-            customer_id: customer_id.clone(),
-            total_cents: 1000,
-            currency,
-        }),
-        Event::OrderCancelled(OrderCancelled {
-            order_id,
-            customer_id,
-            reason: CancelReason::OutOfStock {
-                shortfall: shortfall.clone(),
-            },
-            reserved: Vec::new(),
-        }),
-        Event::InventoryReserved(InventoryReserved {
-            order_id,
-            lines: lines.clone(),
-        }),
-        Event::InventoryRejected(InventoryRejected {
-            order_id,
-            shortfall,
-        }),
-        Event::InventoryReleased(InventoryReleased { order_id, lines }),
-        Event::NotificationSent(NotificationSent {
-            notification_id,
-            order_id,
-            kind: NotificationKind::OrderConfirmed,
-            channel: Channel::Webhook,
-            attempts: 1,
-        }),
-        Event::NotificationFailed(NotificationFailed {
-            notification_id,
-            order_id,
-            kind: NotificationKind::OrderCancelled,
-            channel: Channel::Webhook,
-            attempts: 3,
-            error: "503".into(),
-        }),
+        Event::OrderConfirmed(
+            OrderConfirmed::builder()
+                .order_id(order_id)
+                .customer_id(customer_id.clone())
+                .total_cents(1000)
+                .currency(currency)
+                .build(),
+        ),
+        Event::OrderCancelled(
+            OrderCancelled::builder()
+                .order_id(order_id)
+                .customer_id(customer_id)
+                .reason(CancelReason::OutOfStock {
+                    shortfall: shortfall.clone(),
+                })
+                .reserved(Vec::new())
+                .build(),
+        ),
+        Event::InventoryReserved(
+            InventoryReserved::builder()
+                .order_id(order_id)
+                .lines(lines.clone())
+                .build(),
+        ),
+        Event::InventoryRejected(
+            InventoryRejected::builder()
+                .order_id(order_id)
+                .shortfall(shortfall)
+                .build(),
+        ),
+        Event::InventoryReleased(
+            InventoryReleased::builder()
+                .order_id(order_id)
+                .lines(lines)
+                .build(),
+        ),
+        Event::NotificationSent(
+            NotificationSent::builder()
+                .notification_id(notification_id)
+                .order_id(order_id)
+                .kind(NotificationKind::OrderConfirmed)
+                .channel(Channel::Webhook)
+                .attempts(1)
+                .build(),
+        ),
+        Event::NotificationFailed(
+            NotificationFailed::builder()
+                .notification_id(notification_id)
+                .order_id(order_id)
+                .kind(NotificationKind::OrderCancelled)
+                .channel(Channel::Webhook)
+                .attempts(3)
+                .error("503".into())
+                .build(),
+        ),
     ]
     .into_iter()
     .map(|event| Envelope::new("/orderflow/test", event).caused_by(&created))
