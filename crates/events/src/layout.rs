@@ -398,12 +398,14 @@ mod tests {
     #[test]
     fn an_order_event_subject_carries_partition_customer_order_and_verb() {
         let key = key(Partitions::ONE);
-        let confirmed = Event::OrderConfirmed(OrderConfirmed {
-            order_id: key.order,
-            customer_id: key.customer.clone(),
-            total_cents: 1,
-            currency: Currency::new("EUR").unwrap(),
-        });
+        let confirmed = Event::OrderConfirmed(
+            OrderConfirmed::builder()
+                .order_id(key.order)
+                .customer_id(key.customer.clone())
+                .total_cents(1)
+                .currency(Currency::new("EUR").unwrap())
+                .build(),
+        );
         assert_eq!(
             key.subject(&confirmed),
             "orders.0.alice.0193a5b0-7c1e-7d2a-9f00-0123456789ab.confirmed"
@@ -413,13 +415,15 @@ mod tests {
     #[test]
     fn a_notification_subject_names_the_state_change_it_announces() {
         let key = key(Partitions::ONE);
-        let sent = Event::NotificationSent(NotificationSent {
-            notification_id: uuid::Uuid::nil(),
-            order_id: key.order,
-            kind: NotificationKind::OrderCancelled,
-            channel: Channel::Log,
-            attempts: 1,
-        });
+        let sent = Event::NotificationSent(
+            NotificationSent::builder()
+                .notification_id(uuid::Uuid::nil())
+                .order_id(key.order)
+                .kind(NotificationKind::OrderCancelled)
+                .channel(Channel::Log)
+                .attempts(1)
+                .build(),
+        );
         let subject = key.subject(&sent);
         assert!(subject.ends_with(".cancelled.sent"), "{subject}");
         assert_eq!(
@@ -431,10 +435,12 @@ mod tests {
     #[test]
     fn a_subject_parses_back_to_its_key_and_kind() {
         let key = key(Partitions::new(8).unwrap());
-        let reserved = Event::InventoryReserved(InventoryReserved {
-            order_id: key.order,
-            lines: vec![],
-        });
+        let reserved = Event::InventoryReserved(
+            InventoryReserved::builder()
+                .order_id(key.order)
+                .lines(vec![])
+                .build(),
+        );
         let subject = key.subject(&reserved);
         assert_eq!(
             OrderKey::parse(&subject).unwrap(),
