@@ -420,6 +420,8 @@ impl Order {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use serde_json::json;
+
     use super::*;
     use events::{Currency, CustomerId, LineItem, OrderId, Partitions, Shortfall, Sku};
 
@@ -453,6 +455,24 @@ pub(crate) mod tests {
         };
         let next = order.clone().appended(&event, order.last_sequence + 1);
         (next, *event)
+    }
+
+    #[test]
+    fn every_snapshot_a_released_build_archived_still_reads() {
+        // The archive keeps an order's snapshot for as long as it keeps the order: each file
+        // is one as a released build wrote it, and every later build must read it.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/snapshots");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let snapshot: Snapshot = serde_json::from_value(json.clone())
+                .unwrap_or_else(|e| panic!("{} no longer reads: {e}", path.display()));
+            assert_eq!(json!(snapshot.status), json["status"], "{}", path.display());
+            read += 1;
+        }
+        assert!(read >= 2, "no snapshots in {}", dir.display());
     }
 
     #[test]
