@@ -35,18 +35,26 @@ pub struct Grant {
 pub fn grants(partitions: Partitions) -> Vec<Grant> {
     Domain::ALL
         .into_iter()
-        .map(|domain| grant(topology::writer(domain), domain, partitions))
+        .map(|domain| {
+            let service = topology::writer(domain);
+            grant(service, service.subscriptions(), partitions)
+        })
         .collect()
 }
 
-fn grant(service: ServiceId, writes: Domain, partitions: Partitions) -> Grant {
+/// The grant of `service`, which consumes through `subscriptions`.
+fn grant<'a>(
+    service: ServiceId,
+    subscriptions: impl Iterator<Item = &'a topology::Subscription>,
+    partitions: Partitions,
+) -> Grant {
+    let writes = service.writes();
     let mut publish: Vec<String> = crate::EventKind::ALL
         .into_iter()
         .filter(|kind| Domain::of(*kind) == writes)
         .map(layout::any_partition)
         .collect();
-    let reads: Vec<(&str, Domain)> = service
-        .subscriptions()
+    let reads: Vec<(&str, Domain)> = subscriptions
         .filter_map(|subscription| Some((subscription.durable, subscription.domain()?)))
         .collect();
     // Dead letters under its own consumers' names only: the subject is the proof of origin.
@@ -103,6 +111,9 @@ fn grant(service: ServiceId, writes: Domain, partitions: Partitions) -> Grant {
             publish.extend(consumer_calls(names::stream::ADVISORIES, &watcher));
         }
     }
+    // Two consumers on one stream need the same calls on it: grant (and import) each once.
+    let mut granted = std::collections::HashSet::new();
+    publish.retain(|subject| granted.insert(subject.clone()));
     Grant {
         user: service.name(),
         password_variable: password_variable(service.name()),
@@ -330,6 +341,31 @@ mod tests {
             );
             assert!(!call.contains("DELETE"), "{call}");
         }
+    }
+
+    #[test]
+    fn no_subject_is_granted_twice_even_to_a_service_with_two_consumers_on_one_stream() {
+        for grant in grants(Partitions::new(2).unwrap()) {
+            let mut seen = std::collections::HashSet::new();
+            for subject in &grant.publish {
+                assert!(seen.insert(subject), "{}: {subject} twice", grant.user);
+            }
+        }
+        // A second consumer of inventory's events beside the saga's.
+        static RELEASES: topology::Subscription = topology::Subscription {
+            durable: "order-releases",
+            kinds: &[crate::EventKind::InventoryReleased],
+            ..topology::ORDER_SAGA
+        };
+        let order = ServiceId::Order;
+        let subscriptions = order.subscriptions().chain([&RELEASES]);
+        let grant = grant(order, subscriptions, Partitions::ONE);
+        let mut seen = std::collections::HashSet::new();
+        for subject in &grant.publish {
+            assert!(seen.insert(subject), "{subject} twice");
+        }
+        let next = "$JS.API.CONSUMER.MSG.NEXT.INVENTORY.order-releases".to_owned();
+        assert!(grant.publish.contains(&next));
     }
 
     #[test]

@@ -218,6 +218,12 @@ impl NatsServer {
             &log,
             || {
                 let _ = std::fs::remove_file(&log);
+                // A configuration it refuses is said on stderr, before the log opens.
+                let stderr = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .map_or_else(|_| Stdio::null(), Stdio::from);
                 let mut command = Command::new(&self.bin);
                 command
                     .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -227,7 +233,7 @@ impl NatsServer {
                     .arg(&log)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null());
+                    .stderr(stderr);
                 command
             },
             |_| std::fs::read_to_string(&log).is_ok_and(|text| text.contains("Server is ready")),

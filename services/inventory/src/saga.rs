@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use bus::retry_on_conflict;
 use bus::{Appended, ConsumerSpec, Delivery, HandlerError, Lease, Precondition, Round};
 use events::{
-    Envelope, Event, OrderCreated, OrderId, OrderKey, Partitions, ReservedLine, Shortfall, Sku,
-    StockRevisions,
+    Envelope, Event, OrderCreated, OrderId, OrderKey, Partitions, ReservedLine, ServiceId,
+    Shortfall, Sku, StockRevisions,
 };
 use uuid::Uuid;
 
@@ -45,7 +45,8 @@ impl bus::Handler for Saga {
             Event::OrderCreated(order) => self.reserve(order, &delivery).await,
             Event::OrderCancelled(_) => self.release(&delivery).await,
             other => Err(HandlerError::permanent(format!(
-                "inventory-service does not handle {}",
+                "{} does not handle {}",
+                ServiceId::Inventory,
                 other.kind()
             ))),
         }

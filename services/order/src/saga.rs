@@ -8,7 +8,7 @@
 //! transition if an earlier attempt made it, and does nothing.
 
 use bus::{ConsumerSpec, Delivery, HandlerError};
-use events::{CancelReason, Event, Partitions};
+use events::{CancelReason, Event, Partitions, ServiceId};
 
 use telemetry::metric;
 
@@ -36,7 +36,8 @@ impl bus::Handler for Saga {
             }),
             other => {
                 return Err(HandlerError::permanent(format!(
-                    "order-service does not handle {}",
+                    "{} does not handle {}",
+                    ServiceId::Order,
                     other.kind()
                 )));
             }
