@@ -118,16 +118,17 @@ async fn the_alerting_rules_read_only_metrics_the_services_export() {
     );
 }
 
+/// Every binary an operator runs: each service's, and orderflow-admin.
+fn binaries() -> impl Iterator<Item = &'static str> {
+    let services = events::ServiceId::ALL.map(events::ServiceId::name);
+    services.into_iter().chain(["orderflow-admin"])
+}
+
 #[test]
 fn every_binary_says_the_version_the_manifests_deploy() {
     let version = env!("CARGO_PKG_VERSION");
     let base = std::fs::read_to_string(repo().join("deploy/k8s/base/kustomization.yaml")).unwrap();
-    for binary in [
-        "order-service",
-        "inventory-service",
-        "notification-service",
-        "orderflow-admin",
-    ] {
+    for binary in binaries() {
         let output = Command::new(service_binary(binary))
             .arg("--version")
             .output()
@@ -215,12 +216,7 @@ fn the_configuration_guide_documents_every_setting_the_binaries_read_with_their_
         .collect();
     let mut read = BTreeSet::new();
     let mut missing = Vec::new();
-    for binary in [
-        "order-service",
-        "inventory-service",
-        "notification-service",
-        "orderflow-admin",
-    ] {
+    for binary in binaries() {
         for (command, help) in help_texts(binary) {
             for (name, default) in settings_in(&help) {
                 read.insert(name.clone());
