@@ -267,6 +267,18 @@ fn the_configuration_guide_documents_every_setting_the_binaries_read_with_their_
     );
 }
 
+/// The last lines of every log in `dir`, for a failure message.
+fn logs_of(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        out.push_str(&format!("== {}\n{tail}\n", entry.path().display()));
+    }
+    out
+}
+
 #[tokio::test]
 async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,7 +306,7 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
         .env("INVENTORY_PORT", inventory.to_string())
         .env("NOTIFICATION_PORT", notification.to_string())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
         .spawn()
         .unwrap();
     // A failed assertion below still stops what the script started.
@@ -316,9 +328,16 @@ async fn scripts_dev_runs_the_system_locally_and_stops_cleanly_on_ctrl_c() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(120), seeded)
+    if tokio::time::timeout(Duration::from_secs(120), seeded)
         .await
-        .expect("scripts/dev is up and seeded within 2 minutes");
+        .is_err()
+    {
+        panic!(
+            "scripts/dev is not up and seeded within 2 minutes; it said:\n{}\nits logs:\n{}",
+            std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default(),
+            logs_of(&dir.path().join("logs"))
+        );
+    }
     // Closed by default: the stock admin API wants the token scripts/dev made and kept.
     let stock_url = format!("http://127.0.0.1:{inventory}/v1/stock/SKU-DEV");
     let body = serde_json::json!({ "available": 1 });

@@ -71,11 +71,6 @@ impl ServiceId {
     pub fn owns_support_streams(self) -> bool {
         self == SUPPORT_STREAMS_OWNER
     }
-
-    /// The service called `name`, if there is one.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
-    }
 }
 
 impl fmt::Display for ServiceId {
@@ -221,12 +216,10 @@ mod tests {
     }
 
     #[test]
-    fn a_service_is_found_by_its_name_and_signs_its_events_with_it() {
+    fn a_service_signs_its_events_with_its_name() {
         for service in ServiceId::ALL {
-            assert_eq!(ServiceId::from_name(service.name()), Some(service));
             assert_eq!(service.source(), format!("/orderflow/{service}"));
         }
-        assert_eq!(ServiceId::from_name("order"), None);
     }
 
     #[test]

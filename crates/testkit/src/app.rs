@@ -8,12 +8,12 @@
 //! as the flag that reads that variable. Telemetry is per process, so a test about metrics,
 //! logs or exported spans runs the services as processes instead (`System`).
 
-use events::ServiceId;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
+use events::ServiceId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

@@ -2,11 +2,12 @@
 //! the test executable's directory — configured through their environment variables exactly
 //! as an operator would, on free loopback ports, logging to files in a temp dir.
 
-use events::ServiceId;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use events::ServiceId;
 
 use crate::api::ApiClient;
 use crate::nats::{NatsServer, free_port};
@@ -500,7 +501,7 @@ impl SystemBuilder {
             &self.provisioning_env(&nats, postgres.as_ref()),
             logs.path(),
         );
-        let mut processes: Vec<ServiceProcess> = self
+        let mut processes: Vec<(ServiceId, ServiceProcess)> = self
             .service_envs(&nats, postgres.as_ref())
             .into_iter()
             .map(
@@ -514,17 +515,24 @@ impl SystemBuilder {
                         env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()));
                         env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
                     }
-                    ServiceProcess::start(service.name(), env, logs.path(), instance)
+                    let process = ServiceProcess::start(service.name(), env, logs.path(), instance);
+                    (service, process)
                 },
             )
             .collect();
-        for process in &mut processes {
+        for (_, process) in &mut processes {
             process.wait_ready().await;
         }
-        let notification = processes.pop().expect("notification-service");
-        let mut processes = processes.into_iter();
-        let order = processes.next().expect("order-service");
-        let inventory: Vec<_> = processes.collect();
+        let mut instances_of = |wanted: ServiceId| -> Vec<ServiceProcess> {
+            let (of, others) = std::mem::take(&mut processes)
+                .into_iter()
+                .partition(|(service, _)| *service == wanted);
+            processes = others;
+            of.into_iter().map(|(_, process)| process).collect()
+        };
+        let order = instances_of(ServiceId::Order).remove(0);
+        let inventory = instances_of(ServiceId::Inventory);
+        let notification = instances_of(ServiceId::Notification).remove(0);
         let log_path = logs.path().to_path_buf();
         let api = ApiClient::new(
             [order.url(), inventory[0].url(), notification.url()],

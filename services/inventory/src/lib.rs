@@ -11,11 +11,11 @@ mod saga;
 mod stock;
 mod store;
 
-use events::ServiceId;
 use std::net::SocketAddr;
 
 use axum::Router;
 use bus::{Bus, CancellationToken, ConsumerSpec, StreamSettings};
+use events::ServiceId;
 use platform::config::{HttpArgs, NatsArgs};
 use platform::service::{OpenError, RunError, Started, Task};
 use tokio::net::TcpListener;

@@ -9,12 +9,12 @@ mod saga;
 mod store;
 mod webhook;
 
-use events::ServiceId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use bus::{Bus, CancellationToken, ConsumerSpec, KvStore, Secret, StreamSettings};
+use events::ServiceId;
 use platform::config::{HttpArgs, NatsArgs};
 use platform::service::{OpenError, RunError, Started};
 use tokio::net::TcpListener;

@@ -1,5 +1,5 @@
 //! One notification per order state change, and its outcome as an event:
-//! `notifications.<p>.<customer>.<order>.<order_confirmed|order_cancelled>.sent` or `.failed`,
+//! `notifications.<p>.<customer>.<order>.<confirmed|cancelled>.sent` or `.failed`,
 //! appended create-only, so there is at most one outcome per notification. The notification's
 //! id is derived from (order, change), so every replica and every redelivery agrees on it — it
 //! is the `webhook-id` the receiver dedupes on. Pure logic, no I/O.

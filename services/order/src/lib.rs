@@ -11,7 +11,6 @@ mod projection;
 mod saga;
 mod store;
 
-use events::ServiceId;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,6 +20,7 @@ use axum::Router;
 use bus::{Bus, CancellationToken, Consumer, ConsumerSpec, StreamSettings};
 use customer_auth::{AuthArgs, Customers};
 use dead_letters::Redrive;
+use events::ServiceId;
 use platform::config::{HttpArgs, NatsArgs};
 use platform::service::{OpenError, RunError, Started, Task};
 use platform::usage::Admission;

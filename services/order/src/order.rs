@@ -1,7 +1,7 @@
 //! The order aggregate: folded from its events, and the only transitions allowed —
 //! `pending → confirmed | cancelled`, `confirmed → cancelled`. Pure logic, no I/O: the store
-//! reads the events, the saga and the API append what a decision produces, conditionally on
-//! the history they decided on.
+//! reads the events, the saga and the API append what a [`Step`] says, conditionally on the
+//! history it was decided on.
 //!
 //! There is no record besides the events: `orders.<p>.<customer>.<order>.created`, then at most
 //! one `confirmed` and one `cancelled`. A cause that already moved the order is found in the
@@ -460,7 +460,8 @@ pub(crate) mod tests {
     #[test]
     fn every_snapshot_a_released_build_archived_still_reads() {
         // The archive keeps an order's snapshot for as long as it keeps the order: each file
-        // is one as a released build wrote it, and every later build must read it.
+        // is one as a released build wrote it, and every later build must read it. (The
+        // 0.1.0 files were written by the build after it, whose snapshot is 0.1.0's shape.)
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/snapshots");
         let mut read = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {

@@ -1,7 +1,7 @@
 //! The order's side of the saga, on the durable consumer `order-saga` (`inventory.*.reserved`,
 //! `inventory.*.rejected`, per partition): confirm or cancel the order.
 //!
-//! The decision is one conditional append to the order's history — the event is the state
+//! The step is one conditional append to the order's history — the event is the state
 //! change, so there is nothing to store first and publish after. On a first delivery the
 //! append is decided on the order as this process last saw it (usually: it just created it),
 //! and its precondition alone proves that view current; a redelivery reads first, finds its own

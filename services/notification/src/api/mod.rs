@@ -17,7 +17,7 @@ use crate::store::Store;
 use views::{NotificationQuery, NotificationView, WebhookView};
 
 /// The API routes; `/admin/webhook*` need the admin token.
-pub fn routes(state: Started<Store>, admin_token: Option<Secret>) -> Router {
+pub fn routes(store: Started<Store>, admin_token: Option<Secret>) -> Router {
     let admin = Router::new()
         .route("/admin/webhook", get(webhook_state))
         .route("/admin/webhook/enable", post(enable_webhook))
@@ -28,7 +28,7 @@ pub fn routes(state: Started<Store>, admin_token: Option<Secret>) -> Router {
     Router::new()
         .route("/v1/notifications", get(list_notifications))
         .merge(admin)
-        .with_state(state)
+        .with_state(store)
 }
 
 /// The OpenAPI document of this API.
@@ -56,7 +56,7 @@ pub struct ApiDoc;
     )
 )]
 async fn list_notifications(
-    State(state): State<Started<Store>>,
+    State(store): State<Started<Store>>,
     ApiQuery(query): ApiQuery<NotificationQuery>,
 ) -> Result<axum::Json<Vec<NotificationView>>, Problem> {
     let order_id: OrderId = query.order_id.parse().map_err(|_| {
@@ -65,7 +65,7 @@ async fn list_notifications(
             "must be an order id (UUID)",
         )])
     })?;
-    let found = state.get()?.outcomes_of(order_id).await.map_err(|e| {
+    let found = store.get()?.outcomes_of(order_id).await.map_err(|e| {
         tracing::warn!(error = %e, "notifications unavailable");
         Problem::unavailable(1)
     })?;
@@ -74,8 +74,8 @@ async fn list_notifications(
     ))
 }
 
-fn webhook_of(state: &Started<Store>) -> Result<&crate::webhook::Webhook, Problem> {
-    state
+fn webhook_of(store: &Started<Store>) -> Result<&crate::webhook::Webhook, Problem> {
+    store
         .get()?
         .webhook
         .as_ref()
@@ -92,9 +92,9 @@ fn unavailable(error: bus::StoreError) -> Problem {
     responses((status = 200, description = "The endpoint", body = WebhookView),
               (status = 404, description = "No webhook configured")))]
 async fn webhook_state(
-    State(state): State<Started<Store>>,
+    State(store): State<Started<Store>>,
 ) -> Result<axum::Json<WebhookView>, Problem> {
-    let webhook = webhook_of(&state)?;
+    let webhook = webhook_of(&store)?;
     Ok(axum::Json(WebhookView {
         endpoint: webhook.endpoint().to_owned(),
         disabled_because: webhook.disabled().await.map_err(unavailable)?,
@@ -107,9 +107,9 @@ async fn webhook_state(
     responses((status = 200, description = "The endpoint, enabled", body = WebhookView),
               (status = 404, description = "No webhook configured")))]
 async fn enable_webhook(
-    State(state): State<Started<Store>>,
+    State(store): State<Started<Store>>,
 ) -> Result<axum::Json<WebhookView>, Problem> {
-    let webhook = webhook_of(&state)?;
+    let webhook = webhook_of(&store)?;
     webhook.enable().await.map_err(unavailable)?;
     Ok(axum::Json(WebhookView {
         endpoint: webhook.endpoint().to_owned(),
