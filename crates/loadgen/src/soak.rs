@@ -25,10 +25,11 @@ pub struct ArchiveLag {
 pub async fn archive_lag(js: &jetstream::Context) -> anyhow::Result<Option<ArchiveLag>> {
     let streams: Vec<jetstream::stream::Info> = js.streams().try_collect().await?;
     let mut lag: Option<ArchiveLag> = None;
-    for info in streams
-        .iter()
-        .filter(|s| s.config.name == "ORDERS" || s.config.name.starts_with("ORDERS_"))
-    {
+    for info in streams.iter().filter(|s| {
+        let base = events::Domain::Orders.stream_base();
+        let partition = s.config.name.strip_prefix(base);
+        partition.is_some_and(|p| p.is_empty() || p.starts_with('_'))
+    }) {
         let stream = js.get_stream_no_info(&info.config.name).await?;
         let Ok(consumer) = stream
             .get_consumer::<jetstream::consumer::pull::Config>(

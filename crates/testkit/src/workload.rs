@@ -467,7 +467,7 @@ async fn i6_every_event_is_consumed_or_dead_lettered(
             ));
         }
     }
-    let dead_letters = match js.get_stream("DLQ").await {
+    let dead_letters = match js.get_stream(events::names::stream::DLQ).await {
         Ok(mut dlq) => dlq.info().await.map(|i| i.state.messages).unwrap_or(0),
         Err(_) => 0,
     };

@@ -310,14 +310,19 @@ impl platform::service::Service for OrderService {
     }
 
     /// Every store an order is written to on its way, so that new orders are refused before
-    /// any of them is full: its own, and inventory's and notification's event streams.
+    /// any of them is full: its own, and every other service's event streams.
     fn watched_stores(&self, settings: &StreamSettings) -> Vec<String> {
         let mut stores = bus::stores_written_by(settings, SERVICE);
-        for service in [ServiceId::Inventory, ServiceId::Notification] {
+        for service in ServiceId::ALL.into_iter().filter(|s| *s != SERVICE) {
+            let buckets: Vec<String> = service
+                .buckets()
+                .iter()
+                .map(|bucket| events::names::bucket::stream(bucket))
+                .collect();
             stores.extend(
                 bus::stores_written_by(settings, service)
                     .into_iter()
-                    .filter(|store| !store.starts_with("KV_")),
+                    .filter(|store| !buckets.contains(store)),
             );
         }
         stores
