@@ -47,8 +47,19 @@ async fn main() -> ExitCode {
             eprintln!("{fault:?}: {violation}");
         }
         violations += r.violations.len();
-        if !r.violations.is_empty() {
-            eprintln!("{fault:?}: logs kept in {}", outcome.keep_logs().display());
+        // Attempts never accepted broke no invariant (each was refused, none made an order),
+        // but the system refused for longer than a careful client retries: worth a look too.
+        let refused = r.attempted.saturating_sub(r.accepted);
+        if !r.violations.is_empty() || refused > 0 {
+            let why = if refused > 0 && r.violations.is_empty() {
+                format!("{refused} attempts never accepted")
+            } else {
+                format!("{} violations", r.violations.len())
+            };
+            eprintln!(
+                "{fault:?}: {why}; logs kept in {}",
+                outcome.keep_logs().display()
+            );
         }
     }
     if violations == 0 {
