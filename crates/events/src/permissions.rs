@@ -31,14 +31,11 @@ pub struct Grant {
     pub subscribe: Vec<String>,
 }
 
-/// The user of each service that writes a domain, for `partitions` partitions.
+/// The user of each service, for `partitions` partitions.
 pub fn grants(partitions: Partitions) -> Vec<Grant> {
-    Domain::ALL
+    ServiceId::ALL
         .into_iter()
-        .map(|domain| {
-            let service = topology::writer(domain);
-            grant(service, service.subscriptions(), partitions)
-        })
+        .map(|service| grant(service, service.subscriptions(), partitions))
         .collect()
 }
 
